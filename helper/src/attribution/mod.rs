@@ -1,0 +1,513 @@
+//! Which process owns a flow: the heart of the product.
+//!
+//! The chain is socket first, process second. The kernel tells which socket has a flow's
+//! addresses (`sock_diag`), and /proc tells which process holds that socket's inode. Both OS
+//! sources sit behind the small [`Sockets`] and [`Processes`] traits, so the fallback chain in
+//! [`SocketAttributor`] is tested with tables; the real sources are tested end to end in
+//! network namespaces.
+//!
+//! Everything that names a process goes through [`Attributor`], so a kernel-side source (an
+//! eBPF connect hook that records the pid at `connect()` time) can be added later by
+//! implementing that one trait, without touching the filter or the output.
+
+pub mod procfs;
+pub mod sock_diag;
+
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::direction::Sides;
+use crate::event::{AttributedBy, Direction, Family, Process, Proto, Tuple};
+
+/// A socket as the kernel describes it. `src` is always the socket's own (local) end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockEntry {
+    pub family: Family,
+    pub proto: Proto,
+    /// The TCP state number (`TCP_LISTEN` = 10); 7 (`TCP_CLOSE`) for unconnected UDP.
+    pub state: u8,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub uid: u32,
+    /// The socket's inode; 0 for sockets no file holds (request and time-wait sockets).
+    pub inode: u64,
+}
+
+pub const TCP_LISTEN: u8 = 10;
+
+/// The kernel's socket tables.
+pub trait Sockets {
+    /// The socket whose local end is `t.src:t.sport` and whose peer is `t.dst:t.dport`, as the
+    /// kernel's own lookup finds it (which may be a listener or a wildcard-bound socket).
+    fn exact(&mut self, family: Family, t: &Tuple) -> io::Result<Option<SockEntry>>;
+    /// Every socket of a protocol and family; `listening_only` asks for TCP listeners only.
+    fn dump(
+        &mut self,
+        family: Family,
+        proto: Proto,
+        listening_only: bool,
+    ) -> io::Result<Vec<SockEntry>>;
+}
+
+/// Which process holds a socket inode.
+pub trait Processes {
+    /// `uid` is the socket owner's uid, a hint of where to look first.
+    fn by_inode(&mut self, inode: u64, uid: u32) -> Option<Process>;
+}
+
+/// A flow's process, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    pub process: Process,
+    pub by: AttributedBy,
+}
+
+/// The one interface the rest of the helper uses to name a flow's process.
+pub trait Attributor {
+    /// `None` when no process can be named with certainty; never a guess.
+    fn attribute(&mut self, sides: &Sides) -> Option<Attribution>;
+    /// How many lookups failed on an OS error (not merely "not found") since the start.
+    fn errors(&self) -> u64 {
+        0
+    }
+}
+
+/// sock_diag, then /proc: the fallback chain over any [`Sockets`] and [`Processes`].
+pub struct SocketAttributor<S, P> {
+    pub sockets: S,
+    pub processes: P,
+    errors: u64,
+}
+
+impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
+    pub fn new(sockets: S, processes: P) -> Self {
+        SocketAttributor {
+            sockets,
+            processes,
+            errors: 0,
+        }
+    }
+
+    fn note<T>(&mut self, r: io::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.errors += 1;
+                None
+            }
+        }
+    }
+
+    /// The candidate sockets for a flow, best first.
+    fn candidates(&mut self, sides: &Sides) -> Vec<(SockEntry, AttributedBy)> {
+        let t = sides.socket;
+        let fam = Family::of(&t.src);
+        let inbound = sides.direction == Direction::Inbound;
+        let mut out = Vec::new();
+
+        // 1. The kernel's own lookup, in the flow's family and, for IPv4, as a dual-stack
+        //    IPv6 socket would see it (v4-mapped addresses).
+        let mut exact_queries = vec![(fam, t)];
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (t.src, t.dst) {
+            exact_queries.push((
+                Family::Ipv6,
+                Tuple {
+                    src: IpAddr::V6(s.to_ipv6_mapped()),
+                    dst: IpAddr::V6(d.to_ipv6_mapped()),
+                    ..t
+                },
+            ));
+        }
+        for (f, q) in exact_queries {
+            let r = self.sockets.exact(f, &q);
+            if let Some(Some(e)) = self.note(r) {
+                if let Some(by) = judge(&e, &q, inbound) {
+                    out.push((e, by));
+                }
+            }
+        }
+
+        // 2. Wider searches where the exact one cannot see the socket: the listener that will
+        //    accept an inbound connection, or the bound socket of a datagram flow.
+        let wide = match t.proto {
+            Proto::Tcp | Proto::Sctp if inbound => Some(true),
+            Proto::Udp | Proto::UdpLite => Some(false),
+            _ => None,
+        };
+        if let Some(listening_only) = wide {
+            for f in [Family::Ipv4, Family::Ipv6] {
+                let r = self.sockets.dump(f, t.proto, listening_only);
+                let Some(entries) = self.note(r) else {
+                    continue;
+                };
+                for e in entries {
+                    let q = if f == fam { t } else { mapped(&t) };
+                    if let Some(by) = judge(&e, &q, inbound) {
+                        out.push((e, by));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(_, by)| rank(*by));
+        out
+    }
+}
+
+impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
+    fn attribute(&mut self, sides: &Sides) -> Option<Attribution> {
+        if sides.direction == Direction::Forward {
+            return None;
+        }
+        for (entry, by) in self.candidates(sides) {
+            if entry.inode == 0 {
+                continue;
+            }
+            if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
+                return Some(Attribution { process, by });
+            }
+        }
+        None
+    }
+
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+}
+
+fn rank(by: AttributedBy) -> u8 {
+    match by {
+        AttributedBy::Socket => 0,
+        AttributedBy::BoundSocket => 1,
+        AttributedBy::Listener => 2,
+    }
+}
+
+/// The IPv6 view of an IPv4 tuple (v4-mapped addresses); other tuples unchanged.
+fn mapped(t: &Tuple) -> Tuple {
+    let map = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    Tuple {
+        src: map(t.src),
+        dst: map(t.dst),
+        ..*t
+    }
+}
+
+fn unspecified(ip: &IpAddr) -> bool {
+    ip.is_unspecified() || *ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
+/// Whether socket `e` really is the flow `q`'s local end, and how well it matches.
+///
+/// The kernel's lookups return the best socket for a packet, which is not always ours: a UDP
+/// query with the ends the wrong way round silently returns the receiving socket, and a TCP
+/// lookup falls back to a listener. So the returned local end must be the flow's local end.
+fn judge(e: &SockEntry, q: &Tuple, inbound: bool) -> Option<AttributedBy> {
+    if e.proto != q.proto || e.sport != q.sport {
+        return None;
+    }
+    if !(e.src == q.src || unspecified(&e.src)) {
+        return None;
+    }
+    if e.proto == Proto::Tcp && e.state == TCP_LISTEN {
+        return inbound.then_some(AttributedBy::Listener);
+    }
+    let connected = e.dport != 0 || !unspecified(&e.dst);
+    if connected {
+        (e.dst == q.dst && e.dport == q.dport).then_some(AttributedBy::Socket)
+    } else if matches!(e.proto, Proto::Udp | Proto::UdpLite) {
+        Some(AttributedBy::BoundSocket)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direction::{classify, LocalAddrs};
+    use crate::event::{Flow, FlowEvent};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeSockets {
+        /// Answers of the kernel's exact lookup, by (family, local port).
+        exact: HashMap<(Family, u16), SockEntry>,
+        all: Vec<SockEntry>,
+        fail: bool,
+    }
+
+    impl Sockets for FakeSockets {
+        fn exact(&mut self, family: Family, t: &Tuple) -> io::Result<Option<SockEntry>> {
+            if self.fail {
+                return Err(io::Error::other("netlink down"));
+            }
+            Ok(self.exact.get(&(family, t.sport)).cloned())
+        }
+        fn dump(
+            &mut self,
+            family: Family,
+            proto: Proto,
+            listening_only: bool,
+        ) -> io::Result<Vec<SockEntry>> {
+            Ok(self
+                .all
+                .iter()
+                .filter(|e| e.family == family && e.proto == proto)
+                .filter(|e| !listening_only || e.state == TCP_LISTEN)
+                .cloned()
+                .collect())
+        }
+    }
+
+    struct FakeProcs(HashMap<u64, Process>);
+    impl Processes for FakeProcs {
+        fn by_inode(&mut self, inode: u64, _uid: u32) -> Option<Process> {
+            self.0.get(&inode).cloned()
+        }
+    }
+
+    fn proc_(pid: u32, comm: &str) -> Process {
+        Process {
+            pid,
+            comm: comm.into(),
+            exe: Some(format!("/usr/bin/{comm}")),
+            cmdline: vec![comm.into()],
+            uid: 1000,
+            user: None,
+        }
+    }
+
+    fn sock(
+        proto: Proto,
+        state: u8,
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        inode: u64,
+    ) -> SockEntry {
+        let src: IpAddr = src.parse().expect("ip");
+        SockEntry {
+            family: Family::of(&src),
+            proto,
+            state,
+            src,
+            sport,
+            dst: dst.parse().expect("ip"),
+            dport,
+            uid: 1000,
+            inode,
+        }
+    }
+
+    fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
+        let orig = Tuple {
+            proto,
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            sport,
+            dport,
+            icmp: None,
+        };
+        let flow = Flow {
+            event: FlowEvent::New,
+            id: None,
+            zone: None,
+            mark: None,
+            orig,
+            reply: None,
+        };
+        classify(
+            &flow,
+            &LocalAddrs::new([
+                "10.0.0.1".parse().expect("ip"),
+                "fd00::1".parse().expect("ip"),
+            ]),
+        )
+    }
+
+    fn attributor(
+        s: FakeSockets,
+        procs: &[(u64, Process)],
+    ) -> SocketAttributor<FakeSockets, FakeProcs> {
+        SocketAttributor::new(s, FakeProcs(procs.iter().cloned().collect()))
+    }
+
+    #[test]
+    fn exact_tcp_socket_names_its_process() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40000),
+            sock(Proto::Tcp, 2, "10.0.0.1", 40000, "93.184.216.34", 443, 77),
+        );
+        let mut a = attributor(s, &[(77, proc_(4242, "curl"))]);
+        let got = a
+            .attribute(&sides(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", 443))
+            .expect("found");
+        assert_eq!(got.process.pid, 4242);
+        assert_eq!(got.by, AttributedBy::Socket);
+    }
+
+    #[test]
+    fn a_socket_whose_local_end_differs_is_rejected() {
+        // The UDP pitfall: the kernel answered with the receiving socket (local port 53).
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40000),
+            sock(Proto::Udp, 7, "10.0.0.1", 53, "0.0.0.0", 0, 5),
+        );
+        let mut a = attributor(s, &[(5, proc_(1, "dnsmasq"))]);
+        assert_eq!(
+            a.attribute(&sides(Proto::Udp, "10.0.0.1", 40000, "10.0.0.1", 53)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_connected_socket_to_another_peer_is_rejected() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40000),
+            sock(Proto::Tcp, 1, "10.0.0.1", 40000, "9.9.9.9", 443, 5),
+        );
+        let mut a = attributor(s, &[(5, proc_(1, "x"))]);
+        assert_eq!(
+            a.attribute(&sides(Proto::Tcp, "10.0.0.1", 40000, "8.8.8.8", 443)),
+            None
+        );
+    }
+
+    #[test]
+    fn unconnected_udp_falls_back_to_the_bound_socket() {
+        let mut s = FakeSockets::default();
+        s.all
+            .push(sock(Proto::Udp, 7, "0.0.0.0", 5353, "0.0.0.0", 0, 9));
+        let mut a = attributor(s, &[(9, proc_(7, "avahi"))]);
+        let got = a
+            .attribute(&sides(Proto::Udp, "10.0.0.1", 5353, "224.0.0.251", 5353))
+            .expect("found");
+        assert_eq!(got.by, AttributedBy::BoundSocket);
+        assert_eq!(got.process.comm, "avahi");
+    }
+
+    #[test]
+    fn dual_stack_ipv6_socket_owns_an_ipv4_flow() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv6, 40000),
+            sock(
+                Proto::Tcp,
+                1,
+                "::ffff:10.0.0.1",
+                40000,
+                "::ffff:93.184.216.34",
+                443,
+                11,
+            ),
+        );
+        let mut a = attributor(s, &[(11, proc_(3, "java"))]);
+        let got = a
+            .attribute(&sides(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", 443))
+            .expect("found");
+        assert_eq!(got.process.comm, "java");
+    }
+
+    #[test]
+    fn inbound_before_accept_goes_to_the_listener() {
+        let mut s = FakeSockets::default();
+        // The exact lookup finds the half-open request socket, which has no inode.
+        s.exact.insert(
+            (Family::Ipv4, 22),
+            sock(Proto::Tcp, 3, "10.0.0.1", 22, "198.51.100.7", 51000, 0),
+        );
+        s.all
+            .push(sock(Proto::Tcp, TCP_LISTEN, "::", 22, "::", 0, 31));
+        let mut a = attributor(s, &[(31, proc_(600, "sshd"))]);
+        let got = a
+            .attribute(&sides(Proto::Tcp, "198.51.100.7", 51000, "10.0.0.1", 22))
+            .expect("found");
+        assert_eq!(got.process.comm, "sshd");
+        assert_eq!(got.by, AttributedBy::Listener);
+    }
+
+    #[test]
+    fn a_listener_never_owns_an_outbound_flow() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 8080),
+            sock(Proto::Tcp, TCP_LISTEN, "0.0.0.0", 8080, "0.0.0.0", 0, 31),
+        );
+        let mut a = attributor(s, &[(31, proc_(600, "server"))]);
+        assert_eq!(
+            a.attribute(&sides(Proto::Tcp, "10.0.0.1", 8080, "9.9.9.9", 443)),
+            None
+        );
+    }
+
+    #[test]
+    fn exact_socket_beats_the_listener() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 22),
+            sock(Proto::Tcp, 1, "10.0.0.1", 22, "198.51.100.7", 51000, 40),
+        );
+        s.all.push(sock(
+            Proto::Tcp,
+            TCP_LISTEN,
+            "0.0.0.0",
+            22,
+            "0.0.0.0",
+            0,
+            31,
+        ));
+        let mut a = attributor(
+            s,
+            &[(31, proc_(600, "sshd")), (40, proc_(601, "sshd-session"))],
+        );
+        let got = a
+            .attribute(&sides(Proto::Tcp, "198.51.100.7", 51000, "10.0.0.1", 22))
+            .expect("found");
+        assert_eq!(got.process.pid, 601);
+        assert_eq!(got.by, AttributedBy::Socket);
+    }
+
+    #[test]
+    fn no_process_for_the_inode_means_unknown_not_a_guess() {
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40000),
+            sock(Proto::Tcp, 1, "10.0.0.1", 40000, "9.9.9.9", 443, 77),
+        );
+        let mut a = attributor(s, &[]);
+        assert_eq!(
+            a.attribute(&sides(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443)),
+            None
+        );
+    }
+
+    #[test]
+    fn forwarded_flows_and_os_errors_are_unknown() {
+        let mut a = attributor(
+            FakeSockets {
+                fail: true,
+                ..Default::default()
+            },
+            &[],
+        );
+        assert_eq!(
+            a.attribute(&sides(Proto::Tcp, "192.168.1.1", 1, "9.9.9.9", 443)),
+            None
+        );
+        assert_eq!(a.errors(), 0, "forwarded flows are not even looked up");
+        assert_eq!(
+            a.attribute(&sides(Proto::Tcp, "10.0.0.1", 1, "9.9.9.9", 443)),
+            None
+        );
+        assert_eq!(a.errors(), 2, "both exact lookups failed and were counted");
+    }
+}

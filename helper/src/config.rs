@@ -1,0 +1,472 @@
+//! The filter configuration: its TOML schema, its defaults and its errors.
+//!
+//! `conf/conntrack-tray.toml` is the documented default and is embedded in the binary; the
+//! defaults in code below must say the same, which a unit test checks. The same schema travels
+//! as JSON in the `config` stdin command, so the applet and the helper share one definition.
+//!
+//! Errors point the user at the fix: the file, the line, the dotted key, what was expected.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::event::{Direction, Proto};
+
+/// The documented default configuration, as shipped in `conf/`.
+pub const DEFAULT_TOML: &str = include_str!("../../conf/conntrack-tray.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub monitor: Monitor,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub whitelist: Whitelist,
+    #[serde(default)]
+    pub critical: Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitor {
+    pub protocols: Vec<ProtoSel>,
+    pub directions: Vec<Direction>,
+    pub ensure_conntrack: bool,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            protocols: vec![ProtoSel::One(Proto::Tcp)],
+            directions: vec![Direction::Outbound, Direction::Inbound],
+            ensure_conntrack: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    pub show_unknown: bool,
+    pub critical_only: bool,
+    pub ignore_loopback: bool,
+    pub repeat_after_secs: u64,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            show_unknown: true,
+            critical_only: false,
+            ignore_loopback: true,
+            repeat_after_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Whitelist {
+    /// Bare names match `comm` or the executable's file name; absolute paths match the exe.
+    pub processes: Vec<String>,
+    pub remote: Vec<RemoteNet>,
+}
+
+impl Default for Whitelist {
+    fn default() -> Self {
+        Whitelist {
+            processes: ["firefox", "ssh", "thunderbird"].map(String::from).to_vec(),
+            remote: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Critical {
+    pub ports: Vec<u16>,
+}
+
+impl Default for Critical {
+    fn default() -> Self {
+        Critical {
+            ports: vec![80, 443],
+        }
+    }
+}
+
+/// One entry of `monitor.protocols`: a protocol, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoSel {
+    All,
+    One(Proto),
+}
+
+impl fmt::Display for ProtoSel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtoSel::All => f.write_str("all"),
+            ProtoSel::One(p) => p.fmt(f),
+        }
+    }
+}
+
+impl Serialize for ProtoSel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtoSel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "all" {
+            return Ok(ProtoSel::All);
+        }
+        s.parse()
+            .map(ProtoSel::One)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A whitelisted remote: a CIDR, or a single address written without a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteNet(pub IpNet);
+
+impl RemoteNet {
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl FromStr for RemoteNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(RemoteNet(net.trunc()));
+        }
+        s.parse::<IpAddr>()
+            .map(|ip| RemoteNet(IpNet::from(ip.to_canonical())))
+            .map_err(|_| {
+                format!("`{s}` is not an IP address or CIDR (e.g. 192.168.0.0/16, 2001:db8::/32)")
+            })
+    }
+}
+
+impl fmt::Display for RemoteNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            self.0.addr().fmt(f)
+        } else {
+            self.0.fmt(f)
+        }
+    }
+}
+
+impl Serialize for RemoteNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Whether flows of this protocol are watched at all.
+    pub fn watches_proto(&self, p: Proto) -> bool {
+        self.monitor
+            .protocols
+            .iter()
+            .any(|sel| matches!(sel, ProtoSel::All) || *sel == ProtoSel::One(p))
+    }
+
+    /// Parses a TOML document; `origin` names it in errors (a path, or "<embedded default>").
+    pub fn from_toml(src: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(src).map_err(|e| ConfigError::from_toml(src, origin, &e))
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: origin.clone(),
+            source,
+        })?;
+        Config::from_toml(&src, &origin)
+    }
+
+    /// The embedded default. Its parse is checked by a unit test, so this cannot fail in a
+    /// released binary; the fallback keeps that promise without a panic path.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(DEFAULT_TOML, "<embedded default>").unwrap_or_default()
+    }
+
+    /// The effective configuration as TOML, for `--show-defaults`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        /// The dotted key the error is about, when it can be told (`filter.repeat_after_secs`).
+        key: Option<String>,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn from_toml(src: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+        let offset = e.span().map(|s| s.start).unwrap_or(0).min(src.len());
+        let (line, column) = line_col(src, offset);
+        ConfigError::Invalid {
+            path: origin.to_string(),
+            line,
+            column,
+            key: key_at(src, offset),
+            message: e.message().trim().to_string(),
+        }
+    }
+
+    /// The same error without any text taken from the file: for a file the calling user may
+    /// not be allowed to read (the helper runs as root on the user's behalf).
+    pub fn redacted(&self) -> String {
+        match self {
+            ConfigError::Io { path, source } => {
+                format!("{path}: cannot read the configuration: {source}")
+            }
+            ConfigError::Invalid {
+                path, line, column, ..
+            } => format!("{path}:{line}:{column}: not a valid conntrack-tray configuration"),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted key whose key or value covers `offset`: the nearest `key =` at or above the
+/// offset's line, prefixed by the table header above it.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    // Include the rest of the offset's own line, so an error on a key itself finds that key.
+    let line_end = src
+        .get(offset..)?
+        .find('\n')
+        .map(|i| offset + i)
+        .unwrap_or(src.len());
+    let upto = &src[..line_end];
+    let mut key: Option<String> = None;
+    for raw in upto.lines().rev() {
+        let line = raw.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            let table = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            return Some(match key {
+                Some(k) if !table.is_empty() => format!("{table}.{k}"),
+                Some(k) => k,
+                None => table.to_string(),
+            });
+        }
+        if key.is_none() {
+            if let Some((k, _)) = line.split_once('=') {
+                let k = k.trim().trim_matches('"');
+                if !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    key = Some(k.to_string());
+                }
+            }
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> ConfigError {
+        match Config::from_toml(src, "test.toml") {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn embedded_default_file_matches_the_defaults_in_code() {
+        let parsed = Config::from_toml(DEFAULT_TOML, "default").expect("default parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(
+            Config::from_toml("", "x").expect("parses"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn partial_section_keeps_other_defaults() {
+        let c = Config::from_toml("[filter]\nshow_unknown = false\n", "x").expect("parses");
+        assert!(!c.filter.show_unknown);
+        assert_eq!(c.filter.repeat_after_secs, 300);
+        assert_eq!(c.critical.ports, vec![80, 443]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err("[filter]\nshow_unknown = true\nshow_unkown = false\n");
+        let msg = e.to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(msg.contains("key `filter.show_unkown`"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let msg = err("[filtr]\nx = 1\n").to_string();
+        assert!(msg.starts_with("test.toml:1:"), "{msg}");
+        assert!(msg.contains("filtr"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let msg = err("[filter]\n\nrepeat_after_secs = \"soon\"\n").to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(msg.contains("key `filter.repeat_after_secs`"), "{msg}");
+    }
+
+    #[test]
+    fn port_out_of_range_is_an_error() {
+        let msg = err("[critical]\nports = [80, 70000]\n").to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+        assert!(msg.contains("critical.ports"), "{msg}");
+    }
+
+    #[test]
+    fn bad_cidr_in_multiline_array_names_its_key_and_value() {
+        // The toml crate spans the whole array for an element's error: the line of the key,
+        // and the message quotes the bad element.
+        let msg =
+            err("[whitelist]\nremote = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n").to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+        assert!(msg.contains("`10.0.0.0/33`"), "{msg}");
+        assert!(msg.contains("key `whitelist.remote`"), "{msg}");
+        assert!(msg.contains("not an IP address or CIDR"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_protocol_and_direction_are_errors() {
+        let msg = err("[monitor]\nprotocols = [\"tcp\", \"tpc\"]\n").to_string();
+        assert!(
+            msg.contains("monitor.protocols") && msg.contains("tpc"),
+            "{msg}"
+        );
+        let msg = err("[monitor]\ndirections = [\"sideways\"]\n").to_string();
+        assert!(
+            msg.contains("monitor.directions") && msg.contains("sideways"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn protocols_all_and_names() {
+        let c = Config::from_toml("[monitor]\nprotocols = [\"all\"]\n", "x").expect("parses");
+        assert!(c.watches_proto(Proto::Sctp) && c.watches_proto(Proto::Other(99)));
+        let c = Config::from_toml(
+            "[monitor]\nprotocols = [\"udp\", \"icmpv6\", \"ipproto-47\"]\n",
+            "x",
+        )
+        .expect("parses");
+        assert!(c.watches_proto(Proto::Udp) && c.watches_proto(Proto::Icmpv6));
+        assert!(c.watches_proto(Proto::Gre));
+        assert!(!c.watches_proto(Proto::Tcp));
+    }
+
+    #[test]
+    fn remote_accepts_ips_and_cidrs_of_both_families() {
+        let c = Config::from_toml(
+            "[whitelist]\nremote = [\"9.9.9.9\", \"192.168.0.0/16\", \"2001:db8::/32\", \"::1\"]\n",
+            "x",
+        )
+        .expect("parses");
+        let r = &c.whitelist.remote;
+        assert!(r[0].contains(&"9.9.9.9".parse().expect("ip")));
+        assert!(!r[0].contains(&"9.9.9.8".parse().expect("ip")));
+        assert!(r[1].contains(&"192.168.77.1".parse().expect("ip")));
+        assert!(r[2].contains(&"2001:db8:ffff::1".parse().expect("ip")));
+        assert!(!r[2].contains(&"2001:db9::1".parse().expect("ip")));
+        // A v4-mapped v6 address is the v4 address.
+        assert!(r[1].contains(&"::ffff:192.168.1.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn toml_round_trip_of_the_effective_config() {
+        let mut c = Config::default();
+        c.whitelist.remote = vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "::1".parse().expect("net"),
+        ];
+        c.monitor.protocols = vec![ProtoSel::All];
+        let back = Config::from_toml(&c.to_toml(), "x").expect("parses");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn json_uses_the_same_schema() {
+        let c: Config = serde_json::from_str(
+            r#"{"filter":{"show_unknown":false},"whitelist":{"remote":["10.1.0.0/16"]}}"#,
+        )
+        .expect("json parses");
+        assert!(!c.filter.show_unknown);
+        assert_eq!(c.whitelist.remote[0].to_string(), "10.1.0.0/16");
+        assert!(serde_json::from_str::<Config>(r#"{"filtr":{}}"#).is_err());
+    }
+
+    #[test]
+    fn redacted_error_quotes_nothing_from_the_file() {
+        let secret = "root:$y$j9T$secret:19000:0:99999:7:::\n";
+        let e = err(secret);
+        assert!(!e.redacted().contains("secret"), "{}", e.redacted());
+        assert!(e.redacted().starts_with("test.toml:1:"));
+    }
+}

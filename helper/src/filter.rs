@@ -1,0 +1,414 @@
+//! Which flows are worth telling the person about. Pure: no clock, no OS.
+//!
+//! The rules run in a fixed order, cheapest first, and split in two so that a flow dropped on
+//! protocol, direction, loopback or remote address never costs a process lookup:
+//! [`before_attribution`], then [`after_attribution`] with the process (or none).
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::config::Config;
+use crate::direction::Sides;
+use crate::event::{Direction, Process, Proto};
+
+/// Why a flow was not reported; shown with `--debug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    Protocol,
+    Direction,
+    Loopback,
+    RemoteWhitelisted,
+    ProcessWhitelisted,
+    Unknown,
+    NotCritical,
+    Repeat,
+}
+
+/// Whether a port pair touches a critical port: the remote port, and for inbound flows also
+/// the local one (someone connecting to our web server). Numbers, never substrings.
+pub fn is_critical(cfg: &Config, sides: &Sides) -> bool {
+    if !sides.socket.proto.has_ports() {
+        return false;
+    }
+    let ports = &cfg.critical.ports;
+    ports.contains(&sides.remote_port)
+        || (sides.direction == Direction::Inbound && ports.contains(&sides.local_port))
+}
+
+/// The rules that need no process: protocol, direction, loopback, remote whitelist.
+pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
+    if !cfg.watches_proto(sides.socket.proto) {
+        return Err(Skip::Protocol);
+    }
+    if !cfg.monitor.directions.contains(&sides.direction) {
+        return Err(Skip::Direction);
+    }
+    if cfg.filter.ignore_loopback && sides.is_loopback() {
+        return Err(Skip::Loopback);
+    }
+    if cfg
+        .whitelist
+        .remote
+        .iter()
+        .any(|net| net.contains(&sides.remote_ip))
+    {
+        return Err(Skip::RemoteWhitelisted);
+    }
+    Ok(())
+}
+
+/// Whether a whitelist entry names this process: a bare name matches `comm` or the exe's file
+/// name exactly, an absolute path matches the exe exactly.
+pub fn process_matches(entry: &str, p: &Process) -> bool {
+    if entry.starts_with('/') {
+        p.exe.as_deref() == Some(entry)
+    } else {
+        p.comm == entry
+            || p.exe
+                .as_deref()
+                .and_then(|e| e.rsplit('/').next())
+                .is_some_and(|name| name == entry)
+    }
+}
+
+/// The rules that need the process: process whitelist, `show_unknown`, `critical_only`, and
+/// last the repeat filter (so only flows that would be reported count as a repeat).
+pub fn after_attribution(
+    cfg: &Config,
+    sides: &Sides,
+    process: Option<&Process>,
+    repeats: &mut RepeatFilter,
+    now: Instant,
+) -> Result<(), Skip> {
+    match process {
+        Some(p)
+            if cfg
+                .whitelist
+                .processes
+                .iter()
+                .any(|entry| process_matches(entry, p)) =>
+        {
+            return Err(Skip::ProcessWhitelisted);
+        }
+        None if !cfg.filter.show_unknown => return Err(Skip::Unknown),
+        _ => {}
+    }
+    if cfg.filter.critical_only && !is_critical(cfg, sides) {
+        return Err(Skip::NotCritical);
+    }
+    let window = Duration::from_secs(cfg.filter.repeat_after_secs);
+    let key = RepeatKey {
+        program: process.map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone())),
+        proto: sides.socket.proto,
+        remote_ip: sides.remote_ip,
+        remote_port: sides.remote_port,
+    };
+    if !repeats.first_in_window(key, window, now) {
+        return Err(Skip::Repeat);
+    }
+    Ok(())
+}
+
+/// What makes two reports "the same": program, protocol, remote address and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepeatKey {
+    /// The exe path, or `comm` when the path is unknown; `None` for unknown processes.
+    pub program: Option<String>,
+    pub proto: Proto,
+    pub remote_ip: std::net::IpAddr,
+    pub remote_port: u16,
+}
+
+/// Remembers when each key was last reported. Bounded: the least recently reported key is
+/// forgotten first, so a flood of distinct flows costs at most `capacity` entries.
+pub struct RepeatFilter {
+    seen: LruCache<RepeatKey, Instant>,
+    evicted: u64,
+}
+
+impl RepeatFilter {
+    pub const DEFAULT_CAPACITY: usize = 8192;
+
+    pub fn new(capacity: usize) -> RepeatFilter {
+        let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        RepeatFilter {
+            seen: LruCache::new(cap),
+            evicted: 0,
+        }
+    }
+
+    /// True when `key` was not reported within `window` before `now`, and records it as
+    /// reported now. A zero window turns the filter off.
+    pub fn first_in_window(&mut self, key: RepeatKey, window: Duration, now: Instant) -> bool {
+        if window.is_zero() {
+            return true;
+        }
+        if let Some(last) = self.seen.get(&key) {
+            if now.saturating_duration_since(*last) < window {
+                return false;
+            }
+        }
+        // `push` hands back either the old entry of the same key or the one it evicted.
+        let existed = self.seen.contains(&key);
+        if self.seen.push(key, now).is_some() && !existed {
+            self.evicted += 1;
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// How many keys were forgotten to stay within capacity.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Forgets everything, e.g. when the filter config changes.
+    pub fn clear(&mut self) {
+        self.seen.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProtoSel, RemoteNet};
+    use crate::direction::{classify, LocalAddrs};
+    use crate::event::{Flow, FlowEvent, Tuple};
+
+    fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
+        let orig = Tuple {
+            proto,
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            sport,
+            dport,
+            icmp: None,
+        };
+        let flow = Flow {
+            event: FlowEvent::New,
+            id: None,
+            zone: None,
+            mark: None,
+            orig,
+            reply: None,
+        };
+        classify(&flow, &LocalAddrs::new(["10.0.0.1".parse().expect("ip")]))
+    }
+
+    fn out(dport: u16) -> Sides {
+        sides(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", dport)
+    }
+
+    fn proc_(comm: &str, exe: &str) -> Process {
+        Process {
+            pid: 42,
+            comm: comm.into(),
+            exe: Some(exe.into()),
+            cmdline: vec![comm.into()],
+            uid: 1000,
+            user: Some("alice".into()),
+        }
+    }
+
+    fn run(cfg: &Config, s: &Sides, p: Option<&Process>) -> Result<(), Skip> {
+        before_attribution(cfg, s)?;
+        after_attribution(cfg, s, p, &mut RepeatFilter::new(16), Instant::now())
+    }
+
+    #[test]
+    fn tcp_only_by_default_and_all_protocols_on_request() {
+        let mut cfg = Config::default();
+        let udp = sides(Proto::Udp, "10.0.0.1", 4000, "9.9.9.9", 53);
+        assert_eq!(before_attribution(&cfg, &udp), Err(Skip::Protocol));
+        assert_eq!(before_attribution(&cfg, &out(443)), Ok(()));
+        cfg.monitor.protocols = vec![ProtoSel::All];
+        assert_eq!(before_attribution(&cfg, &udp), Ok(()));
+    }
+
+    #[test]
+    fn forward_is_off_by_default() {
+        let mut cfg = Config::default();
+        let fwd = sides(Proto::Tcp, "192.168.1.2", 4000, "9.9.9.9", 443);
+        assert_eq!(before_attribution(&cfg, &fwd), Err(Skip::Direction));
+        cfg.monitor.directions.push(Direction::Forward);
+        assert_eq!(before_attribution(&cfg, &fwd), Ok(()));
+        cfg.monitor.directions = vec![Direction::Forward];
+        assert_eq!(before_attribution(&cfg, &out(443)), Err(Skip::Direction));
+    }
+
+    #[test]
+    fn loopback_is_ignored_unless_asked_for() {
+        let mut cfg = Config::default();
+        let lo = sides(Proto::Tcp, "127.0.0.1", 4000, "127.0.0.1", 8080);
+        assert_eq!(before_attribution(&cfg, &lo), Err(Skip::Loopback));
+        cfg.filter.ignore_loopback = false;
+        assert_eq!(before_attribution(&cfg, &lo), Ok(()));
+    }
+
+    #[test]
+    fn whitelisted_cidr_is_silent_in_both_families() {
+        let mut cfg = Config::default();
+        cfg.whitelist.remote = vec![
+            "93.184.0.0/16".parse::<RemoteNet>().expect("net"),
+            "2001:db8::/32".parse().expect("net"),
+        ];
+        assert_eq!(
+            before_attribution(&cfg, &out(443)),
+            Err(Skip::RemoteWhitelisted)
+        );
+        let v6 = sides(Proto::Tcp, "::1", 4000, "2001:db8::9", 443);
+        // ::1 is loopback only at both ends; this one goes out.
+        assert_eq!(before_attribution(&cfg, &v6), Err(Skip::RemoteWhitelisted));
+        let other = sides(Proto::Tcp, "10.0.0.1", 4000, "93.185.0.1", 443);
+        assert_eq!(before_attribution(&cfg, &other), Ok(()));
+    }
+
+    #[test]
+    fn inbound_whitelist_applies_to_the_client_address() {
+        let mut cfg = Config::default();
+        cfg.whitelist.remote = vec!["198.51.100.7".parse().expect("net")];
+        let inbound = sides(Proto::Tcp, "198.51.100.7", 51000, "10.0.0.1", 22);
+        assert_eq!(
+            before_attribution(&cfg, &inbound),
+            Err(Skip::RemoteWhitelisted)
+        );
+    }
+
+    #[test]
+    fn process_whitelist_by_comm_by_file_name_and_by_path() {
+        let curl = proc_("curl", "/usr/bin/curl");
+        assert!(process_matches("curl", &curl));
+        assert!(process_matches("/usr/bin/curl", &curl));
+        assert!(!process_matches("/usr/local/bin/curl", &curl));
+        assert!(!process_matches("cur", &curl));
+        assert!(!process_matches("bin/curl", &curl));
+        // comm differs from the file name (e.g. a renamed thread): either matches.
+        let ff = proc_("MainThread", "/usr/lib/firefox/firefox");
+        assert!(process_matches("firefox", &ff));
+        assert!(process_matches("MainThread", &ff));
+
+        let cfg = Config::default(); // whitelists firefox, ssh, thunderbird
+        assert_eq!(
+            run(&cfg, &out(443), Some(&ff)),
+            Err(Skip::ProcessWhitelisted)
+        );
+        assert_eq!(run(&cfg, &out(443), Some(&curl)), Ok(()));
+    }
+
+    #[test]
+    fn unknown_processes_follow_show_unknown() {
+        let mut cfg = Config::default();
+        assert_eq!(run(&cfg, &out(443), None), Ok(()));
+        cfg.filter.show_unknown = false;
+        assert_eq!(run(&cfg, &out(443), None), Err(Skip::Unknown));
+    }
+
+    #[test]
+    fn critical_ports_are_numbers_not_substrings() {
+        let mut cfg = Config::default();
+        cfg.critical.ports = vec![80];
+        assert!(is_critical(&cfg, &out(80)));
+        assert!(!is_critical(&cfg, &out(8080)));
+        assert!(!is_critical(&cfg, &out(8)));
+        // The local port of an outbound flow does not count.
+        let s = sides(Proto::Tcp, "10.0.0.1", 80, "9.9.9.9", 5000);
+        assert!(!is_critical(&cfg, &s));
+        // ... but for an inbound flow it does.
+        let inbound = sides(Proto::Tcp, "9.9.9.9", 5000, "10.0.0.1", 80);
+        assert!(is_critical(&cfg, &inbound));
+        // ICMP has no ports.
+        let icmp = sides(Proto::Icmp, "10.0.0.1", 0, "9.9.9.9", 0);
+        cfg.critical.ports = vec![0];
+        assert!(!is_critical(&cfg, &icmp));
+    }
+
+    #[test]
+    fn critical_only_drops_the_rest() {
+        let mut cfg = Config::default();
+        cfg.filter.critical_only = true;
+        let curl = proc_("curl", "/usr/bin/curl");
+        assert_eq!(run(&cfg, &out(443), Some(&curl)), Ok(()));
+        assert_eq!(run(&cfg, &out(8443), Some(&curl)), Err(Skip::NotCritical));
+    }
+
+    #[test]
+    fn repeat_filter_reports_once_per_window() {
+        let cfg = Config::default(); // 300 s
+        let curl = proc_("curl", "/usr/bin/curl");
+        let mut rep = RepeatFilter::new(16);
+        let t0 = Instant::now();
+        let s = out(443);
+        let mut go =
+            |s: &Sides, p: Option<&Process>, t: Instant| after_attribution(&cfg, s, p, &mut rep, t);
+        assert_eq!(go(&s, Some(&curl), t0), Ok(()));
+        assert_eq!(
+            go(&s, Some(&curl), t0 + Duration::from_secs(10)),
+            Err(Skip::Repeat)
+        );
+        // Another port, program or unknown process is another key.
+        assert_eq!(go(&out(80), Some(&curl), t0), Ok(()));
+        assert_eq!(go(&s, Some(&proc_("wget", "/usr/bin/wget")), t0), Ok(()));
+        assert_eq!(go(&s, None, t0), Ok(()));
+        // A suppressed repeat does not extend the window.
+        assert_eq!(
+            go(&s, Some(&curl), t0 + Duration::from_secs(299)),
+            Err(Skip::Repeat)
+        );
+        assert_eq!(go(&s, Some(&curl), t0 + Duration::from_secs(300)), Ok(()));
+    }
+
+    #[test]
+    fn repeat_window_zero_reports_every_flow() {
+        let mut cfg = Config::default();
+        cfg.filter.repeat_after_secs = 0;
+        let mut rep = RepeatFilter::new(16);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(
+                after_attribution(&cfg, &out(443), None, &mut rep, t0),
+                Ok(())
+            );
+        }
+        assert!(rep.is_empty());
+    }
+
+    #[test]
+    fn repeat_memory_is_bounded_and_forgets_the_oldest() {
+        let cfg = Config::default();
+        let mut rep = RepeatFilter::new(4);
+        let t0 = Instant::now();
+        for port in 1..=10 {
+            assert_eq!(
+                after_attribution(&cfg, &out(port), None, &mut rep, t0),
+                Ok(())
+            );
+        }
+        assert_eq!(rep.len(), 4);
+        assert_eq!(rep.evicted(), 6);
+        // Port 1 was forgotten, so it is reported again; port 10 is still remembered.
+        assert_eq!(after_attribution(&cfg, &out(1), None, &mut rep, t0), Ok(()));
+        assert_eq!(
+            after_attribution(&cfg, &out(10), None, &mut rep, t0),
+            Err(Skip::Repeat)
+        );
+    }
+
+    #[test]
+    fn whitelisted_flows_do_not_enter_the_repeat_memory() {
+        let cfg = Config::default();
+        let mut rep = RepeatFilter::new(16);
+        let ff = proc_("firefox", "/usr/lib/firefox/firefox");
+        let r = after_attribution(&cfg, &out(443), Some(&ff), &mut rep, Instant::now());
+        assert_eq!(r, Err(Skip::ProcessWhitelisted));
+        assert!(rep.is_empty());
+    }
+}

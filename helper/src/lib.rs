@@ -1,0 +1,22 @@
+//! conntrack-tray-helper's library: the event model, the wire protocol, the configuration and
+//! filter logic (shared with the applet), and the thin OS layers the helper binary wires up.
+//!
+//! The data path runs one way: `conntrack` (kernel events) → `direction` (which end is us) →
+//! `filter` (cheap rules) → `attribution` (which process) → `filter` (process rules) →
+//! `output` (JSON or text lines). `commands` reads the applet's stdin commands.
+
+pub mod attribution;
+pub mod commands;
+pub mod config;
+pub mod conntrack;
+pub mod direction;
+pub mod event;
+pub mod filter;
+pub mod legacy;
+pub mod netif;
+pub mod nft;
+pub mod output;
+pub mod pipeline;
+
+pub use config::Config;
+pub use event::{Connection, Direction, Event, Family, Flow, Process, Proto, Tuple};

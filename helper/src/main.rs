@@ -1,0 +1,496 @@
+//! conntrack-tray-helper: wiring only. CLI, threads and channels; the logic lives in the
+//! library.
+//!
+//! Threads: the netlink reader (recv + parse into a bounded queue, nothing else, so slow
+//! attribution never lets the kernel's buffer overflow), stdin commands, signals and address
+//! changes each feed one channel; the main thread selects over them, runs the pipeline and
+//! writes the output.
+
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use clap::{ArgAction, Parser, Subcommand};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendError};
+
+use conntrack_tray_helper::attribution::procfs::ProcIndex;
+use conntrack_tray_helper::attribution::sock_diag::SockDiag;
+use conntrack_tray_helper::attribution::SocketAttributor;
+use conntrack_tray_helper::commands::{self, Command, CommandError};
+use conntrack_tray_helper::config::{Config, ProtoSel};
+use conntrack_tray_helper::conntrack::{parse_datagram, EventSocket, Incoming, Message, GROUP_NEW};
+use conntrack_tray_helper::event::{Event, Proto};
+use conntrack_tray_helper::netif::{self, AddrWatch};
+use conntrack_tray_helper::nft::ConntrackTable;
+use conntrack_tray_helper::output::{self, Format, Output};
+use conntrack_tray_helper::pipeline::{Outcome, Pipeline};
+
+const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
+
+/// Watches new network connections and names the program behind each one.
+///
+/// Reads conntrack events from the kernel, finds the process that owns each flow, filters them
+/// with the configuration and prints one line per reported connection. Needs root
+/// (CAP_NET_ADMIN for conntrack events, and reading every process's /proc entries).
+#[derive(Parser, Debug)]
+#[command(name = "conntrack-tray-helper", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+
+    /// Configuration file [default: /etc/conntrack-tray/config.toml when it exists, else the
+    /// built-in default].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    show_defaults: bool,
+
+    /// Report flows whose process cannot be found.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+    show_unknown: Option<bool>,
+
+    /// Print why each flow was or was not reported, on stderr.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set, default_value_t = false)]
+    debug: bool,
+
+    /// Also send each report to all logged-in terminals, like wall.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set, default_value_t = false)]
+    broadcast: bool,
+
+    /// Watch all protocols instead of only TCP.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+    proto_all: Option<bool>,
+
+    /// Report only flows on critical ports.
+    #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+    filter_critical: Option<bool>,
+
+    /// Append every report as a text line to this file.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+
+    /// Output format on stdout. In json mode commands are read from stdin and the helper ends
+    /// when stdin closes.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+
+    /// Do not add the nftables table that switches conntrack on.
+    #[arg(long)]
+    no_ensure_conntrack: bool,
+
+    /// Receive buffer of the conntrack socket, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    rcvbuf: usize,
+
+    /// Flows held between the socket reader and attribution before new ones count as lost.
+    #[arg(long, value_name = "N", default_value_t = 1 << 17)]
+    queue: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Convert a conntrack.sh config (/etc/conntrack_sh.conf) to TOML on stdout.
+    ImportLegacy {
+        /// The bash config file.
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("conntrack-tray-helper: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the configuration: a named file, the system file, or the built-in default.
+///
+/// Started through pkexec, the helper runs as root on behalf of a user, so it reads a file
+/// only if root owns it and nobody else can write it, and its errors quote nothing from the
+/// file (`--config /etc/shadow` must not leak a line of it).
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let on_behalf = std::env::var_os("PKEXEC_UID").is_some();
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(SYSTEM_CONFIG).exists() => PathBuf::from(SYSTEM_CONFIG),
+        None => return Ok(Config::embedded_default()),
+    };
+    if on_behalf {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{}: not used: under pkexec the configuration file must be owned by root and writable by nobody else",
+                path.display()
+            ));
+        }
+    }
+    Config::from_file(&path).map_err(|e| {
+        if on_behalf {
+            e.redacted()
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+fn apply_flags(cfg: &mut Config, cli: &Cli) {
+    if let Some(v) = cli.show_unknown {
+        cfg.filter.show_unknown = v;
+    }
+    if let Some(v) = cli.filter_critical {
+        cfg.filter.critical_only = v;
+    }
+    match cli.proto_all {
+        Some(true) => cfg.monitor.protocols = vec![ProtoSel::All],
+        Some(false) => cfg.monitor.protocols = vec![ProtoSel::One(Proto::Tcp)],
+        None => {}
+    }
+    if cli.no_ensure_conntrack {
+        cfg.monitor.ensure_conntrack = false;
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Why the main loop ended.
+enum Stop {
+    StdinClosed,
+    Signal(i32),
+    StdoutClosed,
+    ReaderFailed(String),
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Sub::ImportLegacy { path }) = &cli.cmd {
+        let src = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        match conntrack_tray_helper::legacy::import(&src, &path.display().to_string()) {
+            Ok(toml) => {
+                print!("{toml}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                eprintln!("conntrack-tray-helper: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let mut cfg = match load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conntrack-tray-helper: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    apply_flags(&mut cfg, &cli);
+    if cli.show_defaults {
+        print!("{}", cfg.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let log = cli
+        .log_file
+        .as_deref()
+        .map(|p| {
+            output::open_log(p).with_context(|| format!("cannot open the log file {}", p.display()))
+        })
+        .transpose()?;
+
+    // Subscribe before switching conntrack on, so no flow of the first moments is missed.
+    let socket = EventSocket::open(&[GROUP_NEW], cli.rcvbuf).map_err(|e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            anyhow::anyhow!(
+                "cannot subscribe to conntrack events: {e} (run as root, e.g. with sudo or pkexec)"
+            )
+        } else {
+            anyhow::anyhow!("cannot subscribe to conntrack events: {e}")
+        }
+    })?;
+    let attributor = SocketAttributor::new(
+        SockDiag::open().context("cannot open the sock_diag socket")?,
+        ProcIndex::new(),
+    );
+
+    let stdout = io::stdout();
+    let mut out = Output::new(cli.format, stdout.lock(), log, cli.broadcast, hostname());
+
+    let table = if cfg.monitor.ensure_conntrack {
+        match ConntrackTable::add() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let _ = out.emit(&Event::Error {
+                    message: format!("could not switch conntrack on; flows may go unseen: {e}"),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
+    let mut pipeline = Pipeline::new(cfg, addrs, attributor);
+
+    let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
+    spawn_reader(socket, flow_tx)?;
+    let (cmd_tx, cmd_rx) = unbounded::<Option<Result<Command, CommandError>>>();
+    if cli.format == Format::Json {
+        spawn_stdin(cmd_tx)?;
+    }
+    let (sig_tx, sig_rx) = unbounded::<i32>();
+    spawn_signals(sig_tx)?;
+    let (addr_tx, addr_rx) = unbounded();
+    spawn_addr_watch(addr_tx);
+
+    let stop = main_loop(
+        &mut pipeline,
+        &mut out,
+        cli.debug,
+        &flow_rx,
+        &cmd_rx,
+        &sig_rx,
+        &addr_rx,
+    );
+    if cli.debug {
+        let why = match &stop {
+            Stop::StdinClosed => "stdin closed".to_string(),
+            Stop::Signal(n) => format!("signal {n}"),
+            Stop::StdoutClosed => "stdout closed".to_string(),
+            Stop::ReaderFailed(e) => e.clone(),
+        };
+        eprintln!("debug: stopping ({why}); {:?}", pipeline.stats);
+    }
+    if let Some(t) = table {
+        if let Err(e) = t.remove() {
+            eprintln!("conntrack-tray-helper: could not remove the nftables table: {e}");
+        }
+    }
+    Ok(match stop {
+        Stop::StdinClosed | Stop::StdoutClosed => ExitCode::SUCCESS,
+        Stop::Signal(_) => ExitCode::SUCCESS,
+        Stop::ReaderFailed(e) => {
+            eprintln!("conntrack-tray-helper: {e}");
+            ExitCode::from(1)
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
+    pipeline: &mut Pipeline<A>,
+    out: &mut Output<W>,
+    debug: bool,
+    flows: &Receiver<Incoming>,
+    cmds: &Receiver<Option<Result<Command, CommandError>>>,
+    sigs: &Receiver<i32>,
+    addrs: &Receiver<conntrack_tray_helper::direction::LocalAddrs>,
+) -> Stop {
+    let hello = Event::Hello {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: hostname(),
+        pid: std::process::id(),
+        config: Box::new(pipeline.config().clone()),
+    };
+    if out.emit(&hello).is_err() {
+        return Stop::StdoutClosed;
+    }
+    loop {
+        let ev = select! {
+            recv(sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
+            recv(cmds) -> c => match c {
+                Ok(Some(Ok(cmd))) => Some(pipeline.command(cmd)),
+                Ok(Some(Err(e))) => Some(Event::Error { message: e.to_string() }),
+                Ok(None) | Err(_) => return Stop::StdinClosed,
+            },
+            recv(addrs) -> a => {
+                if let Ok(a) = a {
+                    pipeline.set_addrs(a);
+                }
+                None
+            },
+            recv(flows) -> f => match f {
+                Ok(Incoming::Flow { flow, at }) => match pipeline.flow(&flow, at, Instant::now()) {
+                    Outcome::Report(c) => Some(Event::Connection(c)),
+                    other => {
+                        if debug {
+                            eprintln!("debug: {:?} {} {}:{} -> {}:{}: {:?}", flow.event, flow.orig.proto,
+                                flow.orig.src, flow.orig.sport, flow.orig.dst, flow.orig.dport, other);
+                        }
+                        None
+                    }
+                },
+                Ok(Incoming::Lost(count)) => Some(Event::Lost { count, reason: "kernel".into() }),
+                Ok(Incoming::QueueFull(count)) => Some(Event::Lost { count, reason: "queue".into() }),
+                Ok(Incoming::Reopened(why)) => Some(Event::Error { message: format!("conntrack socket reopened after: {why}") }),
+                Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
+            },
+        };
+        if let Some(ev) = ev {
+            if out.emit(&ev).is_err() {
+                return Stop::StdoutClosed;
+            }
+        }
+    }
+}
+
+/// The reader: recv, parse, queue. When the queue is full the flow is counted, not waited
+/// for, and the count goes out as a `lost` record once there is room again.
+fn spawn_reader(mut socket: EventSocket, tx: Sender<Incoming>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("ct-reader".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut dropped: u64 = 0;
+            let mut failures = 0u32;
+            let send = |msg: Incoming, dropped: &mut u64| -> bool {
+                if *dropped > 0 {
+                    match tx.try_send(Incoming::QueueFull(*dropped)) {
+                        Ok(()) => *dropped = 0,
+                        Err(TrySendError::Full(_)) => {
+                            *dropped += 1;
+                            return true;
+                        }
+                        Err(TrySendError::Disconnected(_)) => return false,
+                    }
+                }
+                match tx.try_send(msg) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        *dropped += 1;
+                        true
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                }
+            };
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        failures = 0;
+                        let at = SystemTime::now();
+                        for m in parse_datagram(&buf[..n]) {
+                            let msg = match m {
+                                Ok(Message::Flow(flow)) => Incoming::Flow { flow, at },
+                                Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
+                                    Incoming::Lost(socket.take_lost())
+                                }
+                                Ok(_) => continue,
+                                Err(e) => {
+                                    Incoming::Reopened(format!("unparsable message skipped: {e}"))
+                                }
+                            };
+                            if !send(msg, &mut dropped) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        if !send(Incoming::Lost(socket.take_lost()), &mut dropped) {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failures += 1;
+                        if failures > 5 {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            100 * u64::from(failures),
+                        ));
+                        match EventSocket::open(&[GROUP_NEW], socket.rcvbuf()) {
+                            Ok(s) => {
+                                socket = s;
+                                if !send(Incoming::Reopened(e.to_string()), &mut dropped) {
+                                    return;
+                                }
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                }
+            }
+        })
+        .context("cannot start the reader thread")?;
+    Ok(())
+}
+
+fn spawn_stdin(tx: Sender<Option<Result<Command, CommandError>>>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut r = BufReader::new(io::stdin());
+            loop {
+                match commands::read_line(&mut r) {
+                    Ok(Some(c)) => {
+                        if tx.send(Some(c)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                }
+            }
+        })
+        .context("cannot start the stdin thread")?;
+    Ok(())
+}
+
+fn spawn_signals(tx: Sender<i32>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(s) = signals.forever().next() {
+                let _ = tx.send(s);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Re-reads the interface addresses whenever the kernel announces a change. Without the
+/// subscription the addresses read at start stay in force (reported once on stderr).
+fn spawn_addr_watch(tx: Sender<conntrack_tray_helper::direction::LocalAddrs>) {
+    let watch = match AddrWatch::open() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("conntrack-tray-helper: address changes will go unnoticed: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("addrs".into())
+        .spawn(move || {
+            let mut watch = watch;
+            while watch.wait().is_ok() {
+                match netif::local_addrs() {
+                    Ok(a) => {
+                        if tx.send(a).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("conntrack-tray-helper: address changes will go unnoticed: {e}");
+    }
+}

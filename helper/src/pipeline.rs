@@ -1,0 +1,324 @@
+//! One flow in, at most one report out: classification, the filter rules and attribution in
+//! their fixed order. No threads and no I/O of its own (attribution is injected), so the whole
+//! decision path is tested with recorded flows and a table of sockets.
+
+use std::time::{Instant, SystemTime};
+
+use crate::attribution::Attributor;
+use crate::commands::Command;
+use crate::config::Config;
+use crate::direction::{classify, LocalAddrs};
+use crate::event::{Connection, Event, Family, Flow, FlowEvent};
+use crate::filter::{self, RepeatFilter, Skip};
+
+/// Counters for `--debug` and the benchmark.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub flows: u64,
+    pub reported: u64,
+    pub attributed: u64,
+    pub unattributed: u64,
+    pub skipped: u64,
+    pub paused: u64,
+}
+
+pub struct Pipeline<A> {
+    cfg: Config,
+    addrs: LocalAddrs,
+    repeats: RepeatFilter,
+    attributor: A,
+    paused: bool,
+    pub stats: Stats,
+}
+
+/// What became of one flow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Report(Box<Connection>),
+    Skipped(Skip),
+    Paused,
+    /// Not a NEW event.
+    Ignored,
+}
+
+/// RFC 3339, UTC, microseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+impl<A: Attributor> Pipeline<A> {
+    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A) -> Self {
+        Pipeline {
+            cfg,
+            addrs,
+            repeats: RepeatFilter::new(RepeatFilter::DEFAULT_CAPACITY),
+            attributor,
+            paused: false,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn set_addrs(&mut self, addrs: LocalAddrs) {
+        self.addrs = addrs;
+    }
+
+    pub fn addrs(&self) -> &LocalAddrs {
+        &self.addrs
+    }
+
+    pub fn attributor(&self) -> &A {
+        &self.attributor
+    }
+
+    /// Applies a stdin command; returns the acknowledgement to send.
+    pub fn command(&mut self, cmd: Command) -> Event {
+        let name = cmd.name().to_string();
+        match cmd {
+            Command::Config { config } => {
+                if config.filter != self.cfg.filter || config.whitelist != self.cfg.whitelist {
+                    // New rules: what was suppressed as a repeat under the old ones may matter now.
+                    self.repeats.clear();
+                }
+                self.cfg = *config;
+            }
+            Command::Pause => self.paused = true,
+            Command::Resume => self.paused = false,
+        }
+        Event::Ack { cmd: name }
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Decides about one flow. `at` is when it was read (the report's timestamp), `now` the
+    /// monotonic clock for the repeat window.
+    pub fn flow(&mut self, flow: &Flow, at: SystemTime, now: Instant) -> Outcome {
+        if flow.event != FlowEvent::New {
+            return Outcome::Ignored;
+        }
+        self.stats.flows += 1;
+        if self.paused {
+            self.stats.paused += 1;
+            return Outcome::Paused;
+        }
+        let sides = classify(flow, &self.addrs);
+        if let Err(skip) = filter::before_attribution(&self.cfg, &sides) {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
+        }
+        let found = self.attributor.attribute(&sides);
+        if found.is_some() {
+            self.stats.attributed += 1;
+        } else {
+            self.stats.unattributed += 1;
+        }
+        let process = found.as_ref().map(|a| &a.process);
+        if let Err(skip) =
+            filter::after_attribution(&self.cfg, &sides, process, &mut self.repeats, now)
+        {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
+        }
+        self.stats.reported += 1;
+        let has_ports = sides.socket.proto.has_ports();
+        Outcome::Report(Box::new(Connection {
+            ts: timestamp(at),
+            proto: sides.socket.proto,
+            family: Family::of(&sides.local_ip),
+            direction: sides.direction,
+            local_ip: sides.local_ip,
+            local_port: has_ports.then_some(sides.local_port),
+            remote_ip: sides.remote_ip,
+            remote_port: has_ports.then_some(sides.remote_port),
+            icmp: flow.orig.icmp,
+            critical: filter::is_critical(&self.cfg, &sides),
+            ct_id: flow.id,
+            zone: flow.zone,
+            mark: flow.mark,
+            attributed_by: found.as_ref().map(|a| a.by),
+            process: found.map(|a| a.process),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::Attribution;
+    use crate::config::ProtoSel;
+    use crate::direction::Sides;
+    use crate::event::{AttributedBy, Direction, Icmp, Process, Proto, Tuple};
+    use std::collections::HashMap;
+
+    /// Attribution by local port, from a table.
+    struct ByPort(HashMap<u16, Process>);
+    impl Attributor for ByPort {
+        fn attribute(&mut self, sides: &Sides) -> Option<Attribution> {
+            self.0.get(&sides.socket.sport).map(|p| Attribution {
+                process: p.clone(),
+                by: AttributedBy::Socket,
+            })
+        }
+    }
+
+    fn flow(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
+        Flow {
+            event: FlowEvent::New,
+            id: Some(99),
+            zone: None,
+            mark: Some(0),
+            orig: Tuple {
+                proto,
+                src: src.parse().expect("ip"),
+                dst: dst.parse().expect("ip"),
+                sport,
+                dport,
+                icmp: None,
+            },
+            reply: None,
+        }
+    }
+
+    fn pipeline() -> Pipeline<ByPort> {
+        let curl = Process {
+            pid: 4242,
+            comm: "curl".into(),
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: vec!["curl".into()],
+            uid: 1000,
+            user: Some("alice".into()),
+        };
+        let ssh = Process {
+            comm: "ssh".into(),
+            exe: Some("/usr/bin/ssh".into()),
+            ..curl.clone()
+        };
+        let table = HashMap::from([(40000, curl), (40001, ssh)]);
+        Pipeline::new(
+            Config::default(),
+            LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
+            ByPort(table),
+        )
+    }
+
+    fn report(o: Outcome) -> Connection {
+        match o {
+            Outcome::Report(c) => *c,
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_outbound_flow_becomes_a_complete_report() {
+        let mut p = pipeline();
+        let c = report(p.flow(
+            &flow(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", 443),
+            SystemTime::UNIX_EPOCH,
+            Instant::now(),
+        ));
+        assert_eq!(c.ts, "1970-01-01T00:00:00.000000Z");
+        assert_eq!(c.direction, Direction::Outbound);
+        assert_eq!((c.local_port, c.remote_port), (Some(40000), Some(443)));
+        assert!(c.critical);
+        assert_eq!(c.ct_id, Some(99));
+        assert_eq!(c.process.as_ref().map(|p| p.pid), Some(4242));
+        assert_eq!(p.stats.reported, 1);
+    }
+
+    #[test]
+    fn whitelisted_process_and_repeat_are_silent() {
+        let mut p = pipeline();
+        let now = Instant::now();
+        let t = SystemTime::now();
+        assert!(matches!(
+            p.flow(&flow(Proto::Tcp, "10.0.0.1", 40001, "9.9.9.9", 22), t, now),
+            Outcome::Skipped(Skip::ProcessWhitelisted)
+        ));
+        let f = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+        report(p.flow(&f, t, now));
+        assert_eq!(p.flow(&f, t, now), Outcome::Skipped(Skip::Repeat));
+    }
+
+    #[test]
+    fn unknown_flow_is_reported_with_no_process() {
+        let mut p = pipeline();
+        let c = report(p.flow(
+            &flow(Proto::Tcp, "10.0.0.1", 5555, "9.9.9.9", 443),
+            SystemTime::now(),
+            Instant::now(),
+        ));
+        assert_eq!(c.process, None);
+        assert_eq!(p.stats.unattributed, 1);
+    }
+
+    #[test]
+    fn icmp_reports_type_and_code_without_ports() {
+        let mut p = pipeline();
+        p.command(Command::Config {
+            config: Box::new(Config {
+                monitor: crate::config::Monitor {
+                    protocols: vec![ProtoSel::All],
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        });
+        let mut f = flow(Proto::Icmp, "10.0.0.1", 0, "9.9.9.9", 0);
+        f.orig.icmp = Some(Icmp {
+            kind: 8,
+            code: 0,
+            id: 7,
+        });
+        let c = report(p.flow(&f, SystemTime::now(), Instant::now()));
+        assert_eq!((c.local_port, c.remote_port), (None, None));
+        assert_eq!(c.icmp.map(|i| i.kind), Some(8));
+        assert!(!c.critical);
+    }
+
+    #[test]
+    fn pause_resume_and_config_commands() {
+        let mut p = pipeline();
+        let f = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+        assert_eq!(
+            p.command(Command::Pause),
+            Event::Ack {
+                cmd: "pause".into()
+            }
+        );
+        assert_eq!(
+            p.flow(&f, SystemTime::now(), Instant::now()),
+            Outcome::Paused
+        );
+        p.command(Command::Resume);
+        report(p.flow(&f, SystemTime::now(), Instant::now()));
+        // A new config takes effect at once and forgets the repeat memory.
+        let mut cfg = Config::default();
+        cfg.filter.critical_only = true;
+        p.command(Command::Config {
+            config: Box::new(cfg),
+        });
+        report(p.flow(&f, SystemTime::now(), Instant::now()));
+        let f2 = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 8443);
+        assert_eq!(
+            p.flow(&f2, SystemTime::now(), Instant::now()),
+            Outcome::Skipped(Skip::NotCritical)
+        );
+    }
+
+    #[test]
+    fn destroy_events_are_ignored() {
+        let mut p = pipeline();
+        let mut f = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+        f.event = FlowEvent::Destroy;
+        assert_eq!(
+            p.flow(&f, SystemTime::now(), Instant::now()),
+            Outcome::Ignored
+        );
+        assert_eq!(p.stats.flows, 0);
+    }
+}
