@@ -1,0 +1,155 @@
+//! The helper's command line, without the kernel: flags, config errors, `--show-defaults` and
+//! `import-legacy`. These run unprivileged.
+
+use std::process::{Command, Output};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_conntrack-tray-helper");
+
+fn helper(args: &[&str]) -> Output {
+    Command::new(HELPER)
+        .args(args)
+        .env_remove("PKEXEC_UID")
+        .output()
+        .expect("run helper")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+#[test]
+fn help_and_version() {
+    let o = helper(&["--help"]);
+    assert!(o.status.success());
+    for flag in [
+        "--show-defaults",
+        "--show-unknown",
+        "--debug",
+        "--broadcast",
+        "--proto-all",
+        "--filter-critical",
+        "--log-file",
+        "--format",
+        "--no-ensure-conntrack",
+        "import-legacy",
+    ] {
+        assert!(stdout(&o).contains(flag), "--help lacks {flag}");
+    }
+    let o = helper(&["--version"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("conntrack-tray-helper "));
+}
+
+#[test]
+fn bad_flags_and_values_exit_2_with_a_clear_error() {
+    for args in [
+        &["--show-unknown=maybe"][..],
+        &["--format", "xml"],
+        &["--no-such-flag"],
+        &["--proto-all=yes"],
+    ] {
+        let o = helper(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("error"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn show_defaults_prints_the_effective_config_with_flags_applied() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(&dir, "c.toml", "[critical]\nports = [22]\n");
+    let o = helper(&[
+        "--config",
+        &cfg,
+        "--show-defaults",
+        "--proto-all=true",
+        "--show-unknown=false",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let cfg = conntrack_tray_helper::Config::from_toml(&text, "shown").expect("parses");
+    assert_eq!(
+        cfg.monitor.protocols,
+        vec![conntrack_tray_helper::config::ProtoSel::All]
+    );
+    assert!(!cfg.filter.show_unknown);
+    assert_eq!(cfg.critical.ports, vec![22]);
+    // What it prints is itself a valid config.
+    let again = write(&dir, "again.toml", &text);
+    let o2 = helper(&["--config", &again, "--show-defaults"]);
+    assert_eq!(stdout(&o2), text);
+}
+
+#[test]
+fn bad_config_names_file_line_and_key_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        &dir,
+        "bad.toml",
+        "[filter]\nshow_unknown = true\ncritical_onyl = true\n",
+    );
+    let o = helper(&["--config", &cfg, "--show-defaults"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{cfg}:3:")), "{e}");
+    assert!(e.contains("filter.critical_onyl"), "{e}");
+    let o = helper(&["--config", "/nonexistent/x.toml", "--show-defaults"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/x.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn under_pkexec_a_config_error_quotes_nothing_from_the_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        &dir,
+        "shadow",
+        "root:$y$j9T$supersecret:19000:0:99999:7:::\n",
+    );
+    let o = Command::new(HELPER)
+        .args(["--config", &cfg, "--show-defaults"])
+        .env("PKEXEC_UID", "1000")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("supersecret"), "{}", stderr(&o));
+}
+
+#[test]
+fn import_legacy_converts_a_conntrack_sh_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let legacy = write(
+        &dir,
+        "conntrack_sh.conf",
+        "# old\nexport WHITELISTED_PROCESSES=(\"firefox\" 'ssh')\nWHITELISTED_REMOTE_IPS=(\"10.0.0.0/8\")\nCRITICAL_PORTS=(\"22\")\nPROTO_ALL=true\n",
+    );
+    let o = helper(&["import-legacy", &legacy]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let toml = stdout(&o);
+    let out = write(&dir, "new.toml", &toml);
+    let shown = helper(&["--config", &out, "--show-defaults"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let cfg = conntrack_tray_helper::Config::from_toml(&stdout(&shown), "shown").expect("parses");
+    assert_eq!(cfg.whitelist.processes, vec!["firefox", "ssh"]);
+    assert_eq!(cfg.whitelist.remote[0].to_string(), "10.0.0.0/8");
+    assert_eq!(cfg.critical.ports, vec![22]);
+    assert_eq!(
+        cfg.monitor.protocols,
+        vec![conntrack_tray_helper::config::ProtoSel::All]
+    );
+
+    let bad = write(&dir, "bad.conf", "WHITELISTED_PROCESSES=(\"a\"\n");
+    let o = helper(&["import-legacy", &bad]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(&format!("{bad}:1:")), "{}", stderr(&o));
+}

@@ -1,0 +1,338 @@
+//! Shared setup of the namespace tests: two network namespaces joined by a veth pair, test
+//! peers started inside them, and the real helper with its JSON stream.
+//!
+//! Nothing here touches the host's own namespace: every address lives on the veth pair or on
+//! loopback inside the test namespaces, and every process started is killed by pid on drop.
+//! The tests need root; without it they skip, except under `CI=true`, where that is a failure.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+use serde_json::Value;
+
+pub const HELPER: &str = env!("CARGO_BIN_EXE_conntrack-tray-helper");
+
+/// True when the tests can run; panics under CI=true when they cannot.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root, and under CI=true it must run");
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces, conntrack events)");
+    false
+}
+
+pub fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/peer.py")
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces, `a` (where the helper runs) and `b` (the outside world), on a veth pair:
+/// a = 10.213.N.1/24 and fd13:N::1/64, b = 10.213.N.2/24 and fd13:N::2/64.
+pub struct Net {
+    pub a: String,
+    pub b: String,
+    pub n: u32,
+    children: Vec<Child>,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        // Subnets only need to differ within one pair of namespaces, which are private to a
+        // test; the counter keeps the names unique within this process.
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % 250 + 1;
+        let a = format!("ctt{}-{n}-a", std::process::id());
+        let b = format!("ctt{}-{n}-b", std::process::id());
+        run(&["ip", "netns", "add", &a]);
+        run(&["ip", "netns", "add", &b]);
+        let net = Net {
+            a: a.clone(),
+            b: b.clone(),
+            n,
+            children: Vec::new(),
+        };
+        run(&[
+            "ip", "link", "add", "veth0", "netns", &a, "type", "veth", "peer", "name", "veth0",
+            "netns", &b,
+        ]);
+        for (ns, host) in [(&a, 1), (&b, 2)] {
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.213.{n}.{host}/24"),
+                "dev",
+                "veth0",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd13:{n:x}::{host}/64"),
+                "dev",
+                "veth0",
+                "nodad",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", "veth0", "up"]);
+        }
+        net
+    }
+
+    pub fn a4(&self) -> String {
+        format!("10.213.{}.1", self.n)
+    }
+    pub fn b4(&self) -> String {
+        format!("10.213.{}.2", self.n)
+    }
+    pub fn a6(&self) -> String {
+        format!("fd13:{:x}::1", self.n)
+    }
+    pub fn b6(&self) -> String {
+        format!("fd13:{:x}::2", self.n)
+    }
+
+    /// A command that runs `args` inside namespace `ns` (the pid is the program's: `ip netns
+    /// exec` execs it).
+    pub fn cmd(ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+
+    /// Starts a long-running process and keeps it to kill on drop.
+    pub fn spawn(&mut self, mut c: Command) -> u32 {
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Starts the test peer's servers in `ns` on `host` and waits until they listen.
+    pub fn serve(&mut self, ns: &str, host: &str, ports: &[u16]) -> u32 {
+        let script = peer_script();
+        let mut args = vec![
+            "python3".to_string(),
+            script.display().to_string(),
+            "serve".into(),
+            host.to_string(),
+        ];
+        args.extend(ports.iter().map(|p| p.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = Net::cmd(ns, &argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn server");
+        let pid = child.id();
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server output");
+        assert_eq!(line.trim(), "ready", "server did not start");
+        self.children.push(child);
+        pid
+    }
+
+    /// Runs a peer client to completion; returns its pid and its first output line.
+    pub fn client(&self, ns: &str, args: &[&str]) -> (u32, String) {
+        let script = peer_script();
+        let script = script.display().to_string();
+        let mut argv = vec!["python3", script.as_str()];
+        argv.extend_from_slice(args);
+        let mut child = Net::cmd(ns, &argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn client");
+        let pid = child.id();
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let status = child.wait().expect("wait client");
+        assert!(status.success(), "client {args:?} failed");
+        (pid, line.trim().to_string())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The real helper running in a namespace, with its JSON lines on a channel.
+pub struct Helper {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub lines: Receiver<Value>,
+    pub hello: Value,
+    pub stderr: Receiver<String>,
+}
+
+impl Helper {
+    /// Starts `conntrack-tray-helper --format json ARGS` in `ns` and waits for its hello.
+    pub fn start(ns: &str, args: &[&str]) -> Helper {
+        let mut argv = vec![HELPER, "--format", "json"];
+        argv.extend_from_slice(args);
+        let mut child = Net::cmd(ns, &argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn helper");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        let (etx, stderr_rx) = unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if etx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let hello = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("hello line");
+        assert_eq!(hello["type"], "hello", "first line is the hello: {hello}");
+        let stdin = child.stdin.take();
+        Helper {
+            child,
+            stdin,
+            lines,
+            hello,
+            stderr: stderr_rx,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write command");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next line matching `pred` within `timeout`; lines before it are dropped.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Some(v),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every line that arrives within `period`.
+    pub fn collect(&self, period: Duration) -> Vec<Value> {
+        let end = Instant::now() + period;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) => out.push(v),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Waits for the helper to exit; `None` if it did not within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection line to this remote port.
+pub fn is_conn_to(port: u16) -> impl Fn(&Value) -> bool {
+    move |v| v["type"] == "connection" && v["remote_port"] == port
+}
+
+/// The nftables tables of a namespace.
+pub fn nft_tables(ns: &str) -> String {
+    let out = Net::cmd(ns, &["nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A config file in a fresh temporary directory.
+pub fn config_file(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).expect("write config");
+    (dir, path)
+}
