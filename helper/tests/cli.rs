@@ -1,6 +1,8 @@
 //! The helper's command line, without the kernel: flags, config errors, `--show-defaults` and
 //! `import-legacy`. These run unprivileged.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
+
 use std::process::{Command, Output};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_conntrack-tray-helper");

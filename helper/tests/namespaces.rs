@@ -3,6 +3,8 @@
 //! Namespace `a` is "this machine" (the helper runs there), `b` is the rest of the world.
 //! Each test starts its own peers and reads the helper's JSON stream.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
+
 mod common;
 
 use std::time::Duration;
