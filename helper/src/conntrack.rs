@@ -10,7 +10,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
-use std::time::SystemTime;
 
 use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -261,21 +260,6 @@ fn parse_tuple(buf: &[u8]) -> Result<Tuple, ParseError> {
         dport: if proto.has_ports() { l4.dport } else { 0 },
         icmp,
     })
-}
-
-/// What the reader thread hands to the pipeline.
-#[derive(Debug, Clone)]
-pub enum Incoming {
-    Flow {
-        flow: Flow,
-        at: SystemTime,
-    },
-    /// Events the kernel dropped because our socket buffer was full.
-    Lost(u64),
-    /// Flows the reader dropped because the queue to the pipeline was full.
-    QueueFull(u64),
-    /// A socket error the reader recovered from by reopening the socket.
-    Reopened(String),
 }
 
 /// A subscription to conntrack events.

@@ -13,19 +13,20 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::SocketAttributor;
 use conntrack_tray_helper::commands::{self, Command, CommandError};
 use conntrack_tray_helper::config::{Config, ProtoSel};
-use conntrack_tray_helper::conntrack::{parse_datagram, EventSocket, Incoming, Message, GROUP_NEW};
+use conntrack_tray_helper::conntrack::{parse_datagram, EventSocket, Message, GROUP_NEW};
+use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::event::{Event, Proto};
 use conntrack_tray_helper::netif::{self, AddrWatch};
 use conntrack_tray_helper::nft::ConntrackTable;
 use conntrack_tray_helper::output::{self, Format, Output};
-use conntrack_tray_helper::pipeline::{Outcome, Pipeline};
+use conntrack_tray_helper::pipeline::{Early, Incoming, Outcome, Pipeline};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
 
@@ -86,8 +87,9 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     rcvbuf: usize,
 
-    /// Flows held between the socket reader and attribution before new ones count as lost.
-    #[arg(long, value_name = "N", default_value_t = 1 << 17)]
+    /// Flows held between the socket reader and the pipeline. When it is full the reader
+    /// waits and the kernel's socket buffer (--rcvbuf) holds the rest.
+    #[arg(long, value_name = "N", default_value_t = 1 << 14)]
     queue: usize,
 }
 
@@ -219,13 +221,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("cannot subscribe to conntrack events: {e}")
         }
     })?;
-    let attributor = SocketAttributor::new(
-        SockDiag::open().context("cannot open the sock_diag socket")?,
-        ProcIndex::new(),
-    );
+    let attributor = || -> anyhow::Result<_> {
+        Ok(SocketAttributor::new(
+            SockDiag::open().context("cannot open the sock_diag socket")?,
+            ProcIndex::new(),
+        ))
+    };
+    let (pipeline_attr, early_attr) = (attributor()?, attributor()?);
 
     let stdout = io::stdout();
-    let mut out = Output::new(cli.format, stdout.lock(), log, cli.broadcast, hostname());
+    let mut out = Output::new(
+        cli.format,
+        io::BufWriter::new(stdout.lock()),
+        log,
+        cli.broadcast,
+        hostname(),
+    );
 
     let table = if cfg.monitor.ensure_conntrack {
         match ConntrackTable::add() {
@@ -242,10 +253,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
 
     let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
-    let mut pipeline = Pipeline::new(cfg, addrs, attributor);
+    let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
+    let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr);
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
-    spawn_reader(socket, flow_tx)?;
+    let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
+    spawn_reader(socket, flow_tx, early, early_rx)?;
     let (cmd_tx, cmd_rx) = unbounded::<Option<Result<Command, CommandError>>>();
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;
@@ -254,16 +267,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     spawn_signals(sig_tx)?;
     let (addr_tx, addr_rx) = unbounded();
     spawn_addr_watch(addr_tx);
+    let chans = Channels {
+        flows: flow_rx,
+        cmds: cmd_rx,
+        sigs: sig_rx,
+        addrs: addr_rx,
+        early: early_tx,
+    };
 
-    let stop = main_loop(
-        &mut pipeline,
-        &mut out,
-        cli.debug,
-        &flow_rx,
-        &cmd_rx,
-        &sig_rx,
-        &addr_rx,
-    );
+    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans);
     if cli.debug {
         let why = match &stop {
             Stop::StdinClosed => "stdin closed".to_string(),
@@ -288,15 +300,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Settings the reader's early attribution must follow.
+enum EarlyUpdate {
+    Config(Box<Config>),
+    Addrs(LocalAddrs),
+}
+
+struct Channels {
+    flows: Receiver<Incoming>,
+    cmds: Receiver<Option<Result<Command, CommandError>>>,
+    sigs: Receiver<i32>,
+    addrs: Receiver<LocalAddrs>,
+    early: Sender<EarlyUpdate>,
+}
+
 fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     pipeline: &mut Pipeline<A>,
     out: &mut Output<W>,
     debug: bool,
-    flows: &Receiver<Incoming>,
-    cmds: &Receiver<Option<Result<Command, CommandError>>>,
-    sigs: &Receiver<i32>,
-    addrs: &Receiver<conntrack_tray_helper::direction::LocalAddrs>,
+    ch: &Channels,
 ) -> Stop {
     let hello = Event::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -304,25 +326,30 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
         pid: std::process::id(),
         config: Box::new(pipeline.config().clone()),
     };
-    if out.emit(&hello).is_err() {
+    if out.emit(&hello).and_then(|()| out.flush()).is_err() {
         return Stop::StdoutClosed;
     }
     loop {
         let ev = select! {
-            recv(sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
-            recv(cmds) -> c => match c {
-                Ok(Some(Ok(cmd))) => Some(pipeline.command(cmd)),
+            recv(ch.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
+            recv(ch.cmds) -> c => match c {
+                Ok(Some(Ok(cmd))) => {
+                    let ack = pipeline.command(cmd);
+                    let _ = ch.early.send(EarlyUpdate::Config(Box::new(pipeline.config().clone())));
+                    Some(ack)
+                }
                 Ok(Some(Err(e))) => Some(Event::Error { message: e.to_string() }),
                 Ok(None) | Err(_) => return Stop::StdinClosed,
             },
-            recv(addrs) -> a => {
+            recv(ch.addrs) -> a => {
                 if let Ok(a) = a {
+                    let _ = ch.early.send(EarlyUpdate::Addrs(a.clone()));
                     pipeline.set_addrs(a);
                 }
                 None
             },
-            recv(flows) -> f => match f {
-                Ok(Incoming::Flow { flow, at }) => match pipeline.flow(&flow, at, Instant::now()) {
+            recv(ch.flows) -> f => match f {
+                Ok(Incoming::Flow { flow, at, early }) => match pipeline.flow(&flow, at, Instant::now(), early.map(|b| *b)) {
                     Outcome::Report(c) => Some(Event::Connection(c)),
                     other => {
                         if debug {
@@ -333,7 +360,6 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                     }
                 },
                 Ok(Incoming::Lost(count)) => Some(Event::Lost { count, reason: "kernel".into() }),
-                Ok(Incoming::QueueFull(count)) => Some(Event::Lost { count, reason: "queue".into() }),
                 Ok(Incoming::Reopened(why)) => Some(Event::Error { message: format!("conntrack socket reopened after: {why}") }),
                 Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
             },
@@ -343,38 +369,27 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                 return Stop::StdoutClosed;
             }
         }
+        // Lines go out in one write per batch while a burst is queued, and at once otherwise.
+        if ch.flows.is_empty() && out.flush().is_err() {
+            return Stop::StdoutClosed;
+        }
     }
 }
 
-/// The reader: recv, parse, queue. When the queue is full the flow is counted, not waited
-/// for, and the count goes out as a `lost` record once there is room again.
-fn spawn_reader(mut socket: EventSocket, tx: Sender<Incoming>) -> anyhow::Result<()> {
+/// The reader: recv, parse, queue. When nothing is queued it attributes the flow on the spot
+/// (see [`Early`]). When the queue is full it waits, and the kernel's buffer holds the rest;
+/// what the kernel then drops comes back as ENOBUFS and goes out as a `lost` record.
+fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
+    mut socket: EventSocket,
+    tx: Sender<Incoming>,
+    mut early: Early<A>,
+    updates: Receiver<EarlyUpdate>,
+) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("ct-reader".into())
         .spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
-            let mut dropped: u64 = 0;
             let mut failures = 0u32;
-            let send = |msg: Incoming, dropped: &mut u64| -> bool {
-                if *dropped > 0 {
-                    match tx.try_send(Incoming::QueueFull(*dropped)) {
-                        Ok(()) => *dropped = 0,
-                        Err(TrySendError::Full(_)) => {
-                            *dropped += 1;
-                            return true;
-                        }
-                        Err(TrySendError::Disconnected(_)) => return false,
-                    }
-                }
-                match tx.try_send(msg) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_)) => {
-                        *dropped += 1;
-                        true
-                    }
-                    Err(TrySendError::Disconnected(_)) => false,
-                }
-            };
             loop {
                 match socket.recv(&mut buf) {
                     Ok(n) => {
@@ -382,7 +397,20 @@ fn spawn_reader(mut socket: EventSocket, tx: Sender<Incoming>) -> anyhow::Result
                         let at = SystemTime::now();
                         for m in parse_datagram(&buf[..n]) {
                             let msg = match m {
-                                Ok(Message::Flow(flow)) => Incoming::Flow { flow, at },
+                                Ok(Message::Flow(flow)) => {
+                                    let early = if tx.is_empty() {
+                                        for u in updates.try_iter() {
+                                            match u {
+                                                EarlyUpdate::Config(c) => early.set_config(*c),
+                                                EarlyUpdate::Addrs(a) => early.set_addrs(a),
+                                            }
+                                        }
+                                        early.attribute(&flow).map(Box::new)
+                                    } else {
+                                        None
+                                    };
+                                    Incoming::Flow { flow, at, early }
+                                }
                                 Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
                                     Incoming::Lost(socket.take_lost())
                                 }
@@ -391,13 +419,13 @@ fn spawn_reader(mut socket: EventSocket, tx: Sender<Incoming>) -> anyhow::Result
                                     Incoming::Reopened(format!("unparsable message skipped: {e}"))
                                 }
                             };
-                            if !send(msg, &mut dropped) {
+                            if tx.send(msg).is_err() {
                                 return;
                             }
                         }
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        if !send(Incoming::Lost(socket.take_lost()), &mut dropped) {
+                        if tx.send(Incoming::Lost(socket.take_lost())).is_err() {
                             return;
                         }
                     }
@@ -410,14 +438,11 @@ fn spawn_reader(mut socket: EventSocket, tx: Sender<Incoming>) -> anyhow::Result
                         std::thread::sleep(std::time::Duration::from_millis(
                             100 * u64::from(failures),
                         ));
-                        match EventSocket::open(&[GROUP_NEW], socket.rcvbuf()) {
-                            Ok(s) => {
-                                socket = s;
-                                if !send(Incoming::Reopened(e.to_string()), &mut dropped) {
-                                    return;
-                                }
+                        if let Ok(s) = EventSocket::open(&[GROUP_NEW], socket.rcvbuf()) {
+                            socket = s;
+                            if tx.send(Incoming::Reopened(e.to_string())).is_err() {
+                                return;
                             }
-                            Err(_) => continue,
                         }
                     }
                 }
@@ -467,7 +492,7 @@ fn spawn_signals(tx: Sender<i32>) -> anyhow::Result<()> {
 
 /// Re-reads the interface addresses whenever the kernel announces a change. Without the
 /// subscription the addresses read at start stay in force (reported once on stderr).
-fn spawn_addr_watch(tx: Sender<conntrack_tray_helper::direction::LocalAddrs>) {
+fn spawn_addr_watch(tx: Sender<LocalAddrs>) {
     let watch = match AddrWatch::open() {
         Ok(w) => w,
         Err(e) => {

@@ -161,7 +161,8 @@ impl<W: Write> Output<W> {
         }
     }
 
-    /// Writes one event and flushes, so a reader sees each line the moment it is written.
+    /// Writes one event. The caller flushes (see [`Output::flush`]) when nothing more is
+    /// queued, so a reader sees each line at once and a burst costs one write per batch.
     /// An error here is stdout's (a closed pipe): the caller ends the helper.
     pub fn emit(&mut self, ev: &Event) -> io::Result<()> {
         match self.format {
@@ -174,7 +175,6 @@ impl<W: Write> Output<W> {
                 self.out.write_all(b"\n")?;
             }
         }
-        self.out.flush()?;
         if self.log.is_some() || self.broadcast {
             let line = text_line(ev);
             if let Some(log) = &mut self.log {
@@ -189,6 +189,13 @@ impl<W: Write> Output<W> {
             }
         }
         Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(log) = &mut self.log {
+            let _ = log.flush();
+        }
+        self.out.flush()
     }
 
     pub fn into_inner(self) -> W {

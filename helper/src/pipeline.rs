@@ -4,12 +4,69 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::attribution::Attributor;
+use crate::attribution::{Attribution, Attributor};
 use crate::commands::Command;
 use crate::config::Config;
 use crate::direction::{classify, LocalAddrs};
 use crate::event::{Connection, Event, Family, Flow, FlowEvent};
 use crate::filter::{self, RepeatFilter, Skip};
+
+/// What the reader thread hands to the pipeline.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A flow, when it was read, and its attribution if the reader could do it at once.
+    Flow {
+        flow: Flow,
+        at: SystemTime,
+        /// Boxed: most flows in a burst carry none, and the queue holds thousands.
+        early: Option<Box<Attribution>>,
+    },
+    /// Events the kernel dropped because our socket buffer was full.
+    Lost(u64),
+    /// A socket error the reader recovered from by reopening the socket.
+    Reopened(String),
+}
+
+/// Attribution at the earliest moment: in the reader thread, right after the event is read,
+/// while the pipeline is idle.
+///
+/// A short-lived program can connect, write and exit within a hundred microseconds; every
+/// thread hand-off before the /proc lookup is time it may use to vanish. So when nothing is
+/// queued the reader attributes the flow itself (only flows the cheap filter rules keep),
+/// and the pipeline only falls back to its own lookup when the reader did not try or did not
+/// succeed. During a burst the queue is not empty and the reader does nothing but read.
+pub struct Early<A> {
+    cfg: Config,
+    addrs: LocalAddrs,
+    attributor: A,
+}
+
+impl<A: Attributor> Early<A> {
+    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A) -> Self {
+        Early {
+            cfg,
+            addrs,
+            attributor,
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
+    pub fn set_addrs(&mut self, addrs: LocalAddrs) {
+        self.addrs = addrs;
+    }
+
+    pub fn attribute(&mut self, flow: &Flow) -> Option<Attribution> {
+        if flow.event != FlowEvent::New {
+            return None;
+        }
+        let sides = classify(flow, &self.addrs);
+        filter::before_attribution(&self.cfg, &sides).ok()?;
+        self.attributor.attribute(&sides)
+    }
+}
 
 /// Counters for `--debug` and the benchmark.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -97,7 +154,14 @@ impl<A: Attributor> Pipeline<A> {
 
     /// Decides about one flow. `at` is when it was read (the report's timestamp), `now` the
     /// monotonic clock for the repeat window.
-    pub fn flow(&mut self, flow: &Flow, at: SystemTime, now: Instant) -> Outcome {
+    /// `early` is the reader's attribution, when it made one.
+    pub fn flow(
+        &mut self,
+        flow: &Flow,
+        at: SystemTime,
+        now: Instant,
+        early: Option<Attribution>,
+    ) -> Outcome {
         if flow.event != FlowEvent::New {
             return Outcome::Ignored;
         }
@@ -111,7 +175,7 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        let found = self.attributor.attribute(&sides);
+        let found = early.or_else(|| self.attributor.attribute(&sides));
         if found.is_some() {
             self.stats.attributed += 1;
         } else {
@@ -220,6 +284,7 @@ mod tests {
             &flow(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", 443),
             SystemTime::UNIX_EPOCH,
             Instant::now(),
+            None,
         ));
         assert_eq!(c.ts, "1970-01-01T00:00:00.000000Z");
         assert_eq!(c.direction, Direction::Outbound);
@@ -236,12 +301,17 @@ mod tests {
         let now = Instant::now();
         let t = SystemTime::now();
         assert!(matches!(
-            p.flow(&flow(Proto::Tcp, "10.0.0.1", 40001, "9.9.9.9", 22), t, now),
+            p.flow(
+                &flow(Proto::Tcp, "10.0.0.1", 40001, "9.9.9.9", 22),
+                t,
+                now,
+                None
+            ),
             Outcome::Skipped(Skip::ProcessWhitelisted)
         ));
         let f = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
-        report(p.flow(&f, t, now));
-        assert_eq!(p.flow(&f, t, now), Outcome::Skipped(Skip::Repeat));
+        report(p.flow(&f, t, now, None));
+        assert_eq!(p.flow(&f, t, now, None), Outcome::Skipped(Skip::Repeat));
     }
 
     #[test]
@@ -251,6 +321,7 @@ mod tests {
             &flow(Proto::Tcp, "10.0.0.1", 5555, "9.9.9.9", 443),
             SystemTime::now(),
             Instant::now(),
+            None,
         ));
         assert_eq!(c.process, None);
         assert_eq!(p.stats.unattributed, 1);
@@ -274,7 +345,7 @@ mod tests {
             code: 0,
             id: 7,
         });
-        let c = report(p.flow(&f, SystemTime::now(), Instant::now()));
+        let c = report(p.flow(&f, SystemTime::now(), Instant::now(), None));
         assert_eq!((c.local_port, c.remote_port), (None, None));
         assert_eq!(c.icmp.map(|i| i.kind), Some(8));
         assert!(!c.critical);
@@ -291,23 +362,68 @@ mod tests {
             }
         );
         assert_eq!(
-            p.flow(&f, SystemTime::now(), Instant::now()),
+            p.flow(&f, SystemTime::now(), Instant::now(), None),
             Outcome::Paused
         );
         p.command(Command::Resume);
-        report(p.flow(&f, SystemTime::now(), Instant::now()));
+        report(p.flow(&f, SystemTime::now(), Instant::now(), None));
         // A new config takes effect at once and forgets the repeat memory.
         let mut cfg = Config::default();
         cfg.filter.critical_only = true;
         p.command(Command::Config {
             config: Box::new(cfg),
         });
-        report(p.flow(&f, SystemTime::now(), Instant::now()));
+        report(p.flow(&f, SystemTime::now(), Instant::now(), None));
         let f2 = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 8443);
         assert_eq!(
-            p.flow(&f2, SystemTime::now(), Instant::now()),
+            p.flow(&f2, SystemTime::now(), Instant::now(), None),
             Outcome::Skipped(Skip::NotCritical)
         );
+    }
+
+    #[test]
+    fn an_early_attribution_is_used_as_is() {
+        let mut p = pipeline();
+        let early = Attribution {
+            process: Process {
+                pid: 7,
+                comm: "early".into(),
+                exe: None,
+                cmdline: vec![],
+                uid: 0,
+                user: None,
+            },
+            by: AttributedBy::Socket,
+        };
+        // Port 5555 is unknown to the pipeline's own attributor: the early one names it.
+        let f = flow(Proto::Tcp, "10.0.0.1", 5555, "9.9.9.9", 443);
+        let c = report(p.flow(&f, SystemTime::now(), Instant::now(), Some(early)));
+        assert_eq!(c.process.map(|p| p.pid), Some(7));
+    }
+
+    #[test]
+    fn early_attribution_skips_flows_the_cheap_rules_drop() {
+        let table = HashMap::from([(40000, pipeline().attributor.0[&40000].clone())]);
+        let mut e = Early::new(
+            Config::default(),
+            LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
+            ByPort(table),
+        );
+        let tcp = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+        assert!(e.attribute(&tcp).is_some());
+        // UDP is not watched by default, loopback is ignored: no lookup is made.
+        assert!(e
+            .attribute(&flow(Proto::Udp, "10.0.0.1", 40000, "9.9.9.9", 53))
+            .is_none());
+        assert!(e
+            .attribute(&flow(Proto::Tcp, "127.0.0.1", 40000, "127.0.0.1", 80))
+            .is_none());
+        let mut all = Config::default();
+        all.monitor.protocols = vec![ProtoSel::All];
+        e.set_config(all);
+        assert!(e
+            .attribute(&flow(Proto::Udp, "10.0.0.1", 40000, "9.9.9.9", 53))
+            .is_some());
     }
 
     #[test]
@@ -316,7 +432,7 @@ mod tests {
         let mut f = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
         f.event = FlowEvent::Destroy;
         assert_eq!(
-            p.flow(&f, SystemTime::now(), Instant::now()),
+            p.flow(&f, SystemTime::now(), Instant::now(), None),
             Outcome::Ignored
         );
         assert_eq!(p.stats.flows, 0);

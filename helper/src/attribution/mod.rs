@@ -13,6 +13,7 @@
 pub mod procfs;
 pub mod sock_diag;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -79,7 +80,13 @@ pub struct SocketAttributor<S, P> {
     pub sockets: S,
     pub processes: P,
     errors: u64,
+    /// Unconnected UDP sockets by (protocol, local address, local port). One such socket may
+    /// send to thousands of peers (a DNS server, a burst); a live socket keeps its port, so
+    /// while its holder still has it open (which `Processes` checks) it is still the one.
+    bound: HashMap<(Proto, IpAddr, u16), SockEntry>,
 }
+
+const BOUND_CACHE_LIMIT: usize = 1024;
 
 impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     pub fn new(sockets: S, processes: P) -> Self {
@@ -87,6 +94,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             sockets,
             processes,
             errors: 0,
+            bound: HashMap::new(),
         }
     }
 
@@ -160,11 +168,28 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         if sides.direction == Direction::Forward {
             return None;
         }
+        let t = sides.socket;
+        let key = (t.proto, t.src, t.sport);
+        if let Some(entry) = self.bound.get(&key).cloned() {
+            if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
+                return Some(Attribution {
+                    process,
+                    by: AttributedBy::BoundSocket,
+                });
+            }
+            self.bound.remove(&key);
+        }
         for (entry, by) in self.candidates(sides) {
             if entry.inode == 0 {
                 continue;
             }
             if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
+                if by == AttributedBy::BoundSocket {
+                    if self.bound.len() >= BOUND_CACHE_LIMIT {
+                        self.bound.clear();
+                    }
+                    self.bound.insert(key, entry);
+                }
                 return Some(Attribution { process, by });
             }
         }
@@ -393,6 +418,23 @@ mod tests {
             .expect("found");
         assert_eq!(got.by, AttributedBy::BoundSocket);
         assert_eq!(got.process.comm, "avahi");
+    }
+
+    #[test]
+    fn a_bound_udp_socket_is_remembered_while_its_holder_has_it() {
+        let mut s = FakeSockets::default();
+        s.all
+            .push(sock(Proto::Udp, 7, "0.0.0.0", 5000, "0.0.0.0", 0, 9));
+        let mut a = attributor(s, &[(9, proc_(7, "burst"))]);
+        let flow = |dport| sides(Proto::Udp, "10.0.0.1", 5000, "9.9.9.9", dport);
+        assert!(a.attribute(&flow(1)).is_some());
+        // The kernel forgets the socket; the cache still names it, via its holder.
+        a.sockets.all.clear();
+        assert_eq!(a.attribute(&flow(2)).map(|x| x.process.pid), Some(7));
+        // Once nobody holds it any more, it is not named from memory.
+        a.processes.0.clear();
+        assert_eq!(a.attribute(&flow(3)), None);
+        assert!(a.bound.is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use procfs::process::{FDTarget, Process as ProcProcess};
+use procfs::process::{FDTarget, Process as ProcProcess, Stat};
+use procfs::FromRead;
 
 use super::Processes;
 use crate::event::Process;
@@ -138,33 +139,37 @@ impl ProcIndex {
         None
     }
 
-    /// The fd still points at the inode and the pid is the same process as when indexed.
-    fn still_holds(&self, h: &Holder, inode: u64) -> Option<ProcProcess> {
-        let p = ProcProcess::new_with_root(self.root.join(h.pid.to_string())).ok()?;
+    fn stat(&self, pid: i32) -> Option<Stat> {
+        Stat::from_file(self.root.join(format!("{pid}/stat"))).ok()
+    }
+
+    /// The indexed holder still has the inode open at the same fd, and is the same process
+    /// (same start time) as when indexed. One readlink and one read of `stat`.
+    fn still_holds(&self, h: &Holder, inode: u64) -> Option<Stat> {
         let link = std::fs::read_link(self.root.join(format!("{}/fd/{}", h.pid, h.fd))).ok()?;
         if link.as_os_str().as_encoded_bytes() != format!("socket:[{inode}]").as_bytes() {
             return None;
         }
-        (p.stat().ok()?.starttime == h.start).then_some(p)
+        self.stat(h.pid).filter(|s| s.starttime == h.start)
     }
 
-    fn describe(&mut self, p: &ProcProcess, start: u64) -> Option<Process> {
-        let stat = p.stat().ok()?;
-        if stat.starttime != start {
-            return None;
-        }
-        let key = (p.pid(), start);
-        if let Some(cached) = self.cache.get(&key) {
+    /// Describes the process `stat` came from.
+    fn describe(&mut self, stat: Stat) -> Option<Process> {
+        let (pid, start) = (stat.pid, stat.starttime);
+        if let Some(cached) = self.cache.get(&(pid, start)) {
             // An execve keeps pid and start time but changes comm; re-read then.
             if cached.comm == stat.comm {
                 return Some(cached.clone());
             }
         }
-        let uid = p.uid().ok()?;
-        let exe = p.exe().ok().map(|e| e.to_string_lossy().into_owned());
-        let cmdline = read_cmdline(&self.root.join(format!("{}/cmdline", p.pid())));
+        let dir = self.root.join(pid.to_string());
+        let uid = owner_uid(&dir)?;
+        let exe = std::fs::read_link(dir.join("exe"))
+            .ok()
+            .map(|e| e.to_string_lossy().into_owned());
+        let cmdline = read_cmdline(&dir.join("cmdline"));
         // The process must still be the one we started reading: same start time at the end.
-        if p.stat().ok()?.starttime != start {
+        if self.stat(pid)?.starttime != start {
             return None;
         }
         let user = self
@@ -178,7 +183,7 @@ impl ProcIndex {
             })
             .clone();
         let process = Process {
-            pid: u32::try_from(p.pid()).ok()?,
+            pid: u32::try_from(pid).ok()?,
             comm: stat.comm,
             exe,
             cmdline,
@@ -188,7 +193,7 @@ impl ProcIndex {
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert(key, process.clone());
+        self.cache.insert((pid, start), process.clone());
         Some(process)
     }
 
@@ -200,17 +205,15 @@ impl ProcIndex {
 impl Processes for ProcIndex {
     fn by_inode(&mut self, inode: u64, uid: u32) -> Option<Process> {
         if let Some(h) = self.index.get(&inode).copied() {
-            if let Some(p) = self.still_holds(&h, inode) {
-                if let Some(found) = self.describe(&p, h.start) {
-                    self.stats.hits += 1;
-                    return Some(found);
-                }
+            if let Some(found) = self.still_holds(&h, inode).and_then(|st| self.describe(st)) {
+                self.stats.hits += 1;
+                return Some(found);
             }
             self.index.remove(&inode);
         }
         let found = self.scan(inode, uid).and_then(|h| {
-            let p = ProcProcess::new_with_root(self.root.join(h.pid.to_string())).ok()?;
-            self.describe(&p, h.start)
+            let st = self.stat(h.pid).filter(|s| s.starttime == h.start)?;
+            self.describe(st)
         });
         if found.is_none() {
             self.stats.misses += 1;

@@ -1,0 +1,422 @@
+//! The helper's benchmark: `cargo bench -p conntrack-tray-helper` (as root; the cargo runner
+//! asks sudo). It builds its own network namespaces, like the tests, and prints a Markdown
+//! table for the README:
+//!
+//! a. events delivered vs flows created for a 50,000-flow UDP burst, side by side with
+//!    `conntrack -E -e NEW` on the same burst when `conntrack` is installed;
+//! b. latency from `connect()` to the JSON line (median and p99);
+//! c. attribution rate: short-lived curls, bash `/dev/tcp` one-shots, connects to a closed
+//!    port, and long-lived connections;
+//! d. the helper's CPU time per event and peak RSS, and conntrack's.
+//!
+//! The binary also serves as its own traffic generator: run with a first argument of
+//! `udp-burst` or `connect-series` it sends traffic instead (re-executed inside a namespace).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{config_file, Helper, Net};
+use serde_json::Value;
+
+const BURST: u32 = 50_000;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Traffic generators, run inside a namespace by re-executing this binary.
+fn generator(args: &[String]) -> bool {
+    match args.first().map(String::as_str) {
+        Some("udp-burst") => {
+            let dst: std::net::IpAddr = args[1].parse().expect("ip");
+            let n: u32 = args[2].parse().expect("count");
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let start = Instant::now();
+            for i in 0..n {
+                let port = 10_000 + (i % 50_000) as u16;
+                let _ = s.send_to(b"x", SocketAddr::new(dst, port));
+            }
+            println!("sent {n} {}", start.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+            // Keep the socket open while the helper attributes the burst.
+            std::thread::sleep(Duration::from_secs(60));
+            true
+        }
+        Some("connect-series") => {
+            let dst: SocketAddr = args[1].parse().expect("addr");
+            let n: u32 = args[2].parse().expect("count");
+            let gap = Duration::from_millis(args[3].parse().expect("ms"));
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let t = now_us();
+                let s = TcpStream::connect(dst).expect("connect");
+                println!("{} {}", s.local_addr().expect("addr").port(), t);
+                held.push(s);
+                std::thread::sleep(gap);
+            }
+            let _ = std::io::stdout().flush();
+            true
+        }
+        _ => false,
+    }
+}
+
+fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Burst {
+    created: u32,
+    rate: f64,
+    helper_seen: u64,
+    helper_lost: u64,
+    helper_attributed: u64,
+    helper_cpu: f64,
+    helper_rss: u64,
+    conntrack_seen: Option<u64>,
+    conntrack_cpu: f64,
+    conntrack_rss: u64,
+}
+
+fn burst(with_conntrack: bool) -> Burst {
+    let net = Net::new();
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let ct = with_conntrack.then(|| {
+        // Line-buffered, so every event it shows is counted even when it is stopped.
+        let mut child = Net::cmd(
+            &net.a,
+            &[
+                "stdbuf",
+                "-oL",
+                "conntrack",
+                "-E",
+                "-e",
+                "NEW",
+                "-p",
+                "udp",
+                "-b",
+                "33554432",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("conntrack -E");
+        let stdout = child.stdout.take().expect("stdout");
+        let dst = format!("dst={}", net.b4());
+        let counter = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.contains(&dst))
+                .count() as u64
+        });
+        (child, counter)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let me = std::env::current_exe().expect("exe");
+    let mut gen = Net::cmd(
+        &net.a,
+        &[
+            me.to_str().unwrap(),
+            "udp-burst",
+            &net.b4(),
+            &BURST.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("generator");
+    let mut line = String::new();
+    BufReader::new(gen.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("sent line");
+    let secs: f64 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+
+    let b4 = net.b4();
+    let (mut seen, mut lost, mut attributed) = (0u64, 0u64, 0u64);
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(3) && seen + lost < u64::from(BURST) {
+        match h.lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(v) => {
+                if v["type"] == "connection" && v["proto"] == "udp" && v["remote_ip"] == b4.as_str()
+                {
+                    seen += 1;
+                    if !v["process"].is_null() {
+                        attributed += 1;
+                    }
+                } else if v["type"] == "lost" {
+                    lost += v["count"].as_u64().unwrap_or(0);
+                }
+                last_change = Instant::now();
+            }
+            Err(_) => {}
+        }
+    }
+    let helper_cpu = proc_cpu_secs(h.pid());
+    let helper_rss = peak_rss_kib(h.pid());
+    let mut out = Burst {
+        created: BURST,
+        rate: f64::from(BURST) / secs,
+        helper_seen: seen,
+        helper_lost: lost,
+        helper_attributed: attributed,
+        helper_cpu,
+        helper_rss,
+        conntrack_seen: None,
+        conntrack_cpu: 0.0,
+        conntrack_rss: 0,
+    };
+    if let Some((ct, counter)) = ct {
+        std::thread::sleep(Duration::from_secs(1));
+        out.conntrack_cpu = proc_cpu_secs(ct.id());
+        out.conntrack_rss = peak_rss_kib(ct.id());
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(ct.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let mut ct = ct;
+        let _ = ct.wait();
+        out.conntrack_seen = counter.join().ok();
+    }
+    let _ = gen.kill();
+    let _ = gen.wait();
+    drop(h);
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// connect() → JSON line, for `n` held connections `gap_ms` apart.
+fn latency(n: u32, gap_ms: u64) -> Vec<f64> {
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let me = std::env::current_exe().expect("exe");
+    let gen = Net::cmd(
+        &net.a,
+        &[
+            me.to_str().unwrap(),
+            "connect-series",
+            &format!("{}:8080", net.b4()),
+            &n.to_string(),
+            &gap_ms.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("generator");
+    let mut arrived = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_millis(n as u64 * gap_ms + 5000);
+    while arrived.len() < n as usize && Instant::now() < end {
+        if let Ok(v) = h.lines.recv_timeout(Duration::from_millis(100)) {
+            if v["type"] == "connection" && v["remote_port"] == 8080 {
+                arrived.insert(v["local_port"].as_u64().unwrap_or(0), now_us());
+            }
+        }
+    }
+    let out = gen.wait_with_output().expect("generator output");
+    let mut lat: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let port: u64 = it.next()?.parse().ok()?;
+            let t: u64 = it.next()?.parse().ok()?;
+            Some((arrived.get(&port)? - t) as f64 / 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    lat
+}
+
+struct Rate {
+    attributed: usize,
+    reported: usize,
+    tried: usize,
+    right_pid: bool,
+}
+
+/// Runs `n` clients one after another (each a command in namespace a); counts how many of
+/// their flows were reported and attributed, and checks no wrong pid was named.
+fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> Rate {
+    let mut net = Net::new();
+    if server {
+        net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    }
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let mut pids = Vec::new();
+    let argv = client(&net);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    for _ in 0..n {
+        let mut c = Net::cmd(&net.a, &argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(label);
+        pids.push(u64::from(c.id()));
+        let _ = c.wait();
+    }
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| v["type"] == "connection" && v["remote_port"] == 8080)
+        .collect();
+    let named: Vec<u64> = lines
+        .iter()
+        .filter_map(|v| v["process"]["pid"].as_u64())
+        .collect();
+    Rate {
+        attributed: named.len(),
+        reported: lines.len(),
+        tried: n,
+        right_pid: named.iter().all(|p| pids.contains(p)),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if generator(&args) {
+        return;
+    }
+    if !common::root_or_skip("bench_helper") {
+        return;
+    }
+    let have_conntrack = Command::new("conntrack")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    eprintln!("burst ({BURST} UDP flows)...");
+    let b = burst(have_conntrack);
+    eprintln!("burst without conntrack -E running beside...");
+    let solo = burst(false);
+    eprintln!("latency...");
+    let lat = latency(200, 5);
+    eprintln!("attribution...");
+    let curl = attribution("curl", 200, true, |n| {
+        [
+            "curl",
+            "-s",
+            "-m",
+            "0.05",
+            &format!("http://{}:8080/", n.b4()),
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let bash = attribution("bash", 40, true, |n| {
+        ["bash", "-c", &format!("echo x > /dev/tcp/{}/8080", n.b4())]
+            .map(String::from)
+            .to_vec()
+    });
+    let closed = attribution("closed", 20, false, |n| {
+        ["curl", "-s", "-m", "1", &format!("http://{}:8080/", n.b4())]
+            .map(String::from)
+            .to_vec()
+    });
+    let long = attribution("long", 20, true, |n| {
+        let script = common::peer_script().display().to_string();
+        [
+            "python3".to_string(),
+            script,
+            "connect".into(),
+            n.b4(),
+            "8080".into(),
+            "0.5".into(),
+        ]
+        .to_vec()
+    });
+
+    let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+    println!("| measure | conntrack-tray-helper | conntrack -E -e NEW (1.4.7) |");
+    println!("|---|---|---|");
+    println!(
+        "| (a) 50,000-flow UDP burst at {:.0} flows/s, both listening: events shown | {} ({:.1}%), lost records: {} | {} |",
+        b.rate,
+        b.helper_seen,
+        pct(b.helper_seen, u64::from(b.created)),
+        b.helper_lost,
+        b.conntrack_seen.map(|c| format!("{c} ({:.1}%)", pct(c, u64::from(b.created)))).unwrap_or_else(|| "not installed".into())
+    );
+    println!(
+        "| (a) same burst, helper alone ({:.0} flows/s) | {} ({:.1}%), lost records: {}, attributed: {} | |",
+        solo.rate,
+        solo.helper_seen,
+        pct(solo.helper_seen, u64::from(solo.created)),
+        solo.helper_lost,
+        solo.helper_attributed
+    );
+    println!("| (b) connect() → JSON line, 200 connections 5 ms apart | median {:.3} ms, p99 {:.3} ms ({} measured) | |", percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
+    for (name, r) in [
+        ("short-lived curl (exits ≤ 50 ms after connect)", &curl),
+        ("bash /dev/tcp one-shot", &bash),
+        ("connect to a closed port (RST at once)", &closed),
+        ("long-lived connection", &long),
+    ] {
+        println!(
+            "| (c) attribution, {name} | {}/{} ({:.0}%), reported {}/{}, wrong pids: {} | no attribution |",
+            r.attributed,
+            r.tried,
+            pct(r.attributed as u64, r.tried as u64),
+            r.reported,
+            r.tried,
+            if r.right_pid { "none" } else { "SOME" }
+        );
+    }
+    println!(
+        "| (d) CPU per event during the burst | {:.1} µs ({:.2} s for {} events, incl. attribution) | {} |",
+        b.helper_cpu * 1e6 / b.helper_seen.max(1) as f64,
+        b.helper_cpu,
+        b.helper_seen,
+        b.conntrack_seen.map(|c| format!("{:.1} µs ({:.2} s for {c} events)", b.conntrack_cpu * 1e6 / c.max(1) as f64, b.conntrack_cpu)).unwrap_or_default()
+    );
+    println!(
+        "| (d) peak RSS | {:.1} MiB | {} |",
+        b.helper_rss as f64 / 1024.0,
+        if b.conntrack_seen.is_some() {
+            format!("{:.1} MiB", b.conntrack_rss as f64 / 1024.0)
+        } else {
+            String::new()
+        }
+    );
+}
