@@ -167,20 +167,16 @@ fn burst(with_conntrack: bool) -> Burst {
     let (mut seen, mut lost, mut attributed) = (0u64, 0u64, 0u64);
     let mut last_change = Instant::now();
     while last_change.elapsed() < Duration::from_secs(3) && seen + lost < u64::from(BURST) {
-        match h.lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(v) => {
-                if v["type"] == "connection" && v["proto"] == "udp" && v["remote_ip"] == b4.as_str()
-                {
-                    seen += 1;
-                    if !v["process"].is_null() {
-                        attributed += 1;
-                    }
-                } else if v["type"] == "lost" {
-                    lost += v["count"].as_u64().unwrap_or(0);
+        if let Ok(v) = h.lines.recv_timeout(Duration::from_millis(200)) {
+            if v["type"] == "connection" && v["proto"] == "udp" && v["remote_ip"] == b4.as_str() {
+                seen += 1;
+                if !v["process"].is_null() {
+                    attributed += 1;
                 }
-                last_change = Instant::now();
+            } else if v["type"] == "lost" {
+                lost += v["count"].as_u64().unwrap_or(0);
             }
-            Err(_) => {}
+            last_change = Instant::now();
         }
     }
     let helper_cpu = proc_cpu_secs(h.pid());
