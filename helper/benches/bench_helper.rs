@@ -340,12 +340,12 @@ fn main() {
         .map(String::from)
         .to_vec()
     });
-    let bash = attribution("bash", 40, true, |n| {
+    let bash = attribution("bash", 100, true, |n| {
         ["bash", "-c", &format!("echo x > /dev/tcp/{}/8080", n.b4())]
             .map(String::from)
             .to_vec()
     });
-    let closed = attribution("closed", 20, false, |n| {
+    let closed = attribution("closed", 50, false, |n| {
         ["curl", "-s", "-m", "1", &format!("http://{}:8080/", n.b4())]
             .map(String::from)
             .to_vec()

@@ -240,6 +240,9 @@ pub enum AttributedBy {
     BoundSocket,
     /// The listening socket that will accept this inbound connection.
     Listener,
+    /// A TCP socket already closed by the kernel (connection refused at once) that the
+    /// program still held, with the flow's local address and port.
+    ClosedSocket,
 }
 
 /// A flow that passed the filter, as reported on the wire.

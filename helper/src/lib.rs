@@ -17,6 +17,7 @@ pub mod netif;
 pub mod nft;
 pub mod output;
 pub mod pipeline;
+pub mod realtime;
 
 pub use config::Config;
 pub use event::{Connection, Direction, Event, Family, Flow, Process, Proto, Tuple};

@@ -29,6 +29,8 @@ use conntrack_tray_helper::output::{self, Format, Output};
 use conntrack_tray_helper::pipeline::{Early, Incoming, Outcome, Pipeline};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
+/// How many of the newest processes the reader's early lookup scans.
+const EARLY_SCAN_LIMIT: usize = 64;
 
 /// Watches new network connections and names the program behind each one.
 ///
@@ -227,7 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ProcIndex::new(),
         ))
     };
-    let (pipeline_attr, early_attr) = (attributor()?, attributor()?);
+    let pipeline_attr = attributor()?;
+    // The reader's lookups run at real-time priority, so they look at the newest processes
+    // only; the pipeline's fallback scans them all at normal priority.
+    let mut early_attr = attributor()?;
+    early_attr.processes.set_scan_limit(Some(EARLY_SCAN_LIMIT));
 
     let stdout = io::stdout();
     let mut out = Output::new(
@@ -258,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
-    spawn_reader(socket, flow_tx, early, early_rx)?;
+    spawn_reader(socket, flow_tx, early, early_rx, cli.debug)?;
     let (cmd_tx, cmd_rx) = unbounded::<Option<Result<Command, CommandError>>>();
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;
@@ -384,10 +390,15 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
     tx: Sender<Incoming>,
     mut early: Early<A>,
     updates: Receiver<EarlyUpdate>,
+    debug: bool,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("ct-reader".into())
         .spawn(move || {
+            let prio = conntrack_tray_helper::realtime::raise_reader_priority();
+            if debug {
+                eprintln!("debug: conntrack reader runs at {prio}");
+            }
             let mut buf = vec![0u8; 1 << 16];
             let mut failures = 0u32;
             loop {

@@ -56,6 +56,14 @@ pub trait Sockets {
 pub trait Processes {
     /// `uid` is the socket owner's uid, a hint of where to look first.
     fn by_inode(&mut self, inode: u64, uid: u32) -> Option<Process>;
+
+    /// A process still holding a TCP socket that the kernel has already closed and dropped
+    /// from its tables, whose local end was `local`: what remains of a connection refused at
+    /// once (the RST can arrive before anyone could look the socket up).
+    fn by_closed_tcp(&mut self, local: std::net::SocketAddr) -> Option<Process> {
+        let _ = local;
+        None
+    }
 }
 
 /// A flow's process, and how it was found.
@@ -179,7 +187,9 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             }
             self.bound.remove(&key);
         }
-        for (entry, by) in self.candidates(sides) {
+        let candidates = self.candidates(sides);
+        let live = !candidates.is_empty();
+        for (entry, by) in candidates {
             if entry.inode == 0 {
                 continue;
             }
@@ -191,6 +201,17 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
                     self.bound.insert(key, entry);
                 }
                 return Some(Attribution { process, by });
+            }
+        }
+        // No socket in the kernel's tables: an outbound TCP connect may have been refused
+        // already, its socket closed but still open in the program.
+        if !live && t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+            let local = std::net::SocketAddr::new(t.src, t.sport);
+            if let Some(process) = self.processes.by_closed_tcp(local) {
+                return Some(Attribution {
+                    process,
+                    by: AttributedBy::ClosedSocket,
+                });
             }
         }
         None
@@ -206,6 +227,7 @@ fn rank(by: AttributedBy) -> u8 {
         AttributedBy::Socket => 0,
         AttributedBy::BoundSocket => 1,
         AttributedBy::Listener => 2,
+        AttributedBy::ClosedSocket => 3,
     }
 }
 

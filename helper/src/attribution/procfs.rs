@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -46,7 +47,36 @@ pub struct ProcIndex {
     /// Process details by (pid, start time); revalidated against `stat` on every use.
     cache: HashMap<(i32, u64), Process>,
     users: HashMap<u32, Option<String>>,
+    scan_limit: Option<usize>,
     pub stats: ProcStats,
+}
+
+/// How many of the newest processes the closed-socket search looks at.
+const CLOSED_SCAN_LIMIT: usize = 64;
+
+/// A TCP socket, not listening, with no peer, whose local end is `local`.
+fn is_closed_tcp_at(fd: &std::os::fd::OwnedFd, local: SocketAddr) -> bool {
+    use rustix::net::sockopt;
+    if sockopt::socket_protocol(fd).ok().flatten() != Some(rustix::net::ipproto::TCP) {
+        return false;
+    }
+    if sockopt::socket_acceptconn(fd).unwrap_or(true) {
+        return false;
+    }
+    if !matches!(
+        rustix::net::getpeername(fd),
+        Err(rustix::io::Errno::NOTCONN)
+    ) {
+        return false;
+    }
+    let Ok(name) = rustix::net::getsockname(fd) else {
+        return false;
+    };
+    let Ok(addr) = SocketAddr::try_from(name) else {
+        return false;
+    };
+    addr.port() == local.port()
+        && (addr.ip().to_canonical() == local.ip().to_canonical() || addr.ip().is_unspecified())
 }
 
 impl Default for ProcIndex {
@@ -62,6 +92,7 @@ impl ProcIndex {
             index: HashMap::new(),
             cache: HashMap::new(),
             users: HashMap::new(),
+            scan_limit: None,
             stats: ProcStats::default(),
         }
     }
@@ -113,7 +144,10 @@ impl ProcIndex {
 
     fn scan(&mut self, inode: u64, uid: u32) -> Option<Holder> {
         self.stats.scans += 1;
-        let pids = self.pids_newest_first();
+        let mut pids = self.pids_newest_first();
+        if let Some(limit) = self.scan_limit {
+            pids.truncate(limit);
+        }
         let mut others = Vec::new();
         // First the processes of the socket's owner, then the rest (a daemon may have changed
         // its uid after opening the socket).
@@ -122,7 +156,7 @@ impl ProcIndex {
                 continue;
             };
             if p.uid().ok() != Some(uid) {
-                others.push(p);
+                others.push(pid);
                 continue;
             }
             self.stats.scanned_pids += 1;
@@ -130,10 +164,65 @@ impl ProcIndex {
                 return Some(h);
             }
         }
-        for p in others {
+        for pid in others {
+            let Ok(p) = ProcProcess::new_with_root(self.root.join(pid.to_string())) else {
+                continue;
+            };
             self.stats.scanned_pids += 1;
             if let Some(h) = self.index_pid(&p, inode) {
                 return Some(h);
+            }
+        }
+        None
+    }
+
+    /// Scans at most the `limit` newest processes; `None` scans all.
+    pub fn set_scan_limit(&mut self, limit: Option<usize>) {
+        self.scan_limit = limit;
+    }
+
+    /// A process among the newest whose open TCP socket is closed and had `local` as its
+    /// local end. Each candidate socket is looked at through a duplicate taken with
+    /// `pidfd_getfd` (what `ss` cannot show any more, the socket itself still knows).
+    fn closed_tcp_holder(&mut self, local: SocketAddr) -> Option<Process> {
+        let mut pids = self.pids_newest_first();
+        pids.truncate(
+            self.scan_limit
+                .unwrap_or(CLOSED_SCAN_LIMIT)
+                .min(CLOSED_SCAN_LIMIT),
+        );
+        for pid in pids {
+            let Ok(p) = ProcProcess::new_with_root(self.root.join(pid.to_string())) else {
+                continue;
+            };
+            let Ok(fds) = p.fd() else { continue };
+            let sockets: Vec<i32> = fds
+                .flatten()
+                .filter(|fd| matches!(fd.target, FDTarget::Socket(_)))
+                .map(|fd| fd.fd)
+                .collect();
+            if sockets.is_empty() {
+                continue;
+            }
+            let Some(rpid) = rustix::process::Pid::from_raw(pid) else {
+                continue;
+            };
+            let Ok(pidfd) = rustix::process::pidfd_open(rpid, rustix::process::PidfdFlags::empty())
+            else {
+                continue;
+            };
+            for fd in sockets {
+                let Ok(dup) = rustix::process::pidfd_getfd(
+                    &pidfd,
+                    fd,
+                    rustix::process::PidfdGetfdFlags::empty(),
+                ) else {
+                    continue;
+                };
+                if is_closed_tcp_at(&dup, local) {
+                    let stat = self.stat(pid)?;
+                    return self.describe(stat);
+                }
             }
         }
         None
@@ -220,6 +309,10 @@ impl Processes for ProcIndex {
         }
         found
     }
+
+    fn by_closed_tcp(&mut self, local: SocketAddr) -> Option<Process> {
+        self.closed_tcp_holder(local)
+    }
 }
 
 /// Reads a NUL-separated command line, replacing invalid UTF-8 and cutting it at
@@ -284,20 +377,39 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connect_is_found_through_the_socket_it_left_open() {
+        use rustix::net::{connect, socket, AddressFamily, SocketType};
+        // A port nobody listens on: bind one, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+        let target: SocketAddr = ([127, 0, 0, 1], port).into();
+        assert!(connect(&fd, &target).is_err(), "nobody listens there");
+        let local =
+            SocketAddr::try_from(rustix::net::getsockname(&fd).expect("name")).expect("inet");
+        assert!(is_closed_tcp_at(&fd, local));
+        assert!(!is_closed_tcp_at(
+            &fd,
+            SocketAddr::new(local.ip(), local.port().wrapping_add(1))
+        ));
+        // A live listener is not a closed socket.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let lfd: std::os::fd::OwnedFd = l.try_clone().expect("clone").into();
+        assert!(!is_closed_tcp_at(&lfd, l.local_addr().expect("addr")));
+
+        let mut idx = ProcIndex::new();
+        let me = idx.by_closed_tcp(local).expect("found through pidfd_getfd");
+        assert_eq!(me.pid, std::process::id());
+        drop(fd);
+    }
+
+    #[test]
     fn finds_its_own_socket_and_describes_itself() {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let inode = std::fs::read_dir("/proc/self/fd")
-            .expect("fd dir")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .filter_map(|l| {
-                l.to_str()?
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max()
-            .expect("a socket fd");
+        // A socket's inode is what fstat reports for it.
+        let inode = rustix::fs::fstat(&sock).expect("fstat").st_ino;
         let mut idx = ProcIndex::new();
         let uid = owner_uid(std::path::Path::new("/proc/self")).expect("uid");
         let p = idx.by_inode(inode, uid).expect("found");
