@@ -290,6 +290,14 @@ impl EventSocket {
         {
             socket.set_rx_buf_sz(size)?;
         }
+        // Wake up now and then even when idle, to collect drops counted after the last ENOBUFS
+        // (the kernel reports congestion once, then counts silently until it clears).
+        let tick = nix::sys::time::TimeVal::new(0, 500_000);
+        nix::sys::socket::setsockopt(
+            &socket.as_fd(),
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &tick,
+        )?;
         let inode = nix::sys::stat::fstat(socket.as_fd())
             .map(|s| s.st_ino)
             .unwrap_or(0);
@@ -319,16 +327,21 @@ impl EventSocket {
         netlink_drops(&text, self.inode)
     }
 
-    /// How many events were lost since the last call, after an ENOBUFS.
-    pub fn take_lost(&mut self) -> u64 {
-        match self.kernel_drops() {
+    /// How many events the kernel dropped since the last call. After an ENOBUFS at least
+    /// one was, whatever the counter says.
+    pub fn take_lost(&mut self, after_enobufs: bool) -> u64 {
+        let lost = match self.kernel_drops() {
             Some(now) => {
                 let lost = now.saturating_sub(self.drops_seen);
                 self.drops_seen = now;
-                // ENOBUFS means at least one was lost, even if the counter says otherwise.
-                lost.max(1)
+                lost
             }
-            None => 1,
+            None => 0,
+        };
+        if after_enobufs {
+            lost.max(1)
+        } else {
+            lost
         }
     }
 }

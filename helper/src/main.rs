@@ -401,6 +401,7 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
             }
             let mut buf = vec![0u8; 1 << 16];
             let mut failures = 0u32;
+            let mut congested = false;
             loop {
                 match socket.recv(&mut buf) {
                     Ok(n) => {
@@ -423,7 +424,8 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
                                     Incoming::Flow { flow, at, early }
                                 }
                                 Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
-                                    Incoming::Lost(socket.take_lost())
+                                    congested = true;
+                                    Incoming::Lost(socket.take_lost(true))
                                 }
                                 Ok(_) => continue,
                                 Err(e) => {
@@ -436,8 +438,21 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
                         }
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        if tx.send(Incoming::Lost(socket.take_lost())).is_err() {
+                        congested = true;
+                        if tx.send(Incoming::Lost(socket.take_lost(true))).is_err() {
                             return;
+                        }
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut =>
+                    {
+                        // Idle: report drops counted since the last ENOBUFS, once.
+                        if std::mem::take(&mut congested) {
+                            let lost = socket.take_lost(false);
+                            if lost > 0 && tx.send(Incoming::Lost(lost)).is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -576,3 +576,117 @@ fn a_connect_refused_at_once_is_attributed_through_its_closed_socket() {
         "no refused connect was attributed through its closed socket: {lines:?}"
     );
 }
+
+#[test]
+fn an_address_added_while_running_is_local_at_once() {
+    if !root_or_skip("an_address_added_while_running_is_local_at_once") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let h = Helper::start(&net.a, &[]);
+    // A second address for a, added after the helper read the first ones.
+    let extra = format!("10.213.{}.77", net.n);
+    let st = Net::cmd(
+        &net.a,
+        &["ip", "addr", "add", &format!("{extra}/24"), "dev", "veth0"],
+    )
+    .status()
+    .expect("ip");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Net::cmd(
+        &net.a,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "1",
+            "--interface",
+            &extra,
+            &format!("http://{}:8080/", net.b4()),
+        ],
+    )
+    .status()
+    .expect("curl");
+    assert!(st.code().is_some());
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
+    assert_eq!(v["direction"], "outbound", "{v}");
+    assert_eq!(v["local_ip"], extra);
+}
+
+#[test]
+fn a_tiny_socket_buffer_loses_events_and_says_how_many() {
+    if !root_or_skip("a_tiny_socket_buffer_loses_events_and_says_how_many") {
+        return;
+    }
+    let net = Net::new();
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(
+        &net.a,
+        &[
+            "--config",
+            cfg.to_str().expect("path"),
+            "--rcvbuf",
+            "4096",
+            "--queue",
+            "1",
+        ],
+    );
+    // 3000 UDP flows as fast as python can send them, to ports nobody listens on.
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor p in range(20000,23000): s.sendto(b'x',('{}',p))\n",
+        net.b4()
+    );
+    let st = Net::cmd(&net.a, &["python3", "-c", &code])
+        .status()
+        .expect("python");
+    assert!(st.success());
+    let lines = h.collect(Duration::from_secs(3));
+    let reported = lines
+        .iter()
+        .filter(|v| v["type"] == "connection" && v["proto"] == "udp")
+        .count() as u64;
+    let lost: u64 = lines
+        .iter()
+        .filter(|v| v["type"] == "lost")
+        .filter_map(|v| v["count"].as_u64())
+        .sum();
+    assert!(
+        lost > 0,
+        "a 4 KiB buffer kept up with 3000 flows? reported {reported}"
+    );
+    assert!(lines
+        .iter()
+        .filter(|v| v["type"] == "lost")
+        .all(|v| v["reason"] == "kernel"));
+    // Every flow is either reported or counted as lost (the kernel counts drops per message).
+    assert_eq!(reported + lost, 3000, "reported {reported} + lost {lost}");
+}
+
+#[test]
+fn log_file_gets_one_text_line_per_report() {
+    if !root_or_skip("log_file_gets_one_text_line_per_report") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("helper.log");
+    let h = Helper::start(&net.a, &["--log-file", log.to_str().expect("path")]);
+    let (pid, _) = net.client(&net.a, &["connect", &net.b4(), "8080", "0.1"]);
+    assert!(h.wait_for(WAIT, is_conn_to(8080)).is_some());
+    drop(h);
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .find(|l| l.contains(":8080"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(&format!("python3[{pid}]")), "{line}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).expect("meta").permissions().mode() & 0o777,
+        0o640
+    );
+}
