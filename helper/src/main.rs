@@ -417,7 +417,19 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
                                                 EarlyUpdate::Addrs(a) => early.set_addrs(a),
                                             }
                                         }
-                                        early.attribute(&flow).map(Box::new)
+                                        let t0 = std::time::Instant::now();
+                                        let found = early.attribute(&flow).map(Box::new);
+                                        if debug {
+                                            eprintln!(
+                                                "debug: early attribution of {}:{} took {:?} after {:?}: {}",
+                                                flow.orig.src,
+                                                flow.orig.sport,
+                                                t0.elapsed(),
+                                                at.elapsed().unwrap_or_default(),
+                                                found.as_ref().map(|a| a.process.comm.as_str()).unwrap_or("none")
+                                            );
+                                        }
+                                        found
                                     } else {
                                         None
                                     };

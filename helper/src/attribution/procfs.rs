@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use procfs::process::{FDTarget, Process as ProcProcess, Stat};
+use procfs::process::Stat;
 use procfs::FromRead;
 
 use super::Processes;
@@ -26,11 +26,13 @@ pub const CMDLINE_LIMIT: usize = 4096;
 const INDEX_LIMIT: usize = 1 << 16;
 const CACHE_LIMIT: usize = 4096;
 
+/// Where a socket inode was last seen open. `start` is the pid's start time once known; an
+/// entry indexed in passing (another socket of a scanned process) gets it on its first use.
 #[derive(Debug, Clone, Copy)]
 struct Holder {
     pid: i32,
     fd: i32,
-    start: u64,
+    start: Option<u64>,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -51,6 +53,8 @@ pub struct ProcIndex {
     pub stats: ProcStats,
 }
 
+/// How many of the pids handed out last are tried before /proc is listed.
+const FAST_PIDS: i32 = 4;
 /// How many of the newest processes the closed-socket search looks at.
 const CLOSED_SCAN_LIMIT: usize = 64;
 
@@ -97,54 +101,91 @@ impl ProcIndex {
         }
     }
 
-    /// Pids under /proc, newest (highest) first.
-    fn pids_newest_first(&self) -> Vec<i32> {
+    /// Pids under /proc, newest first (see [`sort_newest_first`]).
+    fn pids_newest_first_from(&self, last: Option<i32>) -> Vec<i32> {
         let mut pids: Vec<i32> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
-        pids.sort_unstable_by(|a, b| b.cmp(a));
+        sort_newest_first(&mut pids, last);
         pids
     }
 
+    fn pids_newest_first(&self) -> Vec<i32> {
+        self.pids_newest_first_from(self.last_pid())
+    }
+
     /// Indexes every socket of `pid`; returns the holder of `want` if this pid has it.
-    fn index_pid(&mut self, p: &ProcProcess, want: u64) -> Option<Holder> {
-        let fds = p.fd().ok()?;
-        let mut start = None;
-        let mut found = None;
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target {
-                let start = match start {
-                    Some(s) => s,
-                    None => {
-                        let s = p.stat().ok()?.starttime;
-                        start = Some(s);
-                        s
-                    }
-                };
-                let h = Holder {
-                    pid: p.pid(),
-                    fd: fd.fd,
-                    start,
-                };
-                if self.index.len() >= INDEX_LIMIT {
-                    self.index.clear();
-                }
-                self.index.insert(inode, h);
-                if inode == want {
-                    found = Some(h);
-                    // Stop here: every microsecond counts while a short-lived program exits.
+    fn index_pid(&mut self, pid: i32, want: u64) -> Option<Holder> {
+        for (fd, inode) in self.socket_fds(pid, Some(want)) {
+            let h = Holder {
+                pid,
+                fd,
+                start: None,
+            };
+            if self.index.len() >= INDEX_LIMIT {
+                self.index.clear();
+            }
+            self.index.insert(inode, h);
+            if inode == want {
+                return Some(h);
+            }
+        }
+        None
+    }
+
+    /// The socket fds of `pid` with their inodes, stopping after `until` if given.
+    ///
+    /// One `getdents` and one `readlink` per fd, nothing else: this runs while a short-lived
+    /// program may be closing its socket, and on this kind of VM each syscall costs microseconds.
+    fn socket_fds(&self, pid: i32, until: Option<u64>) -> Vec<(i32, u64)> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(link) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            if let Some(inode) = socket_inode(link.as_os_str().as_encoded_bytes()) {
+                out.push((fd, inode));
+                if until == Some(inode) {
                     break;
                 }
             }
         }
-        found
+        out
+    }
+
+    /// The last pid the kernel handed out, from `/proc/sys/kernel/ns_last_pid`.
+    fn last_pid(&self) -> Option<i32> {
+        let mut f = std::fs::File::open(self.root.join("sys/kernel/ns_last_pid")).ok()?;
+        let mut buf = [0u8; 16];
+        let n = f.read(&mut buf).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 
     fn scan(&mut self, inode: u64, uid: u32) -> Option<Holder> {
         self.stats.scans += 1;
-        let mut pids = self.pids_newest_first();
+        // Fast path, before listing /proc at all: the few pids handed out last. A program
+        // that just connected and is about to exit is almost always one of them.
+        let last = self.last_pid();
+        if let Some(last) = last {
+            for pid in (last - FAST_PIDS + 1..=last).rev().filter(|p| *p > 0) {
+                if let Some(h) = self.index_pid(pid, inode) {
+                    return Some(h);
+                }
+            }
+        }
+        let mut pids = self.pids_newest_first_from(last);
         if let Some(limit) = self.scan_limit {
             pids.truncate(limit);
         }
@@ -152,24 +193,18 @@ impl ProcIndex {
         // First the processes of the socket's owner, then the rest (a daemon may have changed
         // its uid after opening the socket).
         for pid in pids {
-            let Ok(p) = ProcProcess::new_with_root(self.root.join(pid.to_string())) else {
-                continue;
-            };
-            if p.uid().ok() != Some(uid) {
+            if owner_uid(&self.root.join(pid.to_string())) != Some(uid) {
                 others.push(pid);
                 continue;
             }
             self.stats.scanned_pids += 1;
-            if let Some(h) = self.index_pid(&p, inode) {
+            if let Some(h) = self.index_pid(pid, inode) {
                 return Some(h);
             }
         }
         for pid in others {
-            let Ok(p) = ProcProcess::new_with_root(self.root.join(pid.to_string())) else {
-                continue;
-            };
             self.stats.scanned_pids += 1;
-            if let Some(h) = self.index_pid(&p, inode) {
+            if let Some(h) = self.index_pid(pid, inode) {
                 return Some(h);
             }
         }
@@ -192,15 +227,7 @@ impl ProcIndex {
                 .min(CLOSED_SCAN_LIMIT),
         );
         for pid in pids {
-            let Ok(p) = ProcProcess::new_with_root(self.root.join(pid.to_string())) else {
-                continue;
-            };
-            let Ok(fds) = p.fd() else { continue };
-            let sockets: Vec<i32> = fds
-                .flatten()
-                .filter(|fd| matches!(fd.target, FDTarget::Socket(_)))
-                .map(|fd| fd.fd)
-                .collect();
+            let sockets = self.socket_fds(pid, None);
             if sockets.is_empty() {
                 continue;
             }
@@ -211,7 +238,7 @@ impl ProcIndex {
             else {
                 continue;
             };
-            for fd in sockets {
+            for (fd, _) in sockets {
                 let Ok(dup) = rustix::process::pidfd_getfd(
                     &pidfd,
                     fd,
@@ -234,12 +261,23 @@ impl ProcIndex {
 
     /// The indexed holder still has the inode open at the same fd, and is the same process
     /// (same start time) as when indexed. One readlink and one read of `stat`.
-    fn still_holds(&self, h: &Holder, inode: u64) -> Option<Stat> {
+    fn still_holds(&mut self, inode: u64) -> Option<Stat> {
+        let h = self.index.get(&inode).copied()?;
         let link = std::fs::read_link(self.root.join(format!("{}/fd/{}", h.pid, h.fd))).ok()?;
-        if link.as_os_str().as_encoded_bytes() != format!("socket:[{inode}]").as_bytes() {
+        if socket_inode(link.as_os_str().as_encoded_bytes()) != Some(inode) {
             return None;
         }
-        self.stat(h.pid).filter(|s| s.starttime == h.start)
+        let stat = self.stat(h.pid)?;
+        match h.start {
+            Some(start) if start != stat.starttime => return None,
+            Some(_) => {}
+            None => {
+                if let Some(e) = self.index.get_mut(&inode) {
+                    e.start = Some(stat.starttime);
+                }
+            }
+        }
+        Some(stat)
     }
 
     /// Describes the process `stat` came from.
@@ -293,17 +331,17 @@ impl ProcIndex {
 
 impl Processes for ProcIndex {
     fn by_inode(&mut self, inode: u64, uid: u32) -> Option<Process> {
-        if let Some(h) = self.index.get(&inode).copied() {
-            if let Some(found) = self.still_holds(&h, inode).and_then(|st| self.describe(st)) {
+        if self.index.contains_key(&inode) {
+            if let Some(found) = self.still_holds(inode).and_then(|st| self.describe(st)) {
                 self.stats.hits += 1;
                 return Some(found);
             }
             self.index.remove(&inode);
         }
-        let found = self.scan(inode, uid).and_then(|h| {
-            let st = self.stat(h.pid).filter(|s| s.starttime == h.start)?;
-            self.describe(st)
-        });
+        let found = self
+            .scan(inode, uid)
+            .and_then(|_| self.still_holds(inode))
+            .and_then(|st| self.describe(st));
         if found.is_none() {
             self.stats.misses += 1;
         }
@@ -312,6 +350,31 @@ impl Processes for ProcIndex {
 
     fn by_closed_tcp(&mut self, local: SocketAddr) -> Option<Process> {
         self.closed_tcp_holder(local)
+    }
+}
+
+/// The inode of a `socket:[N]` link target.
+fn socket_inode(link: &[u8]) -> Option<u64> {
+    std::str::from_utf8(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Orders pids newest first. Pids are handed out upwards from the last one given and wrap
+/// around at `pid_max` (32768 on many systems), so "newest" is: downwards from the last pid
+/// handed out, then downwards from the top. Plain descending order put two old high-pid
+/// processes before every new one after a wrap, and short-lived programs were missed.
+pub fn sort_newest_first(pids: &mut [i32], last: Option<i32>) {
+    match last {
+        Some(last) => pids.sort_unstable_by_key(|&p| {
+            if p <= last {
+                (0, last - p)
+            } else {
+                (1, i32::MAX - p)
+            }
+        }),
+        None => pids.sort_unstable_by(|a, b| b.cmp(a)),
     }
 }
 
@@ -351,6 +414,15 @@ pub fn owner_uid(path: &std::path::Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newest_first_follows_the_pid_counter_around_its_wrap() {
+        let mut pids = vec![1, 300, 27171, 22113, 22196, 24169, 5];
+        sort_newest_first(&mut pids, Some(22196));
+        assert_eq!(pids, vec![22196, 22113, 300, 5, 1, 27171, 24169]);
+        sort_newest_first(&mut pids, None);
+        assert_eq!(pids, vec![27171, 24169, 22196, 22113, 300, 5, 1]);
+    }
 
     #[test]
     fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
