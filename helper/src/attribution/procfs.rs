@@ -165,6 +165,14 @@ impl ProcIndex {
         out
     }
 
+    /// The thread group (process) id of a task id, from its `status`.
+    fn tgid(&self, tid: i32) -> Option<i32> {
+        let status = std::fs::read_to_string(self.root.join(format!("{tid}/status"))).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+    }
+
     /// The last pid the kernel handed out, from `/proc/sys/kernel/ns_last_pid`.
     fn last_pid(&self) -> Option<i32> {
         let mut f = std::fs::File::open(self.root.join("sys/kernel/ns_last_pid")).ok()?;
@@ -181,6 +189,14 @@ impl ProcIndex {
         if let Some(last) = last {
             for pid in (last - FAST_PIDS + 1..=last).rev().filter(|p| *p > 0) {
                 if let Some(h) = self.index_pid(pid, inode) {
+                    // The last id handed out may be a thread's; /proc/<tid> shows its
+                    // process's fds. Name the process.
+                    let tgid = self.tgid(pid)?;
+                    if tgid != pid {
+                        let h = Holder { pid: tgid, ..h };
+                        self.index.insert(inode, h);
+                        return Some(h);
+                    }
                     return Some(h);
                 }
             }
