@@ -546,12 +546,11 @@ fn bash_dev_tcp_one_shots_are_attributed_or_unknown_never_wrong() {
         named.iter().all(|p| pids.contains(p)),
         "a wrong pid: {named:?} vs {pids:?}"
     );
-    // Measured 97-100% (cargo bench); a loaded CI machine may lose more races.
-    assert!(
-        named.len() >= 5,
-        "only {} of 10 bash one-shots attributed",
-        named.len()
-    );
+    // How many are named is a race with bash's close(), measured by `cargo bench`, not
+    // asserted here: what must hold every time is that each is reported and none misnamed.
+    assert!(lines
+        .iter()
+        .all(|v| v["process"].is_null() || v["process"]["comm"] == "bash"));
 }
 
 #[test]
