@@ -240,7 +240,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn from_toml(src: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    /// The error for a TOML parse or schema error `e` in `src`, with line, column and key.
+    pub fn from_toml(src: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
         let offset = e.span().map(|s| s.start).unwrap_or(0).min(src.len());
         let (line, column) = line_col(src, offset);
         ConfigError::Invalid {

@@ -1,0 +1,333 @@
+//! The helper processes: started through pkexec, directly, or over ssh; read line by line;
+//! restarted with back-off when they die; never left running.
+//!
+//! Each helper's stdout is read by a thread that parses [`Event`]s and sends them to the main
+//! loop tagged with the host and a generation number (so lines of a dead helper are told apart
+//! from its successor's). Commands go to its stdin. Closing stdin is how a helper is stopped:
+//! it removes its nftables table and exits within a second, even when it runs as root through
+//! pkexec where we could not signal it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conntrack_tray_helper::{Config, Event};
+use crossbeam_channel::Sender;
+
+/// How a helper is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// `pkexec HELPER --format json`: the polkit prompt names the program.
+    Pkexec(PathBuf),
+    /// The helper itself (when the applet is root, or with --no-pkexec).
+    Direct(PathBuf),
+    /// `ssh USER@HOST sudo conntrack-tray-helper --format json`.
+    Ssh(String),
+}
+
+impl Launch {
+    pub fn command(&self) -> Command {
+        let mut c = match self {
+            Launch::Pkexec(p) => {
+                let mut c = Command::new("pkexec");
+                c.arg(p);
+                c
+            }
+            Launch::Direct(p) => Command::new(p),
+            Launch::Ssh(target) => {
+                let mut c = Command::new("ssh");
+                c.args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ServerAliveInterval=15",
+                    "--",
+                    target,
+                ])
+                .args(["sudo", "conntrack-tray-helper"]);
+                c
+            }
+        };
+        c.args(["--format", "json"]);
+        c
+    }
+
+    /// The host name shown for this helper's events.
+    pub fn host(&self) -> String {
+        match self {
+            Launch::Ssh(target) => target.rsplit('@').next().unwrap_or(target).to_string(),
+            _ => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+        }
+    }
+}
+
+/// A message from a helper's reader thread.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Event {
+        link: usize,
+        gen: u64,
+        event: Box<Event>,
+    },
+    /// A line that was not a valid event (shown once per helper, not fatal).
+    Garbage { link: usize, gen: u64, line: String },
+    /// Its stdout closed: it exited or is about to.
+    Closed { link: usize, gen: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Running,
+    /// Will be started again at the given time.
+    Restarting {
+        at: Instant,
+        why: String,
+    },
+    /// The password prompt was dismissed or refused: not retried until the person asks.
+    Refused,
+    Stopped,
+}
+
+pub struct Link {
+    pub launch: Launch,
+    pub host: String,
+    pub state: State,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    gen: u64,
+    backoff: Duration,
+    started: Option<Instant>,
+    pub restarts: u32,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Link {
+    pub fn new(launch: Launch) -> Link {
+        Link {
+            host: launch.host(),
+            launch,
+            state: State::Stopped,
+            child: None,
+            stdin: None,
+            gen: 0,
+            backoff: Duration::from_secs(1),
+            started: None,
+            restarts: 0,
+        }
+    }
+
+    pub fn gen(&self) -> u64 {
+        self.gen
+    }
+
+    /// Starts the helper; its lines arrive on `tx` as [`Msg`]s for link number `link`.
+    pub fn start(&mut self, link: usize, tx: &Sender<Msg>) -> std::io::Result<()> {
+        self.gen += 1;
+        let gen = self.gen;
+        let mut child = self
+            .launch
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        self.stdin = child.stdin.take();
+        self.child = Some(child);
+        self.state = State::Starting;
+        self.started = Some(Instant::now());
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("helper-{link}"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let msg = match serde_json::from_str::<Event>(&line) {
+                        Ok(event) => Msg::Event {
+                            link,
+                            gen,
+                            event: Box::new(event),
+                        },
+                        Err(_) => Msg::Garbage {
+                            link,
+                            gen,
+                            line: line.chars().take(200).collect(),
+                        },
+                    };
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Msg::Closed { link, gen });
+            })?;
+        Ok(())
+    }
+
+    /// Sends one command line; a failure means the helper is gone (its Closed follows).
+    pub fn send_config(&mut self, cfg: &Config) {
+        let line = serde_json::json!({"cmd": "config", "config": cfg}).to_string();
+        self.send_line(&line);
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            if writeln!(stdin, "{line}")
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// The helper said hello: it is running, and a long run resets the back-off.
+    pub fn running(&mut self) {
+        self.state = State::Running;
+    }
+
+    /// Its stdout closed: reap it and decide what next. Returns the exit code.
+    pub fn closed(&mut self, now: Instant) -> Option<i32> {
+        self.stdin = None;
+        let status = self.child.take().and_then(|mut c| {
+            // It closed stdout, so it is exiting; give it a moment, then make sure.
+            for _ in 0..50 {
+                if let Ok(Some(s)) = c.try_wait() {
+                    return Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            c.wait().ok()
+        });
+        let code = status.and_then(|s| s.code());
+        let was_running = self.state == State::Running;
+        let pkexec = matches!(self.launch, Launch::Pkexec(_));
+        if pkexec && !was_running && matches!(code, Some(126) | Some(127)) {
+            self.state = State::Refused;
+            return code;
+        }
+        if self
+            .started
+            .is_some_and(|t| now.saturating_duration_since(t) > MAX_BACKOFF)
+        {
+            self.backoff = Duration::from_secs(1);
+        }
+        self.state = State::Restarting {
+            at: now + self.backoff,
+            why: match code {
+                Some(c) => format!("exited with status {c}"),
+                None => "was killed".into(),
+            },
+        };
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        code
+    }
+
+    pub fn due(&self, now: Instant) -> bool {
+        matches!(&self.state, State::Restarting { at, .. } if *at <= now)
+    }
+
+    /// Stops the helper: closes its stdin (it removes its table and exits), waits up to two
+    /// seconds, then kills what is left.
+    pub fn stop(&mut self) {
+        self.stdin = None;
+        if let Some(mut c) = self.child.take() {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.state = State::Stopped;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.state = State::Stopped;
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_commands() {
+        let c =
+            Launch::Pkexec("/usr/libexec/conntrack-tray/conntrack-tray-helper".into()).command();
+        assert_eq!(c.get_program(), "pkexec");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "/usr/libexec/conntrack-tray/conntrack-tray-helper",
+                "--format",
+                "json"
+            ]
+        );
+        let c = Launch::Ssh("alice@nas".into()).command();
+        let args: Vec<_> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args.ends_with(&[
+            "--".into(),
+            "alice@nas".into(),
+            "sudo".into(),
+            "conntrack-tray-helper".into(),
+            "--format".into(),
+            "json".into()
+        ]));
+        assert_eq!(Launch::Ssh("alice@nas".into()).host(), "nas");
+    }
+
+    #[test]
+    fn a_dying_helper_is_restarted_with_growing_back_off_and_refusal_is_final() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut l = Link::new(Launch::Direct("/bin/false".into()));
+        l.start(0, &tx).expect("start");
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(Msg::Closed { .. })
+        ));
+        let t = Instant::now();
+        assert_eq!(l.closed(t), Some(1));
+        assert!(
+            matches!(l.state, State::Restarting { at, .. } if at == t + Duration::from_secs(1))
+        );
+        l.start(0, &tx).expect("start");
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(Msg::Closed { .. })
+        ));
+        l.closed(t);
+        assert!(
+            matches!(l.state, State::Restarting { at, .. } if at == t + Duration::from_secs(2))
+        );
+
+        // pkexec's 126 (prompt dismissed) before any hello: not retried.
+        let mut p = Link::new(Launch::Pkexec("/x".into()));
+        p.launch = Launch::Pkexec("/x".into());
+        p.child = Some(
+            Command::new("sh")
+                .args(["-c", "exit 126"])
+                .spawn()
+                .expect("sh"),
+        );
+        assert_eq!(p.closed(t), Some(126));
+        assert_eq!(p.state, State::Refused);
+    }
+}

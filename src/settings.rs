@@ -1,0 +1,469 @@
+//! The user's configuration: `$XDG_CONFIG_HOME/conntrack-tray/config.toml`.
+//!
+//! The same schema as the helper's, plus `[notify]`, `[remote]` and `[applet]`. Edits from the
+//! menu and from notification buttons go through `toml_edit`, so the user's comments and layout
+//! survive, and every write is atomic (a temporary file in the same directory, then rename).
+//! A file that does not parse is reported with its line and key and is never overwritten; the
+//! last good configuration stays in force.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use conntrack_tray_helper::config::{
+    ConfigError, Critical, Filter, Monitor, ProtoSel, Whitelist, DEFAULT_TOML,
+};
+use conntrack_tray_helper::event::Proto;
+use conntrack_tray_helper::Config;
+use serde::{Deserialize, Serialize};
+use toml_edit::{Array, DocumentMut, Item, Value};
+
+/// The applet's own default sections, appended to the helper's documented default.
+pub const APPLET_TOML: &str = include_str!("../conf/applet.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    #[serde(default)]
+    pub monitor: Monitor,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub whitelist: Whitelist,
+    #[serde(default)]
+    pub critical: Critical,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub remote: RemoteConfig,
+    #[serde(default)]
+    pub applet: AppletConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub enabled: bool,
+    pub per_minute: u32,
+    pub coalesce_secs: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            per_minute: 5,
+            coalesce_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppletConfig {
+    pub paused: bool,
+}
+
+impl UserConfig {
+    /// The part the helper filters with.
+    pub fn helper_config(&self) -> Config {
+        Config {
+            monitor: self.monitor.clone(),
+            filter: self.filter.clone(),
+            whitelist: self.whitelist.clone(),
+            critical: self.critical.clone(),
+        }
+    }
+
+    pub fn parse(src: &str, origin: &str) -> Result<UserConfig, ConfigError> {
+        toml::from_str(src).map_err(|e| ConfigError::from_toml(src, origin, &e))
+    }
+
+    pub fn all_protocols(&self) -> bool {
+        self.monitor.protocols.contains(&ProtoSel::All)
+    }
+}
+
+/// The text of a new user file: the documented defaults of both parts.
+pub fn default_document() -> String {
+    format!("{DEFAULT_TOML}{APPLET_TOML}")
+}
+
+/// One change the person asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Add an absolute exe path (or a name) to `whitelist.processes`.
+    WhitelistProcess(String),
+    /// Add an address to `whitelist.remote`.
+    WhitelistRemote(String),
+    SetShowUnknown(bool),
+    SetCriticalOnly(bool),
+    SetAllProtocols(bool),
+    SetNotifications(bool),
+    SetPaused(bool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: `{key}` is not what conntrack-tray expects there; fix it by hand")]
+    Shape { path: String, key: String },
+}
+
+/// The user's config file and its last good contents.
+pub struct Settings {
+    path: PathBuf,
+    pub config: UserConfig,
+    /// The file's modification time when last read or written, to notice outside edits.
+    seen: Option<std::time::SystemTime>,
+}
+
+fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Settings {
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "conntrack-tray")
+            .map(|d| d.config_dir().join("config.toml"))
+    }
+
+    /// Loads the file; a missing file means the defaults (it is created on the first edit).
+    pub fn load(path: PathBuf) -> Result<Settings, SettingsError> {
+        let config = match std::fs::read_to_string(&path) {
+            Ok(src) => UserConfig::parse(&src, &path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserConfig::default(),
+            Err(source) => {
+                return Err(SettingsError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Ok(Settings {
+            seen: mtime(&path),
+            path,
+            config,
+        })
+    }
+
+    /// The defaults, for a file that could not be read; `apply` still refuses to touch it.
+    pub fn defaults_at(path: PathBuf) -> Settings {
+        Settings {
+            seen: mtime(&path),
+            path,
+            config: UserConfig::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file; on an error the last good configuration stays.
+    pub fn reload(&mut self) -> Result<(), SettingsError> {
+        self.seen = mtime(&self.path);
+        let fresh = Settings::load(self.path.clone())?;
+        self.config = fresh.config;
+        Ok(())
+    }
+
+    /// Re-reads the file if someone changed it since it was last read or written (the person
+    /// chose "Edit whitelist…"); `None` when it did not change.
+    pub fn reload_if_changed(&mut self) -> Option<Result<(), SettingsError>> {
+        if mtime(&self.path) == self.seen {
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    /// Applies an edit to the file, keeping its comments, and writes it atomically. Refuses
+    /// (and leaves the file alone) when the file on disk does not parse.
+    pub fn apply(&mut self, edit: &Edit) -> Result<(), SettingsError> {
+        let origin = self.path.display().to_string();
+        let src = match std::fs::read_to_string(&self.path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => default_document(),
+            Err(source) => {
+                return Err(SettingsError::Io {
+                    path: origin,
+                    source,
+                })
+            }
+        };
+        // The file must be valid as it is: never build on (and so destroy) a broken file.
+        UserConfig::parse(&src, &origin)?;
+        let mut doc: DocumentMut = src.parse().map_err(|e: toml_edit::TomlError| {
+            let span = e.span().map(|s| s.start).unwrap_or(0);
+            SettingsError::Shape {
+                path: origin.clone(),
+                key: format!("byte {span}"),
+            }
+        })?;
+        apply_to_document(&mut doc, edit).map_err(|key| SettingsError::Shape {
+            path: origin.clone(),
+            key,
+        })?;
+        let text = doc.to_string();
+        let config = UserConfig::parse(&text, &origin)?;
+        write_atomically(&self.path, text.as_bytes()).map_err(|source| SettingsError::Io {
+            path: origin,
+            source,
+        })?;
+        self.seen = mtime(&self.path);
+        self.config = config;
+        Ok(())
+    }
+}
+
+fn table<'a>(doc: &'a mut DocumentMut, name: &str) -> Result<&'a mut toml_edit::Table, String> {
+    doc.entry(name)
+        .or_insert_with(|| Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| name.to_string())
+}
+
+fn push_unique(t: &mut toml_edit::Table, key: &str, value: &str, path: &str) -> Result<(), String> {
+    let item = t
+        .entry(key)
+        .or_insert_with(|| Item::Value(Value::Array(Array::new())));
+    let arr = item.as_array_mut().ok_or_else(|| path.to_string())?;
+    if !arr.iter().any(|v| v.as_str() == Some(value)) {
+        arr.push(value);
+    }
+    Ok(())
+}
+
+fn set_bool(t: &mut toml_edit::Table, key: &str, value: bool) {
+    match t.get_mut(key).and_then(|i| i.as_value_mut()) {
+        // Keep the comments around the old value.
+        Some(v) => {
+            let decor = v.decor().clone();
+            *v = Value::from(value);
+            *v.decor_mut() = decor;
+        }
+        None => {
+            t.insert(key, toml_edit::value(value));
+        }
+    }
+}
+
+/// Applies one edit; the error names the key whose shape was unexpected.
+pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), String> {
+    match edit {
+        Edit::WhitelistProcess(p) => push_unique(
+            table(doc, "whitelist")?,
+            "processes",
+            p,
+            "whitelist.processes",
+        ),
+        Edit::WhitelistRemote(r) => {
+            push_unique(table(doc, "whitelist")?, "remote", r, "whitelist.remote")
+        }
+        Edit::SetShowUnknown(b) => {
+            set_bool(table(doc, "filter")?, "show_unknown", *b);
+            Ok(())
+        }
+        Edit::SetCriticalOnly(b) => {
+            set_bool(table(doc, "filter")?, "critical_only", *b);
+            Ok(())
+        }
+        Edit::SetNotifications(b) => {
+            set_bool(table(doc, "notify")?, "enabled", *b);
+            Ok(())
+        }
+        Edit::SetPaused(b) => {
+            set_bool(table(doc, "applet")?, "paused", *b);
+            Ok(())
+        }
+        Edit::SetAllProtocols(all) => {
+            let t = table(doc, "monitor")?;
+            let mut arr = Array::new();
+            arr.push(if *all {
+                "all".to_string()
+            } else {
+                Proto::Tcp.to_string()
+            });
+            match t.get_mut("protocols").and_then(|i| i.as_value_mut()) {
+                Some(v) => {
+                    let decor = v.decor().clone();
+                    *v = Value::Array(arr);
+                    *v.decor_mut() = decor;
+                }
+                None => {
+                    t.insert("protocols", toml_edit::value(arr));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a reader sees either the old or the new file, never half
+/// of one: a temporary file beside it, flushed to disk, renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // Keep the old file's permissions (a config may be private).
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(tmp.path(), meta.permissions())?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The XDG autostart entry that "Start on login" writes or removes.
+pub fn autostart_path() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|b| b.config_dir().join("autostart/conntrack-tray.desktop"))
+}
+
+pub const AUTOSTART_DESKTOP: &str = "[Desktop Entry]\n\
+Type=Application\n\
+Name=conntrack-tray\n\
+GenericName=Connection monitor\n\
+Comment=Tells you which program opened which network connection\n\
+Exec=conntrack-tray\n\
+Icon=conntrack-tray\n\
+Terminal=false\n\
+Categories=Network;Monitor;Security;\n\
+X-GNOME-Autostart-enabled=true\n";
+
+pub fn set_autostart(on: bool) -> std::io::Result<()> {
+    let Some(path) = autostart_path() else {
+        return Err(std::io::Error::other("no home directory"));
+    };
+    if on {
+        write_atomically(&path, AUTOSTART_DESKTOP.as_bytes())
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn autostart_enabled() -> bool {
+    autostart_path().is_some_and(|p| p.exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &tempfile::TempDir, text: Option<&str>) -> Settings {
+        let path = dir.path().join("config.toml");
+        if let Some(t) = text {
+            std::fs::write(&path, t).expect("write");
+        }
+        Settings::load(path).expect("load")
+    }
+
+    #[test]
+    fn the_default_document_parses_to_the_defaults() {
+        assert_eq!(
+            UserConfig::parse(&default_document(), "d").expect("parses"),
+            UserConfig::default()
+        );
+    }
+
+    #[test]
+    fn whitelisting_keeps_comments_and_layout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = "# my settings\n[whitelist]\n# programs I trust\nprocesses = [\"ssh\"] # inline\n\n[filter]\nshow_unknown = false # quiet\n";
+        let mut s = settings(&dir, Some(text));
+        s.apply(&Edit::WhitelistProcess("/usr/bin/curl".into()))
+            .expect("edit");
+        let after = std::fs::read_to_string(s.path()).expect("read");
+        assert!(
+            after.starts_with("# my settings\n[whitelist]\n# programs I trust\n"),
+            "{after}"
+        );
+        assert!(
+            after.contains("processes = [\"ssh\", \"/usr/bin/curl\"] # inline"),
+            "{after}"
+        );
+        assert!(after.contains("show_unknown = false # quiet"), "{after}");
+        assert_eq!(s.config.whitelist.processes, vec!["ssh", "/usr/bin/curl"]);
+        // Twice is once.
+        s.apply(&Edit::WhitelistProcess("/usr/bin/curl".into()))
+            .expect("edit");
+        assert_eq!(s.config.whitelist.processes.len(), 2);
+    }
+
+    #[test]
+    fn toggles_keep_the_comment_next_to_the_value() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = settings(&dir, Some("[filter]\nshow_unknown = false # quiet\n"));
+        s.apply(&Edit::SetShowUnknown(true)).expect("edit");
+        s.apply(&Edit::SetAllProtocols(true)).expect("edit");
+        s.apply(&Edit::SetPaused(true)).expect("edit");
+        let after = std::fs::read_to_string(s.path()).expect("read");
+        assert!(after.contains("show_unknown = true # quiet"), "{after}");
+        assert!(s.config.filter.show_unknown && s.config.all_protocols() && s.config.applet.paused);
+    }
+
+    #[test]
+    fn a_missing_file_is_created_from_the_commented_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = settings(&dir, None);
+        assert_eq!(s.config, UserConfig::default());
+        s.apply(&Edit::WhitelistRemote("9.9.9.9".into()))
+            .expect("edit");
+        let after = std::fs::read_to_string(s.path()).expect("read");
+        assert!(after.contains("# conntrack-tray configuration."), "{after}");
+        assert!(after.contains("remote = [\"9.9.9.9\"]"), "{after}");
+    }
+
+    #[test]
+    fn an_invalid_file_is_reported_and_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[filter]\nshow_unknown = true\n").expect("write");
+        let mut s = Settings::load(path.clone()).expect("load");
+        let broken = "[filter]\nshow_unknown = maybe\n";
+        std::fs::write(&path, broken).expect("write");
+        let e = s.reload().expect_err("invalid");
+        assert!(e.to_string().contains(":2:"), "{e}");
+        assert!(e.to_string().contains("filter.show_unknown"), "{e}");
+        assert!(s.config.filter.show_unknown, "the last good config stays");
+        assert!(s.apply(&Edit::WhitelistProcess("/bin/x".into())).is_err());
+        assert!(s.reload_if_changed().is_none(), "said once per change");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), broken);
+    }
+
+    #[test]
+    fn writes_are_atomic_renames() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "old").expect("write");
+        use std::os::unix::fs::MetadataExt;
+        let before = std::fs::metadata(&path).expect("meta").ino();
+        write_atomically(&path, b"new").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
+        assert_ne!(
+            std::fs::metadata(&path).expect("meta").ino(),
+            before,
+            "a new inode: renamed, not rewritten"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            1,
+            "no temporary file left"
+        );
+    }
+}

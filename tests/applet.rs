@@ -1,0 +1,322 @@
+//! The applet end to end, over a private D-Bus session bus with a recording notification
+//! server and a StatusNotifierWatcher, driven by a scripted helper.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    click, connection, get_layout, wait_until, Applet, Bus, NotificationServer, SniWatcher,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct World {
+    _dir: tempfile::TempDir,
+    bus: Bus,
+    notes: NotificationServer,
+    watcher: SniWatcher,
+    applet: Applet,
+}
+
+fn world_with_config(config: Option<&str>) -> World {
+    let dir = tempfile::tempdir().expect("tmp");
+    if let Some(text) = config {
+        let p = Applet::config_path(dir.path());
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&p, text).expect("config");
+    }
+    let bus = Bus::start(dir.path());
+    // Both servers are on the bus before the applet asks for them.
+    let notes = NotificationServer::start(&bus);
+    let watcher = SniWatcher::start(&bus);
+    let applet = Applet::start(&bus, dir.path());
+    assert!(applet.wait_helper_started(1), "the helper was not started");
+    World {
+        _dir: dir,
+        bus,
+        notes,
+        watcher,
+        applet,
+    }
+}
+
+fn world() -> World {
+    world_with_config(None)
+}
+
+impl World {
+    fn notified(&self, n: usize) -> Vec<common::Notified> {
+        wait_until(WAIT, || {
+            let all = self.notes.seen.all();
+            (all.len() >= n).then_some(all)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} notifications, got {:?}",
+                self.notes.seen.all()
+            )
+        })
+    }
+
+    fn menu_service(&self) -> String {
+        wait_until(WAIT, || self.watcher.items().first().cloned())
+            .expect("the tray item registered")
+    }
+
+    fn config_text(&self) -> String {
+        std::fs::read_to_string(Applet::config_path(&self.applet.dir)).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        wait_until(WAIT, || {
+            self.applet.helper_log().contains(needle).then_some(())
+        })
+        .is_some()
+    }
+}
+
+#[test]
+fn a_flow_becomes_a_notification_with_the_right_fields_and_escaped_markup() {
+    let w = world();
+    w.applet.emit(&connection(
+        "/tmp/x/<b>evil&co\u{1b}[2J",
+        "93.184.216.34",
+        443,
+        true,
+    ));
+    let n = w.notified(1).remove(0);
+    assert_eq!(n.app_name, "conntrack-tray");
+    // The summary is plain text by the spec: no escaping, but no control characters either.
+    assert_eq!(n.summary, "<b>evil&co [2J → 93.184.216.34:443");
+    assert!(
+        n.body.contains("/tmp/x/&lt;b&gt;evil&amp;co [2J"),
+        "{}",
+        n.body
+    );
+    assert!(!n.body.contains('\u{1b}'));
+    assert!(
+        n.body.contains("pid 4242, user alice") && n.body.contains("port 43210"),
+        "{}",
+        n.body
+    );
+    assert_eq!(n.urgency, Some(2), "critical port: critical urgency");
+    assert_eq!(n.icon, "dialog-warning");
+    let keys: Vec<&str> = n.actions.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["default", "whitelist-program", "whitelist-remote", "mute"]
+    );
+    assert!(n.actions.contains(&"Whitelist 93.184.216.34".to_string()));
+}
+
+#[test]
+fn whitelist_program_edits_the_config_atomically_tells_the_helper_and_silences_the_next() {
+    let original =
+        "# my own notes\n[whitelist]\n# trusted programs\nprocesses = [\"ssh\"] # keep\n";
+    let w = world_with_config(Some(original));
+    let path = Applet::config_path(&w.applet.dir);
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&path).expect("meta").ino();
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    let n = w.notified(1).remove(0);
+    w.notes.invoke(n.id, "whitelist-program");
+    assert!(
+        w.wait_log("/usr/bin/curl"),
+        "the helper did not get the new config: {}",
+        w.applet.helper_log()
+    );
+    let text = w.config_text();
+    assert!(
+        text.starts_with("# my own notes\n[whitelist]\n# trusted programs\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("processes = [\"ssh\", \"/usr/bin/curl\"] # keep"),
+        "{text}"
+    );
+    assert_ne!(
+        std::fs::metadata(&path).expect("meta").ino(),
+        inode,
+        "written by rename"
+    );
+    // The next flow of curl is silent; another program's is not.
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.10", 443, false));
+    w.applet
+        .emit(&connection("/usr/bin/wget", "9.9.9.11", 443, false));
+    let all = w.notified(2);
+    std::thread::sleep(Duration::from_millis(300));
+    let all2 = w.notes.seen.all();
+    assert_eq!(all.len(), all2.len());
+    assert!(all2[1].summary.starts_with("wget"), "{all2:?}");
+    assert!(all2.iter().all(|n| !n.summary.contains("9.9.9.10")));
+}
+
+#[test]
+fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper() {
+    let w = world();
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    w.notified(1);
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    let root = wait_until(WAIT, || {
+        let m = get_layout(&conn, &service);
+        m.find("curl → 9.9.9.9:443 (fakehost)")
+            .is_some()
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("no recent entry in {:?}", get_layout(&conn, &service)));
+    for label in [
+        "Recent connections",
+        "Pause monitoring",
+        "Notifications",
+        "Show unknown processes",
+        "Critical ports only",
+        "All protocols",
+        "Start on login",
+        "Edit whitelist…",
+        "Open log",
+        "Quit",
+    ] {
+        assert!(
+            root.find(label).is_some(),
+            "{label} missing from {:?}",
+            root.labels()
+        );
+    }
+    assert!(
+        root.children[0].label.starts_with("Monitoring "),
+        "{:?}",
+        root.children[0].label
+    );
+    let recent = root.find("curl → 9.9.9.9:443 (fakehost)").expect("recent");
+    assert_eq!(
+        recent.labels(),
+        [
+            "Whitelist curl",
+            "Whitelist 9.9.9.9",
+            "Mute 1 h",
+            "Copy details"
+        ]
+    );
+    let critical = root.find("Critical ports only").expect("toggle");
+    assert_eq!(critical.toggle, Some(0));
+    click(&conn, &service, critical.id);
+    assert!(
+        w.wait_log("\"critical_only\":true"),
+        "{}",
+        w.applet.helper_log()
+    );
+    assert!(
+        w.config_text().contains("critical_only = true"),
+        "{}",
+        w.config_text()
+    );
+    let again = wait_until(WAIT, || {
+        let m = get_layout(&conn, &service);
+        (m.find("Critical ports only")?.toggle == Some(1)).then_some(())
+    });
+    assert!(again.is_some(), "the toggle does not show as on");
+}
+
+#[test]
+fn a_thousand_events_make_at_most_five_notifications() {
+    let w = world();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| {
+            connection(
+                &format!("/usr/bin/p{}", i % 13),
+                &format!("10.1.{}.{}", i / 250, i % 250),
+                443,
+                false,
+            )
+        })
+        .collect();
+    w.applet.emit(&lines.join("\n"));
+    // Wait until the applet has seen all of them (the recent menu shows the last).
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    let last = "p11 → 10.1.3.249:443 (fakehost)";
+    assert!(wait_until(WAIT, || get_layout(&conn, &service).find(last).map(|_| ())).is_some());
+    let n = w.notes.seen.all();
+    assert!(n.len() <= 5, "{} notifications", n.len());
+    assert_eq!(n.len(), 5);
+}
+
+#[test]
+fn a_crashed_helper_is_restarted_and_gets_its_config_again() {
+    let w = world();
+    assert!(w.wait_log("{\"cmd\":\"config\""));
+    w.applet.emit("crash");
+    assert!(
+        w.applet.wait_helper_started(2),
+        "not restarted: {}",
+        w.applet.helper_log()
+    );
+    let log = w.applet.helper_log();
+    assert_eq!(log.matches("{\"cmd\":\"config\"").count(), 2, "{log}");
+    // And it works again.
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    w.notified(1);
+}
+
+#[test]
+fn no_helper_is_left_running_after_the_applet_quits_or_is_killed() {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let mut w = world();
+        let pid = w.applet.helper_pids()[0];
+        assert!(common::alive(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(w.applet.child.id() as i32),
+            signal,
+        )
+        .expect("signal");
+        let _ = w.applet.child.wait();
+        assert!(
+            wait_until(Duration::from_secs(3), || (!common::alive(pid))
+                .then_some(()))
+            .is_some(),
+            "the helper outlived the applet ({signal:?})"
+        );
+    }
+}
+
+#[test]
+fn a_second_instance_says_so_and_exits_0() {
+    let w = world();
+    let out = std::process::Command::new(common::APPLET)
+        .arg("--helper")
+        .arg(common::fake_helper())
+        .env("DBUS_SESSION_BUS_ADDRESS", &w.bus.address)
+        .output()
+        .expect("second");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already running"));
+}
+
+#[test]
+fn quit_from_the_menu_ends_the_applet() {
+    let mut w = world();
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    let quit = wait_until(WAIT, || {
+        get_layout(&conn, &service).find("Quit").map(|n| n.id)
+    })
+    .expect("Quit");
+    click(&conn, &service, quit);
+    let status = wait_until(WAIT, || w.applet.child.try_wait().ok().flatten()).expect("exited");
+    assert!(status.success());
+    assert!(
+        w.applet.helper_log().contains("eof"),
+        "the helper's stdin was closed"
+    );
+}
