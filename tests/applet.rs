@@ -320,3 +320,61 @@ fn quit_from_the_menu_ends_the_applet() {
         "the helper's stdin was closed"
     );
 }
+
+#[test]
+fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start(dir.path());
+    let notes = NotificationServer::start(&bus);
+    let watcher = SniWatcher::start(&bus);
+    let applet = Applet::start_full(
+        &bus,
+        dir.path(),
+        &[],
+        &common::fake_helper(),
+        &["--remote", "alice@nas"],
+    );
+    let ssh_log = dir.path().join("helper.log.ssh");
+    let ssh = wait_until(WAIT, || std::fs::read_to_string(&ssh_log).ok()).expect("ssh was run");
+    assert!(ssh.contains("-o BatchMode=yes"), "{ssh}");
+    assert!(
+        ssh.trim_end()
+            .ends_with("-- alice@nas sudo conntrack-tray-helper --format json"),
+        "{ssh}"
+    );
+    let remote_log = dir.path().join("helper.log.remote");
+    let started = wait_until(WAIT, || {
+        std::fs::read_to_string(&remote_log)
+            .ok()?
+            .contains("{\"cmd\":\"config\"")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the remote helper did not get its config"
+    );
+    applet.emit_remote(&connection("/usr/bin/rsync", "9.9.9.9", 873, false));
+    let n = wait_until(WAIT, || notes.seen.all().into_iter().next()).expect("a notification");
+    assert!(n.body.contains("on nas"), "{}", n.body);
+    let service = wait_until(WAIT, || watcher.items().first().cloned()).expect("tray");
+    let conn = bus.connect();
+    let status = wait_until(WAIT, || {
+        let m = get_layout(&conn, &service);
+        let s = m.children.first()?.label.clone();
+        (s.contains("fakehost") && s.contains("nas")).then_some(s)
+    });
+    assert!(
+        status.is_some(),
+        "{:?}",
+        get_layout(&conn, &service).children.first()
+    );
+    assert!(get_layout(&conn, &service)
+        .find("rsync → 9.9.9.9:873 (nas)")
+        .is_some());
+    // The connection drops; it is made again.
+    applet.emit_remote("crash");
+    let again = wait_until(WAIT, || {
+        (std::fs::read_to_string(&ssh_log).ok()?.lines().count() >= 2).then_some(())
+    });
+    assert!(again.is_some(), "not reconnected");
+}

@@ -486,11 +486,15 @@ fn hostile_process_names_stay_one_escaped_line() {
     assert_eq!(v["process"]["comm"], "a\nb\x1b[31m<i>");
 
     // Text output: the same name escaped, on one line.
-    let out = Net::cmd(&net.a, &[common::HELPER, "--format", "text"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("text helper");
+    let helper = common::helper_bin();
+    let out = Net::cmd(
+        &net.a,
+        &[helper.to_str().expect("path"), "--format", "text"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("text helper");
     std::thread::sleep(Duration::from_millis(500));
     net.client(&net.a, &["name", "x\ny\x1b[2J", &net.b4(), "8081"]);
     std::thread::sleep(Duration::from_millis(300));

@@ -19,6 +19,16 @@ pub fn fake_helper() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/fake_helper.py")
 }
 
+/// PATH with tests/tools first, so `ssh` is the scripted stand-in.
+pub fn tools_path() -> String {
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
+    format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Polls `f` every 20 ms until it returns Some, for at most `timeout`.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
@@ -340,13 +350,41 @@ impl Applet {
     }
 
     pub fn start(bus: &Bus, dir: &Path) -> Applet {
+        Applet::start_with(bus, dir, &[], &fake_helper())
+    }
+
+    /// Starts the applet as `PREFIX... conntrack-tray --helper HELPER --no-pkexec` (a prefix
+    /// such as `ip netns exec NS` runs it in a network namespace).
+    pub fn start_with(bus: &Bus, dir: &Path, prefix: &[&str], helper: &Path) -> Applet {
+        Applet::start_full(bus, dir, prefix, helper, &[])
+    }
+
+    /// As [`Applet::start_with`], with extra arguments; `ssh` is the scripted one from
+    /// tests/tools.
+    pub fn start_full(
+        bus: &Bus,
+        dir: &Path,
+        prefix: &[&str],
+        helper: &Path,
+        extra: &[&str],
+    ) -> Applet {
         let events = dir.join("events.jsonl");
         let log = dir.join("helper.log");
         std::fs::write(&events, "").expect("events");
-        let child = Command::new(APPLET)
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(APPLET);
+                c
+            }
+            None => Command::new(APPLET),
+        };
+        let child = cmd
             .arg("--helper")
-            .arg(fake_helper())
+            .arg(helper)
             .arg("--no-pkexec")
+            .args(extra)
+            .env("PATH", tools_path())
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("XDG_STATE_HOME", dir.join("state"))
@@ -368,11 +406,14 @@ impl Applet {
 
     /// Makes the scripted helper print `line`.
     pub fn emit(&self, line: &str) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.events)
-            .expect("events");
-        writeln!(f, "{line}").expect("append");
+        append(&self.events, line);
+    }
+
+    /// Makes the scripted remote helper (behind the scripted ssh) print `line`.
+    pub fn emit_remote(&self, line: &str) {
+        let mut p = self.events.clone().into_os_string();
+        p.push(".remote");
+        append(Path::new(&p), line);
     }
 
     pub fn helper_log(&self) -> String {
@@ -406,6 +447,15 @@ impl Drop for Applet {
             );
         }
     }
+}
+
+fn append(path: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .expect("events");
+    writeln!(f, "{line}").expect("append");
 }
 
 pub fn alive(pid: i32) -> bool {

@@ -14,12 +14,15 @@ def note(line):
     with open(log, "a") as f:
         f.write(line.rstrip("\n") + "\n")
 
+# Only lines appended after this start: a restarted helper does not replay old events. The
+# position is taken before "start" is logged, so a test that waits for "start" loses nothing.
+start_pos = os.path.getsize(events) if os.path.exists(events) else 0
 note("start %d" % os.getpid())
-print(json.dumps({"type": "hello", "version": "fake", "hostname": "fakehost", "pid": os.getpid(), "config": {}}), flush=True)
+host = os.environ.get("FAKE_HOSTNAME", "fakehost")
+print(json.dumps({"type": "hello", "version": "fake", "hostname": host, "pid": os.getpid(), "config": {}}), flush=True)
 
 def tail():
-    # Only lines appended after this start: a restarted helper does not replay old events.
-    pos = os.path.getsize(events) if os.path.exists(events) else 0
+    pos = start_pos
     while True:
         try:
             with open(events) as f:

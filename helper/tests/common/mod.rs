@@ -16,7 +16,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver};
 use serde_json::Value;
 
-pub const HELPER: &str = env!("CARGO_BIN_EXE_conntrack-tray-helper");
+/// The helper binary: cargo's own path for it in the helper's tests and benches, else (from
+/// the applet's tests, which include this module) the one built beside the test binary.
+pub fn helper_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_conntrack-tray-helper") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("conntrack-tray-helper")))
+            .unwrap_or_else(|| PathBuf::from("conntrack-tray-helper")),
+    }
+}
 
 /// True when the tests can run; panics under CI=true when they cannot.
 pub fn root_or_skip(test: &str) -> bool {
@@ -31,7 +41,13 @@ pub fn root_or_skip(test: &str) -> bool {
 }
 
 pub fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/peer.py")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let own = here.join("tests/tools/peer.py");
+    if own.exists() {
+        own
+    } else {
+        here.join("helper/tests/tools/peer.py")
+    }
 }
 
 fn run(args: &[&str]) {
@@ -213,7 +229,9 @@ pub struct Helper {
 impl Helper {
     /// Starts `conntrack-tray-helper --format json ARGS` in `ns` and waits for its hello.
     pub fn start(ns: &str, args: &[&str]) -> Helper {
-        let mut argv = vec![HELPER, "--format", "json"];
+        let helper = helper_bin();
+        let helper = helper.to_str().expect("utf-8 path");
+        let mut argv = vec![helper, "--format", "json"];
         argv.extend_from_slice(args);
         let mut child = Net::cmd(ns, &argv)
             .stdin(Stdio::piped())
