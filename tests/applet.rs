@@ -378,3 +378,114 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
     });
     assert!(again.is_some(), "not reconnected");
 }
+
+#[test]
+fn without_a_tray_it_keeps_notifying_and_says_so_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start(dir.path());
+    let notes = NotificationServer::start(&bus);
+    let applet = Applet::start(&bus, dir.path());
+    assert!(applet.wait_helper_started(1));
+    applet.emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    let all = wait_until(WAIT, || {
+        let all = notes.seen.all();
+        all.iter()
+            .any(|n| n.summary.starts_with("curl"))
+            .then_some(all)
+    })
+    .unwrap_or_else(|| panic!("{:?}", notes.seen.all()));
+    let said: Vec<_> = all
+        .iter()
+        .filter(|n| n.body.contains("no system tray"))
+        .collect();
+    assert_eq!(said.len(), 1, "{all:?}");
+}
+
+/// Starts `Xvfb` on a free display; returns it and the display name.
+fn xvfb() -> Option<(std::process::Child, String)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let mut buf = [0u8; 16];
+    let n = out.read(&mut buf).ok()?;
+    let display = format!(":{}", String::from_utf8_lossy(&buf[..n]).trim());
+    Some((child, display))
+}
+
+#[test]
+fn the_real_dunst_under_xvfb_shows_the_notification() {
+    let have = |p: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(have("Xvfb") && have("dunst") && have("dunstctl")) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must install xvfb and dunst"
+        );
+        eprintln!("SKIPPED: Xvfb or dunst is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start(dir.path());
+    let (x, display) = xvfb().expect("Xvfb");
+    let _x = common::Killed(x);
+    let dunst = std::process::Command::new("dunst")
+        .env("DISPLAY", &display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dunst");
+    let _dunst = common::Killed(dunst);
+    let conn = bus.connect();
+    let dbus = zbus::blocking::fdo::DBusProxy::new(&conn).expect("proxy");
+    let owned = wait_until(WAIT, || {
+        dbus.name_has_owner("org.freedesktop.Notifications".try_into().ok()?)
+            .ok()?
+            .then_some(())
+    });
+    assert!(owned.is_some(), "dunst did not take the notification name");
+    let applet = Applet::start(&bus, dir.path());
+    assert!(applet.wait_helper_started(1));
+    applet.emit(&connection("/usr/bin/curl", "9.9.9.9", 443, true));
+    let dunstctl = |args: &[&str]| {
+        std::process::Command::new("dunstctl")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    // Shown: the tray-less notice and the connection.
+    let shown = wait_until(WAIT, || {
+        (dunstctl(&["count", "displayed"]).parse::<u32>().ok()? >= 2).then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "dunst shows {}",
+        dunstctl(&["count", "displayed"])
+    );
+    dunstctl(&["close-all"]);
+    let history = wait_until(WAIT, || {
+        let h = dunstctl(&["history"]);
+        h.contains("curl → 9.9.9.9:443").then_some(h)
+    });
+    assert!(history.is_some(), "{}", dunstctl(&["history"]));
+}
