@@ -332,16 +332,8 @@ pub fn autostart_path() -> Option<PathBuf> {
     directories::BaseDirs::new().map(|b| b.config_dir().join("autostart/conntrack-tray.desktop"))
 }
 
-pub const AUTOSTART_DESKTOP: &str = "[Desktop Entry]\n\
-Type=Application\n\
-Name=conntrack-tray\n\
-GenericName=Connection monitor\n\
-Comment=Tells you which program opened which network connection\n\
-Exec=conntrack-tray\n\
-Icon=conntrack-tray\n\
-Terminal=false\n\
-Categories=Network;Monitor;Security;\n\
-X-GNOME-Autostart-enabled=true\n";
+/// The autostart entry, the same file `make install` ships (desktop-file-validate checks it).
+pub const AUTOSTART_DESKTOP: &str = include_str!("../desktop/conntrack-tray-autostart.desktop");
 
 pub fn set_autostart(on: bool) -> std::io::Result<()> {
     let Some(path) = autostart_path() else {

@@ -123,9 +123,18 @@ fn whitelist_program_edits_the_config_atomically_tells_the_helper_and_silences_t
     w.applet
         .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
     let n = w.notified(1).remove(0);
-    w.notes.invoke(n.id, "whitelist-program");
+    // The applet listens for the button right after showing the notification; press it until
+    // the press is heard (whitelisting twice is whitelisting once).
+    let heard = wait_until(WAIT, || {
+        w.notes.invoke(n.id, "whitelist-program");
+        std::thread::sleep(Duration::from_millis(200));
+        w.applet
+            .helper_log()
+            .contains("/usr/bin/curl")
+            .then_some(())
+    });
     assert!(
-        w.wait_log("/usr/bin/curl"),
+        heard.is_some(),
         "the helper did not get the new config: {}",
         w.applet.helper_log()
     );
@@ -258,8 +267,9 @@ fn a_crashed_helper_is_restarted_and_gets_its_config_again() {
         "not restarted: {}",
         w.applet.helper_log()
     );
-    let log = w.applet.helper_log();
-    assert_eq!(log.matches("{\"cmd\":\"config\"").count(), 2, "{log}");
+    let configs = || w.applet.helper_log().matches("{\"cmd\":\"config\"").count();
+    let again = wait_until(WAIT, || (configs() == 2).then_some(()));
+    assert!(again.is_some(), "{}", w.applet.helper_log());
     // And it works again.
     w.applet
         .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
