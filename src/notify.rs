@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+pub use conntrack_tray_helper::output::endpoint;
 use conntrack_tray_helper::Connection;
 use crossbeam_channel::Sender;
 
@@ -48,14 +49,6 @@ pub fn program(c: &Connection) -> String {
         .as_ref()
         .map(|p| p.program_name().to_string())
         .unwrap_or_else(|| "unknown program".into())
-}
-
-pub fn endpoint(ip: &IpAddr, port: Option<u16>) -> String {
-    match (ip, port) {
-        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
-        (ip, Some(p)) => format!("{ip}:{p}"),
-        (ip, None) => ip.to_string(),
-    }
 }
 
 /// A notification's content and buttons.

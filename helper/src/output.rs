@@ -84,7 +84,8 @@ pub fn text_line(ev: &Event) -> String {
     }
 }
 
-fn endpoint(ip: &std::net::IpAddr, port: Option<u16>) -> String {
+/// `ip:port`, with IPv6 addresses in brackets; the bare address for protocols without ports.
+pub fn endpoint(ip: &std::net::IpAddr, port: Option<u16>) -> String {
     match (ip, port) {
         (std::net::IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
         (ip, Some(p)) => format!("{ip}:{p}"),
