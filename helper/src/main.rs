@@ -410,26 +410,9 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
                         for m in parse_datagram(&buf[..n]) {
                             let msg = match m {
                                 Ok(Message::Flow(flow)) => {
+                                    // Only when the pipeline has caught up: in a burst, just read.
                                     let early = if tx.is_empty() {
-                                        for u in updates.try_iter() {
-                                            match u {
-                                                EarlyUpdate::Config(c) => early.set_config(*c),
-                                                EarlyUpdate::Addrs(a) => early.set_addrs(a),
-                                            }
-                                        }
-                                        let t0 = std::time::Instant::now();
-                                        let found = early.attribute(&flow).map(Box::new);
-                                        if debug {
-                                            eprintln!(
-                                                "debug: early attribution of {}:{} took {:?} after {:?}: {}",
-                                                flow.orig.src,
-                                                flow.orig.sport,
-                                                t0.elapsed(),
-                                                at.elapsed().unwrap_or_default(),
-                                                found.as_ref().map(|a| a.process.comm.as_str()).unwrap_or("none")
-                                            );
-                                        }
-                                        found
+                                        early_attribution(&mut early, &updates, &flow, at, debug)
                                     } else {
                                         None
                                     };
@@ -488,6 +471,39 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
         })
         .context("cannot start the reader thread")?;
     Ok(())
+}
+
+/// The reader's own attribution of a flow, right after reading it (see [`Early`]), with the
+/// settings the main loop sent since the last one.
+fn early_attribution<A: conntrack_tray_helper::attribution::Attributor>(
+    early: &mut Early<A>,
+    updates: &Receiver<EarlyUpdate>,
+    flow: &conntrack_tray_helper::Flow,
+    at: SystemTime,
+    debug: bool,
+) -> Option<Box<conntrack_tray_helper::attribution::Attribution>> {
+    for u in updates.try_iter() {
+        match u {
+            EarlyUpdate::Config(c) => early.set_config(*c),
+            EarlyUpdate::Addrs(a) => early.set_addrs(a),
+        }
+    }
+    let t0 = Instant::now();
+    let found = early.attribute(flow).map(Box::new);
+    if debug {
+        eprintln!(
+            "debug: early attribution of {}:{} took {:?}, {:?} after the event was read: {}",
+            flow.orig.src,
+            flow.orig.sport,
+            t0.elapsed(),
+            at.elapsed().unwrap_or_default(),
+            found
+                .as_ref()
+                .map(|a| output::sanitize(&a.process.comm).into_owned())
+                .unwrap_or_else(|| "none".into())
+        );
+    }
+    found
 }
 
 fn spawn_stdin(tx: Sender<Option<Result<Command, CommandError>>>) -> anyhow::Result<()> {
