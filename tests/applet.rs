@@ -231,6 +231,26 @@ fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper(
         (m.find("Critical ports only")?.toggle == Some(1)).then_some(())
     });
     assert!(again.is_some(), "the toggle does not show as on");
+    // "Start on login" writes the autostart entry, and a second click removes it.
+    let autostart = w.applet.dir.join("config/autostart/conntrack-tray.desktop");
+    let toggle = root.find("Start on login").expect("autostart toggle").id;
+    click(&conn, &service, toggle);
+    let written = wait_until(WAIT, || std::fs::read_to_string(&autostart).ok());
+    assert!(
+        written.is_some_and(|t| t.contains("Exec=conntrack-tray")),
+        "no autostart entry"
+    );
+    let toggle = wait_until(WAIT, || {
+        let m = get_layout(&conn, &service);
+        let t = m.find("Start on login")?;
+        (t.toggle == Some(1)).then_some(t.id)
+    })
+    .expect("shown as on");
+    click(&conn, &service, toggle);
+    assert!(
+        wait_until(WAIT, || (!autostart.exists()).then_some(())).is_some(),
+        "not removed"
+    );
 }
 
 #[test]
