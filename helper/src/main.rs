@@ -29,6 +29,8 @@ use conntrack_tray_helper::output::{self, Format, Output};
 use conntrack_tray_helper::pipeline::{Early, Incoming, Outcome, Pipeline};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
+/// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
+const BURST_GAP: std::time::Duration = std::time::Duration::from_millis(1);
 /// How many of the newest processes the reader's early lookup scans.
 const EARLY_SCAN_LIMIT: usize = 64;
 
@@ -355,7 +357,7 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                 None
             },
             recv(ch.flows) -> f => match f {
-                Ok(Incoming::Flow { flow, at, early }) => match pipeline.flow(&flow, at, Instant::now(), early.map(|b| *b)) {
+                Ok(Incoming::Flow { flow, at, read, early }) => match pipeline.flow(&flow, at, read, early.map(|b| *b)) {
                     Outcome::Report(c) => Some(Event::Connection(c)),
                     other => {
                         if debug {
@@ -402,21 +404,32 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
             let mut buf = vec![0u8; 1 << 16];
             let mut failures = 0u32;
             let mut congested = false;
+            let mut last_flow = Instant::now() - BURST_GAP;
             loop {
                 match socket.recv(&mut buf) {
                     Ok(n) => {
                         failures = 0;
-                        let at = SystemTime::now();
+                        let (at, read) = (SystemTime::now(), Instant::now());
                         for m in parse_datagram(&buf[..n]) {
                             let msg = match m {
                                 Ok(Message::Flow(flow)) => {
-                                    // Only when the pipeline has caught up: in a burst, just read.
-                                    let early = if tx.is_empty() {
+                                    // Only when the pipeline has caught up and flows are not
+                                    // arriving back to back: in a burst, just read, and let the
+                                    // pipeline attribute the queued flows in one go.
+                                    let calm =
+                                        read.saturating_duration_since(last_flow) >= BURST_GAP;
+                                    last_flow = read;
+                                    let early = if calm && tx.is_empty() {
                                         early_attribution(&mut early, &updates, &flow, at, debug)
                                     } else {
                                         None
                                     };
-                                    Incoming::Flow { flow, at, early }
+                                    Incoming::Flow {
+                                        flow,
+                                        at,
+                                        read,
+                                        early,
+                                    }
                                 }
                                 Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
                                     congested = true;

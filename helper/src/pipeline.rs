@@ -18,6 +18,8 @@ pub enum Incoming {
     Flow {
         flow: Flow,
         at: SystemTime,
+        /// The same moment on the monotonic clock.
+        read: Instant,
         /// Boxed: most flows in a burst carry none, and the queue holds thousands.
         early: Option<Box<Attribution>>,
     },
@@ -64,7 +66,7 @@ impl<A: Attributor> Early<A> {
         }
         let sides = classify(flow, &self.addrs);
         filter::before_attribution(&self.cfg, &sides).ok()?;
-        self.attributor.attribute(&sides)
+        self.attributor.attribute_read_at(&sides, Instant::now())
     }
 }
 
@@ -154,7 +156,8 @@ impl<A: Attributor> Pipeline<A> {
 
     /// Decides about one flow. `at` is when it was read (the report's timestamp), `now` the
     /// monotonic clock for the repeat window.
-    /// `early` is the reader's attribution, when it made one.
+    /// `now` is when the event was read (the repeat window and attribution go by it), `early`
+    /// the reader's attribution, when it made one.
     pub fn flow(
         &mut self,
         flow: &Flow,
@@ -175,7 +178,7 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        let found = early.or_else(|| self.attributor.attribute(&sides));
+        let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
         if found.is_some() {
             self.stats.attributed += 1;
         } else {

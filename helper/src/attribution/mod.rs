@@ -16,6 +16,7 @@ pub mod sock_diag;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
+use std::time::Instant;
 
 use crate::direction::Sides;
 use crate::event::{AttributedBy, Direction, Family, Process, Proto, Tuple};
@@ -77,6 +78,12 @@ pub struct Attribution {
 pub trait Attributor {
     /// `None` when no process can be named with certainty; never a guess.
     fn attribute(&mut self, sides: &Sides) -> Option<Attribution>;
+    /// The same, for a flow whose event was read at `read`: an answer proven true at a later
+    /// moment may be reused for it. Sources that cannot use that ignore it.
+    fn attribute_read_at(&mut self, sides: &Sides, read: Instant) -> Option<Attribution> {
+        let _ = read;
+        self.attribute(sides)
+    }
     /// How many lookups failed on an OS error (not merely "not found") since the start.
     fn errors(&self) -> u64 {
         0
@@ -91,7 +98,20 @@ pub struct SocketAttributor<S, P> {
     /// Unconnected UDP sockets by (protocol, local address, local port). One such socket may
     /// send to thousands of peers (a DNS server, a burst); a live socket keeps its port, so
     /// while its holder still has it open (which `Processes` checks) it is still the one.
-    bound: HashMap<(Proto, IpAddr, u16), SockEntry>,
+    bound: HashMap<(Proto, IpAddr, u16), Bound>,
+}
+
+/// A bound socket, its holder, and when the holder was last seen holding it.
+///
+/// The socket existed when first found and its holder still held it at `verified`, so it
+/// existed all along in between: any flow read before `verified` is that socket's, with no
+/// further lookup. In a burst the reader is ahead of the pipeline, so one check covers every
+/// flow already queued.
+#[derive(Debug, Clone)]
+struct Bound {
+    entry: SockEntry,
+    process: Process,
+    verified: Instant,
 }
 
 const BOUND_CACHE_LIMIT: usize = 1024;
@@ -173,13 +193,32 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
 
 impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
     fn attribute(&mut self, sides: &Sides) -> Option<Attribution> {
+        self.attribute_read_at(sides, Instant::now())
+    }
+
+    fn attribute_read_at(&mut self, sides: &Sides, read: Instant) -> Option<Attribution> {
         if sides.direction == Direction::Forward {
             return None;
         }
         let t = sides.socket;
         let key = (t.proto, t.src, t.sport);
-        if let Some(entry) = self.bound.get(&key).cloned() {
-            if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
+        if let Some(b) = self.bound.get(&key).cloned() {
+            if read <= b.verified {
+                return Some(Attribution {
+                    process: b.process,
+                    by: AttributedBy::BoundSocket,
+                });
+            }
+            let checked = Instant::now();
+            if let Some(process) = self.processes.by_inode(b.entry.inode, b.entry.uid) {
+                self.bound.insert(
+                    key,
+                    Bound {
+                        process: process.clone(),
+                        verified: checked,
+                        ..b
+                    },
+                );
                 return Some(Attribution {
                     process,
                     by: AttributedBy::BoundSocket,
@@ -193,12 +232,20 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             if entry.inode == 0 {
                 continue;
             }
+            let checked = Instant::now();
             if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
                 if by == AttributedBy::BoundSocket {
                     if self.bound.len() >= BOUND_CACHE_LIMIT {
                         self.bound.clear();
                     }
-                    self.bound.insert(key, entry);
+                    self.bound.insert(
+                        key,
+                        Bound {
+                            entry,
+                            process: process.clone(),
+                            verified: checked,
+                        },
+                    );
                 }
                 return Some(Attribution { process, by });
             }
@@ -457,6 +504,27 @@ mod tests {
         a.processes.0.clear();
         assert_eq!(a.attribute(&flow(3)), None);
         assert!(a.bound.is_empty());
+    }
+
+    #[test]
+    fn flows_read_before_the_last_check_need_no_lookup_at_all() {
+        let mut s = FakeSockets::default();
+        s.all
+            .push(sock(Proto::Udp, 7, "0.0.0.0", 5000, "0.0.0.0", 0, 9));
+        let mut a = attributor(s, &[(9, proc_(7, "burst"))]);
+        let flow = |dport| sides(Proto::Udp, "10.0.0.1", 5000, "9.9.9.9", dport);
+        let read_early = Instant::now();
+        assert!(a.attribute_read_at(&flow(1), read_early).is_some());
+        // Socket and holder vanish; a flow read before the check is still theirs...
+        a.sockets.all.clear();
+        a.processes.0.clear();
+        assert_eq!(
+            a.attribute_read_at(&flow(2), read_early)
+                .map(|x| x.process.pid),
+            Some(7)
+        );
+        // ...one read after it is not: it is checked, and nobody holds the socket any more.
+        assert_eq!(a.attribute_read_at(&flow(3), Instant::now()), None);
     }
 
     #[test]
