@@ -340,11 +340,16 @@ fn main() {
         .map(String::from)
         .to_vec()
     });
-    let bash = attribution("bash", 100, true, |n| {
-        ["bash", "-c", &format!("echo x > /dev/tcp/{}/8080", n.b4())]
-            .map(String::from)
-            .to_vec()
-    });
+    // The one-shots race the reader for the CPU, so they vary: three rounds, each shown.
+    let bash: Vec<Rate> = (0..3)
+        .map(|_| {
+            attribution("bash", 100, true, |n| {
+                ["bash", "-c", &format!("echo x > /dev/tcp/{}/8080", n.b4())]
+                    .map(String::from)
+                    .to_vec()
+            })
+        })
+        .collect();
     let closed = attribution("closed", 50, false, |n| {
         ["curl", "-s", "-m", "1", &format!("http://{}:8080/", n.b4())]
             .map(String::from)
@@ -383,22 +388,33 @@ fn main() {
         solo.helper_attributed
     );
     println!("| (b) connect() → JSON line, 200 connections 5 ms apart | median {:.3} ms, p99 {:.3} ms ({} measured) | |", percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
-    for (name, r) in [
-        ("short-lived curl (exits ≤ 50 ms after connect)", &curl),
-        ("bash /dev/tcp one-shot", &bash),
-        ("connect to a closed port (RST at once)", &closed),
-        ("long-lived connection", &long),
-    ] {
-        println!(
-            "| (c) attribution, {name} | {}/{} ({:.0}%), reported {}/{}, wrong pids: {} | no attribution |",
+    let row = |r: &Rate| {
+        format!(
+            "{}/{} ({:.0}%), reported {}/{}, wrong pids: {}",
             r.attributed,
             r.tried,
             pct(r.attributed as u64, r.tried as u64),
             r.reported,
             r.tried,
             if r.right_pid { "none" } else { "SOME" }
-        );
-    }
+        )
+    };
+    println!(
+        "| (c) attribution, short-lived curl (exits ≤ 50 ms after connect) | {} | no attribution |",
+        row(&curl)
+    );
+    println!(
+        "| (c) attribution, bash /dev/tcp one-shot, three rounds | {} | no attribution |",
+        bash.iter().map(&row).collect::<Vec<_>>().join("; ")
+    );
+    println!(
+        "| (c) attribution, connect to a closed port (RST at once) | {} | no attribution |",
+        row(&closed)
+    );
+    println!(
+        "| (c) attribution, long-lived connection | {} | no attribution |",
+        row(&long)
+    );
     println!(
         "| (d) CPU per event during the burst | {:.1} µs ({:.2} s for {} events, incl. attribution) | {} |",
         b.helper_cpu * 1e6 / b.helper_seen.max(1) as f64,
