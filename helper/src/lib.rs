@@ -17,6 +17,7 @@ pub mod netif;
 pub mod nft;
 pub mod output;
 pub mod pipeline;
+pub mod privileges;
 pub mod realtime;
 
 pub use config::Config;

@@ -27,6 +27,7 @@ use conntrack_tray_helper::netif::{self, AddrWatch};
 use conntrack_tray_helper::nft::ConntrackTable;
 use conntrack_tray_helper::output::{self, Format, Output};
 use conntrack_tray_helper::pipeline::{Early, Incoming, Outcome, Pipeline};
+use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
 /// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
@@ -246,13 +247,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         hostname(),
     );
 
+    // Problems met while starting, reported right after the hello line (which comes first).
+    let mut startup: Vec<String> = Vec::new();
     let table = if cfg.monitor.ensure_conntrack {
         match ConntrackTable::add() {
             Ok(t) => Some(t),
             Err(e) => {
-                let _ = out.emit(&Event::Error {
-                    message: format!("could not switch conntrack on; flows may go unseen: {e}"),
-                });
+                startup.push(format!(
+                    "could not switch conntrack on; flows may go unseen: {e}"
+                ));
                 None
             }
         }
@@ -266,7 +269,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
-    spawn_reader(socket, flow_tx, early, early_rx, cli.debug)?;
+    // Threads inherit the scheduling policy and the capabilities of the thread that starts
+    // them: raise the priority for the reader, then give up what is no longer needed, start
+    // the reader, and bring the main thread back to normal priority before the rest.
+    let prio = realtime::raise_reader_priority();
+    if let Err(e) = privileges::restrict(&privileges::needed(cli.broadcast)) {
+        startup.push(format!("running with more privileges than needed: {e}"));
+    }
+    spawn_reader(socket, flow_tx, early, early_rx, cli.debug, prio)?;
+    realtime::normal_priority();
     let (cmd_tx, cmd_rx) = unbounded::<Option<Result<Command, CommandError>>>();
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;
@@ -283,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         early: early_tx,
     };
 
-    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans);
+    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans, startup);
     if cli.debug {
         let why = match &stop {
             Stop::StdinClosed => "stdin closed".to_string(),
@@ -327,6 +338,7 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     out: &mut Output<W>,
     debug: bool,
     ch: &Channels,
+    startup: Vec<String>,
 ) -> Stop {
     let hello = Event::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -334,7 +346,15 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
         pid: std::process::id(),
         config: Box::new(pipeline.config().clone()),
     };
-    if out.emit(&hello).and_then(|()| out.flush()).is_err() {
+    if out.emit(&hello).is_err() {
+        return Stop::StdoutClosed;
+    }
+    for message in startup {
+        if out.emit(&Event::Error { message }).is_err() {
+            return Stop::StdoutClosed;
+        }
+    }
+    if out.flush().is_err() {
         return Stop::StdoutClosed;
     }
     loop {
@@ -393,11 +413,11 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
     mut early: Early<A>,
     updates: Receiver<EarlyUpdate>,
     debug: bool,
+    prio: &'static str,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("ct-reader".into())
         .spawn(move || {
-            let prio = conntrack_tray_helper::realtime::raise_reader_priority();
             if debug {
                 eprintln!("debug: conntrack reader runs at {prio}");
             }

@@ -11,7 +11,8 @@
 use std::io;
 
 /// Raises the calling thread to SCHED_RR priority 1, or failing that (no CAP_SYS_NICE) to
-/// nice -20, or leaves it. Returns what it got, for `--debug`.
+/// nice -20, or leaves it. Returns what it got, for `--debug`. Threads it starts afterwards
+/// inherit the policy.
 pub fn raise_reader_priority() -> &'static str {
     if set_round_robin().is_ok() {
         return "SCHED_RR 1";
@@ -23,12 +24,24 @@ pub fn raise_reader_priority() -> &'static str {
     "normal"
 }
 
-#[allow(unsafe_code)]
+/// Back to SCHED_OTHER and nice 0 (always allowed: it only lowers the priority).
+pub fn normal_priority() {
+    let _ = set_policy(libc::SCHED_OTHER, 0);
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 0);
+}
+
 fn set_round_robin() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 1 };
+    set_policy(libc::SCHED_RR, 1)
+}
+
+#[allow(unsafe_code)]
+fn set_policy(policy: libc::c_int, priority: libc::c_int) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: sched_setscheduler reads a valid, initialised sched_param for the calling
     // thread (pid 0) and touches no memory of ours beyond it.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if rc == 0 {
         Ok(())
     } else {

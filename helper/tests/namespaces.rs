@@ -693,3 +693,58 @@ fn log_file_gets_one_text_line_per_report() {
         0o640
     );
 }
+
+/// The effective capabilities of every thread of `pid`, as hex masks.
+fn thread_caps(pid: u32) -> Vec<(String, u64)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+        .map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let eff = status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(u64::MAX);
+            (name, eff)
+        })
+        .collect()
+}
+
+#[test]
+fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
+    if !root_or_skip("the_helper_keeps_only_the_capabilities_it_needs_and_still_works") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let mut h = Helper::start(&net.a, &[]);
+    // CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), on every thread.
+    let want: u64 = (1 << 2) | (1 << 12) | (1 << 19);
+    let caps = thread_caps(h.pid());
+    assert!(caps.len() >= 3, "{caps:?}");
+    for (name, eff) in &caps {
+        assert_eq!(*eff, want, "thread {name} has {eff:#x}");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{status}"
+    );
+    // Attribution and the table's removal still work with what is left.
+    let (pid, _) = net.client(&net.a, &["connect", &net.b4(), "8080", "0.2"]);
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
+    assert_eq!(pid_of(&v), Some(u64::from(pid)));
+    h.close_stdin();
+    assert!(h.wait_exit(Duration::from_secs(2)).is_some());
+    assert!(
+        !nft_tables(&net.a).contains("conntrack_tray"),
+        "the table outlived the helper"
+    );
+}
