@@ -40,10 +40,14 @@ fn generator(args: &[String]) -> bool {
         Some("udp-burst") => {
             let dst: std::net::IpAddr = args[1].parse().expect("ip");
             let n: u32 = args[2].parse().expect("count");
-            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            // One socket per 50,000 ports, so every datagram is a new flow.
+            let socks: Vec<UdpSocket> = (0..n.div_ceil(50_000))
+                .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+                .collect();
             let start = Instant::now();
             for i in 0..n {
                 let port = 10_000 + (i % 50_000) as u16;
+                let s = &socks[(i / 50_000) as usize];
                 let _ = s.send_to(b"x", SocketAddr::new(dst, port));
             }
             println!("sent {n} {}", start.elapsed().as_secs_f64());
@@ -100,9 +104,11 @@ struct Burst {
     conntrack_seen: Option<u64>,
     conntrack_cpu: f64,
     conntrack_rss: u64,
+    /// From the generator's last datagram to the helper's last line.
+    drained_ms: f64,
 }
 
-fn burst(with_conntrack: bool) -> Burst {
+fn burst(flows: u32, with_conntrack: bool) -> Burst {
     let net = Net::new();
     let (_d, cfg) =
         config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
@@ -147,7 +153,7 @@ fn burst(with_conntrack: bool) -> Burst {
             me.to_str().unwrap(),
             "udp-burst",
             &net.b4(),
-            &BURST.to_string(),
+            &flows.to_string(),
         ],
     )
     .stdout(Stdio::piped())
@@ -166,7 +172,9 @@ fn burst(with_conntrack: bool) -> Burst {
     let b4 = net.b4();
     let (mut seen, mut lost, mut attributed) = (0u64, 0u64, 0u64);
     let mut last_change = Instant::now();
-    while last_change.elapsed() < Duration::from_secs(3) && seen + lost < u64::from(BURST) {
+    let sent_at = Instant::now();
+    let mut last_line = sent_at;
+    while last_change.elapsed() < Duration::from_secs(3) && seen + lost < u64::from(flows) {
         if let Ok(v) = h.lines.recv_timeout(Duration::from_millis(200)) {
             if v["type"] == "connection" && v["proto"] == "udp" && v["remote_ip"] == b4.as_str() {
                 seen += 1;
@@ -177,13 +185,15 @@ fn burst(with_conntrack: bool) -> Burst {
                 lost += v["count"].as_u64().unwrap_or(0);
             }
             last_change = Instant::now();
+            last_line = last_change;
         }
     }
     let helper_cpu = proc_cpu_secs(h.pid());
     let helper_rss = peak_rss_kib(h.pid());
     let mut out = Burst {
-        created: BURST,
-        rate: f64::from(BURST) / secs,
+        created: flows,
+        rate: f64::from(flows) / secs,
+        drained_ms: last_line.saturating_duration_since(sent_at).as_secs_f64() * 1000.0,
         helper_seen: seen,
         helper_lost: lost,
         helper_attributed: attributed,
@@ -323,9 +333,11 @@ fn main() {
         .output()
         .is_ok_and(|o| o.status.success());
     eprintln!("burst ({BURST} UDP flows)...");
-    let b = burst(have_conntrack);
+    let b = burst(BURST, have_conntrack);
     eprintln!("burst without conntrack -E running beside...");
-    let solo = burst(false);
+    let solo = burst(BURST, false);
+    eprintln!("flood (100,000 UDP flows)...");
+    let flood = burst(100_000, false);
     eprintln!("latency...");
     let lat = latency(200, 5);
     eprintln!("attribution...");
@@ -430,5 +442,15 @@ fn main() {
         } else {
             String::new()
         }
+    );
+    println!(
+        "| (e) 100,000-flow flood at {:.0} flows/s | reported {}, lost {} (together {} of {}), peak RSS {:.1} MiB, last line {:.0} ms after the last datagram | |",
+        flood.rate,
+        flood.helper_seen,
+        flood.helper_lost,
+        flood.helper_seen + flood.helper_lost,
+        flood.created,
+        flood.helper_rss as f64 / 1024.0,
+        flood.drained_ms
     );
 }
