@@ -302,3 +302,28 @@ pub enum Event {
         cmd: String,
     },
 }
+
+/// Flows for the unit tests of every module, so each builds them the same way.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Flow, FlowEvent, Proto, Tuple};
+
+    /// A NEW flow with no reply tuple (classification derives the socket's view).
+    pub fn flow(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
+        Flow {
+            event: FlowEvent::New,
+            id: None,
+            zone: None,
+            mark: None,
+            orig: Tuple {
+                proto,
+                src: src.parse().expect("test address"),
+                dst: dst.parse().expect("test address"),
+                sport,
+                dport,
+                icmp: None,
+            },
+            reply: None,
+        }
+    }
+}

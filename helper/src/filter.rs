@@ -182,25 +182,9 @@ mod tests {
     use super::*;
     use crate::config::{ProtoSel, RemoteNet};
     use crate::direction::{classify, LocalAddrs};
-    use crate::event::{Flow, FlowEvent, Tuple};
 
     fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
-        let orig = Tuple {
-            proto,
-            src: src.parse().expect("ip"),
-            dst: dst.parse().expect("ip"),
-            sport,
-            dport,
-            icmp: None,
-        };
-        let flow = Flow {
-            event: FlowEvent::New,
-            id: None,
-            zone: None,
-            mark: None,
-            orig,
-            reply: None,
-        };
+        let flow = crate::event::fixtures::flow(proto, src, sport, dst, dport);
         classify(&flow, &LocalAddrs::new(["10.0.0.1".parse().expect("ip")]))
     }
 

@@ -219,7 +219,7 @@ mod tests {
     use crate::attribution::Attribution;
     use crate::config::ProtoSel;
     use crate::direction::Sides;
-    use crate::event::{AttributedBy, Direction, Icmp, Process, Proto, Tuple};
+    use crate::event::{AttributedBy, Direction, Icmp, Process, Proto};
     use std::collections::HashMap;
 
     /// Attribution by local port, from a table.
@@ -235,19 +235,9 @@ mod tests {
 
     fn flow(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
         Flow {
-            event: FlowEvent::New,
             id: Some(99),
-            zone: None,
             mark: Some(0),
-            orig: Tuple {
-                proto,
-                src: src.parse().expect("ip"),
-                dst: dst.parse().expect("ip"),
-                sport,
-                dport,
-                icmp: None,
-            },
-            reply: None,
+            ..crate::event::fixtures::flow(proto, src, sport, dst, dport)
         }
     }
 

@@ -324,7 +324,7 @@ fn judge(e: &SockEntry, q: &Tuple, inbound: bool) -> Option<AttributedBy> {
 mod tests {
     use super::*;
     use crate::direction::{classify, LocalAddrs};
-    use crate::event::{Flow, FlowEvent};
+
     use std::collections::HashMap;
 
     #[derive(Default)]
@@ -400,22 +400,7 @@ mod tests {
     }
 
     fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
-        let orig = Tuple {
-            proto,
-            src: src.parse().expect("ip"),
-            dst: dst.parse().expect("ip"),
-            sport,
-            dport,
-            icmp: None,
-        };
-        let flow = Flow {
-            event: FlowEvent::New,
-            id: None,
-            zone: None,
-            mark: None,
-            orig,
-            reply: None,
-        };
+        let flow = crate::event::fixtures::flow(proto, src, sport, dst, dport);
         classify(
             &flow,
             &LocalAddrs::new([
