@@ -115,19 +115,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let notifier = notify::Notifier::connect(action_tx);
     let mut app = App::new(settings, history, notifier.caps.clone());
 
-    let mut tray = if has_watcher(&bus) {
-        match tray::Tray::new() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                told.push(format!("no tray icon: {e}; notifications only"));
-                None
-            }
+    // The icon is served either way: a tray that starts later (a panel restart) picks it up.
+    if !has_watcher(&bus) {
+        told.push("no system tray (StatusNotifierWatcher) in this session: notifications only until one starts".into());
+    }
+    let mut tray = match tray::Tray::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            told.push(format!("no tray icon: {e}; notifications only"));
+            None
         }
-    } else {
-        told.push(
-            "no system tray (StatusNotifierWatcher) in this session: notifications only".into(),
-        );
-        None
     };
 
     let local = if cli.no_pkexec || nix::unistd::Uid::effective().is_root() {

@@ -431,28 +431,45 @@ fn without_a_tray_it_keeps_notifying_and_says_so_once() {
     assert_eq!(said.len(), 1, "{all:?}");
 }
 
-/// Starts `Xvfb` on a free display; returns it and the display name.
-fn xvfb() -> Option<(std::process::Child, String)> {
+/// Starts `Xvfb` on a free display and waits until it is really there (its socket exists and
+/// it still runs); returns it and the display name. A few bounded attempts.
+fn xvfb() -> Option<(common::Killed, String)> {
     use std::io::Read;
-    let mut child = std::process::Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1024x768x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut out = child.stdout.take()?;
-    let mut buf = [0u8; 16];
-    let n = out.read(&mut buf).ok()?;
-    let display = format!(":{}", String::from_utf8_lossy(&buf[..n]).trim());
-    Some((child, display))
+    for _ in 0..5 {
+        let mut child = common::Killed(
+            std::process::Command::new("Xvfb")
+                .args([
+                    "-displayfd",
+                    "1",
+                    "-screen",
+                    "0",
+                    "1024x768x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?,
+        );
+        let mut out = child.0.stdout.take()?;
+        let mut buf = [0u8; 16];
+        let n = out.read(&mut buf).ok()?;
+        let number = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+        let ready = wait_until(Duration::from_secs(2), || {
+            if child.0.try_wait().ok().flatten().is_some() {
+                return Some(false);
+            }
+            socket.exists().then_some(true)
+        });
+        if !number.is_empty() && ready == Some(true) {
+            // Give the server a moment past creating its socket.
+            std::thread::sleep(Duration::from_millis(100));
+            return Some((child, format!(":{number}")));
+        }
+    }
+    None
 }
 
 #[test]
@@ -473,25 +490,42 @@ fn the_real_dunst_under_xvfb_shows_the_notification() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let bus = Bus::start(dir.path());
-    let (x, display) = xvfb().expect("Xvfb");
-    let _x = common::Killed(x);
-    let dunst = std::process::Command::new("dunst")
-        .env("DISPLAY", &display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("HOME", dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dunst");
-    let _dunst = common::Killed(dunst);
+    let (_x, display) = xvfb().expect("Xvfb");
     let conn = bus.connect();
     let dbus = zbus::blocking::fdo::DBusProxy::new(&conn).expect("proxy");
-    let owned = wait_until(WAIT, || {
-        dbus.name_has_owner("org.freedesktop.Notifications".try_into().ok()?)
-            .ok()?
-            .then_some(())
-    });
-    assert!(owned.is_some(), "dunst did not take the notification name");
+    // Xvfb announces its display a moment before it always accepts clients, and dunst gives up
+    // at once without one: start it again (a few times, bounded) when it exits early.
+    let mut dunst = None;
+    for _ in 0..5 {
+        let mut child = common::Killed(
+            std::process::Command::new("dunst")
+                .env("DISPLAY", &display)
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+                .env("HOME", dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("dunst.log")).expect("log"))
+                .spawn()
+                .expect("dunst"),
+        );
+        let owned = wait_until(Duration::from_secs(3), || {
+            if child.0.try_wait().ok().flatten().is_some() {
+                return Some(false);
+            }
+            dbus.name_has_owner("org.freedesktop.Notifications".try_into().ok()?)
+                .ok()?
+                .then_some(true)
+        });
+        if owned == Some(true) {
+            dunst = Some(child);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        dunst.is_some(),
+        "dunst did not take the notification name on {display}: {}",
+        std::fs::read_to_string(dir.path().join("dunst.log")).unwrap_or_default()
+    );
     let applet = Applet::start(&bus, dir.path());
     assert!(applet.wait_helper_started(1));
     applet.emit(&connection("/usr/bin/curl", "9.9.9.9", 443, true));
@@ -518,4 +552,24 @@ fn the_real_dunst_under_xvfb_shows_the_notification() {
         h.contains("curl → 9.9.9.9:443").then_some(h)
     });
     assert!(history.is_some(), "{}", dunstctl(&["history"]));
+}
+
+#[test]
+fn a_tray_that_starts_later_still_gets_the_icon() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start(dir.path());
+    let _notes = NotificationServer::start(&bus);
+    let applet = Applet::start(&bus, dir.path());
+    assert!(applet.wait_helper_started(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let watcher = SniWatcher::start(&bus);
+    let service = wait_until(WAIT, || watcher.items().first().cloned());
+    assert!(
+        service.is_some(),
+        "the item did not register with a watcher that came later"
+    );
+    let conn = bus.connect();
+    assert!(get_layout(&conn, &service.expect("service"))
+        .find("Quit")
+        .is_some());
 }
