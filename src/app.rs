@@ -91,6 +91,9 @@ impl App {
             .as_ref()
             .is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)))
             || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
+            || c.host
+                .as_deref()
+                .is_some_and(|h| wl.hosts.iter().any(|p| p.matches(h)))
     }
 
     pub fn events_today(&self) -> u64 {
@@ -241,6 +244,10 @@ impl App {
             notify::ACTION_WL_PROGRAM => self.act_on(&seen, RecentAction::WhitelistProgram, now),
             notify::ACTION_WL_REMOTE => self.act_on(&seen, RecentAction::WhitelistRemote, now),
             notify::ACTION_MUTE => self.act_on(&seen, RecentAction::Mute, now),
+            notify::ACTION_WL_HOST => match seen.conn.host.clone() {
+                Some(host) => self.edit(Edit::WhitelistHost(host)),
+                None => Vec::new(),
+            },
             _ => Vec::new(),
         }
     }
@@ -288,7 +295,14 @@ impl App {
                     label: format!(
                         "{} → {} ({})",
                         notify::clean(&notify::program(&s.conn), false),
-                        notify::endpoint(&s.conn.remote_ip, s.conn.remote_port),
+                        match &s.conn.host {
+                            Some(h) => format!(
+                                "{}:{}",
+                                notify::clean(h, false),
+                                s.conn.remote_port.unwrap_or(0)
+                            ),
+                            None => notify::endpoint(&s.conn.remote_ip, s.conn.remote_port),
+                        },
                         notify::clean(&s.host, false)
                     ),
                     program: s
@@ -373,6 +387,7 @@ mod tests {
             local_port: Some(40000),
             remote_ip: "9.9.9.9".parse().expect("ip"),
             remote_port: Some(port),
+            host: None,
             icmp: None,
             critical: false,
             ct_id: None,
@@ -444,6 +459,33 @@ mod tests {
             .is_empty());
         // Another curl elsewhere is not whitelisted by the path.
         assert!(!a.on_event("h", ev(conn(8443, "/opt/curl")), now).is_empty());
+    }
+
+    #[test]
+    fn whitelisting_a_name_silences_it_everywhere_it_resolves() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = app(&dir);
+        let now = Instant::now();
+        let mut c = conn(443, "/usr/bin/curl");
+        c.host = Some("api.github.com".into());
+        let fx = a.on_event("h", ev(c.clone()), now);
+        let Effect::Notify { id, note } = fx[0].clone() else {
+            panic!("{fx:?}")
+        };
+        assert!(note
+            .actions
+            .iter()
+            .any(|(k, _)| k == notify::ACTION_WL_HOST));
+        assert_eq!(
+            a.on_action(id, notify::ACTION_WL_HOST, now),
+            vec![Effect::SendConfig]
+        );
+        assert_eq!(
+            a.settings.config.whitelist.hosts[0].to_string(),
+            "api.github.com"
+        );
+        c.remote_ip = "140.82.112.9".parse().expect("ip");
+        assert!(a.on_event("h", ev(c), now).is_empty());
     }
 
     #[test]

@@ -113,6 +113,7 @@ mod tests {
                 local_port: Some(40000),
                 remote_ip: "9.9.9.9".parse().expect("ip"),
                 remote_port: Some(port),
+                host: None,
                 icmp: None,
                 critical: false,
                 ct_id: None,

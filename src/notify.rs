@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use conntrack_tray_helper::config::HostPattern;
 pub use conntrack_tray_helper::output::endpoint;
 use conntrack_tray_helper::Connection;
 use crossbeam_channel::Sender;
@@ -65,6 +66,7 @@ pub struct Note {
 pub const ACTION_DETAILS: &str = "default";
 pub const ACTION_WL_PROGRAM: &str = "whitelist-program";
 pub const ACTION_WL_REMOTE: &str = "whitelist-remote";
+pub const ACTION_WL_HOST: &str = "whitelist-host";
 pub const ACTION_MUTE: &str = "mute";
 
 /// The notification for one reported connection seen on `host`.
@@ -75,10 +77,11 @@ pub fn connection_note(c: &Connection, host: &str, caps: &Caps) -> Note {
         conntrack_tray_helper::Direction::Inbound => "←",
         _ => "→",
     };
-    let summary = clean(
-        &format!("{prog} {arrow} {}", endpoint(&c.remote_ip, c.remote_port)),
-        false,
-    );
+    let remote = match &c.host {
+        Some(host) => format!("{host} ({})", endpoint(&c.remote_ip, c.remote_port)),
+        None => endpoint(&c.remote_ip, c.remote_port),
+    };
+    let summary = clean(&format!("{prog} {arrow} {remote}"), false);
     let mut body = Vec::new();
     match &c.process {
         Some(p) => {
@@ -119,6 +122,16 @@ pub fn connection_note(c: &Connection, host: &str, caps: &Caps) -> Note {
             ACTION_WL_REMOTE.into(),
             format!("Whitelist {}", c.remote_ip),
         ));
+        if let Some(host) = c
+            .host
+            .as_deref()
+            .filter(|h| h.parse::<HostPattern>().is_ok())
+        {
+            actions.push((
+                ACTION_WL_HOST.into(),
+                clean(&format!("Whitelist {host}"), false),
+            ));
+        }
         if c.process.is_some() {
             actions.push((ACTION_MUTE.into(), "Mute 1 h".into()));
         }
@@ -314,6 +327,7 @@ mod tests {
             local_port: Some(43210),
             remote_ip: "93.184.216.34".parse().expect("ip"),
             remote_port: Some(443),
+            host: None,
             icmp: None,
             critical: true,
             ct_id: None,
@@ -356,6 +370,28 @@ mod tests {
         assert!(connection_note(&conn("curl", None), "h", &Caps::default())
             .actions
             .is_empty());
+    }
+
+    #[test]
+    fn a_looked_up_name_leads_the_summary_and_gets_its_button() {
+        let caps = Caps {
+            actions: true,
+            markup: false,
+        };
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        c.host = Some("api.github.com".into());
+        let n = connection_note(&c, "h", &caps);
+        assert_eq!(n.summary, "curl → api.github.com (93.184.216.34:443)");
+        assert!(n.actions.contains(&(
+            ACTION_WL_HOST.to_string(),
+            "Whitelist api.github.com".to_string()
+        )));
+        // A name that is no valid pattern gets no button.
+        c.host = Some("bad name!".into());
+        assert!(connection_note(&c, "h", &caps)
+            .actions
+            .iter()
+            .all(|(k, _)| k != ACTION_WL_HOST));
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub enum Edit {
     WhitelistProcess(String),
     /// Add an address to `whitelist.remote`.
     WhitelistRemote(String),
+    /// Add a name to `whitelist.hosts`.
+    WhitelistHost(String),
     SetShowUnknown(bool),
     SetCriticalOnly(bool),
     SetAllProtocols(bool),
@@ -271,6 +273,9 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
         ),
         Edit::WhitelistRemote(r) => {
             push_unique(table(doc, "whitelist")?, "remote", r, "whitelist.remote")
+        }
+        Edit::WhitelistHost(h) => {
+            push_unique(table(doc, "whitelist")?, "hosts", h, "whitelist.hosts")
         }
         Edit::SetShowUnknown(b) => {
             set_bool(table(doc, "filter")?, "show_unknown", *b);

@@ -76,6 +76,8 @@ pub struct Whitelist {
     /// Bare names match `comm` or the executable's file name; absolute paths match the exe.
     pub processes: Vec<String>,
     pub remote: Vec<RemoteNet>,
+    /// Names as looked up over DNS: `github.com` exactly, `*.mozilla.org` any name below it.
+    pub hosts: Vec<HostPattern>,
 }
 
 impl Default for Whitelist {
@@ -83,7 +85,69 @@ impl Default for Whitelist {
         Whitelist {
             processes: ["firefox", "ssh", "thunderbird"].map(String::from).to_vec(),
             remote: Vec::new(),
+            hosts: Vec::new(),
         }
+    }
+}
+
+/// A whitelisted name: exact, or `*.` and a domain for every name below that domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.0.strip_prefix("*.") {
+            Some(domain) => {
+                host.len() > domain.len()
+                    && host.ends_with(domain)
+                    && host[..host.len() - domain.len()].ends_with('.')
+            }
+            None => host == self.0,
+        }
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let p = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let name = p.strip_prefix("*.").unwrap_or(&p);
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if ok {
+            Ok(HostPattern(p))
+        } else {
+            Err(format!(
+                "`{s}` is not a host name or `*.domain` pattern (e.g. github.com, *.mozilla.org)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for HostPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -438,6 +502,25 @@ mod tests {
         assert!(!r[2].contains(&"2001:db9::1".parse().expect("ip")));
         // A v4-mapped v6 address is the v4 address.
         assert!(r[1].contains(&"::ffff:192.168.1.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn host_patterns_match_names_exactly_or_below_a_domain() {
+        let c = Config::from_toml(
+            "[whitelist]\nhosts = [\"GitHub.com\", \"*.mozilla.org\"]\n",
+            "x",
+        )
+        .expect("parses");
+        let h = &c.whitelist.hosts;
+        assert!(h[0].matches("github.com") && h[0].matches("github.com."));
+        assert!(!h[0].matches("api.github.com") && !h[0].matches("notgithub.com"));
+        assert!(h[1].matches("addons.mozilla.org") && h[1].matches("a.b.mozilla.org"));
+        assert!(!h[1].matches("mozilla.org") && !h[1].matches("evilmozilla.org"));
+        let msg = err("[whitelist]\nhosts = [\"bad host!\"]\n").to_string();
+        assert!(
+            msg.contains("whitelist.hosts") && msg.contains("not a host name"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -258,6 +258,10 @@ pub struct Connection {
     pub local_port: Option<u16>,
     pub remote_ip: IpAddr,
     pub remote_port: Option<u16>,
+    /// The name the machine looked up before connecting to `remote_ip` (from the DNS answers
+    /// it received), when one was seen: untrusted, like every name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// ICMP type, code and id, for ICMP and ICMPv6 flows only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,

@@ -20,6 +20,7 @@ pub enum Skip {
     Direction,
     Loopback,
     RemoteWhitelisted,
+    HostWhitelisted,
     ProcessWhitelisted,
     Unknown,
     NotCritical,
@@ -57,6 +58,15 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
         return Err(Skip::RemoteWhitelisted);
     }
     Ok(())
+}
+
+/// The remote's DNS name against `whitelist.hosts` (after the address rules, before
+/// attribution: it needs no process).
+pub fn host_rule(cfg: &Config, host: Option<&str>) -> Result<(), Skip> {
+    match host {
+        Some(h) if cfg.whitelist.hosts.iter().any(|p| p.matches(h)) => Err(Skip::HostWhitelisted),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a whitelist entry names this process: a bare name matches `comm` or the exe's file

@@ -10,6 +10,8 @@ pub mod commands;
 pub mod config;
 pub mod conntrack;
 pub mod direction;
+pub mod dns;
+pub mod dns_capture;
 pub mod event;
 pub mod filter;
 pub mod legacy;

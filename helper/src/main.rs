@@ -269,6 +269,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
+    // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
+    let capture = match conntrack_tray_helper::dns_capture::DnsCapture::open() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            startup.push(format!(
+                "names from DNS are off: cannot capture DNS answers: {e}"
+            ));
+            None
+        }
+    };
     // Threads inherit the scheduling policy and the capabilities of the thread that starts
     // them: raise the priority for the reader, then give up what is no longer needed, start
     // the reader, and bring the main thread back to normal priority before the rest.
@@ -294,7 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         early: early_tx,
     };
 
-    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans, startup);
+    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans, startup, capture);
     if cli.debug {
         let why = match &stop {
             Stop::StdinClosed => "stdin closed".to_string(),
@@ -339,7 +349,11 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     debug: bool,
     ch: &Channels,
     startup: Vec<String>,
+    mut capture: Option<conntrack_tray_helper::dns_capture::DnsCapture>,
 ) -> Stop {
+    // Drains the DNS answers now and then, so the capture's buffer never overflows when no
+    // flow comes to do it.
+    let ticks = crossbeam_channel::tick(std::time::Duration::from_millis(500));
     let hello = Event::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: hostname(),
@@ -360,6 +374,12 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     loop {
         let ev = select! {
             recv(ch.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
+            recv(ticks) -> _ => {
+                if let Some(c) = &mut capture {
+                    c.drain(pipeline.names_mut(), Instant::now());
+                }
+                None
+            },
             recv(ch.cmds) -> c => match c {
                 Ok(Some(Ok(cmd))) => {
                     let ack = pipeline.command(cmd);
@@ -377,7 +397,12 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                 None
             },
             recv(ch.flows) -> f => match f {
-                Ok(Incoming::Flow { flow, at, read, early }) => match pipeline.flow(&flow, at, read, early.map(|b| *b)) {
+                Ok(Incoming::Flow { flow, at, read, early }) => {
+                    // Every answer that arrived before this flow's first packet is queued now.
+                    if let Some(c) = &mut capture {
+                        c.drain(pipeline.names_mut(), Instant::now());
+                    }
+                    match pipeline.flow(&flow, at, read, early.map(|b| *b)) {
                     Outcome::Report(c) => Some(Event::Connection(c)),
                     other => {
                         if debug {
@@ -386,7 +411,8 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                         }
                         None
                     }
-                },
+                    }
+                }
                 Ok(Incoming::Lost(count)) => Some(Event::Lost { count, reason: "kernel".into() }),
                 Ok(Incoming::Reopened(why)) => Some(Event::Error { message: format!("conntrack socket reopened after: {why}") }),
                 Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),

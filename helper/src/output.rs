@@ -106,6 +106,9 @@ fn connection_line(c: &Connection) -> String {
         },
         endpoint(&c.remote_ip, c.remote_port),
     );
+    if let Some(host) = &c.host {
+        let _ = write!(line, " ({})", sanitize(host));
+    }
     if let Some(icmp) = c.icmp {
         let _ = write!(line, " type {} code {}", icmp.kind, icmp.code);
     }
@@ -277,6 +280,7 @@ mod tests {
             local_port: Some(43210),
             remote_ip: "93.184.216.34".parse().expect("ip"),
             remote_port: Some(443),
+            host: None,
             icmp: None,
             critical: true,
             ct_id: Some(7),
@@ -356,6 +360,17 @@ mod tests {
         );
         assert!(
             line.contains("[critical]") && line.contains("user alice"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_looked_up_name_follows_the_address_escaped() {
+        let mut c = conn("curl", "/usr/bin/curl");
+        c.host = Some("evil\x1b[2J.test".into());
+        let line = text_line(&Event::Connection(Box::new(c)));
+        assert!(
+            line.contains("93.184.216.34:443 (evil\\x1b[2J.test)"),
             "{line}"
         );
     }

@@ -8,6 +8,7 @@ use crate::attribution::{Attribution, Attributor};
 use crate::commands::Command;
 use crate::config::Config;
 use crate::direction::{classify, LocalAddrs};
+use crate::dns::DnsNames;
 use crate::event::{Connection, Event, Family, Flow, FlowEvent};
 use crate::filter::{self, RepeatFilter, Skip};
 
@@ -84,6 +85,7 @@ pub struct Stats {
 pub struct Pipeline<A> {
     cfg: Config,
     addrs: LocalAddrs,
+    names: DnsNames,
     repeats: RepeatFilter,
     attributor: A,
     paused: bool,
@@ -110,6 +112,7 @@ impl<A: Attributor> Pipeline<A> {
         Pipeline {
             cfg,
             addrs,
+            names: DnsNames::default(),
             repeats: RepeatFilter::new(RepeatFilter::DEFAULT_CAPACITY),
             attributor,
             paused: false,
@@ -123,6 +126,11 @@ impl<A: Attributor> Pipeline<A> {
 
     pub fn set_addrs(&mut self, addrs: LocalAddrs) {
         self.addrs = addrs;
+    }
+
+    /// The names seen in DNS answers, for the capture to fill.
+    pub fn names_mut(&mut self) -> &mut DnsNames {
+        &mut self.names
     }
 
     pub fn addrs(&self) -> &LocalAddrs {
@@ -178,6 +186,11 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
+        let host = self.names.name_of(&sides.remote_ip, now);
+        if let Err(skip) = filter::host_rule(&self.cfg, host.as_deref()) {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
+        }
         let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
         if found.is_some() {
             self.stats.attributed += 1;
@@ -202,6 +215,7 @@ impl<A: Attributor> Pipeline<A> {
             local_port: has_ports.then_some(sides.local_port),
             remote_ip: sides.remote_ip,
             remote_port: has_ports.then_some(sides.remote_port),
+            host,
             icmp: flow.orig.icmp,
             critical: filter::is_critical(&self.cfg, &sides),
             ct_id: flow.id,

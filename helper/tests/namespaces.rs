@@ -748,3 +748,34 @@ fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
         "the table outlived the helper"
     );
 }
+
+#[test]
+fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
+    if !root_or_skip("the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081]);
+    let b4 = net.b4();
+    net.start_peer(&net.b.clone(), &["dns", "0.0.0.0", &b4]);
+    let h = Helper::start(&net.a, &[]);
+    // example.test -> CNAME edge.cdn.test -> A b: the connection is to "example.test".
+    let (pid, _) = net.client(&net.a, &["resolve", "example.test", &b4, "8080"]);
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
+    assert_eq!(v["host"], "example.test", "{v}");
+    assert_eq!(pid_of(&v), Some(u64::from(pid)));
+    drop(h);
+
+    // Whitelisted by name: silent; another name to the same address is not.
+    let (_d, cfg) = config_file("[whitelist]\nhosts = [\"example.test\"]\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    net.client(&net.a, &["resolve", "example.test", &b4, "8080"]);
+    net.client(&net.a, &["resolve", "other.test", &b4, "8081"]);
+    let conns: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| v["type"] == "connection")
+        .collect();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert_eq!(conns[0]["host"], "other.test");
+}

@@ -156,15 +156,18 @@ impl Net {
 
     /// Starts the test peer's servers in `ns` on `host` and waits until they listen.
     pub fn serve(&mut self, ns: &str, host: &str, ports: &[u16]) -> u32 {
-        let script = peer_script();
-        let mut args = vec![
-            "python3".to_string(),
-            script.display().to_string(),
-            "serve".into(),
-            host.to_string(),
-        ];
+        let mut args = vec!["serve".to_string(), host.to_string()];
         args.extend(ports.iter().map(|p| p.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.start_peer(ns, &argv)
+    }
+
+    /// Starts a long-running test peer mode in `ns` and waits until it says "ready".
+    pub fn start_peer(&mut self, ns: &str, mode: &[&str]) -> u32 {
+        let script = peer_script();
+        let script = script.display().to_string();
+        let mut argv = vec!["python3", script.as_str()];
+        argv.extend_from_slice(mode);
         let mut child = Net::cmd(ns, &argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -177,7 +180,7 @@ impl Net {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("server output");
-        assert_eq!(line.trim(), "ready", "server did not start");
+        assert_eq!(line.trim(), "ready", "{mode:?} did not start");
         self.children.push(child);
         pid
     }

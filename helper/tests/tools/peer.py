@@ -5,10 +5,13 @@
   peer.py connect HOST PORT [HOLD]    one TCP connection, held HOLD seconds (default 1)
   peer.py udp HOST PORT [HOLD]        one UDP datagram from an unconnected socket
   peer.py name NAME HOST PORT         connect with comm set to NAME (hostile names)
+  peer.py dns HOST ADDR               a DNS server on HOST:53 answering every A question with
+                                      a CNAME to edge.cdn.test and an A record ADDR for it
+  peer.py resolve NAME SERVER PORT    ask SERVER for NAME, then connect to the answer's PORT
 
 Prints "ready" once listening, so a test can wait for it. Every mode ends by itself.
 """
-import ctypes, socket, sys, threading, time
+import ctypes, socket, struct, sys, threading, time
 
 def family(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -54,6 +57,38 @@ def named(name, host, port):
     libc.prctl(15, name.encode("utf-8", "surrogateescape"), 0, 0, 0)  # PR_SET_NAME
     connect(host, port, 1)
 
+def encode(name):
+    out = b""
+    for label in name.strip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+def dns_server(host, addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 53))
+    print("ready", flush=True)
+    end = time.time() + 120
+    while time.time() < end:
+        q, peer = s.recvfrom(512)
+        i = 12
+        while q[i] != 0:
+            i += q[i] + 1
+        question = q[12:i + 5]
+        target = encode("edge.cdn.test")
+        cname = b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 300, len(target)) + target
+        a = target + struct.pack("!HHIH", 1, 1, 300, 4) + socket.inet_aton(addr)
+        header = q[:2] + struct.pack("!HHHHH", 0x8180, 1, 2, 0, 0)
+        s.sendto(header + question + cname + a, peer)
+
+def resolve(name, server, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + encode(name) + struct.pack("!HH", 1, 1), (server, 53))
+    reply, _ = s.recvfrom(512)
+    # Our server puts the A record last: its 4 bytes end the reply.
+    addr = socket.inet_ntoa(reply[-4:])
+    connect(addr, port, 0.3)
+
 cmd = sys.argv[1]
 if cmd == "serve":
     serve(sys.argv[2], [int(p) for p in sys.argv[3:]])
@@ -63,5 +98,9 @@ elif cmd == "udp":
     udp(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else 1)
 elif cmd == "name":
     named(sys.argv[2], sys.argv[3], sys.argv[4])
+elif cmd == "dns":
+    dns_server(sys.argv[2], sys.argv[3])
+elif cmd == "resolve":
+    resolve(sys.argv[2], sys.argv[3], sys.argv[4])
 else:
     sys.exit("unknown mode " + cmd)
