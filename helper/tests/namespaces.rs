@@ -779,3 +779,75 @@ fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
     assert_eq!(conns.len(), 1, "{conns:?}");
     assert_eq!(conns[0]["host"], "other.test");
 }
+
+#[test]
+fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
+    if !root_or_skip("a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow") {
+        return;
+    }
+    let net = Net::new();
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // 100,000 distinct flows: two sockets, 50,000 ports each, nobody listening.
+    let code = format!(
+        "import socket\nfor k in range(2):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n for p in range(10000,60000): s.sendto(b'x',('{}',p))\n",
+        net.b4()
+    );
+    let st = Net::cmd(&net.a, &["python3", "-c", &code])
+        .status()
+        .expect("python");
+    assert!(st.success());
+    let (mut reported, mut lost) = (0u64, 0u64);
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while reported + lost < 100_000 && std::time::Instant::now() < end {
+        match h.lines.recv_timeout(Duration::from_secs(5)) {
+            Ok(v) if v["type"] == "connection" && v["proto"] == "udp" => reported += 1,
+            Ok(v) if v["type"] == "lost" => lost += v["count"].as_u64().unwrap_or(0),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(reported + lost, 100_000, "reported {reported}, lost {lost}");
+    // The documented bound (README): under 16 MiB resident at its peak.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).expect("status");
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    assert!(hwm_kib < 16 * 1024, "peak RSS {hwm_kib} KiB");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_helper_and_removes_its_table() {
+    if !root_or_skip("a_closed_stdout_ends_the_helper_and_removes_its_table") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let helper = common::helper_bin();
+    let mut child = Net::cmd(
+        &net.a,
+        &[helper.to_str().expect("path"), "--format", "json"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("helper");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut hello = String::new();
+    std::io::BufRead::read_line(&mut out, &mut hello).expect("hello");
+    assert!(hello.contains("\"hello\""));
+    drop(out); // the reader goes away; stdin stays open
+    net.client(&net.a, &["connect", &net.b4(), "8080", "0.1"]);
+    let exited = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        child.try_wait().ok().flatten()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert!(!nft_tables(&net.a).contains("conntrack_tray"));
+}
