@@ -388,6 +388,7 @@ mod tests {
             remote_ip: "9.9.9.9".parse().expect("ip"),
             remote_port: Some(port),
             host: None,
+            host_source: None,
             icmp: None,
             critical: false,
             ct_id: None,

@@ -328,6 +328,7 @@ mod tests {
             remote_ip: "93.184.216.34".parse().expect("ip"),
             remote_port: Some(443),
             host: None,
+            host_source: None,
             icmp: None,
             critical: true,
             ct_id: None,

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use conntrack_tray_helper::config::{
-    ConfigError, Critical, Filter, Monitor, ProtoSel, Whitelist, DEFAULT_TOML,
+    ConfigError, Critical, Filter, Monitor, Names, ProtoSel, Whitelist, DEFAULT_TOML,
 };
 use conntrack_tray_helper::event::Proto;
 use conntrack_tray_helper::Config;
@@ -31,6 +31,8 @@ pub struct UserConfig {
     pub whitelist: Whitelist,
     #[serde(default)]
     pub critical: Critical,
+    #[serde(default)]
+    pub names: Names,
     #[serde(default)]
     pub notify: NotifyConfig,
     #[serde(default)]
@@ -77,6 +79,7 @@ impl UserConfig {
             filter: self.filter.clone(),
             whitelist: self.whitelist.clone(),
             critical: self.critical.clone(),
+            names: self.names.clone(),
         }
     }
 

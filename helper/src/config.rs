@@ -30,6 +30,31 @@ pub struct Config {
     pub whitelist: Whitelist,
     #[serde(default)]
     pub critical: Critical,
+    #[serde(default)]
+    pub names: Names,
+}
+
+/// Where the `host` of a connection may come from besides the DNS answers the machine saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Names {
+    /// Ask for the PTR name of addresses no DNS answer named.
+    pub reverse_dns: bool,
+    /// Wait at most this long for it before reporting without a name.
+    pub reverse_timeout_ms: u64,
+    /// The resolver to ask; the first nameserver of /etc/resolv.conf when left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<IpAddr>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            reverse_dns: false,
+            reverse_timeout_ms: 200,
+            resolver: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -230,6 +230,13 @@ impl Process {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostSource {
+    Dns,
+    Ptr,
+}
+
 /// How a flow was tied to its process; tells the reader how much to trust the match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,6 +269,10 @@ pub struct Connection {
     /// it received), when one was seen: untrusted, like every name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Where `host` came from: `dns` (an answer this machine received) or `ptr` (a reverse
+    /// lookup, named by whoever owns the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_source: Option<HostSource>,
     /// ICMP type, code and id, for ICMP and ICMPv6 flows only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,

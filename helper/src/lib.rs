@@ -21,6 +21,7 @@ pub mod output;
 pub mod pipeline;
 pub mod privileges;
 pub mod realtime;
+pub mod reverse;
 
 pub use config::Config;
 pub use event::{Connection, Direction, Event, Family, Flow, Process, Proto, Tuple};

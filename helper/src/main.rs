@@ -265,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
     let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
+
     let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr);
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
@@ -402,7 +403,14 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                     if let Some(c) = &mut capture {
                         c.drain(pipeline.names_mut(), Instant::now());
                     }
-                    match pipeline.flow(&flow, at, read, early.map(|b| *b)) {
+                    let may_wait = ch.flows.is_empty();
+                    let outcome = pipeline.flow_with(&flow, at, read, early.map(|b| *b), may_wait);
+                    for message in pipeline.take_notices() {
+                        if out.emit(&Event::Error { message }).is_err() {
+                            return Stop::StdoutClosed;
+                        }
+                    }
+                    match outcome {
                     Outcome::Report(c) => Some(Event::Connection(c)),
                     other => {
                         if debug {

@@ -107,7 +107,12 @@ fn connection_line(c: &Connection) -> String {
         endpoint(&c.remote_ip, c.remote_port),
     );
     if let Some(host) = &c.host {
-        let _ = write!(line, " ({})", sanitize(host));
+        let ptr = if c.host_source == Some(crate::event::HostSource::Ptr) {
+            "ptr "
+        } else {
+            ""
+        };
+        let _ = write!(line, " ({ptr}{})", sanitize(host));
     }
     if let Some(icmp) = c.icmp {
         let _ = write!(line, " type {} code {}", icmp.kind, icmp.code);
@@ -281,6 +286,7 @@ mod tests {
             remote_ip: "93.184.216.34".parse().expect("ip"),
             remote_port: Some(443),
             host: None,
+            host_source: None,
             icmp: None,
             critical: true,
             ct_id: Some(7),

@@ -9,8 +9,10 @@ use crate::commands::Command;
 use crate::config::Config;
 use crate::direction::{classify, LocalAddrs};
 use crate::dns::DnsNames;
+use crate::event::HostSource;
 use crate::event::{Connection, Event, Family, Flow, FlowEvent};
 use crate::filter::{self, RepeatFilter, Skip};
+use crate::reverse::Reverse;
 
 /// What the reader thread hands to the pipeline.
 #[derive(Debug, Clone)]
@@ -86,6 +88,10 @@ pub struct Pipeline<A> {
     cfg: Config,
     addrs: LocalAddrs,
     names: DnsNames,
+    /// Started the first time the configuration asks for reverse lookups (on this thread,
+    /// so the worker inherits its restricted capabilities); `Err` once starting failed.
+    reverse: Option<Result<Reverse, ()>>,
+    notices: Vec<String>,
     repeats: RepeatFilter,
     attributor: A,
     paused: bool,
@@ -113,6 +119,8 @@ impl<A: Attributor> Pipeline<A> {
             cfg,
             addrs,
             names: DnsNames::default(),
+            reverse: None,
+            notices: Vec::new(),
             repeats: RepeatFilter::new(RepeatFilter::DEFAULT_CAPACITY),
             attributor,
             paused: false,
@@ -126,6 +134,41 @@ impl<A: Attributor> Pipeline<A> {
 
     pub fn set_addrs(&mut self, addrs: LocalAddrs) {
         self.addrs = addrs;
+    }
+
+    /// Uses `reverse` for reverse lookups when the configuration asks for them.
+    pub fn set_reverse(&mut self, reverse: Reverse) {
+        self.reverse = Some(Ok(reverse));
+    }
+
+    /// Things to tell the reader (a reverse-DNS worker that could not start).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn reverse(&mut self) -> Option<&mut Reverse> {
+        if self.reverse.is_none() {
+            let server = self.cfg.names.resolver.or_else(|| {
+                std::fs::read_to_string("/etc/resolv.conf")
+                    .ok()
+                    .and_then(|t| crate::reverse::nameserver(&t))
+            });
+            let timeout = std::time::Duration::from_millis(self.cfg.names.reverse_timeout_ms);
+            self.reverse = Some(match server {
+                Some(ip) => {
+                    Reverse::start(std::net::SocketAddr::new(ip, 53), timeout).map_err(|e| {
+                        self.notices.push(format!("reverse DNS is off: {e}"));
+                    })
+                }
+                None => {
+                    self.notices.push(
+                        "reverse DNS is off: no resolver (names.resolver, /etc/resolv.conf)".into(),
+                    );
+                    Err(())
+                }
+            });
+        }
+        self.reverse.as_mut().and_then(|r| r.as_mut().ok())
     }
 
     /// The names seen in DNS answers, for the capture to fill.
@@ -173,6 +216,19 @@ impl<A: Attributor> Pipeline<A> {
         now: Instant,
         early: Option<Attribution>,
     ) -> Outcome {
+        self.flow_with(flow, at, now, early, true)
+    }
+
+    /// As [`Pipeline::flow`]; `may_wait` says whether a reverse lookup may hold this flow for
+    /// its timeout (not while others are queued behind it).
+    pub fn flow_with(
+        &mut self,
+        flow: &Flow,
+        at: SystemTime,
+        now: Instant,
+        early: Option<Attribution>,
+        may_wait: bool,
+    ) -> Outcome {
         if flow.event != FlowEvent::New {
             return Outcome::Ignored;
         }
@@ -191,6 +247,19 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
+        // Only now, and only for names no DNS answer gave: a PTR name never whitelists.
+        let (host, host_source) = match host {
+            Some(h) => (Some(h), Some(HostSource::Dns)),
+            None if self.cfg.names.reverse_dns => {
+                let remote = sides.remote_ip;
+                let name = self
+                    .reverse()
+                    .and_then(|r| r.name_of(&remote, may_wait, Instant::now()));
+                let source = name.as_ref().map(|_| HostSource::Ptr);
+                (name, source)
+            }
+            None => (None, None),
+        };
         let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
         if found.is_some() {
             self.stats.attributed += 1;
@@ -216,6 +285,7 @@ impl<A: Attributor> Pipeline<A> {
             remote_ip: sides.remote_ip,
             remote_port: has_ports.then_some(sides.remote_port),
             host,
+            host_source,
             icmp: flow.orig.icmp,
             critical: filter::is_critical(&self.cfg, &sides),
             ct_id: flow.id,

@@ -763,6 +763,7 @@ fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
     let (pid, _) = net.client(&net.a, &["resolve", "example.test", &b4, "8080"]);
     let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
     assert_eq!(v["host"], "example.test", "{v}");
+    assert_eq!(v["host_source"], "dns");
     assert_eq!(pid_of(&v), Some(u64::from(pid)));
     drop(h);
 
@@ -850,4 +851,30 @@ fn a_closed_stdout_ends_the_helper_and_removes_its_table() {
     let _ = child.wait();
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
     assert!(!nft_tables(&net.a).contains("conntrack_tray"));
+}
+
+#[test]
+fn reverse_dns_names_an_address_no_answer_named_and_says_so() {
+    if !root_or_skip("reverse_dns_names_an_address_no_answer_named_and_says_so") {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let b4 = net.b4();
+    net.start_peer(&net.b.clone(), &["dns", "0.0.0.0", &b4]);
+    // Off by default: no name for a connection made without a lookup.
+    let h = Helper::start(&net.a, &[]);
+    net.client(&net.a, &["connect", &b4, "8080", "0.1"]);
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
+    assert!(v.get("host").is_none(), "{v}");
+    drop(h);
+    // On: the PTR name, marked as such; it does not count for whitelist.hosts.
+    let (_d, cfg) = config_file(&format!(
+        "[names]\nreverse_dns = true\nreverse_timeout_ms = 1000\nresolver = \"{b4}\"\n[whitelist]\nhosts = [\"ptr.example.test\"]\n"
+    ));
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    net.client(&net.a, &["connect", &b4, "8080", "0.1"]);
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
+    assert_eq!(v["host"], "ptr.example.test", "{v}");
+    assert_eq!(v["host_source"], "ptr");
 }

@@ -190,14 +190,20 @@ impl ProcIndex {
             for pid in (last - FAST_PIDS + 1..=last).rev().filter(|p| *p > 0) {
                 if let Some(h) = self.index_pid(pid, inode) {
                     // The last id handed out may be a thread's; /proc/<tid> shows its
-                    // process's fds. Name the process.
-                    let tgid = self.tgid(pid)?;
-                    if tgid != pid {
-                        let h = Holder { pid: tgid, ..h };
-                        self.index.insert(inode, h);
-                        return Some(h);
+                    // process's fds. Name the process. (A thread that just ended tells
+                    // nothing: go on to the full scan.)
+                    match self.tgid(pid) {
+                        Some(tgid) if tgid != pid => {
+                            let h = Holder { pid: tgid, ..h };
+                            self.index.insert(inode, h);
+                            return Some(h);
+                        }
+                        Some(_) => return Some(h),
+                        None => {
+                            self.index.remove(&inode);
+                            break;
+                        }
                     }
-                    return Some(h);
                 }
             }
         }

@@ -6,7 +6,8 @@
   peer.py udp HOST PORT [HOLD]        one UDP datagram from an unconnected socket
   peer.py name NAME HOST PORT         connect with comm set to NAME (hostile names)
   peer.py dns HOST ADDR               a DNS server on HOST:53 answering every A question with
-                                      a CNAME to edge.cdn.test and an A record ADDR for it
+                                      a CNAME to edge.cdn.test and an A record ADDR for it,
+                                      and every PTR question with ptr.example.test
   peer.py resolve NAME SERVER PORT    ask SERVER for NAME, then connect to the answer's PORT
 
 Prints "ready" once listening, so a test can wait for it. Every mode ends by itself.
@@ -74,6 +75,12 @@ def dns_server(host, addr):
         while q[i] != 0:
             i += q[i] + 1
         question = q[12:i + 5]
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        if qtype == 12:  # PTR: every address is ptr.example.test
+            name = encode("ptr.example.test")
+            ptr = b"\xc0\x0c" + struct.pack("!HHIH", 12, 1, 300, len(name)) + name
+            s.sendto(q[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0) + question + ptr, peer)
+            continue
         target = encode("edge.cdn.test")
         cname = b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 300, len(target)) + target
         a = target + struct.pack("!HHIH", 1, 1, 300, 4) + socket.inet_aton(addr)
