@@ -49,36 +49,55 @@ fn normalise(name: &str) -> String {
     n
 }
 
-/// The UDP payload of an IPv4 or IPv6 packet from source port 53, if it is one.
-pub fn udp_payload_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
+/// The DNS message in an IPv4 or IPv6 packet from source port 53, if it carries one: the
+/// UDP payload, or for TCP a whole length-prefixed message within this one segment (answers
+/// split over several segments are not reassembled).
+pub fn dns_message_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
     let version = pkt.first()? >> 4;
-    let udp = match version {
+    let (proto, l4) = match version {
         4 => {
             let ihl = usize::from(pkt.first()? & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
             let frag = u16::from_be_bytes([*pkt.get(6)?, *pkt.get(7)?]);
-            // Not UDP, a fragment, or lengths that do not add up.
-            if *pkt.get(9)? != 17 || frag & 0x3fff != 0 || ihl < 20 || total > pkt.len() {
+            // A fragment, or lengths that do not add up.
+            if frag & 0x3fff != 0 || ihl < 20 || total > pkt.len() {
                 return None;
             }
-            pkt.get(ihl..total)?
+            (*pkt.get(9)?, pkt.get(ihl..total)?)
         }
         6 => {
             let payload = usize::from(u16::from_be_bytes([*pkt.get(4)?, *pkt.get(5)?]));
-            // Only a UDP header right after the fixed header (no extension headers).
-            if *pkt.get(6)? != 17 || 40 + payload > pkt.len() {
+            // Only a transport header right after the fixed header (no extension headers).
+            if 40 + payload > pkt.len() {
                 return None;
             }
-            pkt.get(40..40 + payload)?
+            (*pkt.get(6)?, pkt.get(40..40 + payload)?)
         }
         _ => return None,
     };
-    let sport = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
-    let len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
-    if sport != 53 || len < 8 || len > udp.len() {
+    let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+    if sport != 53 {
         return None;
     }
-    udp.get(8..len)
+    match proto {
+        17 => {
+            let len = usize::from(u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]));
+            if len < 8 || len > l4.len() {
+                return None;
+            }
+            l4.get(8..len)
+        }
+        6 => {
+            let data_offset = usize::from(l4.get(12)? >> 4) * 4;
+            if data_offset < 20 {
+                return None;
+            }
+            let data = l4.get(data_offset..)?;
+            let len = usize::from(u16::from_be_bytes([*data.first()?, *data.get(1)?]));
+            data.get(2..2 + len)
+        }
+        _ => None,
+    }
 }
 
 impl DnsNames {
@@ -92,7 +111,7 @@ impl DnsNames {
 
     /// Records the answers of one captured IP packet; returns how many addresses it named.
     pub fn observe_packet(&mut self, pkt: &[u8], now: Instant) -> usize {
-        match udp_payload_from_port_53(pkt) {
+        match dns_message_from_port_53(pkt) {
             Some(msg) => self.observe_message(msg, now),
             None => {
                 self.rejected += 1;
@@ -230,6 +249,41 @@ mod tests {
         p
     }
 
+    fn ipv4_tcp(sport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut seg = Vec::new();
+        seg.extend_from_slice(&sport.to_be_bytes());
+        seg.extend_from_slice(&40000u16.to_be_bytes());
+        seg.extend_from_slice(&[0; 8]); // seq, ack
+        seg.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // offset 5, PSH|ACK
+        seg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        seg.extend_from_slice(payload);
+        let total = 20 + seg.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            10,
+            0,
+            0,
+            53,
+            10,
+            0,
+            0,
+            1,
+        ];
+        p.extend_from_slice(&seg);
+        p
+    }
+
     fn ipv6_udp(sport: u16, payload: &[u8]) -> Vec<u8> {
         let ulen = 8 + payload.len();
         let mut p = vec![0x60, 0, 0, 0, (ulen >> 8) as u8, ulen as u8, 17, 64];
@@ -283,6 +337,25 @@ mod tests {
                 now + Duration::from_secs(301)
             )
             .is_none());
+    }
+
+    #[test]
+    fn an_answer_over_tcp_in_one_segment_is_read_too() {
+        let msg = answer("tcp.test", &[("tcp.test", a([10, 0, 0, 7]))], 60);
+        let mut d = DnsNames::default();
+        let now = Instant::now();
+        assert_eq!(d.observe_packet(&ipv4_tcp(53, &msg), now), 1);
+        assert_eq!(
+            d.name_of(&"10.0.0.7".parse().expect("ip"), now).as_deref(),
+            Some("tcp.test")
+        );
+        // Cut short (the rest in another segment): nothing, and no panic.
+        let whole = ipv4_tcp(53, &msg);
+        let mut short = whole[..whole.len() - 5].to_vec();
+        let total = short.len() as u16;
+        short[2..4].copy_from_slice(&total.to_be_bytes());
+        let mut d = DnsNames::default();
+        assert_eq!(d.observe_packet(&short, now), 0);
     }
 
     #[test]

@@ -17,25 +17,28 @@ const ETH_P_ALL: u16 = 0x0003;
 /// SKF_AD_OFF + SKF_AD_PROTOCOL: the packet's ethertype, for sockets without a link header.
 const AD_PROTOCOL: u32 = 0xffff_f000;
 
-/// `udp src port 53`, for IPv4 and IPv6, on a SOCK_DGRAM packet socket (data starts at the IP
-/// header). Jumps are relative to the next instruction.
-const FILTER: [libc::sock_filter; 16] = [
+/// `(udp or tcp) src port 53`, for IPv4 and IPv6, on a SOCK_DGRAM packet socket (data starts
+/// at the IP header). UDP and TCP keep their source port in the same place. Jumps are
+/// relative to the next instruction.
+const FILTER: [libc::sock_filter; 18] = [
     ins(0x28, 0, 0, AD_PROTOCOL), // 0: A = ethertype
-    ins(0x15, 0, 7, 0x0800),      // 1: IPv4? else 9
+    ins(0x15, 0, 8, 0x0800),      // 1: IPv4? else 10
     ins(0x30, 0, 0, 9),           // 2: A = ip protocol
-    ins(0x15, 0, 11, 17),         // 3: UDP? else drop
-    ins(0x28, 0, 0, 6),           // 4: A = flags + fragment offset
-    ins(0x45, 9, 0, 0x1fff),      // 5: a fragment? drop
-    ins(0xb1, 0, 0, 0),           // 6: X = IP header length
-    ins(0x48, 0, 0, 0),           // 7: A = UDP source port
-    ins(0x15, 5, 6, 53),          // 8: 53? accept : drop
-    ins(0x15, 0, 5, 0x86dd),      // 9: IPv6? else drop
-    ins(0x30, 0, 0, 6),           // 10: A = next header
-    ins(0x15, 0, 3, 17),          // 11: UDP? else drop
-    ins(0x28, 0, 0, 40),          // 12: A = UDP source port
-    ins(0x15, 0, 1, 53),          // 13: 53? accept : drop
-    ins(0x06, 0, 0, 0xffff),      // 14: accept
-    ins(0x06, 0, 0, 0),           // 15: drop
+    ins(0x15, 1, 0, 17),          // 3: UDP? to 5
+    ins(0x15, 0, 12, 6),          // 4: TCP? else drop
+    ins(0x28, 0, 0, 6),           // 5: A = flags + fragment offset
+    ins(0x45, 10, 0, 0x1fff),     // 6: a fragment? drop
+    ins(0xb1, 0, 0, 0),           // 7: X = IP header length
+    ins(0x48, 0, 0, 0),           // 8: A = source port
+    ins(0x15, 6, 7, 53),          // 9: 53? accept : drop
+    ins(0x15, 0, 6, 0x86dd),      // 10: IPv6? else drop
+    ins(0x30, 0, 0, 6),           // 11: A = next header
+    ins(0x15, 1, 0, 17),          // 12: UDP? to 14
+    ins(0x15, 0, 3, 6),           // 13: TCP? else drop
+    ins(0x28, 0, 0, 40),          // 14: A = source port
+    ins(0x15, 0, 1, 53),          // 15: 53? accept : drop
+    ins(0x06, 0, 0, 0xffff),      // 16: accept
+    ins(0x06, 0, 0, 0),           // 17: drop
 ];
 
 const fn ins(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
@@ -117,7 +120,7 @@ mod tests {
                 assert!(i + 1 + usize::from(f.jf) < FILTER.len(), "jf of {i}");
             }
         }
-        assert_eq!(FILTER[14].code, 0x06);
-        assert_eq!(FILTER[15].k, 0);
+        assert_eq!(FILTER[16].code, 0x06);
+        assert_eq!(FILTER[17].k, 0);
     }
 }
