@@ -313,7 +313,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Stop::StdoutClosed => "stdout closed".to_string(),
             Stop::ReaderFailed(e) => e.clone(),
         };
-        eprintln!("debug: stopping ({why}); {:?}", pipeline.stats);
+        eprintln!(
+            "debug: stopping ({why}); {:?}; {}",
+            pipeline.stats,
+            pipeline.tables()
+        );
     }
     if let Some(t) = table {
         if let Err(e) = t.remove() {

@@ -141,6 +141,17 @@ impl<A: Attributor> Pipeline<A> {
         self.reverse = Some(Ok(reverse));
     }
 
+    /// How full the bounded tables are and how much they forgot to stay bounded, for `--debug`.
+    pub fn tables(&self) -> String {
+        format!(
+            "repeat memory {} (forgot {}), DNS names {} (rejected packets {})",
+            self.repeats.len(),
+            self.repeats.evicted(),
+            self.names.len(),
+            self.names.rejected
+        )
+    }
+
     /// Things to tell the reader (a reverse-DNS worker that could not start).
     pub fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
