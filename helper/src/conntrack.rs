@@ -267,6 +267,7 @@ pub struct EventSocket {
     socket: Socket,
     inode: u64,
     rcvbuf: usize,
+    groups: Vec<u32>,
     /// The socket's drop counter when last read, to turn ENOBUFS into a count of lost events.
     drops_seen: u64,
 }
@@ -305,6 +306,7 @@ impl EventSocket {
             socket,
             inode,
             rcvbuf,
+            groups: groups.to_vec(),
             drops_seen: 0,
         };
         s.drops_seen = s.kernel_drops().unwrap_or(0);
@@ -314,6 +316,12 @@ impl EventSocket {
     /// The receive buffer size asked for, to reopen the socket alike.
     pub fn rcvbuf(&self) -> usize {
         self.rcvbuf
+    }
+
+    /// A new subscription like this one, in its place.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        *self = EventSocket::open(&self.groups, self.rcvbuf)?;
+        Ok(())
     }
 
     /// Receives one datagram into `buf`.

@@ -20,6 +20,7 @@ pub mod nft;
 pub mod output;
 pub mod pipeline;
 pub mod privileges;
+pub mod reader;
 pub mod realtime;
 pub mod reverse;
 

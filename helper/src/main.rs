@@ -9,7 +9,7 @@
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
@@ -20,18 +20,16 @@ use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::SocketAttributor;
 use conntrack_tray_helper::commands::{self, Command, CommandError};
 use conntrack_tray_helper::config::{Config, ProtoSel};
-use conntrack_tray_helper::conntrack::{parse_datagram, EventSocket, Message, GROUP_NEW};
+use conntrack_tray_helper::conntrack::{EventSocket, GROUP_NEW};
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::event::{Event, Proto};
 use conntrack_tray_helper::netif::{self, AddrWatch};
 use conntrack_tray_helper::nft::ConntrackTable;
 use conntrack_tray_helper::output::{self, Format, Output};
-use conntrack_tray_helper::pipeline::{Early, Incoming, Outcome, Pipeline};
+use conntrack_tray_helper::pipeline::{Early, EarlyUpdate, Incoming, Outcome, Pipeline};
 use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
-/// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
-const BURST_GAP: std::time::Duration = std::time::Duration::from_millis(1);
 /// How many of the newest processes the reader's early lookup scans.
 const EARLY_SCAN_LIMIT: usize = 64;
 
@@ -334,12 +332,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Settings the reader's early attribution must follow.
-enum EarlyUpdate {
-    Config(Box<Config>),
-    Addrs(LocalAddrs),
-}
-
 struct Channels {
     flows: Receiver<Incoming>,
     cmds: Receiver<Option<Result<Command, CommandError>>>,
@@ -426,7 +418,10 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                     }
                 }
                 Ok(Incoming::Lost(count)) => Some(Event::Lost { count, reason: "kernel".into() }),
-                Ok(Incoming::Reopened(why)) => Some(Event::Error { message: format!("conntrack socket reopened after: {why}") }),
+                Ok(Incoming::Reopened(why)) => Some(Event::Error {
+                    message: format!("conntrack socket reopened after: {why}; flows in the gap are not counted"),
+                }),
+                Ok(Incoming::Garbled(why)) => Some(Event::Error { message: format!("unparsable conntrack message skipped: {why}") }),
                 Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
             },
         };
@@ -442,13 +437,11 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     }
 }
 
-/// The reader: recv, parse, queue. When nothing is queued it attributes the flow on the spot
-/// (see [`Early`]). When the queue is full it waits, and the kernel's buffer holds the rest;
-/// what the kernel then drops comes back as ENOBUFS and goes out as a `lost` record.
+/// Starts the reader thread (see `conntrack_tray_helper::reader`).
 fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
-    mut socket: EventSocket,
+    socket: EventSocket,
     tx: Sender<Incoming>,
-    mut early: Early<A>,
+    early: Early<A>,
     updates: Receiver<EarlyUpdate>,
     debug: bool,
     prio: &'static str,
@@ -459,122 +452,10 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
             if debug {
                 eprintln!("debug: conntrack reader runs at {prio}");
             }
-            let mut buf = vec![0u8; 1 << 16];
-            let mut failures = 0u32;
-            let mut congested = false;
-            let mut last_flow = Instant::now() - BURST_GAP;
-            loop {
-                match socket.recv(&mut buf) {
-                    Ok(n) => {
-                        failures = 0;
-                        let (at, read) = (SystemTime::now(), Instant::now());
-                        for m in parse_datagram(&buf[..n]) {
-                            let msg = match m {
-                                Ok(Message::Flow(flow)) => {
-                                    // Only when the pipeline has caught up and flows are not
-                                    // arriving back to back: in a burst, just read, and let the
-                                    // pipeline attribute the queued flows in one go.
-                                    let calm =
-                                        read.saturating_duration_since(last_flow) >= BURST_GAP;
-                                    last_flow = read;
-                                    let early = if calm && tx.is_empty() {
-                                        early_attribution(&mut early, &updates, &flow, at, debug)
-                                    } else {
-                                        None
-                                    };
-                                    Incoming::Flow {
-                                        flow,
-                                        at,
-                                        read,
-                                        early,
-                                    }
-                                }
-                                Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
-                                    congested = true;
-                                    Incoming::Lost(socket.take_lost(true))
-                                }
-                                Ok(_) => continue,
-                                Err(e) => {
-                                    Incoming::Reopened(format!("unparsable message skipped: {e}"))
-                                }
-                            };
-                            if tx.send(msg).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        congested = true;
-                        if tx.send(Incoming::Lost(socket.take_lost(true))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e)
-                        if e.kind() == io::ErrorKind::WouldBlock
-                            || e.kind() == io::ErrorKind::TimedOut =>
-                    {
-                        // Idle: report drops counted since the last ENOBUFS, once.
-                        if std::mem::take(&mut congested) {
-                            let lost = socket.take_lost(false);
-                            if lost > 0 && tx.send(Incoming::Lost(lost)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        failures += 1;
-                        if failures > 5 {
-                            return;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(
-                            100 * u64::from(failures),
-                        ));
-                        if let Ok(s) = EventSocket::open(&[GROUP_NEW], socket.rcvbuf()) {
-                            socket = s;
-                            if tx.send(Incoming::Reopened(e.to_string())).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
+            conntrack_tray_helper::reader::run(socket, tx, early, updates, debug);
         })
         .context("cannot start the reader thread")?;
     Ok(())
-}
-
-/// The reader's own attribution of a flow, right after reading it (see [`Early`]), with the
-/// settings the main loop sent since the last one.
-fn early_attribution<A: conntrack_tray_helper::attribution::Attributor>(
-    early: &mut Early<A>,
-    updates: &Receiver<EarlyUpdate>,
-    flow: &conntrack_tray_helper::Flow,
-    at: SystemTime,
-    debug: bool,
-) -> Option<Box<conntrack_tray_helper::attribution::Attribution>> {
-    for u in updates.try_iter() {
-        match u {
-            EarlyUpdate::Config(c) => early.set_config(*c),
-            EarlyUpdate::Addrs(a) => early.set_addrs(a),
-        }
-    }
-    let t0 = Instant::now();
-    let found = early.attribute(flow).map(Box::new);
-    if debug {
-        eprintln!(
-            "debug: early attribution of {}:{} took {:?}, {:?} after the event was read: {}",
-            flow.orig.src,
-            flow.orig.sport,
-            t0.elapsed(),
-            at.elapsed().unwrap_or_default(),
-            found
-                .as_ref()
-                .map(|a| output::sanitize(&a.process.comm).into_owned())
-                .unwrap_or_else(|| "none".into())
-        );
-    }
-    found
 }
 
 fn spawn_stdin(tx: Sender<Option<Result<Command, CommandError>>>) -> anyhow::Result<()> {

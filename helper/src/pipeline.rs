@@ -30,6 +30,14 @@ pub enum Incoming {
     Lost(u64),
     /// A socket error the reader recovered from by reopening the socket.
     Reopened(String),
+    /// A message the parser could not read (skipped).
+    Garbled(String),
+}
+
+/// Settings the reader's early attribution must follow.
+pub enum EarlyUpdate {
+    Config(Box<Config>),
+    Addrs(LocalAddrs),
 }
 
 /// Attribution at the earliest moment: in the reader thread, right after the event is read,
