@@ -216,39 +216,32 @@ mod tests {
         p.build_bytes_vec().expect("build")
     }
 
-    fn ipv4_udp(sport: u16, payload: &[u8]) -> Vec<u8> {
-        let total = 20 + 8 + payload.len();
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-            10,
-            0,
-            0,
-            53,
-            10,
-            0,
-            0,
-            1,
-        ];
-        let ulen = 8 + payload.len();
-        p.extend_from_slice(&sport.to_be_bytes());
-        p.extend_from_slice(&40000u16.to_be_bytes());
-        p.extend_from_slice(&(ulen as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(payload);
+    /// An IPv4 packet (10.0.0.53 -> 10.0.0.1, don't fragment) around a transport segment.
+    fn ipv4(proto: u8, segment: &[u8]) -> Vec<u8> {
+        let total = (20 + segment.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 53, 10, 0, 0, 1]);
+        p.extend_from_slice(segment);
         p
     }
 
+    /// A UDP datagram from `sport` to 40000.
+    fn udp(sport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&40000u16.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    fn ipv4_udp(sport: u16, payload: &[u8]) -> Vec<u8> {
+        ipv4(17, &udp(sport, payload))
+    }
+
+    /// A TCP segment (PSH|ACK) carrying one length-prefixed DNS message.
     fn ipv4_tcp(sport: u16, payload: &[u8]) -> Vec<u8> {
         let mut seg = Vec::new();
         seg.extend_from_slice(&sport.to_be_bytes());
@@ -257,42 +250,16 @@ mod tests {
         seg.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // offset 5, PSH|ACK
         seg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         seg.extend_from_slice(payload);
-        let total = 20 + seg.len();
-        let mut p = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-            10,
-            0,
-            0,
-            53,
-            10,
-            0,
-            0,
-            1,
-        ];
-        p.extend_from_slice(&seg);
-        p
+        ipv4(6, &seg)
     }
 
     fn ipv6_udp(sport: u16, payload: &[u8]) -> Vec<u8> {
-        let ulen = 8 + payload.len();
-        let mut p = vec![0x60, 0, 0, 0, (ulen >> 8) as u8, ulen as u8, 17, 64];
+        let u = udp(sport, payload);
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(u.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
         p.extend_from_slice(&[0u8; 32]);
-        p.extend_from_slice(&sport.to_be_bytes());
-        p.extend_from_slice(&40000u16.to_be_bytes());
-        p.extend_from_slice(&(ulen as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(payload);
+        p.extend_from_slice(&u);
         p
     }
 
