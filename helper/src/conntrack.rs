@@ -313,11 +313,6 @@ impl EventSocket {
         Ok(s)
     }
 
-    /// The receive buffer size asked for, to reopen the socket alike.
-    pub fn rcvbuf(&self) -> usize {
-        self.rcvbuf
-    }
-
     /// A new subscription like this one, in its place.
     pub fn reopen(&mut self) -> io::Result<()> {
         *self = EventSocket::open(&self.groups, self.rcvbuf)?;

@@ -144,11 +144,6 @@ impl<A: Attributor> Pipeline<A> {
         self.addrs = addrs;
     }
 
-    /// Uses `reverse` for reverse lookups when the configuration asks for them.
-    pub fn set_reverse(&mut self, reverse: Reverse) {
-        self.reverse = Some(Ok(reverse));
-    }
-
     /// How full the bounded tables are and how much they forgot to stay bounded, for `--debug`.
     pub fn tables(&self) -> String {
         format!(
@@ -195,14 +190,6 @@ impl<A: Attributor> Pipeline<A> {
         &mut self.names
     }
 
-    pub fn addrs(&self) -> &LocalAddrs {
-        &self.addrs
-    }
-
-    pub fn attributor(&self) -> &A {
-        &self.attributor
-    }
-
     /// Applies a stdin command; returns the acknowledgement to send.
     pub fn command(&mut self, cmd: Command) -> Event {
         let name = cmd.name().to_string();
@@ -218,10 +205,6 @@ impl<A: Attributor> Pipeline<A> {
             Command::Resume => self.paused = false,
         }
         Event::Ack { cmd: name }
-    }
-
-    pub fn paused(&self) -> bool {
-        self.paused
     }
 
     /// Decides about one flow. `at` is when it was read (the report's timestamp), `now` the

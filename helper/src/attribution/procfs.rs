@@ -345,10 +345,6 @@ impl ProcIndex {
         self.cache.insert((pid, start), process.clone());
         Some(process)
     }
-
-    pub fn indexed(&self) -> usize {
-        self.index.len()
-    }
 }
 
 impl Processes for ProcIndex {
