@@ -5,7 +5,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::Killed;
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
@@ -58,16 +62,6 @@ fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
-}
-
-/// A child process killed (and reaped) when the guard goes.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts a system bus and polkitd unless a system bus already runs.
