@@ -241,6 +241,8 @@ pub enum HostSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributedBy {
+    /// The kernel recorded the process as it called `connect()` (outbound TCP).
+    Connect,
     /// The socket with exactly the flow's addresses and ports.
     Socket,
     /// An unconnected UDP socket bound to the flow's local address and port.

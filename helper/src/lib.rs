@@ -6,6 +6,7 @@
 //! `output` (JSON or text lines). `commands` reads the applet's stdin commands.
 
 pub mod attribution;
+pub mod btf;
 pub mod commands;
 pub mod config;
 pub mod conntrack;

@@ -15,9 +15,10 @@ use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
+use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
-use conntrack_tray_helper::attribution::SocketAttributor;
+use conntrack_tray_helper::attribution::{Connects, SocketAttributor};
 use conntrack_tray_helper::commands::{self, Command, CommandError};
 use conntrack_tray_helper::config::{Config, ProtoSel};
 use conntrack_tray_helper::conntrack::{EventSocket, GROUP_NEW};
@@ -85,6 +86,11 @@ struct Cli {
     /// Do not add the nftables table that switches conntrack on.
     #[arg(long)]
     no_ensure_conntrack: bool,
+
+    /// Do not load the eBPF connect hook, which names programs that connect and exit at once
+    /// (outbound TCP); socket lookups alone then name them only while they live.
+    #[arg(long)]
+    no_connect_hook: bool,
 
     /// Receive buffer of the conntrack socket, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
@@ -224,16 +230,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("cannot subscribe to conntrack events: {e}")
         }
     })?;
-    let attributor = || -> anyhow::Result<_> {
-        Ok(SocketAttributor::new(
+    // Problems met while starting, reported right after the hello line (which comes first).
+    let mut startup: Vec<String> = Vec::new();
+    // Loading the hook needs CAP_BPF and CAP_PERFMON, which the helper does not keep.
+    let hook = if cli.no_connect_hook {
+        None
+    } else {
+        match ConnectLog::open() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                startup.push(format!(
+                    "the connect hook is off; programs that connect and exit at once may go \
+                     unnamed: {e}"
+                ));
+                None
+            }
+        }
+    };
+    let attributor = |connects: Option<Box<dyn Connects + Send>>| -> anyhow::Result<_> {
+        let a = SocketAttributor::new(
             SockDiag::open().context("cannot open the sock_diag socket")?,
             ProcIndex::new(),
-        ))
+        );
+        Ok(match connects {
+            Some(c) => a.with_connects(c),
+            None => a,
+        })
     };
-    let pipeline_attr = attributor()?;
+    let second = match &hook {
+        Some(h) => Some(Box::new(h.reader().context("cannot share the connect map")?) as _),
+        None => None,
+    };
+    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?;
     // The reader's lookups run at real-time priority, so they look at the newest processes
     // only; the pipeline's fallback scans them all at normal priority.
-    let mut early_attr = attributor()?;
+    let mut early_attr = attributor(second)?;
     early_attr.processes.set_scan_limit(Some(EARLY_SCAN_LIMIT));
 
     let stdout = io::stdout();
@@ -245,8 +276,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         hostname(),
     );
 
-    // Problems met while starting, reported right after the hello line (which comes first).
-    let mut startup: Vec<String> = Vec::new();
     let table = if cfg.monitor.ensure_conntrack {
         match ConntrackTable::add() {
             Ok(t) => Some(t),

@@ -6,10 +6,14 @@
 //! [`SocketAttributor`] is tested with tables; the real sources are tested end to end in
 //! network namespaces.
 //!
-//! Everything that names a process goes through [`Attributor`], so a kernel-side source (an
-//! eBPF connect hook that records the pid at `connect()` time) can be added later by
-//! implementing that one trait, without touching the filter or the output.
+//! For outbound TCP a kernel-side record comes first: [`connect_hook`] has the kernel note
+//! the connecting process at `tcp_connect()` time, behind the [`Connects`] trait, so a program
+//! that connects and exits at once is still named.
+//!
+//! Everything that names a process goes through [`Attributor`], so the filter and the output
+//! do not know which source answered.
 
+pub mod connect_hook;
 pub mod procfs;
 pub mod sock_diag;
 
@@ -65,6 +69,49 @@ pub trait Processes {
         let _ = local;
         None
     }
+
+    /// Process `pid` if it is still the one that connected: named `comm` and started no
+    /// later than `at_boot_ns` (CLOCK_BOOTTIME), so a reused pid is never taken for it.
+    fn by_pid(&mut self, pid: u32, comm: &str, at_boot_ns: u64) -> Option<Process> {
+        let _ = (pid, comm, at_boot_ns);
+        None
+    }
+
+    /// The name of user `uid`, when the passwd database has one.
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        let _ = uid;
+        None
+    }
+}
+
+/// The process that called `connect()` for a flow, as the kernel recorded it then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connector {
+    /// The thread group id: the process, not the thread.
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// When it connected, in CLOCK_BOOTTIME nanoseconds (the clock of /proc start times).
+    pub at_boot_ns: u64,
+}
+
+/// Records of who connected, by the connection's socket end (`src` local).
+pub trait Connects {
+    fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
+}
+
+/// A record older than this is not trusted for a new flow: the tuple's last connect was
+/// another connection (a TCP tuple is not reused within TIME_WAIT's 60 s, and the helper
+/// reads a flow within milliseconds of its connect, seconds in the worst flood).
+const CONNECT_FRESH_NS: u64 = 30_000_000_000;
+
+/// CLOCK_BOOTTIME now, in nanoseconds.
+fn boot_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// A flow's process, and how it was found.
@@ -99,6 +146,7 @@ pub struct SocketAttributor<S, P> {
     /// send to thousands of peers (a DNS server, a burst); a live socket keeps its port, so
     /// while its holder still has it open (which `Processes` checks) it is still the one.
     bound: HashMap<(Proto, IpAddr, u16), Bound>,
+    connects: Option<Box<dyn Connects + Send>>,
 }
 
 /// A bound socket, its holder, and when the holder was last seen holding it.
@@ -123,7 +171,39 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             processes,
             errors: 0,
             bound: HashMap::new(),
+            connects: None,
         }
+    }
+
+    /// Asks `connects` first for outbound TCP flows.
+    pub fn with_connects(mut self, connects: Box<dyn Connects + Send>) -> Self {
+        self.connects = Some(connects);
+        self
+    }
+
+    /// The connecting process of an outbound TCP flow, from the kernel's record: the live
+    /// process when it is still there, else what the record says (pid, comm, uid).
+    fn by_connect_record(&mut self, t: &Tuple) -> Option<Attribution> {
+        let r = self.connects.as_mut()?.connector(t);
+        let c = self.note(r)??;
+        if boot_ns().saturating_sub(c.at_boot_ns) > CONNECT_FRESH_NS {
+            return None;
+        }
+        let process = match self.processes.by_pid(c.pid, &c.comm, c.at_boot_ns) {
+            Some(p) => p,
+            None => Process {
+                pid: c.pid,
+                user: self.processes.user_name(c.uid),
+                comm: c.comm,
+                exe: None,
+                cmdline: Vec::new(),
+                uid: c.uid,
+            },
+        };
+        Some(Attribution {
+            process,
+            by: AttributedBy::Connect,
+        })
     }
 
     fn note<T>(&mut self, r: io::Result<T>) -> Option<T> {
@@ -201,6 +281,11 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             return None;
         }
         let t = sides.socket;
+        if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+            if let Some(found) = self.by_connect_record(&t) {
+                return Some(found);
+            }
+        }
         let key = (t.proto, t.src, t.sport);
         if let Some(b) = self.bound.get(&key).cloned() {
             if read <= b.verified {
@@ -261,6 +346,11 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
                 });
             }
         }
+        // The kernel files a record when the connection leaves SYN_SENT; a program that is
+        // gone by now has left it (it waited for the handshake, or closed the socket).
+        if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+            return self.by_connect_record(&t);
+        }
         None
     }
 
@@ -271,7 +361,7 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
 
 fn rank(by: AttributedBy) -> u8 {
     match by {
-        AttributedBy::Socket => 0,
+        AttributedBy::Connect | AttributedBy::Socket => 0,
         AttributedBy::BoundSocket => 1,
         AttributedBy::Listener => 2,
         AttributedBy::ClosedSocket => 3,
@@ -362,6 +452,37 @@ mod tests {
     impl Processes for FakeProcs {
         fn by_inode(&mut self, inode: u64, _uid: u32) -> Option<Process> {
             self.0.get(&inode).cloned()
+        }
+        /// The live processes are the ones holding sockets; each started at boot.
+        fn by_pid(&mut self, pid: u32, comm: &str, _at: u64) -> Option<Process> {
+            self.0
+                .values()
+                .find(|p| p.pid == pid && p.comm == comm)
+                .cloned()
+        }
+        fn user_name(&mut self, uid: u32) -> Option<String> {
+            (uid == 1000).then(|| "alice".to_string())
+        }
+    }
+
+    /// Kernel connect records by socket tuple.
+    #[derive(Default)]
+    struct FakeConnects(HashMap<Tuple, Connector>, bool);
+    impl Connects for FakeConnects {
+        fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+            if self.1 {
+                return Err(io::Error::other("bpf down"));
+            }
+            Ok(self.0.get(t).cloned())
+        }
+    }
+
+    fn connector(pid: u32, comm: &str, age_secs: u64) -> Connector {
+        Connector {
+            pid,
+            uid: 1000,
+            comm: comm.into(),
+            at_boot_ns: boot_ns().saturating_sub(age_secs * 1_000_000_000),
         }
     }
 
@@ -626,5 +747,107 @@ mod tests {
             None
         );
         assert_eq!(a.errors(), 2, "both exact lookups failed and were counted");
+    }
+
+    fn with_records(
+        s: FakeSockets,
+        procs: &[(u64, Process)],
+        records: &[(&Sides, Connector)],
+        failing: bool,
+    ) -> SocketAttributor<FakeSockets, FakeProcs> {
+        let table = records.iter().map(|(s, c)| (s.socket, c.clone())).collect();
+        attributor(s, procs).with_connects(Box::new(FakeConnects(table, failing)))
+    }
+
+    #[test]
+    fn a_connect_record_names_a_live_process_with_its_details() {
+        let flow = sides(Proto::Tcp, "10.0.0.1", 40000, "93.184.216.34", 443);
+        // The socket says process 1 (it was passed on); the kernel saw 7 connect.
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40000),
+            sock(Proto::Tcp, 1, "10.0.0.1", 40000, "93.184.216.34", 443, 11),
+        );
+        let procs = [(11, proc_(1, "init")), (12, proc_(7, "curl"))];
+        let mut a = with_records(s, &procs, &[(&flow, connector(7, "curl", 0))], false);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!(got.by, AttributedBy::Connect);
+        assert_eq!(got.process, proc_(7, "curl"));
+    }
+
+    #[test]
+    fn a_connect_record_of_a_process_that_is_gone_says_what_the_kernel_saw() {
+        let flow = sides(Proto::Tcp, "fd00::1", 40001, "2001:db8::1", 80);
+        let mut a = with_records(
+            FakeSockets::default(),
+            &[],
+            &[(&flow, connector(4242, "bash", 0))],
+            false,
+        );
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!(got.by, AttributedBy::Connect);
+        assert_eq!(
+            got.process,
+            Process {
+                pid: 4242,
+                comm: "bash".into(),
+                exe: None,
+                cmdline: vec![],
+                uid: 1000,
+                user: Some("alice".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn stale_records_inbound_flows_and_failing_lookups_fall_back_to_sockets() {
+        let out = sides(Proto::Tcp, "10.0.0.1", 40002, "10.0.0.9", 443);
+        let inbound = sides(Proto::Tcp, "10.0.0.9", 50000, "10.0.0.1", 22);
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40002),
+            sock(Proto::Tcp, 1, "10.0.0.1", 40002, "10.0.0.9", 443, 11),
+        );
+        s.all.push(sock(
+            Proto::Tcp,
+            TCP_LISTEN,
+            "0.0.0.0",
+            22,
+            "0.0.0.0",
+            0,
+            12,
+        ));
+        let procs = [(11, proc_(5, "wget")), (12, proc_(6, "sshd"))];
+        let records = [
+            (&out, connector(99, "old", 31)),
+            (&inbound, connector(98, "nobody", 0)),
+        ];
+        let mut a = with_records(s, &procs, &records, false);
+        assert_eq!(a.attribute(&out).unwrap().by, AttributedBy::Socket);
+        let got = a.attribute(&inbound).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Listener, 6));
+        assert_eq!(a.errors(), 0);
+
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 40002),
+            sock(Proto::Tcp, 1, "10.0.0.1", 40002, "10.0.0.9", 443, 11),
+        );
+        let fresh = [(&out, connector(99, "new", 0))];
+        let mut a = with_records(s, &procs, &fresh, true);
+        assert_eq!(a.attribute(&out).unwrap().process.pid, 5);
+        assert_eq!(a.errors(), 1);
+    }
+
+    #[test]
+    fn udp_flows_do_not_ask_for_connect_records() {
+        let flow = sides(Proto::Udp, "10.0.0.1", 5353, "10.0.0.9", 53);
+        let mut a = with_records(
+            FakeSockets::default(),
+            &[],
+            &[(&flow, connector(1, "dig", 0))],
+            false,
+        );
+        assert_eq!(a.attribute(&flow), None);
     }
 }

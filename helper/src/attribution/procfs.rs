@@ -302,6 +302,18 @@ impl ProcIndex {
         Some(stat)
     }
 
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+
     /// Describes the process `stat` came from.
     fn describe(&mut self, stat: Stat) -> Option<Process> {
         let (pid, start) = (stat.pid, stat.starttime);
@@ -321,16 +333,7 @@ impl ProcIndex {
         if self.stat(pid)?.starttime != start {
             return None;
         }
-        let user = self
-            .users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .clone();
+        let user = self.user(uid);
         let process = Process {
             pid: u32::try_from(pid).ok()?,
             comm: stat.comm,
@@ -368,6 +371,21 @@ impl Processes for ProcIndex {
 
     fn by_closed_tcp(&mut self, local: SocketAddr) -> Option<Process> {
         self.closed_tcp_holder(local)
+    }
+
+    fn by_pid(&mut self, pid: u32, comm: &str, at_boot_ns: u64) -> Option<Process> {
+        let stat = self.stat(i32::try_from(pid).ok()?)?;
+        // Start times are in clock ticks, rounded down: a process started in the same tick
+        // as the connect passes, one started a tick later (a reused pid) does not.
+        let tick_ns = 1_000_000_000 / procfs::ticks_per_second().max(1);
+        if stat.comm != comm || stat.starttime.saturating_mul(tick_ns) > at_boot_ns {
+            return None;
+        }
+        self.describe(stat)
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        self.user(uid)
     }
 }
 

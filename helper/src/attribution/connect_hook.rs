@@ -1,0 +1,783 @@
+//! The kernel tells who connected: an eBPF program on the `inet_sock_set_state` tracepoint
+//! records, for every outbound TCP connection, the process that called `connect()`, under the
+//! connection's addresses and ports.
+//!
+//! Socket lookups run after the kernel's conntrack event, and a program that connects and
+//! exits at once (a bash `/dev/tcp` one-shot, a connect refused at once) can be gone by then:
+//! a prototype named only 24 of 40 bash one-shots that way. The tracepoint fires inside
+//! `connect()` in the connecting process, so the record does not depend on the process living
+//! on; the helper looks it up by the flow's tuple.
+//!
+//! The program is small and written here as instructions, because building eBPF from C or
+//! Rust needs a toolchain (clang, bpf-linker) that building this crate must not. Where
+//! `struct sock`'s fields sit comes from the running kernel's BTF ([`crate::btf`]). It is a
+//! raw tracepoint program: function-entry hooks (fentry) are refused on some kernels (EPERM
+//! on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the kernel
+//! bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP flow.
+//! Records carry the network namespace, so a connect in another namespace with the same
+//! addresses is never taken for ours.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use super::{Connector, Connects};
+use crate::btf::{Btf, BtfError};
+use crate::event::Tuple;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{0}")]
+    Btf(#[from] BtfError),
+    #[error("{what}: {err}")]
+    Sys { what: &'static str, err: io::Error },
+    #[error("the kernel refused the connect hook: {err}: {log}")]
+    Verifier { err: io::Error, log: String },
+}
+
+/// Where the fields the program reads sit, in bytes from the start of `struct sock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub family: i32,
+    pub dport: i32,
+    pub num: i32,
+    pub daddr: i32,
+    pub rcv_saddr: i32,
+    pub v6_daddr: i32,
+    pub v6_rcv_saddr: i32,
+    pub net: i32,
+    /// Within `struct net`.
+    pub ns_inum: i32,
+}
+
+/// The BTF names [`Offsets::from_btf`] and [`ConnectLog::open`] look up.
+pub const BTF_NAMES: &[&str] = &[
+    "sock",
+    "sock_common",
+    "__sk_common",
+    "skc_daddr",
+    "skc_rcv_saddr",
+    "skc_dport",
+    "skc_num",
+    "skc_family",
+    "skc_net",
+    "skc_v6_daddr",
+    "skc_v6_rcv_saddr",
+    "net",
+    "ns",
+    "inum",
+];
+
+/// The tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
+const TRACEPOINT: &[u8] = b"inet_sock_set_state\0";
+
+impl Offsets {
+    pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
+        let base = btf.offset_of("sock", &["__sk_common"])?;
+        let sc = |f: &str| -> Result<i32, BtfError> {
+            let off = base + btf.offset_of("sock_common", &[f])?;
+            i32::try_from(off).map_err(|_| BtfError::Missing(format!("sock_common.{f}")))
+        };
+        // `possible_net_t` is empty without network namespaces; then there is no pointer.
+        if btf.size_at("sock_common", &["skc_net"])? != 8 {
+            return Err(BtfError::Missing("sock_common.skc_net.net".into()));
+        }
+        let net = base + btf.offset_of("sock_common", &["skc_net", "net"])?;
+        let ns_inum = btf.offset_of("net", &["ns", "inum"])?;
+        let int =
+            |v: u32, what: &str| i32::try_from(v).map_err(|_| BtfError::Missing(what.to_string()));
+        Ok(Offsets {
+            family: sc("skc_family")?,
+            dport: sc("skc_dport")?,
+            num: sc("skc_num")?,
+            daddr: sc("skc_daddr")?,
+            rcv_saddr: sc("skc_rcv_saddr")?,
+            v6_daddr: sc("skc_v6_daddr")?,
+            v6_rcv_saddr: sc("skc_v6_rcv_saddr")?,
+            net: int(net, "sock_common.skc_net")?,
+            ns_inum: int(ns_inum, "net.ns.inum")?,
+        })
+    }
+}
+
+/// The map's key: the connection as the socket sees it, and its network namespace.
+///
+/// ```text
+///  0 u32 netns inode   4 u16 family   6 u16 remote port (network order)
+///  8 u16 local port (host order)      10..16 zero
+/// 16 [u8; 16] remote address          32 [u8; 16] local address (IPv4: first 4 bytes)
+/// ```
+pub const KEY_LEN: usize = 48;
+/// The map's value: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm`.
+pub const VALUE_LEN: usize = 32;
+/// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
+/// reader looks a flow up within milliseconds of its connect.
+const MAP_ENTRIES: u32 = 32768;
+/// Connections in SYN_SENT at once: the handshakes in flight.
+const PENDING_ENTRIES: u32 = 8192;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The key for a flow's socket end: `t.src:t.sport` local, `t.dst:t.dport` remote. An IPv4
+/// flow of a dual-stack IPv6 socket is recorded in its IPv4 form too, so one key fits both.
+pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    k[0..4].copy_from_slice(&netns.to_ne_bytes());
+    k[6..8].copy_from_slice(&t.dport.to_be_bytes());
+    k[8..10].copy_from_slice(&t.sport.to_ne_bytes());
+    let (fam, dst, src) = match (t.dst, t.src) {
+        (IpAddr::V4(d), IpAddr::V4(s)) => (AF_INET, d.octets().to_vec(), s.octets().to_vec()),
+        (d, s) => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            (AF_INET6, v6(d), v6(s))
+        }
+    };
+    k[4..6].copy_from_slice(&fam.to_ne_bytes());
+    k[16..16 + dst.len()].copy_from_slice(&dst);
+    k[32..32 + src.len()].copy_from_slice(&src);
+    k
+}
+
+/// Reads a map value back into a [`Connector`].
+pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
+    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    let mut ns = [0u8; 8];
+    ns.copy_from_slice(&v[8..16]);
+    let comm = &v[16..32];
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    Connector {
+        pid: word(0),
+        uid: word(4),
+        at_boot_ns: u64::from_ne_bytes(ns),
+        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+    }
+}
+
+/// A tiny eBPF assembler: enough instructions for one straight program with forward jumps.
+mod asm {
+    use std::collections::HashMap;
+
+    pub const R0: u8 = 0;
+    pub const R1: u8 = 1;
+    pub const R2: u8 = 2;
+    pub const R3: u8 = 3;
+    pub const R4: u8 = 4;
+    pub const R6: u8 = 6;
+    pub const R7: u8 = 7;
+    pub const R8: u8 = 8;
+    pub const FP: u8 = 10;
+
+    // Instruction classes, sizes, operations (linux/bpf_common.h, linux/bpf.h).
+    const LD: u8 = 0x00;
+    const LDX: u8 = 0x01;
+    const ST: u8 = 0x02;
+    const STX: u8 = 0x03;
+    const JMP: u8 = 0x05;
+    const JMP32: u8 = 0x06;
+    const ALU64: u8 = 0x07;
+    const MEM: u8 = 0x60;
+    const IMM: u8 = 0x00;
+    pub const W: u8 = 0x00;
+    pub const H: u8 = 0x08;
+    pub const DW: u8 = 0x18;
+    const K: u8 = 0x00;
+    const X: u8 = 0x08;
+    const ADD: u8 = 0x00;
+    const RSH: u8 = 0x70;
+    const MOV: u8 = 0xb0;
+    const JA: u8 = 0x00;
+    const JEQ: u8 = 0x10;
+    const JNE: u8 = 0x50;
+    const CALL: u8 = 0x80;
+    const EXIT: u8 = 0x90;
+    const PSEUDO_MAP_FD: u8 = 1;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Insn {
+        pub code: u8,
+        pub dst: u8,
+        pub src: u8,
+        pub off: i16,
+        pub imm: i32,
+    }
+
+    impl Insn {
+        pub fn encode(self) -> [u8; 8] {
+            let mut b = [0u8; 8];
+            b[0] = self.code;
+            b[1] = (self.dst & 0x0f) | (self.src << 4);
+            b[2..4].copy_from_slice(&self.off.to_le_bytes());
+            b[4..8].copy_from_slice(&self.imm.to_le_bytes());
+            b
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Asm {
+        pub insns: Vec<Insn>,
+        labels: HashMap<&'static str, usize>,
+        jumps: Vec<(usize, &'static str)>,
+    }
+
+    impl Asm {
+        fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
+            self.insns.push(Insn {
+                code,
+                dst,
+                src,
+                off,
+                imm,
+            });
+            self
+        }
+        pub fn mov(&mut self, dst: u8, src: u8) -> &mut Self {
+            self.op(ALU64 | MOV | X, dst, src, 0, 0)
+        }
+        pub fn mov_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+            self.op(ALU64 | MOV | K, dst, 0, 0, imm)
+        }
+        pub fn add_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+            self.op(ALU64 | ADD | K, dst, 0, 0, imm)
+        }
+        pub fn rsh_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+            self.op(ALU64 | RSH | K, dst, 0, 0, imm)
+        }
+        /// `dst = *(size *)(src + off)`
+        pub fn load(&mut self, size: u8, dst: u8, src: u8, off: i16) -> &mut Self {
+            self.op(LDX | MEM | size, dst, src, off, 0)
+        }
+        /// `*(size *)(dst + off) = src`
+        pub fn store(&mut self, size: u8, dst: u8, off: i16, src: u8) -> &mut Self {
+            self.op(STX | MEM | size, dst, src, off, 0)
+        }
+        /// `*(size *)(dst + off) = imm`
+        pub fn store_imm(&mut self, size: u8, dst: u8, off: i16, imm: i32) -> &mut Self {
+            self.op(ST | MEM | size, dst, 0, off, imm)
+        }
+        pub fn call(&mut self, helper: i32) -> &mut Self {
+            self.op(JMP | CALL, 0, 0, 0, helper)
+        }
+        pub fn exit(&mut self) -> &mut Self {
+            self.op(JMP | EXIT, 0, 0, 0, 0)
+        }
+        /// A map's fd as a 64-bit immediate, which the kernel turns into the map's address.
+        pub fn load_map(&mut self, dst: u8, fd: i32) -> &mut Self {
+            self.op(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd)
+                .op(0, 0, 0, 0, 0)
+        }
+        fn jump(&mut self, code: u8, dst: u8, imm: i32, to: &'static str) -> &mut Self {
+            self.jumps.push((self.insns.len(), to));
+            self.op(code, dst, 0, 0, imm)
+        }
+        pub fn ja(&mut self, to: &'static str) -> &mut Self {
+            self.jump(JMP | JA, 0, 0, to)
+        }
+        pub fn jeq_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
+            self.jump(JMP | JEQ | K, dst, imm, to)
+        }
+        pub fn jne_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
+            self.jump(JMP | JNE | K, dst, imm, to)
+        }
+        /// Compares the low 32 bits only, so an immediate with the top bit set means itself.
+        pub fn jne32_imm(&mut self, dst: u8, imm: u32, to: &'static str) -> &mut Self {
+            self.jump(JMP32 | JNE | K, dst, imm as i32, to)
+        }
+        pub fn label(&mut self, name: &'static str) -> &mut Self {
+            self.labels.insert(name, self.insns.len());
+            self
+        }
+        /// Resolves the jumps; `None` names a label that was never placed (a bug here).
+        pub fn finish(mut self) -> Result<Vec<Insn>, &'static str> {
+            for (at, to) in std::mem::take(&mut self.jumps) {
+                let target = *self.labels.get(to).ok_or(to)?;
+                let rel = i16::try_from(target as i64 - at as i64 - 1).map_err(|_| to)?;
+                if rel < 0 {
+                    return Err(to);
+                }
+                self.insns[at].off = rel;
+            }
+            Ok(self.insns)
+        }
+    }
+}
+
+// Helper function ids (linux/bpf.h, `enum bpf_func_id`).
+const MAP_LOOKUP_ELEM: i32 = 1;
+const MAP_UPDATE_ELEM: i32 = 2;
+const MAP_DELETE_ELEM: i32 = 3;
+const GET_CURRENT_PID_TGID: i32 = 14;
+const GET_CURRENT_UID_GID: i32 = 15;
+const GET_CURRENT_COMM: i32 = 16;
+const PROBE_READ_KERNEL: i32 = 113;
+const KTIME_GET_BOOT_NS: i32 = 125;
+
+const TCP_SYN_SENT: i32 = 2;
+
+/// The program, on `inet_sock_set_state(sk, oldstate, newstate)`.
+///
+/// Entering SYN_SENT happens in `connect()`, in the connecting process, but before the local
+/// port is chosen; so the process is noted under the socket's address (`pending`). Leaving
+/// SYN_SENT (handshake done, refused, or closed) the ports are known: the note moves to
+/// `connects` under the connection's tuple. A program that exits at once has left SYN_SENT by
+/// then (a blocking connect waits for the handshake; a close ends it), so its record is there.
+///
+/// Stack: key at fp-48, value at fp-80, a scratch word at fp-88, the socket address at fp-96.
+pub fn program(
+    o: &Offsets,
+    pending_fd: i32,
+    connects_fd: i32,
+) -> Result<Vec<asm::Insn>, &'static str> {
+    use asm::*;
+    const KEY: i16 = -48;
+    const VAL: i16 = -80;
+    const TMP: i16 = -88;
+    const SK: i16 = -96;
+    let mut a = Asm::default();
+    // The stack starts zeroed, as the verifier wants what helpers read to be initialised.
+    for off in (SK..0).step_by(8) {
+        a.store_imm(DW, FP, off, 0);
+    }
+    // r6 = sk, r7 = oldstate, r8 = newstate (raw tracepoint arguments, one u64 each).
+    a.load(DW, R6, R1, 0)
+        .load(DW, R7, R1, 8)
+        .load(DW, R8, R1, 16)
+        .store(DW, FP, SK, R6)
+        .jne32_imm(R8, TCP_SYN_SENT as u32, "leaving");
+    // Entering SYN_SENT: note the current process under the socket's address.
+    a.call(GET_CURRENT_PID_TGID)
+        .rsh_imm(R0, 32)
+        .store(W, FP, VAL, R0)
+        .call(GET_CURRENT_UID_GID)
+        .store(W, FP, VAL + 4, R0)
+        .call(KTIME_GET_BOOT_NS)
+        .store(DW, FP, VAL + 8, R0)
+        .mov(R1, FP)
+        .add_imm(R1, i32::from(VAL + 16))
+        .mov_imm(R2, 16)
+        .call(GET_CURRENT_COMM)
+        .load_map(R1, pending_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SK))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(VAL))
+        .mov_imm(R4, 0)
+        .call(MAP_UPDATE_ELEM)
+        .ja("out");
+
+    // Leaving SYN_SENT: take the note, if any, and file it under the tuple.
+    a.label("leaving")
+        .jne32_imm(R7, TCP_SYN_SENT as u32, "out")
+        .load_map(R1, pending_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SK))
+        .call(MAP_LOOKUP_ELEM)
+        .jeq_imm(R0, 0, "out");
+    for off in (0..32).step_by(8) {
+        a.load(DW, R1, R0, off).store(DW, FP, VAL + off, R1);
+    }
+    a.load_map(R1, pending_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(SK))
+        .call(MAP_DELETE_ELEM);
+
+    // Reads `len` bytes at `base` + `field` into the stack at `to`.
+    fn read(a: &mut Asm, to: i16, len: i32, base: u8, field: i32) {
+        a.mov(R1, FP)
+            .add_imm(R1, i32::from(to))
+            .mov_imm(R2, len)
+            .mov(R3, base);
+        if field != 0 {
+            a.add_imm(R3, field);
+        }
+        a.call(PROBE_READ_KERNEL);
+    }
+    read(&mut a, KEY + 4, 2, R6, o.family);
+    a.load(H, R0, FP, KEY + 4)
+        .jeq_imm(R0, i32::from(AF_INET), "v4")
+        .jne_imm(R0, i32::from(AF_INET6), "out");
+    read(&mut a, KEY + 16, 16, R6, o.v6_daddr);
+    // A dual-stack socket connecting to ::ffff:a.b.c.d: record it as the IPv4 flow it is.
+    a.load(DW, R0, FP, KEY + 16)
+        .jne_imm(R0, 0, "v6")
+        .load(W, R0, FP, KEY + 24)
+        .jne32_imm(R0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), "v6")
+        .store_imm(H, FP, KEY + 4, i32::from(AF_INET))
+        .store_imm(DW, FP, KEY + 16, 0)
+        .store_imm(DW, FP, KEY + 24, 0)
+        .ja("v4")
+        .label("v6");
+    read(&mut a, KEY + 32, 16, R6, o.v6_rcv_saddr);
+    a.ja("ports").label("v4");
+    read(&mut a, KEY + 16, 4, R6, o.daddr);
+    read(&mut a, KEY + 32, 4, R6, o.rcv_saddr);
+    a.label("ports");
+    read(&mut a, KEY + 6, 2, R6, o.dport);
+    read(&mut a, KEY + 8, 2, R6, o.num);
+    // The namespace: sk->__sk_common.skc_net.net->ns.inum.
+    read(&mut a, TMP, 8, R6, o.net);
+    a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
+    read(&mut a, KEY, 4, R4, o.ns_inum);
+    a.label("file")
+        .load_map(R1, connects_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(KEY))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(VAL))
+        .mov_imm(R4, 0)
+        .call(MAP_UPDATE_ELEM)
+        .label("out")
+        .mov_imm(R0, 0)
+        .exit();
+    a.finish()
+}
+
+/// The loaded hook. Dropping it detaches the program and frees the map.
+pub struct ConnectLog {
+    map: OwnedFd,
+    _pending: OwnedFd,
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    netns: u32,
+    value: [u8; VALUE_LEN],
+}
+
+impl ConnectLog {
+    /// Loads and attaches the program. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
+    pub fn open() -> Result<ConnectLog, HookError> {
+        let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
+            what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
+            err,
+        })?;
+        let offsets = Offsets::from_btf(&Btf::load(f, BTF_NAMES)?)?;
+        let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
+        let netns = std::fs::metadata("/proc/self/ns/net")
+            .map_err(sys_err("cannot read the network namespace"))?
+            .ino();
+        let netns = u32::try_from(netns)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+            .map_err(sys_err("network namespace inode out of range"))?;
+        let pending = sys::map_create(8, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
+            .map_err(sys_err("cannot create the pending map"))?;
+        let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
+            .map_err(sys_err("cannot create the connect map"))?;
+        let insns = program(&offsets, pending.as_raw_fd(), map.as_raw_fd())
+            .map_err(|label| io::Error::other(format!("unresolved jump to {label}")))
+            .map_err(sys_err("connect hook program"))?;
+        let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+        let prog = sys::prog_load_raw_tracepoint(&code)?;
+        let link = sys::attach(&prog, TRACEPOINT).map_err(sys_err(
+            "cannot attach the connect hook to inet_sock_set_state",
+        ))?;
+        Ok(ConnectLog {
+            map,
+            _pending: pending,
+            _link: link,
+            _prog: prog,
+            netns,
+            value: [0; VALUE_LEN],
+        })
+    }
+
+    /// Another handle on the same map, for a second attributor (the program stays attached
+    /// as long as the first one lives).
+    pub fn reader(&self) -> io::Result<ConnectReader> {
+        Ok(ConnectReader {
+            map: self.map.try_clone()?,
+            netns: self.netns,
+            value: [0; VALUE_LEN],
+        })
+    }
+}
+
+/// A lookup handle on a [`ConnectLog`]'s map.
+pub struct ConnectReader {
+    map: OwnedFd,
+    netns: u32,
+    value: [u8; VALUE_LEN],
+}
+
+fn lookup(
+    map: &OwnedFd,
+    netns: u32,
+    value: &mut [u8; VALUE_LEN],
+    t: &Tuple,
+) -> io::Result<Option<Connector>> {
+    let k = key(netns, t);
+    Ok(sys::map_lookup(map, &k, value)?.then(|| connector(value)))
+}
+
+impl Connects for ConnectLog {
+    fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+        lookup(&self.map, self.netns, &mut self.value, t)
+    }
+}
+
+impl Connects for ConnectReader {
+    fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+        lookup(&self.map, self.netns, &mut self.value, t)
+    }
+}
+
+/// The `bpf()` and attach system calls; the only unsafe code of the hook.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::HookError;
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+
+    /// A `union bpf_attr` being filled in: little fields at fixed offsets, the rest zero, as
+    /// the kernel requires of the bytes it does not read.
+    struct Attr<const N: usize>([u8; N]);
+
+    impl<const N: usize> Attr<N> {
+        fn new() -> Self {
+            Attr([0; N])
+        }
+        fn u32(&mut self, at: usize, v: u32) -> &mut Self {
+            self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn u64(&mut self, at: usize, v: u64) -> &mut Self {
+            self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn bytes(&mut self, at: usize, v: &[u8]) -> &mut Self {
+            self.0[at..at + v.len()].copy_from_slice(v);
+            self
+        }
+    }
+
+    fn ptr<T>(p: *const T) -> u64 {
+        p as usize as u64
+    }
+
+    fn bpf<const N: usize>(cmd: libc::c_long, attr: &mut Attr<N>) -> io::Result<libc::c_long> {
+        // SAFETY: `attr` is a live, fully initialised buffer of N bytes, and every pointer
+        // written into it points at memory borrowed for the duration of this call.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), N as libc::c_long) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
+        let fd =
+            libc::c_int::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        // SAFETY: the kernel has just returned `fd` as a new file descriptor, owned by no one
+        // else; it is closed exactly once, by the OwnedFd.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+        let mut a = Attr::<48>::new();
+        a.u32(0, BPF_MAP_TYPE_LRU_HASH)
+            .u32(4, key as u32)
+            .u32(8, value as u32)
+            .u32(12, entries)
+            .bytes(28, &name[..name.len().min(15)]);
+        fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
+    }
+
+    pub fn prog_load_raw_tracepoint(code: &[u8]) -> Result<OwnedFd, HookError> {
+        let license = b"Dual MIT/GPL\0";
+        let load = |log: Option<&mut Vec<u8>>| {
+            let mut a = Attr::<120>::new();
+            a.u32(0, BPF_PROG_TYPE_RAW_TRACEPOINT)
+                .u32(4, (code.len() / 8) as u32)
+                .u64(8, ptr(code.as_ptr()))
+                .u64(16, ptr(license.as_ptr()))
+                .bytes(48, b"ctt_connect");
+            if let Some(log) = log {
+                a.u32(24, 1)
+                    .u32(28, log.len() as u32)
+                    .u64(32, ptr(log.as_mut_ptr()));
+                bpf(BPF_PROG_LOAD, &mut a)
+            } else {
+                bpf(BPF_PROG_LOAD, &mut a)
+            }
+        };
+        match load(None) {
+            Ok(fd) => fd_of(fd).map_err(|err| HookError::Sys {
+                what: "connect hook program",
+                err,
+            }),
+            Err(err) => {
+                // Again with the verifier's log, to say why.
+                let mut log = vec![0u8; 256 * 1024];
+                let _ = load(Some(&mut log));
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(HookError::Verifier {
+                    err,
+                    log: tail.join(" / "),
+                })
+            }
+        }
+    }
+
+    /// Attaches `prog` to the tracepoint `name` (NUL-terminated).
+    pub fn attach(prog: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+        if name.last() != Some(&0) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let mut a = Attr::<16>::new();
+        a.u64(0, ptr(name.as_ptr())).u32(8, prog.as_raw_fd() as u32);
+        fd_of(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a)?)
+    }
+
+    /// Whether `key` is in the map; its value is then in `value`.
+    pub fn map_lookup<const K: usize, const V: usize>(
+        map: &OwnedFd,
+        key: &[u8; K],
+        value: &mut [u8; V],
+    ) -> io::Result<bool> {
+        let mut a = Attr::<32>::new();
+        a.u32(0, map.as_raw_fd() as u32)
+            .u64(8, ptr(key.as_ptr()))
+            .u64(16, ptr(value.as_mut_ptr()));
+        match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Proto;
+
+    #[test]
+    fn keys_put_each_field_where_the_program_writes_it() {
+        let t = crate::event::fixtures::flow(Proto::Tcp, "10.0.0.1", 43210, "10.0.0.2", 443).orig;
+        let k = key(0x1234_5678, &t);
+        assert_eq!(&k[0..4], &0x1234_5678u32.to_ne_bytes());
+        assert_eq!(&k[4..6], &2u16.to_ne_bytes());
+        assert_eq!(&k[6..8], &[0x01, 0xbb]); // 443, network order, as skc_dport holds it
+        assert_eq!(&k[8..10], &43210u16.to_ne_bytes()); // host order, as skc_num holds it
+        assert_eq!(&k[16..20], &[10, 0, 0, 2]);
+        assert_eq!(&k[32..36], &[10, 0, 0, 1]);
+        assert!(k[10..16]
+            .iter()
+            .chain(&k[20..32])
+            .chain(&k[36..])
+            .all(|&b| b == 0));
+
+        let v6 = Tuple {
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            ..t
+        };
+        let k = key(1, &v6);
+        assert_eq!(&k[4..6], &10u16.to_ne_bytes());
+        assert_eq!(k[31], 2);
+        assert_eq!(k[47], 1);
+    }
+
+    #[test]
+    fn values_read_back_with_a_cut_comm() {
+        let mut v = [0u8; VALUE_LEN];
+        v[0..4].copy_from_slice(&4242u32.to_ne_bytes());
+        v[4..8].copy_from_slice(&1000u32.to_ne_bytes());
+        v[8..16].copy_from_slice(&123_456_789u64.to_ne_bytes());
+        v[16..20].copy_from_slice(b"bash");
+        let c = connector(&v);
+        assert_eq!(
+            c,
+            Connector {
+                pid: 4242,
+                uid: 1000,
+                at_boot_ns: 123_456_789,
+                comm: "bash".into()
+            }
+        );
+        v[16..32].copy_from_slice(b"0123456789abcdef");
+        assert_eq!(connector(&v).comm, "0123456789abcdef");
+        v[16] = 0xff;
+        assert!(connector(&v).comm.starts_with('\u{fffd}'));
+    }
+
+    fn offsets() -> Offsets {
+        Offsets {
+            family: 16,
+            dport: 12,
+            num: 14,
+            daddr: 0,
+            rcv_saddr: 4,
+            v6_daddr: 56,
+            v6_rcv_saddr: 72,
+            net: 48,
+            ns_inum: 200,
+        }
+    }
+
+    #[test]
+    fn the_program_jumps_forward_only_and_ends_in_exit() {
+        let p = program(&offsets(), 7, 8).unwrap();
+        assert_eq!(p.last().map(|i| i.code), Some(0x95));
+        // Map fds sit in two-slot loads; every jump lands inside the program.
+        let maps: Vec<(u8, i32)> = p
+            .iter()
+            .filter(|i| i.code == 0x18)
+            .map(|i| (i.src, i.imm))
+            .collect();
+        assert_eq!(maps, [(1, 7), (1, 7), (1, 7), (1, 8)]);
+        for (at, i) in p.iter().enumerate() {
+            if i.code & 0x07 == 0x05 && !matches!(i.code, 0x85 | 0x95) {
+                let to = at as i64 + 1 + i64::from(i.off);
+                assert!(i.off >= 0 && to < p.len() as i64, "jump at {at} to {to}");
+            }
+        }
+        // Every field offset the BTF gave is read.
+        for off in [16, 12, 14, 0, 4, 56, 72, 48, 200] {
+            assert!(
+                p.iter()
+                    .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
+                    || (off == 0 && p.iter().any(|i| i.code == 0xbf && i.dst == 3)),
+                "no read at offset {off}"
+            );
+        }
+    }
+
+    #[test]
+    fn offsets_from_a_kernel_like_btf() {
+        let btf = Btf::load(
+            std::io::Cursor::new(crate::btf::tests::sock_like()),
+            BTF_NAMES,
+        )
+        .unwrap();
+        assert_eq!(
+            Offsets::from_btf(&btf).unwrap(),
+            Offsets {
+                family: 16,
+                dport: 12,
+                num: 14,
+                daddr: 0,
+                rcv_saddr: 4,
+                v6_daddr: 56,
+                v6_rcv_saddr: 72,
+                net: 48,
+                ns_inum: 48,
+            }
+        );
+    }
+}
