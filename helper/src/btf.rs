@@ -506,11 +506,17 @@ pub mod tests {
         );
         // A forward declaration of the same name comes first and must not be taken.
         b.composite(false, "sock", 0, &[]);
-        b.composite(
+        let sock = b.composite(
             false,
             "sock",
             760,
             &[("__sk_common", sc, 0), ("sk_rcvbuf", u32t, 136)],
+        );
+        b.composite(
+            false,
+            "inet_sock",
+            1000,
+            &[("sk", sock, 0), ("inet_sport", u16t, 800)],
         );
         b.build()
     }
@@ -530,6 +536,8 @@ pub mod tests {
         "net",
         "ns",
         "inum",
+        "inet_sock",
+        "inet_sport",
     ];
 
     #[test]
@@ -553,8 +561,8 @@ pub mod tests {
         let btf = Btf::load(Cursor::new(sock_like()), NAMES).unwrap();
         let e = btf.offset_of("sock_common", &["skc_bogus"]).unwrap_err();
         assert!(e.to_string().contains("sock_common.skc_bogus"), "{e}");
-        let e = btf.offset_of("inet_sock", &["inet_sport"]).unwrap_err();
-        assert!(e.to_string().contains("inet_sock.inet_sport"), "{e}");
+        let e = btf.offset_of("tcp_sock", &["snd_una"]).unwrap_err();
+        assert!(e.to_string().contains("tcp_sock.snd_una"), "{e}");
     }
 
     #[test]
@@ -595,5 +603,6 @@ pub mod tests {
         );
         assert_eq!(off("skc_family"), 16);
         assert!(btf.offset_of("net", &["ns", "inum"]).is_ok());
+        assert!(btf.offset_of("inet_sock", &["inet_sport"]).is_ok());
     }
 }

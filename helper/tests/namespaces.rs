@@ -533,50 +533,117 @@ fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<
     (pids, lines)
 }
 
+/// Error lines the helper wrote after its hello, e.g. a connect hook it could not load.
+fn startup_errors(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|v| v["type"] == "error").collect()
+}
+
+/// Every one-shot is reported, named with its own pid and `comm`, and none is misnamed.
+fn assert_all_named(lines: &[Value], pids: &[u64], n: usize, comm: &str) {
+    assert_eq!(lines.len(), n, "{lines:?}");
+    let wrong: Vec<&Value> = lines
+        .iter()
+        .filter(|v| !pids.contains(&pid_of(v).unwrap_or(0)) || v["process"]["comm"] != comm)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} not named or misnamed (pids {pids:?}): {wrong:?}; all: {lines:?}",
+        wrong.len()
+    );
+}
+
 #[test]
-fn bash_dev_tcp_one_shots_are_attributed_or_unknown_never_wrong() {
-    if !root_or_skip("bash_dev_tcp_one_shots_are_attributed_or_unknown_never_wrong") {
+fn bash_dev_tcp_one_shots_are_all_named_with_their_pid() {
+    if !root_or_skip("bash_dev_tcp_one_shots_are_all_named_with_their_pid") {
         return;
     }
     let mut net = Net::new();
     net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
     let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let errors = startup_errors(&h.collect(Duration::from_millis(200))).len();
+    assert_eq!(errors, 0, "the connect hook must load on this kernel");
+    // bash closes the socket and exits microseconds after the handshake: only the kernel's
+    // record of the connect (the hook) can name every one of them.
     let cmd = format!("echo x > /dev/tcp/{}/8080", net.b4());
-    let (pids, lines) = one_shots(&net, &h, 10, &["bash", "-c", &cmd], 8080);
-    assert_eq!(lines.len(), 10, "{lines:?}");
-    let named: Vec<u64> = lines.iter().filter_map(pid_of).collect();
+    let (pids, lines) = one_shots(&net, &h, 20, &["bash", "-c", &cmd], 8080);
+    assert_all_named(&lines, &pids, 20, "bash");
     assert!(
-        named.iter().all(|p| pids.contains(p)),
-        "a wrong pid: {named:?} vs {pids:?}"
+        lines.iter().any(|v| v["attributed_by"] == "connect"),
+        "{lines:?}"
     );
-    // How many are named is a race with bash's close(), measured by `cargo bench`, not
-    // asserted here: what must hold every time is that each is reported and none misnamed.
-    assert!(lines
-        .iter()
-        .all(|v| v["process"].is_null() || v["process"]["comm"] == "bash"));
 }
 
 #[test]
-fn a_connect_refused_at_once_is_attributed_through_its_closed_socket() {
-    if !root_or_skip("a_connect_refused_at_once_is_attributed_through_its_closed_socket") {
+fn connects_refused_at_once_are_all_named() {
+    if !root_or_skip("connects_refused_at_once_are_all_named") {
         return;
     }
     let net = Net::new();
     let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
     // Nobody listens on 8090 in b: the RST comes back within microseconds.
-    let url = format!("http://{}:8090/", net.b4());
-    let (pids, lines) = one_shots(&net, &h, 10, &["curl", "-s", "-m", "1", &url], 8090);
-    assert_eq!(lines.len(), 10, "{lines:?}");
-    let named: Vec<&Value> = lines.iter().filter(|v| !v["process"].is_null()).collect();
-    for v in &named {
-        assert!(pids.contains(&pid_of(v).unwrap_or(0)), "a wrong pid: {v}");
-        assert_eq!(v["process"]["comm"], "curl");
+    let cmd = format!("echo x > /dev/tcp/{}/8090", net.b4());
+    let (pids, lines) = one_shots(&net, &h, 20, &["bash", "-c", &cmd], 8090);
+    assert_all_named(&lines, &pids, 20, "bash");
+}
+
+#[test]
+fn ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples() {
+    if !root_or_skip("ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples") {
+        return;
     }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "::", &[8082]);
+    net.serve(&net.b.clone(), "0.0.0.0", &[8083]);
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // An IPv6 socket to an IPv6 peer, and an IPv6 socket to a v4-mapped address (which the
+    // kernel connects over IPv4, and conntrack reports as an IPv4 flow).
+    let connect = |dst: String, port: u16| {
+        format!("import socket; s = socket.socket(socket.AF_INET6); s.connect(('{dst}', {port}))")
+    };
+    let v6 = connect(net.b6(), 8082);
+    let (pids, lines) = one_shots(&net, &h, 5, &["python3", "-c", &v6], 8082);
+    assert_all_named(&lines, &pids, 5, "python3");
+    assert!(lines.iter().all(|v| v["family"] == "ipv6"), "{lines:?}");
     assert!(
-        named.iter().any(|v| v["attributed_by"] == "closed_socket"),
-        "no refused connect was attributed through its closed socket: {lines:?}"
+        lines.iter().any(|v| v["attributed_by"] == "connect"),
+        "{lines:?}"
+    );
+    let mapped = connect(format!("::ffff:{}", net.b4()), 8083);
+    let (pids, lines) = one_shots(&net, &h, 5, &["python3", "-c", &mapped], 8083);
+    assert_all_named(&lines, &pids, 5, "python3");
+    assert!(lines.iter().all(|v| v["family"] == "ipv4"), "{lines:?}");
+    assert!(
+        lines.iter().any(|v| v["attributed_by"] == "connect"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn without_the_hook_a_refused_connect_is_found_through_its_closed_socket() {
+    if !root_or_skip("without_the_hook_a_refused_connect_is_found_through_its_closed_socket") {
+        return;
+    }
+    let net = Net::new();
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(
+        &net.a,
+        &["--config", cfg.to_str().expect("path"), "--no-connect-hook"],
+    );
+    // Refused at once, so the kernel drops the socket from its tables; the program keeps
+    // the closed socket open a while, which is what this fallback looks for. (Whether it
+    // is still there for one that exits at once is a race, measured by `cargo bench`.)
+    let refused = format!(
+        "import socket, time; s = socket.socket(); s.connect_ex(('{}', 8090)); time.sleep(0.5)",
+        net.b4()
+    );
+    let (pids, lines) = one_shots(&net, &h, 3, &["python3", "-c", &refused], 8090);
+    assert_all_named(&lines, &pids, 3, "python3");
+    assert!(
+        lines.iter().all(|v| v["attributed_by"] == "closed_socket"),
+        "{lines:?}"
     );
 }
 

@@ -41,7 +41,9 @@ pub enum HookError {
 pub struct Offsets {
     pub family: i32,
     pub dport: i32,
-    pub num: i32,
+    /// `inet_sock.inet_sport`: `skc_num` is zeroed before a refused connect's tracepoint
+    /// fires (the port is released first); the network-order copy is not.
+    pub sport: i32,
     pub daddr: i32,
     pub rcv_saddr: i32,
     pub v6_daddr: i32,
@@ -59,7 +61,8 @@ pub const BTF_NAMES: &[&str] = &[
     "skc_daddr",
     "skc_rcv_saddr",
     "skc_dport",
-    "skc_num",
+    "inet_sock",
+    "inet_sport",
     "skc_family",
     "skc_net",
     "skc_v6_daddr",
@@ -90,7 +93,10 @@ impl Offsets {
         Ok(Offsets {
             family: sc("skc_family")?,
             dport: sc("skc_dport")?,
-            num: sc("skc_num")?,
+            sport: int(
+                btf.offset_of("inet_sock", &["inet_sport"])?,
+                "inet_sock.inet_sport",
+            )?,
             daddr: sc("skc_daddr")?,
             rcv_saddr: sc("skc_rcv_saddr")?,
             v6_daddr: sc("skc_v6_daddr")?,
@@ -105,7 +111,7 @@ impl Offsets {
 ///
 /// ```text
 ///  0 u32 netns inode   4 u16 family   6 u16 remote port (network order)
-///  8 u16 local port (host order)      10..16 zero
+///  8 u16 local port (network order)   10..16 zero
 /// 16 [u8; 16] remote address          32 [u8; 16] local address (IPv4: first 4 bytes)
 /// ```
 pub const KEY_LEN: usize = 48;
@@ -126,7 +132,7 @@ pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
     let mut k = [0u8; KEY_LEN];
     k[0..4].copy_from_slice(&netns.to_ne_bytes());
     k[6..8].copy_from_slice(&t.dport.to_be_bytes());
-    k[8..10].copy_from_slice(&t.sport.to_ne_bytes());
+    k[8..10].copy_from_slice(&t.sport.to_be_bytes());
     let (fam, dst, src) = match (t.dst, t.src) {
         (IpAddr::V4(d), IpAddr::V4(s)) => (AF_INET, d.octets().to_vec(), s.octets().to_vec()),
         (d, s) => {
@@ -417,7 +423,7 @@ pub fn program(
     read(&mut a, KEY + 32, 4, R6, o.rcv_saddr);
     a.label("ports");
     read(&mut a, KEY + 6, 2, R6, o.dport);
-    read(&mut a, KEY + 8, 2, R6, o.num);
+    read(&mut a, KEY + 8, 2, R6, o.sport);
     // The namespace: sk->__sk_common.skc_net.net->ns.inum.
     read(&mut a, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
@@ -673,7 +679,7 @@ mod tests {
         assert_eq!(&k[0..4], &0x1234_5678u32.to_ne_bytes());
         assert_eq!(&k[4..6], &2u16.to_ne_bytes());
         assert_eq!(&k[6..8], &[0x01, 0xbb]); // 443, network order, as skc_dport holds it
-        assert_eq!(&k[8..10], &43210u16.to_ne_bytes()); // host order, as skc_num holds it
+        assert_eq!(&k[8..10], &43210u16.to_be_bytes()); // network order, as inet_sport
         assert_eq!(&k[16..20], &[10, 0, 0, 2]);
         assert_eq!(&k[32..36], &[10, 0, 0, 1]);
         assert!(k[10..16]
@@ -720,7 +726,7 @@ mod tests {
         Offsets {
             family: 16,
             dport: 12,
-            num: 14,
+            sport: 800,
             daddr: 0,
             rcv_saddr: 4,
             v6_daddr: 56,
@@ -748,7 +754,7 @@ mod tests {
             }
         }
         // Every field offset the BTF gave is read.
-        for off in [16, 12, 14, 0, 4, 56, 72, 48, 200] {
+        for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
             assert!(
                 p.iter()
                     .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
@@ -770,7 +776,7 @@ mod tests {
             Offsets {
                 family: 16,
                 dport: 12,
-                num: 14,
+                sport: 800,
                 daddr: 0,
                 rcv_saddr: 4,
                 v6_daddr: 56,
