@@ -84,6 +84,32 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of each thread of `pid`, by thread name (threads of one name summed).
+fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += ticks / 100.0;
+    }
+    out
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -99,7 +125,10 @@ struct Burst {
     helper_seen: u64,
     helper_lost: u64,
     helper_attributed: u64,
+    /// CPU seconds spent from the start of the burst to its last line; the reader thread's
+    /// share apart.
     helper_cpu: f64,
+    reader_cpu: f64,
     helper_rss: u64,
     conntrack_seen: Option<u64>,
     conntrack_cpu: f64,
@@ -146,6 +175,12 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
         (child, counter)
     });
     std::thread::sleep(Duration::from_millis(500));
+    // CPU from here on only: starting up (BTF, nft, the first /proc scan) is not per event.
+    let threads_before = thread_cpu_secs(h.pid());
+    let ct_before = ct
+        .as_ref()
+        .map(|(c, _)| proc_cpu_secs(c.id()))
+        .unwrap_or(0.0);
     let me = std::env::current_exe().expect("exe");
     let mut gen = Net::cmd(
         &net.a,
@@ -188,7 +223,15 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
             last_line = last_change;
         }
     }
-    let helper_cpu = proc_cpu_secs(h.pid());
+    let threads_after = thread_cpu_secs(h.pid());
+    let spent = |name: Option<&str>| -> f64 {
+        threads_after
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| n.as_str() == want))
+            .map(|(n, after)| after - threads_before.get(n).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let (helper_cpu, reader_cpu) = (spent(None), spent(Some("ct-reader")));
     let helper_rss = peak_rss_kib(h.pid());
     let mut out = Burst {
         created: flows,
@@ -198,6 +241,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
         helper_lost: lost,
         helper_attributed: attributed,
         helper_cpu,
+        reader_cpu,
         helper_rss,
         conntrack_seen: None,
         conntrack_cpu: 0.0,
@@ -205,7 +249,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
     };
     if let Some((ct, counter)) = ct {
         std::thread::sleep(Duration::from_secs(1));
-        out.conntrack_cpu = proc_cpu_secs(ct.id());
+        out.conntrack_cpu = proc_cpu_secs(ct.id()) - ct_before;
         out.conntrack_rss = peak_rss_kib(ct.id());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(ct.id() as i32),
@@ -334,6 +378,21 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     eprintln!("burst ({BURST} UDP flows)...");
     let b = burst(BURST, have_conntrack);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
+        let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
+        println!(
+            "burst: {}/{} shown, {} lost; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
+            b.helper_seen,
+            b.created,
+            b.helper_lost,
+            per(b.helper_cpu, b.helper_seen),
+            per(b.reader_cpu, b.helper_seen),
+            b.conntrack_seen
+                .map(|c| format!("{c} shown, {:.1} µs/event", per(b.conntrack_cpu, c)))
+                .unwrap_or_default()
+        );
+        return;
+    }
     eprintln!("burst without conntrack -E running beside...");
     let solo = burst(BURST, false);
     eprintln!("flood (100,000 UDP flows)...");
@@ -428,10 +487,11 @@ fn main() {
         row(&long)
     );
     println!(
-        "| (d) CPU per event during the burst | {:.1} µs ({:.2} s for {} events, incl. attribution) | {} |",
+        "| (d) CPU per event during the burst | {:.1} µs ({:.2} s for {} events, incl. attribution; reader thread {:.1} µs) | {} |",
         b.helper_cpu * 1e6 / b.helper_seen.max(1) as f64,
         b.helper_cpu,
         b.helper_seen,
+        b.reader_cpu * 1e6 / b.helper_seen.max(1) as f64,
         b.conntrack_seen.map(|c| format!("{:.1} µs ({:.2} s for {c} events)", b.conntrack_cpu * 1e6 / c.max(1) as f64, b.conntrack_cpu)).unwrap_or_default()
     );
     println!(

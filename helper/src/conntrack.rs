@@ -324,6 +324,11 @@ impl EventSocket {
         self.socket.recv(&mut &mut buf[..], 0)
     }
 
+    /// Receives one datagram into `buf` if one is queued; `WouldBlock` otherwise.
+    pub fn recv_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.recv(&mut &mut buf[..], libc::MSG_DONTWAIT)
+    }
+
     /// The kernel's drop counter of this socket, from /proc/net/netlink.
     fn kernel_drops(&self) -> Option<u64> {
         let text = std::fs::read_to_string("/proc/net/netlink").ok()?;

@@ -380,6 +380,7 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     // Drains the DNS answers now and then, so the capture's buffer never overflows when no
     // flow comes to do it.
     let ticks = crossbeam_channel::tick(std::time::Duration::from_millis(500));
+    let mut drained_at = Instant::now();
     let hello = Event::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: hostname(),
@@ -402,7 +403,8 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
             recv(ch.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
             recv(ticks) -> _ => {
                 if let Some(c) = &mut capture {
-                    c.drain(pipeline.names_mut(), Instant::now());
+                    drained_at = Instant::now();
+                    c.drain(pipeline.names_mut(), drained_at);
                 }
                 None
             },
@@ -424,9 +426,14 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
             },
             recv(ch.flows) -> f => match f {
                 Ok(Incoming::Flow { flow, at, read, early }) => {
-                    // Every answer that arrived before this flow's first packet is queued now.
+                    // Every answer that arrived before this flow's first packet is queued
+                    // now. A drain started after the flow was read has taken them already,
+                    // so in a burst one drain serves every flow queued behind it.
                     if let Some(c) = &mut capture {
-                        c.drain(pipeline.names_mut(), Instant::now());
+                        if read > drained_at {
+                            drained_at = Instant::now();
+                            c.drain(pipeline.names_mut(), drained_at);
+                        }
                     }
                     let may_wait = ch.flows.is_empty();
                     let outcome = pipeline.flow_with(&flow, at, read, early.map(|b| *b), may_wait);
