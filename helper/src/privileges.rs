@@ -1,5 +1,7 @@
-//! Least privilege: once its sockets, its nftables table and its log are open, the helper
-//! keeps only the capabilities it still uses, and sets no-new-privs.
+//! Least privilege: once its sockets, its nftables table, its log and its connect hook are
+//! open, the helper keeps only the capabilities it still uses, and sets no-new-privs. (The
+//! hook's program and maps take CAP_BPF and CAP_PERFMON to create; looking records up through
+//! the map's fd takes none, so neither is kept.)
 //!
 //! What each kept capability is for (each checked by a namespace test that runs with them):
 //! - CAP_NET_ADMIN: reopening the conntrack subscription after a socket error, and the `nft`
