@@ -442,14 +442,12 @@ pub fn program(
     a.finish()
 }
 
-/// The loaded hook. Dropping it detaches the program and frees the map.
+/// The loaded hook. Dropping it detaches the program and frees the maps.
 pub struct ConnectLog {
-    map: OwnedFd,
+    records: ConnectReader,
     _pending: OwnedFd,
     _link: OwnedFd,
     _prog: OwnedFd,
-    netns: u32,
-    value: [u8; VALUE_LEN],
 }
 
 impl ConnectLog {
@@ -480,52 +478,40 @@ impl ConnectLog {
             "cannot attach the connect hook to inet_sock_set_state",
         ))?;
         Ok(ConnectLog {
-            map,
+            records: ConnectReader { map, netns },
             _pending: pending,
             _link: link,
             _prog: prog,
-            netns,
-            value: [0; VALUE_LEN],
         })
     }
 
-    /// Another handle on the same map, for a second attributor (the program stays attached
-    /// as long as the first one lives).
+    /// Another handle on the records, for a second attributor (the program stays attached
+    /// as long as this `ConnectLog` lives).
     pub fn reader(&self) -> io::Result<ConnectReader> {
         Ok(ConnectReader {
-            map: self.map.try_clone()?,
-            netns: self.netns,
-            value: [0; VALUE_LEN],
+            map: self.records.map.try_clone()?,
+            netns: self.records.netns,
         })
     }
-}
-
-/// A lookup handle on a [`ConnectLog`]'s map.
-pub struct ConnectReader {
-    map: OwnedFd,
-    netns: u32,
-    value: [u8; VALUE_LEN],
-}
-
-fn lookup(
-    map: &OwnedFd,
-    netns: u32,
-    value: &mut [u8; VALUE_LEN],
-    t: &Tuple,
-) -> io::Result<Option<Connector>> {
-    let k = key(netns, t);
-    Ok(sys::map_lookup(map, &k, value)?.then(|| connector(value)))
 }
 
 impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        lookup(&self.map, self.netns, &mut self.value, t)
+        self.records.connector(t)
     }
+}
+
+/// A lookup handle on a [`ConnectLog`]'s records.
+pub struct ConnectReader {
+    map: OwnedFd,
+    netns: u32,
 }
 
 impl Connects for ConnectReader {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        lookup(&self.map, self.netns, &mut self.value, t)
+        let mut value = [0u8; VALUE_LEN];
+        let found = sys::map_lookup(&self.map, &key(self.netns, t), &mut value)?;
+        Ok(found.then(|| connector(&value)))
     }
 }
 
