@@ -38,6 +38,9 @@ pub enum Effect {
 
 const NOTE_MEMORY: usize = 256;
 const MUTE: Duration = Duration::from_secs(3600);
+/// Lost events are told at once, then at most this often: a flood that overruns the kernel's
+/// buffer sends many `lost` lines, and one notice a minute says all of it.
+const LOST_EVERY: Duration = Duration::from_secs(60);
 
 pub struct App {
     pub settings: Settings,
@@ -51,6 +54,9 @@ pub struct App {
     pub unseen: bool,
     today: (String, u64),
     pub lost: u64,
+    /// Lost events not told yet, by host, and when they were last told.
+    lost_untold: Vec<(String, u64)>,
+    lost_told: Option<Instant>,
 }
 
 impl App {
@@ -68,6 +74,8 @@ impl App {
             unseen: false,
             today: (String::new(), 0),
             lost: 0,
+            lost_untold: Vec::new(),
+            lost_told: None,
         }
     }
 
@@ -106,7 +114,11 @@ impl App {
             Event::Connection(c) => self.on_connection(host, *c, now),
             Event::Lost { count, .. } => {
                 self.lost += count;
-                Vec::new()
+                match self.lost_untold.iter_mut().find(|(h, _)| h == host) {
+                    Some((_, n)) => *n += count,
+                    None => self.lost_untold.push((host.to_string(), count)),
+                }
+                self.tell_lost(now)
             }
             Event::Error { message } => vec![Effect::Tell(format!(
                 "{host}: {}",
@@ -165,7 +177,29 @@ impl App {
             None => Vec::new(),
         };
         effects.extend(self.flood_summary(now));
+        effects.extend(self.tell_lost(now));
         effects
+    }
+
+    /// Says how many connections went unseen, unless it was said less than a minute ago.
+    /// Never silent: an event the kernel dropped is a connection nobody was told about.
+    fn tell_lost(&mut self, now: Instant) -> Vec<Effect> {
+        let due = self
+            .lost_told
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOST_EVERY);
+        if !due || self.lost_untold.is_empty() {
+            return Vec::new();
+        }
+        self.lost_told = Some(now);
+        let parts: Vec<String> = std::mem::take(&mut self.lost_untold)
+            .into_iter()
+            .map(|(host, n)| format!("{n} on {}", notify::clean(&host, false)))
+            .collect();
+        vec![Effect::Tell(format!(
+            "connections went unseen: the kernel dropped their events in a flood ({}); \
+             the menu shows the total",
+            parts.join(", ")
+        ))]
     }
 
     fn flood_summary(&mut self, now: Instant) -> Vec<Effect> {
@@ -591,6 +625,41 @@ mod tests {
             "last good config stays"
         );
         assert!(a.on_tick(Instant::now()).is_empty(), "once");
+    }
+
+    #[test]
+    fn lost_events_are_told_at_once_then_at_most_once_a_minute() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = app(&dir);
+        let lost = |count| Event::Lost {
+            count,
+            reason: "kernel".into(),
+        };
+        let t0 = Instant::now();
+        let fx = a.on_event("h", lost(7), t0);
+        assert_eq!(fx.len(), 1, "{fx:?}");
+        assert!(
+            matches!(&fx[0], Effect::Tell(t) if t.contains("7 on h")),
+            "{fx:?}"
+        );
+        // More within the minute, from two helpers: kept, then told together.
+        assert!(a
+            .on_event("h", lost(3), t0 + Duration::from_secs(1))
+            .is_empty());
+        assert!(a
+            .on_event("pi", lost(2), t0 + Duration::from_secs(2))
+            .is_empty());
+        assert!(a.on_tick(t0 + Duration::from_secs(30)).is_empty());
+        let fx = a.on_tick(t0 + Duration::from_secs(61));
+        assert!(
+            matches!(&fx[..], [Effect::Tell(t)] if t.contains("3 on h, 2 on pi")),
+            "{fx:?}"
+        );
+        assert!(
+            a.on_tick(t0 + Duration::from_secs(200)).is_empty(),
+            "told once"
+        );
+        assert_eq!(a.lost, 12);
     }
 
     #[test]

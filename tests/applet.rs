@@ -278,6 +278,39 @@ fn a_thousand_events_make_at_most_five_notifications() {
 }
 
 #[test]
+fn lost_events_are_told_once_and_counted_in_the_menu() {
+    let w = world();
+    w.applet.emit(
+        &[
+            r#"{"type":"lost","count":40,"reason":"kernel"}"#,
+            r#"{"type":"lost","count":2,"reason":"kernel"}"#,
+        ]
+        .join("\n"),
+    );
+    let n = w.notified(1);
+    assert!(
+        n[0].body.contains("unseen") && n[0].body.contains("40 on fakehost"),
+        "{:?}",
+        n[0]
+    );
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    let want = "Monitoring fakehost — 0 today, 42 lost";
+    let status = wait_until(WAIT, || {
+        let root = get_layout(&conn, &service);
+        let first = root.children.first().map(|c| c.label.clone());
+        (first.as_deref() == Some(want)).then_some(())
+    });
+    assert!(
+        status.is_some(),
+        "the menu's status line counts every lost event: {:?}",
+        get_layout(&conn, &service).labels()
+    );
+    // The second record comes within the minute: counted, told with the next notice.
+    assert_eq!(w.notes.seen.all().len(), 1);
+}
+
+#[test]
 fn a_crashed_helper_is_restarted_and_gets_its_config_again() {
     let w = world();
     assert!(w.wait_log("{\"cmd\":\"config\""));
