@@ -7,8 +7,8 @@
 //! network namespaces.
 //!
 //! For outbound TCP a kernel-side record comes first: [`connect_hook`] has the kernel note
-//! the connecting process at `tcp_connect()` time, behind the [`Connects`] trait, so a program
-//! that connects and exits at once is still named.
+//! the connecting process inside `connect()`, behind the [`Connects`] trait, so a program that
+//! connects and exits at once is still named.
 //!
 //! Everything that names a process goes through [`Attributor`], so the filter and the output
 //! do not know which source answered.
@@ -100,10 +100,13 @@ pub trait Connects {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
 }
 
-/// A record older than this is not trusted for a new flow: the tuple's last connect was
-/// another connection (a TCP tuple is not reused within TIME_WAIT's 60 s, and the helper
-/// reads a flow within milliseconds of its connect, seconds in the worst flood).
-const CONNECT_FRESH_NS: u64 = 30_000_000_000;
+/// A record from longer than this before the flow's event was read is not trusted for it: it
+/// may be an earlier connection with the same addresses and ports, whose record is still
+/// there when the new one's handshake has not filed its own yet. The helper reads an event
+/// within a millisecond of the connect, unless a flood has filled its queue; then the flow
+/// falls back to the socket lookups. Reusing a tuple within a second takes ~28,000 connects a
+/// second to one destination.
+const CONNECT_WINDOW_NS: u64 = 1_000_000_000;
 
 /// CLOCK_BOOTTIME now, in nanoseconds.
 fn boot_ns() -> u64 {
@@ -181,12 +184,15 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         self
     }
 
-    /// The connecting process of an outbound TCP flow, from the kernel's record: the live
-    /// process when it is still there, else what the record says (pid, comm, uid).
-    fn by_connect_record(&mut self, t: &Tuple) -> Option<Attribution> {
+    /// The connecting process of an outbound TCP flow whose event was read at `read`, from
+    /// the kernel's record: the live process when it is still there, else what the record
+    /// says (pid, comm, uid).
+    fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
         let r = self.connects.as_mut()?.connector(t);
         let c = self.note(r)??;
-        if boot_ns().saturating_sub(c.at_boot_ns) > CONNECT_FRESH_NS {
+        let read_boot_ns =
+            boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        if c.at_boot_ns.saturating_add(CONNECT_WINDOW_NS) < read_boot_ns {
             return None;
         }
         let process = match self.processes.by_pid(c.pid, &c.comm, c.at_boot_ns) {
@@ -282,7 +288,7 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         }
         let t = sides.socket;
         if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
-            if let Some(found) = self.by_connect_record(&t) {
+            if let Some(found) = self.by_connect_record(&t, read) {
                 return Some(found);
             }
         }
@@ -349,7 +355,7 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         // The kernel files a record when the connection leaves SYN_SENT; a program that is
         // gone by now has left it (it waited for the handshake, or closed the socket).
         if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
-            return self.by_connect_record(&t);
+            return self.by_connect_record(&t, read);
         }
         None
     }
@@ -477,12 +483,12 @@ mod tests {
         }
     }
 
-    fn connector(pid: u32, comm: &str, age_secs: u64) -> Connector {
+    fn connector(pid: u32, comm: &str, age_ms: u64) -> Connector {
         Connector {
             pid,
             uid: 1000,
             comm: comm.into(),
-            at_boot_ns: boot_ns().saturating_sub(age_secs * 1_000_000_000),
+            at_boot_ns: boot_ns().saturating_sub(age_ms * 1_000_000),
         }
     }
 
@@ -818,8 +824,9 @@ mod tests {
             12,
         ));
         let procs = [(11, proc_(5, "wget")), (12, proc_(6, "sshd"))];
+        // A record 1.5 s older than the flow is an earlier connection's.
         let records = [
-            (&out, connector(99, "old", 31)),
+            (&out, connector(99, "old", 1500)),
             (&inbound, connector(98, "nobody", 0)),
         ];
         let mut a = with_records(s, &procs, &records, false);
@@ -837,6 +844,23 @@ mod tests {
         let mut a = with_records(s, &procs, &fresh, true);
         assert_eq!(a.attribute(&out).unwrap().process.pid, 5);
         assert_eq!(a.errors(), 1);
+    }
+
+    #[test]
+    fn a_record_is_judged_against_when_the_flow_was_read_not_now() {
+        let flow = sides(Proto::Tcp, "10.0.0.1", 40003, "10.0.0.9", 443);
+        let mut a = with_records(
+            FakeSockets::default(),
+            &[],
+            &[(&flow, connector(77, "ab", 1500))],
+            false,
+        );
+        // Read a second ago (a busy pipeline): the connect came half a second before that.
+        let read = Instant::now() - std::time::Duration::from_secs(1);
+        let got = a.attribute_read_at(&flow, read).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 77));
+        // Read just now, the same record is from before the window: not this connection's.
+        assert_eq!(a.attribute(&flow), None);
     }
 
     #[test]
