@@ -380,7 +380,9 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     // Drains the DNS answers now and then, so the capture's buffer never overflows when no
     // flow comes to do it.
     let ticks = crossbeam_channel::tick(std::time::Duration::from_millis(500));
-    let mut drained_at = Instant::now();
+    // When the last drain started; none yet, so the first flow (perhaps read before this
+    // loop started) drains.
+    let mut drained_at: Option<Instant> = None;
     let hello = Event::Hello {
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: hostname(),
@@ -403,8 +405,9 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
             recv(ch.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
             recv(ticks) -> _ => {
                 if let Some(c) = &mut capture {
-                    drained_at = Instant::now();
-                    c.drain(pipeline.names_mut(), drained_at);
+                    let now = Instant::now();
+                    drained_at = Some(now);
+                    c.drain(pipeline.names_mut(), now);
                 }
                 None
             },
@@ -430,9 +433,10 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
                     // now. A drain started after the flow was read has taken them already,
                     // so in a burst one drain serves every flow queued behind it.
                     if let Some(c) = &mut capture {
-                        if read > drained_at {
-                            drained_at = Instant::now();
-                            c.drain(pipeline.names_mut(), drained_at);
+                        if drained_at.is_none_or(|d| read > d) {
+                            let now = Instant::now();
+                            drained_at = Some(now);
+                            c.drain(pipeline.names_mut(), now);
                         }
                     }
                     let may_wait = ch.flows.is_empty();
