@@ -114,6 +114,9 @@ impl App {
             Event::Connection(c) => self.on_connection(host, *c, now),
             Event::Lost { count, .. } => {
                 self.lost += count;
+                if count == 0 {
+                    return Vec::new();
+                }
                 match self.lost_untold.iter_mut().find(|(h, _)| h == host) {
                     Some((_, n)) => *n += count,
                     None => self.lost_untold.push((host.to_string(), count)),
