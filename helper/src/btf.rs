@@ -315,7 +315,8 @@ fn scan_types<R: Read + Seek>(
             size_or_type,
             members: Vec::new(),
         };
-        if keep(id, &t) && t.is_composite() {
+        let wanted = keep(id, &t);
+        if wanted && t.is_composite() {
             let mut m = [0u8; 12];
             for _ in 0..vlen {
                 r.read_exact(&mut m)?;
@@ -333,7 +334,7 @@ fn scan_types<R: Read + Seek>(
             }
             out.insert(id, t);
         } else {
-            if keep(id, &t) {
+            if wanted {
                 out.insert(id, t);
             }
             skip(r, rest)?;
