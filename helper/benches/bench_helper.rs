@@ -330,7 +330,8 @@ fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec
     if server {
         net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
     }
-    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
     let mut pids = Vec::new();
     let argv = client(&net);
@@ -381,7 +382,8 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
         let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
         println!(
-            "burst: {}/{} shown, {} lost; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
+            "burst at {:.0} flows/s: {}/{} shown, {} lost; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
+            b.rate,
             b.helper_seen,
             b.created,
             b.helper_lost,
@@ -423,6 +425,11 @@ fn main() {
         .collect();
     let closed = attribution("closed", 50, false, |n| {
         ["curl", "-s", "-m", "1", &format!("http://{}:8080/", n.b4())]
+            .map(String::from)
+            .to_vec()
+    });
+    let udp = attribution("udp", 100, false, |n| {
+        ["bash", "-c", &format!("echo x > /dev/udp/{}/8080", n.b4())]
             .map(String::from)
             .to_vec()
     });
@@ -481,6 +488,10 @@ fn main() {
     println!(
         "| (c) attribution, connect to a closed port (RST at once) | {} | no attribution |",
         row(&closed)
+    );
+    println!(
+        "| (c) attribution, bash /dev/udp one-shot (connect, send, exit) | {} | no attribution |",
+        row(&udp)
     );
     println!(
         "| (c) attribution, long-lived connection | {} | no attribution |",

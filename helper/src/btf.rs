@@ -67,6 +67,8 @@ struct Member {
     ty: u32,
     /// Offset from the start of the enclosing struct, in bits.
     bits: u32,
+    /// A bitfield: reading its bytes would read its neighbours too.
+    bitfield: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,9 +186,12 @@ impl Btf {
             .ok_or_else(missing)?;
         let mut bits = 0u32;
         for step in path {
-            let (off, member_ty) = self.member(id, step, 0).ok_or_else(missing)?;
+            let (off, m) = self.member_at(id, step, 0).ok_or_else(missing)?;
+            if m.bitfield {
+                return Err(missing());
+            }
             bits += off;
-            id = member_ty;
+            id = m.ty;
         }
         if !bits.is_multiple_of(8) {
             return Err(missing());
@@ -201,7 +206,7 @@ impl Btf {
             .named(ty, &[KIND_STRUCT, KIND_UNION])
             .ok_or_else(missing)?;
         for step in path {
-            id = self.member(id, step, 0).ok_or_else(missing)?.1;
+            id = self.member_at(id, step, 0).ok_or_else(missing)?.1.ty;
         }
         let t = self.resolve(id, 0).ok_or_else(missing)?;
         Ok(t.size_or_type)
@@ -219,21 +224,21 @@ impl Btf {
         }
     }
 
-    /// (bit offset, type id) of the member `name` of the struct or union `id`, looking into
-    /// anonymous members.
-    fn member(&self, id: u32, name: &str, depth: usize) -> Option<(u32, u32)> {
+    /// The member `name` of the struct or union `id`, looking into anonymous members, and
+    /// its bit offset from the start of `id`.
+    fn member_at(&self, id: u32, name: &str, depth: usize) -> Option<(u32, &Member)> {
         if depth > 16 {
             return None;
         }
         let t = self.resolve(id, 0)?;
         for m in &t.members {
             if m.name != 0 && self.names.get(&m.name).is_some_and(|n| n == name) {
-                return Some((m.bits, m.ty));
+                return Some((m.bits, m));
             }
         }
         for m in t.members.iter().filter(|m| m.name == 0) {
-            if let Some((off, ty)) = self.member(m.ty, name, depth + 1) {
-                return Some((m.bits + off, ty));
+            if let Some((off, found)) = self.member_at(m.ty, name, depth + 1) {
+                return Some((m.bits + off, found));
             }
         }
         None
@@ -321,15 +326,16 @@ fn scan_types<R: Read + Seek>(
             for _ in 0..vlen {
                 r.read_exact(&mut m)?;
                 let mw = |i: usize| u32::from_le_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
-                let bits = if bitfields {
-                    mw(8) & 0x00ff_ffff
+                let (bits, bitfield) = if bitfields {
+                    (mw(8) & 0x00ff_ffff, mw(8) >> 24 != 0)
                 } else {
-                    mw(8)
+                    (mw(8), false)
                 };
                 t.members.push(Member {
                     name: mw(0),
                     ty: mw(4),
                     bits,
+                    bitfield,
                 });
             }
             out.insert(id, t);
@@ -432,6 +438,24 @@ pub mod tests {
             for (n, ty, byte_off) in members {
                 let n = self.string(n);
                 for w in [n, *ty, byte_off * 8] {
+                    self.types.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+            id
+        }
+
+        /// A struct in the bitfield encoding: members are (name, type, bit offset, bits).
+        pub fn bitfields(
+            &mut self,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
+            let vlen = u32::try_from(members.len()).unwrap();
+            let id = self.head(name, KIND_STRUCT | 0x80, vlen, size);
+            for (n, ty, bit_off, width) in members {
+                let n = self.string(n);
+                for w in [n, *ty, (width << 24) | bit_off] {
                     self.types.extend_from_slice(&w.to_le_bytes());
                 }
             }
@@ -564,6 +588,28 @@ pub mod tests {
         assert!(e.to_string().contains("sock_common.skc_bogus"), "{e}");
         let e = btf.offset_of("tcp_sock", &["snd_una"]).unwrap_err();
         assert!(e.to_string().contains("tcp_sock.snd_una"), "{e}");
+    }
+
+    #[test]
+    fn bitfields_are_not_offered_as_bytes_to_read() {
+        let mut b = Builder::new();
+        let u16t = b.int("u16", 2);
+        let u8t = b.int("u8", 1);
+        b.bitfields(
+            "sock",
+            16,
+            &[
+                ("sk_type", u16t, 64, 0),
+                ("sk_protocol", u8t, 80, 8),
+                ("sk_gso", u8t, 88, 4),
+            ],
+        );
+        let names = ["sock", "sk_type", "sk_protocol", "sk_gso"];
+        let btf = Btf::load(Cursor::new(b.build()), &names).unwrap();
+        // A plain member in a struct that has bitfields; a byte-wide bitfield; a nibble.
+        assert_eq!(btf.offset_of("sock", &["sk_type"]).unwrap(), 8);
+        assert!(btf.offset_of("sock", &["sk_protocol"]).is_err());
+        assert!(btf.offset_of("sock", &["sk_gso"]).is_err());
     }
 
     #[test]

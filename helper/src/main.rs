@@ -237,7 +237,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None
     } else {
         match ConnectLog::open() {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                // Not an error line: kernels before 6.3 have no tracepoint for it.
+                if let (true, Some(why)) = (cli.debug, &h.udp_off) {
+                    eprintln!("debug: no UDP connect records: {why}");
+                }
+                Some(h)
+            }
             Err(e) => {
                 startup.push(format!(
                     "the connect hook is off; programs that connect and exit at once may go \

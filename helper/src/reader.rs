@@ -22,7 +22,7 @@ pub const BURST_GAP: Duration = Duration::from_millis(1);
 /// batch again instead of a single event: one wakeup per event (the reader, at real-time
 /// priority, is faster than any burst) is what costs most CPU. It adds at most this much to
 /// the latency of flows that arrive in a burst, none to others.
-pub const BURST_NAP: Duration = Duration::from_micros(200);
+pub const BURST_NAP: Duration = Duration::from_micros(500);
 /// Datagrams read without waiting after a wakeup, at most, before the batch is handed on.
 const BATCH_LIMIT: usize = 256;
 /// Consecutive socket errors after which the reader gives up.

@@ -589,6 +589,21 @@ fn connects_refused_at_once_are_all_named() {
 }
 
 #[test]
+fn udp_one_shots_are_all_named_with_their_pid() {
+    if !root_or_skip("udp_one_shots_are_all_named_with_their_pid") {
+        return;
+    }
+    let net = Net::new();
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // bash connects a UDP socket, sends one datagram and exits: nobody needs to answer.
+    let cmd = format!("echo x > /dev/udp/{}/5354", net.b4());
+    let (pids, lines) = one_shots(&net, &h, 20, &["bash", "-c", &cmd], 5354);
+    assert_all_named(&lines, &pids, 20, "bash");
+}
+
+#[test]
 fn ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples() {
     if !root_or_skip("ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples") {
         return;

@@ -1,6 +1,7 @@
 //! The kernel tells who connected: an eBPF program on the `inet_sock_set_state` tracepoint
 //! records, for every outbound TCP connection, the process that called `connect()`, under the
-//! connection's addresses and ports.
+//! connection's addresses and ports; another, on `sock_send_length`, records the sender on
+//! connected UDP sockets.
 //!
 //! Socket lookups run after the kernel's conntrack event, and a program that connects and
 //! exits at once (a bash `/dev/tcp` one-shot, a connect refused at once) can be gone by then:
@@ -70,10 +71,13 @@ pub const BTF_NAMES: &[&str] = &[
     "net",
     "ns",
     "inum",
+    "sk_protocol",
 ];
 
-/// The tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
+/// The TCP tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 const TRACEPOINT: &[u8] = b"inet_sock_set_state\0";
+/// The UDP tracepoint: `sock_send_length(struct sock *sk, int ret, int flags)`, since 6.3.
+const UDP_TRACEPOINT: &[u8] = b"sock_send_length\0";
 
 impl Offsets {
     pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
@@ -111,7 +115,7 @@ impl Offsets {
 ///
 /// ```text
 ///  0 u32 netns inode   4 u16 family   6 u16 remote port (network order)
-///  8 u16 local port (network order)   10..16 zero
+///  8 u16 local port (network order)   10 u8 IP protocol   11..16 zero
 /// 16 [u8; 16] remote address          32 [u8; 16] local address (IPv4: first 4 bytes)
 /// ```
 pub const KEY_LEN: usize = 48;
@@ -133,6 +137,7 @@ pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
     k[0..4].copy_from_slice(&netns.to_ne_bytes());
     k[6..8].copy_from_slice(&t.dport.to_be_bytes());
     k[8..10].copy_from_slice(&t.sport.to_be_bytes());
+    k[10] = t.proto.number();
     let (fam, dst, src) = match (t.dst, t.src) {
         (IpAddr::V4(d), IpAddr::V4(s)) => (AF_INET, d.octets().to_vec(), s.octets().to_vec()),
         (d, s) => {
@@ -190,6 +195,7 @@ mod asm {
     const IMM: u8 = 0x00;
     pub const W: u8 = 0x00;
     pub const H: u8 = 0x08;
+    pub const B: u8 = 0x10;
     pub const DW: u8 = 0x18;
     const K: u8 = 0x00;
     const X: u8 = 0x08;
@@ -199,6 +205,7 @@ mod asm {
     const JA: u8 = 0x00;
     const JEQ: u8 = 0x10;
     const JNE: u8 = 0x50;
+    const JSLE: u8 = 0xd0;
     const CALL: u8 = 0x80;
     const EXIT: u8 = 0x90;
     const PSEUDO_MAP_FD: u8 = 1;
@@ -293,6 +300,10 @@ mod asm {
         pub fn jne32_imm(&mut self, dst: u8, imm: u32, to: &'static str) -> &mut Self {
             self.jump(JMP32 | JNE | K, dst, imm as i32, to)
         }
+        /// Signed `<=` on the low 32 bits (an `int` argument).
+        pub fn jsle32_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
+            self.jump(JMP32 | JSLE | K, dst, imm, to)
+        }
         pub fn label(&mut self, name: &'static str) -> &mut Self {
             self.labels.insert(name, self.insns.len());
             self
@@ -323,38 +334,39 @@ const PROBE_READ_KERNEL: i32 = 113;
 const KTIME_GET_BOOT_NS: i32 = 125;
 
 const TCP_SYN_SENT: i32 = 2;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
+const IPPROTO_UDPLITE: i32 = 136;
 
-/// The program, on `inet_sock_set_state(sk, oldstate, newstate)`.
-///
-/// Entering SYN_SENT happens in `connect()`, in the connecting process, but before the local
-/// port is chosen; so the process is noted under the socket's address (`pending`). Leaving
-/// SYN_SENT (handshake done, refused, or closed) the ports are known: the note moves to
-/// `connects` under the connection's tuple. A program that exits at once has left SYN_SENT by
-/// then (a blocking connect waits for the handshake; a close ends it), so its record is there.
-///
-/// Stack: key at fp-48, value at fp-80, a scratch word at fp-88, the socket address at fp-96.
-pub fn program(
-    o: &Offsets,
-    pending_fd: i32,
-    connects_fd: i32,
-) -> Result<Vec<asm::Insn>, &'static str> {
-    use asm::*;
-    const KEY: i16 = -48;
-    const VAL: i16 = -80;
-    const TMP: i16 = -88;
-    const SK: i16 = -96;
-    let mut a = Asm::default();
-    // The stack starts zeroed, as the verifier wants what helpers read to be initialised.
+// The programs' stack: the map key, the map value, a scratch word, the socket's address.
+const KEY: i16 = -48;
+const VAL: i16 = -80;
+const TMP: i16 = -88;
+const SK: i16 = -96;
+
+/// Zeroes the stack the programs use: the verifier wants what helpers read initialised.
+fn zero_stack(a: &mut asm::Asm) {
     for off in (SK..0).step_by(8) {
-        a.store_imm(DW, FP, off, 0);
+        a.store_imm(asm::DW, asm::FP, off, 0);
     }
-    // r6 = sk, r7 = oldstate, r8 = newstate (raw tracepoint arguments, one u64 each).
-    a.load(DW, R6, R1, 0)
-        .load(DW, R7, R1, 8)
-        .load(DW, R8, R1, 16)
-        .store(DW, FP, SK, R6)
-        .jne32_imm(R8, TCP_SYN_SENT as u32, "leaving");
-    // Entering SYN_SENT: note the current process under the socket's address.
+}
+
+/// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
+fn read(a: &mut asm::Asm, to: i16, len: i32, base: u8, field: i32) {
+    use asm::*;
+    a.mov(R1, FP)
+        .add_imm(R1, i32::from(to))
+        .mov_imm(R2, len)
+        .mov(R3, base);
+    if field != 0 {
+        a.add_imm(R3, field);
+    }
+    a.call(PROBE_READ_KERNEL);
+}
+
+/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
+fn current_process(a: &mut asm::Asm) {
+    use asm::*;
     a.call(GET_CURRENT_PID_TGID)
         .rsh_imm(R0, 32)
         .store(W, FP, VAL, R0)
@@ -365,8 +377,77 @@ pub fn program(
         .mov(R1, FP)
         .add_imm(R1, i32::from(VAL + 16))
         .mov_imm(R2, 16)
-        .call(GET_CURRENT_COMM)
-        .load_map(R1, pending_fd)
+        .call(GET_CURRENT_COMM);
+}
+
+/// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
+/// caller's), then the value filed under it in `connects_fd`. Jumps to "out" for a family
+/// that is neither IPv4 nor IPv6; defines "out", which ends the program.
+fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
+    use asm::*;
+    read(a, KEY + 4, 2, R6, o.family);
+    a.load(H, R0, FP, KEY + 4)
+        .jeq_imm(R0, i32::from(AF_INET), "v4")
+        .jne_imm(R0, i32::from(AF_INET6), "out");
+    read(a, KEY + 16, 16, R6, o.v6_daddr);
+    // A dual-stack socket connected to ::ffff:a.b.c.d: record it as the IPv4 flow it is.
+    a.load(DW, R0, FP, KEY + 16)
+        .jne_imm(R0, 0, "v6")
+        .load(W, R0, FP, KEY + 24)
+        .jne32_imm(R0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), "v6")
+        .store_imm(H, FP, KEY + 4, i32::from(AF_INET))
+        .store_imm(DW, FP, KEY + 16, 0)
+        .store_imm(DW, FP, KEY + 24, 0)
+        .ja("v4")
+        .label("v6");
+    read(a, KEY + 32, 16, R6, o.v6_rcv_saddr);
+    a.ja("ports").label("v4");
+    read(a, KEY + 16, 4, R6, o.daddr);
+    read(a, KEY + 32, 4, R6, o.rcv_saddr);
+    a.label("ports");
+    read(a, KEY + 6, 2, R6, o.dport);
+    read(a, KEY + 8, 2, R6, o.sport);
+    // The namespace: sk->__sk_common.skc_net.net->ns.inum.
+    read(a, TMP, 8, R6, o.net);
+    a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
+    read(a, KEY, 4, R4, o.ns_inum);
+    a.label("file")
+        .load_map(R1, connects_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(KEY))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(VAL))
+        .mov_imm(R4, 0)
+        .call(MAP_UPDATE_ELEM)
+        .label("out")
+        .mov_imm(R0, 0)
+        .exit();
+}
+
+/// The TCP program, on `inet_sock_set_state(sk, oldstate, newstate)`.
+///
+/// Entering SYN_SENT happens in `connect()`, in the connecting process, but before the local
+/// port is chosen; so the process is noted under the socket's address (`pending`). Leaving
+/// SYN_SENT (handshake done, refused, or closed) the ports are known: the note moves to
+/// `connects` under the connection's tuple. A program that exits at once has left SYN_SENT by
+/// then (a blocking connect waits for the handshake; a close ends it), so its record is there.
+pub fn program(
+    o: &Offsets,
+    pending_fd: i32,
+    connects_fd: i32,
+) -> Result<Vec<asm::Insn>, &'static str> {
+    use asm::*;
+    let mut a = Asm::default();
+    zero_stack(&mut a);
+    // r6 = sk, r7 = oldstate, r8 = newstate (raw tracepoint arguments, one u64 each).
+    a.load(DW, R6, R1, 0)
+        .load(DW, R7, R1, 8)
+        .load(DW, R8, R1, 16)
+        .store(DW, FP, SK, R6)
+        .jne32_imm(R8, TCP_SYN_SENT as u32, "leaving");
+    // Entering SYN_SENT: note the current process under the socket's address.
+    current_process(&mut a);
+    a.load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
         .mov(R3, FP)
@@ -389,56 +470,41 @@ pub fn program(
     a.load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
-        .call(MAP_DELETE_ELEM);
+        .call(MAP_DELETE_ELEM)
+        .store_imm(B, FP, KEY + 10, IPPROTO_TCP);
+    file_tuple(&mut a, o, connects_fd);
+    a.finish()
+}
 
-    // Reads `len` bytes at `base` + `field` into the stack at `to`.
-    fn read(a: &mut Asm, to: i16, len: i32, base: u8, field: i32) {
-        a.mov(R1, FP)
-            .add_imm(R1, i32::from(to))
-            .mov_imm(R2, len)
-            .mov(R3, base);
-        if field != 0 {
-            a.add_imm(R3, field);
-        }
-        a.call(PROBE_READ_KERNEL);
-    }
-    read(&mut a, KEY + 4, 2, R6, o.family);
-    a.load(H, R0, FP, KEY + 4)
-        .jeq_imm(R0, i32::from(AF_INET), "v4")
-        .jne_imm(R0, i32::from(AF_INET6), "out");
-    read(&mut a, KEY + 16, 16, R6, o.v6_daddr);
-    // A dual-stack socket connecting to ::ffff:a.b.c.d: record it as the IPv4 flow it is.
-    a.load(DW, R0, FP, KEY + 16)
-        .jne_imm(R0, 0, "v6")
-        .load(W, R0, FP, KEY + 24)
-        .jne32_imm(R0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), "v6")
-        .store_imm(H, FP, KEY + 4, i32::from(AF_INET))
-        .store_imm(DW, FP, KEY + 16, 0)
-        .store_imm(DW, FP, KEY + 24, 0)
-        .ja("v4")
-        .label("v6");
-    read(&mut a, KEY + 32, 16, R6, o.v6_rcv_saddr);
-    a.ja("ports").label("v4");
-    read(&mut a, KEY + 16, 4, R6, o.daddr);
-    read(&mut a, KEY + 32, 4, R6, o.rcv_saddr);
-    a.label("ports");
+/// The UDP program, on `sock_send_length(sk, ret, flags)`, which runs in the sending process
+/// right after each successful send of any socket.
+///
+/// For a connected UDP or UDP-Lite socket it files the sender under the socket's tuple, as
+/// the TCP program does. The record lands microseconds after the packet left, so the helper
+/// asks for it after the socket lookups, when a program that sent and exited is gone. Other
+/// sockets cost it one read of `sk_protocol`; unconnected UDP sockets (no peer port) one more.
+pub fn udp_program(
+    o: &Offsets,
+    protocol: i32,
+    connects_fd: i32,
+) -> Result<Vec<asm::Insn>, &'static str> {
+    use asm::*;
+    let mut a = Asm::default();
+    zero_stack(&mut a);
+    // r6 = sk, r7 = the send's result.
+    a.load(DW, R6, R1, 0)
+        .load(DW, R7, R1, 8)
+        .jsle32_imm(R7, 0, "out");
+    read(&mut a, TMP, 2, R6, protocol);
+    a.load(H, R0, FP, TMP)
+        .jeq_imm(R0, IPPROTO_UDP, "udp")
+        .jne_imm(R0, IPPROTO_UDPLITE, "out")
+        .label("udp")
+        .store(B, FP, KEY + 10, R0);
     read(&mut a, KEY + 6, 2, R6, o.dport);
-    read(&mut a, KEY + 8, 2, R6, o.sport);
-    // The namespace: sk->__sk_common.skc_net.net->ns.inum.
-    read(&mut a, TMP, 8, R6, o.net);
-    a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
-    read(&mut a, KEY, 4, R4, o.ns_inum);
-    a.label("file")
-        .load_map(R1, connects_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(VAL))
-        .mov_imm(R4, 0)
-        .call(MAP_UPDATE_ELEM)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+    a.load(H, R0, FP, KEY + 6).jeq_imm(R0, 0, "out");
+    current_process(&mut a);
+    file_tuple(&mut a, o, connects_fd);
     a.finish()
 }
 
@@ -448,6 +514,10 @@ pub struct ConnectLog {
     _pending: OwnedFd,
     _link: OwnedFd,
     _prog: OwnedFd,
+    /// The UDP program and its link, when the kernel took them.
+    _udp: Option<[OwnedFd; 2]>,
+    /// Why there are no UDP records, if there are none.
+    pub udp_off: Option<String>,
 }
 
 impl ConnectLog {
@@ -457,7 +527,10 @@ impl ConnectLog {
             what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
             err,
         })?;
-        let offsets = Offsets::from_btf(&Btf::load(f, BTF_NAMES)?)?;
+        let btf = Btf::load(f, BTF_NAMES)?;
+        let offsets = Offsets::from_btf(&btf)?;
+        let protocol = btf.offset_of("sock", &["sk_protocol"]);
+        drop(btf);
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = std::fs::metadata("/proc/self/ns/net")
             .map_err(sys_err("cannot read the network namespace"))?
@@ -477,11 +550,30 @@ impl ConnectLog {
         let link = sys::attach(&prog, TRACEPOINT).map_err(sys_err(
             "cannot attach the connect hook to inet_sock_set_state",
         ))?;
+        // UDP is a bonus: older kernels lack the tracepoint, or have sk_protocol as a bitfield.
+        let udp = protocol.map_err(HookError::from).and_then(|protocol| {
+            let protocol = i32::try_from(protocol)
+                .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
+            let insns = udp_program(&offsets, protocol, map.as_raw_fd())
+                .map_err(|label| io::Error::other(format!("unresolved jump to {label}")))
+                .map_err(sys_err("UDP send hook program"))?;
+            let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+            let prog = sys::prog_load_raw_tracepoint(&code)?;
+            let link = sys::attach(&prog, UDP_TRACEPOINT)
+                .map_err(sys_err("cannot attach the UDP hook to sock_send_length"))?;
+            Ok([prog, link])
+        });
+        let (udp, udp_off) = match udp {
+            Ok(fds) => (Some(fds), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         Ok(ConnectLog {
             records: ConnectReader { map, netns },
             _pending: pending,
             _link: link,
             _prog: prog,
+            _udp: udp,
+            udp_off,
         })
     }
 
@@ -666,9 +758,10 @@ mod tests {
         assert_eq!(&k[4..6], &2u16.to_ne_bytes());
         assert_eq!(&k[6..8], &[0x01, 0xbb]); // 443, network order, as skc_dport holds it
         assert_eq!(&k[8..10], &43210u16.to_be_bytes()); // network order, as inet_sport
+        assert_eq!(k[10], 6);
         assert_eq!(&k[16..20], &[10, 0, 0, 2]);
         assert_eq!(&k[32..36], &[10, 0, 0, 1]);
-        assert!(k[10..16]
+        assert!(k[11..16]
             .iter()
             .chain(&k[20..32])
             .chain(&k[36..])
@@ -723,31 +816,45 @@ mod tests {
     }
 
     #[test]
-    fn the_program_jumps_forward_only_and_ends_in_exit() {
-        let p = program(&offsets(), 7, 8).unwrap();
-        assert_eq!(p.last().map(|i| i.code), Some(0x95));
-        // Map fds sit in two-slot loads; every jump lands inside the program.
-        let maps: Vec<(u8, i32)> = p
-            .iter()
-            .filter(|i| i.code == 0x18)
-            .map(|i| (i.src, i.imm))
-            .collect();
-        assert_eq!(maps, [(1, 7), (1, 7), (1, 7), (1, 8)]);
-        for (at, i) in p.iter().enumerate() {
-            if i.code & 0x07 == 0x05 && !matches!(i.code, 0x85 | 0x95) {
-                let to = at as i64 + 1 + i64::from(i.off);
-                assert!(i.off >= 0 && to < p.len() as i64, "jump at {at} to {to}");
+    fn the_programs_jump_forward_only_and_end_in_exit() {
+        let tcp = program(&offsets(), 7, 8).unwrap();
+        let udp = udp_program(&offsets(), 532, 8).unwrap();
+        for (p, maps) in [
+            (&tcp, &[(1, 7), (1, 7), (1, 7), (1, 8)][..]),
+            (&udp, &[(1, 8)][..]),
+        ] {
+            assert_eq!(p.last().map(|i| i.code), Some(0x95));
+            // Map fds sit in two-slot loads; every jump lands inside the program.
+            let found: Vec<(u8, i32)> = p
+                .iter()
+                .filter(|i| i.code == 0x18)
+                .map(|i| (i.src, i.imm))
+                .collect();
+            assert_eq!(found, maps);
+            for (at, i) in p.iter().enumerate() {
+                if matches!(i.code & 0x07, 0x05 | 0x06) && !matches!(i.code, 0x85 | 0x95) {
+                    let to = at as i64 + 1 + i64::from(i.off);
+                    assert!(i.off >= 0 && to < p.len() as i64, "jump at {at} to {to}");
+                }
+            }
+            // Every field offset the BTF gave is read.
+            for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
+                assert!(
+                    p.iter()
+                        .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
+                        || (off == 0 && p.iter().any(|i| i.code == 0xbf && i.dst == 3)),
+                    "no read at offset {off}"
+                );
             }
         }
-        // Every field offset the BTF gave is read.
-        for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
-            assert!(
-                p.iter()
-                    .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
-                    || (off == 0 && p.iter().any(|i| i.code == 0xbf && i.dst == 3)),
-                "no read at offset {off}"
-            );
-        }
+        // The protocol byte of the key: a constant for TCP, what the socket says for UDP.
+        assert!(tcp
+            .iter()
+            .any(|i| i.code == 0x72 && i.off == KEY + 10 && i.imm == 6));
+        assert!(udp.iter().any(|i| i.code == 0x73 && i.off == KEY + 10));
+        assert!(udp
+            .iter()
+            .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == 532));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! For outbound TCP a kernel-side record comes first: [`connect_hook`] has the kernel note
 //! the connecting process inside `connect()`, behind the [`Connects`] trait, so a program that
-//! connects and exits at once is still named.
+//! connects and exits at once is still named. For connected UDP the kernel notes the sender,
+//! asked for last (the note lands just after the packet).
 //!
 //! Everything that names a process goes through [`Attributor`], so the filter and the output
 //! do not know which source answered.
@@ -352,9 +353,10 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
                 });
             }
         }
-        // The kernel files a record when the connection leaves SYN_SENT; a program that is
-        // gone by now has left it (it waited for the handshake, or closed the socket).
-        if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+        // The kernel files a TCP record when the connection leaves SYN_SENT, and a UDP one
+        // right after the send: a program that is gone by now has done both.
+        let recorded = matches!(t.proto, Proto::Tcp | Proto::Udp | Proto::UdpLite);
+        if recorded && sides.direction == Direction::Outbound {
             return self.by_connect_record(&t, read);
         }
         None
@@ -864,14 +866,22 @@ mod tests {
     }
 
     #[test]
-    fn udp_flows_do_not_ask_for_connect_records() {
+    fn udp_flows_ask_for_connect_records_only_when_no_socket_answers() {
         let flow = sides(Proto::Udp, "10.0.0.1", 5353, "10.0.0.9", 53);
-        let mut a = with_records(
-            FakeSockets::default(),
-            &[],
-            &[(&flow, connector(1, "dig", 0))],
-            false,
+        let record = [(&flow, connector(1, "dig", 0))];
+        // A gone sender: the record names it.
+        let mut a = with_records(FakeSockets::default(), &[], &record, false);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 1));
+        // A live socket answers first, without a lookup in the records.
+        let mut s = FakeSockets::default();
+        s.exact.insert(
+            (Family::Ipv4, 5353),
+            sock(Proto::Udp, 1, "10.0.0.1", 5353, "10.0.0.9", 53, 11),
         );
-        assert_eq!(a.attribute(&flow), None);
+        let mut a = with_records(s, &[(11, proc_(9, "resolved"))], &record, true);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Socket, 9));
+        assert_eq!(a.errors(), 0, "the failing records were not asked");
     }
 }
