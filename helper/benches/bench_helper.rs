@@ -377,6 +377,16 @@ fn main() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
+        let lat = latency(200, 5);
+        println!(
+            "latency: median {:.3} ms, p99 {:.3} ms ({} measured)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len()
+        );
+        return;
+    }
     eprintln!("burst ({BURST} UDP flows)...");
     let b = burst(BURST, have_conntrack);
     if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
