@@ -9,12 +9,12 @@
 //! `connect()` in the connecting process, so the record does not depend on the process living
 //! on; the helper looks it up by the flow's tuple.
 //!
-//! The program is small and written here as instructions, because building eBPF from C or
-//! Rust needs a toolchain (clang, bpf-linker) that building this crate must not. Where
-//! `struct sock`'s fields sit comes from the running kernel's BTF ([`crate::btf`]). It is a
-//! raw tracepoint program: function-entry hooks (fentry) are refused on some kernels (EPERM
+//! The programs are small and written here as instructions, because building eBPF from C
+//! or Rust needs a toolchain (clang, bpf-linker) that building this crate must not. Where
+//! `struct sock`'s fields sit comes from the running kernel's BTF ([`crate::btf`]). They are
+//! raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels (EPERM
 //! on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the kernel
-//! bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP flow.
+//! bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup.
 //! Records carry the network namespace, so a connect in another namespace with the same
 //! addresses is never taken for ours.
 
