@@ -76,7 +76,11 @@ fn generator(args: &[String]) -> bool {
 }
 
 fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// utime + stime of a process's or thread's `stat` text, in seconds.
+fn stat_cpu_secs(stat: &str) -> f64 {
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -97,15 +101,7 @@ fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map(|(n, _)| n.to_string())
             .unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(name).or_insert(0.0) += ticks / 100.0;
+        *out.entry(name).or_insert(0.0) += stat_cpu_secs(&stat);
     }
     out
 }

@@ -512,8 +512,8 @@ pub fn udp_program(
 pub struct ConnectLog {
     records: ConnectReader,
     _pending: OwnedFd,
-    _link: OwnedFd,
-    _prog: OwnedFd,
+    /// The TCP program and its link.
+    _tcp: [OwnedFd; 2],
     /// The UDP program and its link, when the kernel took them.
     _udp: Option<[OwnedFd; 2]>,
     /// Why there are no UDP records, if there are none.
@@ -542,26 +542,18 @@ impl ConnectLog {
             .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
             .map_err(sys_err("cannot create the connect map"))?;
-        let insns = program(&offsets, pending.as_raw_fd(), map.as_raw_fd())
-            .map_err(|label| io::Error::other(format!("unresolved jump to {label}")))
-            .map_err(sys_err("connect hook program"))?;
-        let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
-        let prog = sys::prog_load_raw_tracepoint(&code)?;
-        let link = sys::attach(&prog, TRACEPOINT).map_err(sys_err(
-            "cannot attach the connect hook to inet_sock_set_state",
-        ))?;
+        let tcp = load_and_attach(
+            program(&offsets, pending.as_raw_fd(), map.as_raw_fd()),
+            TRACEPOINT,
+        )?;
         // UDP is a bonus: older kernels lack the tracepoint, or have sk_protocol as a bitfield.
         let udp = protocol.map_err(HookError::from).and_then(|protocol| {
             let protocol = i32::try_from(protocol)
                 .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
-            let insns = udp_program(&offsets, protocol, map.as_raw_fd())
-                .map_err(|label| io::Error::other(format!("unresolved jump to {label}")))
-                .map_err(sys_err("UDP send hook program"))?;
-            let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
-            let prog = sys::prog_load_raw_tracepoint(&code)?;
-            let link = sys::attach(&prog, UDP_TRACEPOINT)
-                .map_err(sys_err("cannot attach the UDP hook to sock_send_length"))?;
-            Ok([prog, link])
+            load_and_attach(
+                udp_program(&offsets, protocol, map.as_raw_fd()),
+                UDP_TRACEPOINT,
+            )
         });
         let (udp, udp_off) = match udp {
             Ok(fds) => (Some(fds), None),
@@ -570,8 +562,7 @@ impl ConnectLog {
         Ok(ConnectLog {
             records: ConnectReader { map, netns },
             _pending: pending,
-            _link: link,
-            _prog: prog,
+            _tcp: tcp,
             _udp: udp,
             udp_off,
         })
@@ -591,6 +582,28 @@ impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector(t)
     }
+}
+
+/// Loads an assembled program and attaches it to `tracepoint` (NUL-terminated): the program
+/// and its link, which detaches it when closed.
+fn load_and_attach(
+    program: Result<Vec<asm::Insn>, &'static str>,
+    tracepoint: &'static [u8],
+) -> Result<[OwnedFd; 2], HookError> {
+    let name = std::str::from_utf8(tracepoint)
+        .unwrap_or("?")
+        .trim_end_matches('\0');
+    let insns = program.map_err(|label| HookError::Sys {
+        what: "connect hook program",
+        err: io::Error::other(format!("unresolved jump to {label} ({name})")),
+    })?;
+    let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+    let prog = sys::prog_load_raw_tracepoint(&code)?;
+    let link = sys::attach(&prog, tracepoint).map_err(|err| HookError::Sys {
+        what: "cannot attach the connect hook to its tracepoint",
+        err: io::Error::new(err.kind(), format!("{name}: {err}")),
+    })?;
+    Ok([prog, link])
 }
 
 /// A lookup handle on a [`ConnectLog`]'s records.
