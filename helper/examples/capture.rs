@@ -2,7 +2,9 @@
 //! `<dir>/<n>.bin`, for the parser's captured-bytes tests. Run as root in a test namespace:
 //! `ip netns exec NS cargo run --example capture -- DIR COUNT`.
 
-use conntrack_tray_helper::conntrack::{parse_datagram, EventSocket, GROUP_DESTROY, GROUP_NEW};
+use conntrack_tray_helper::source::conntrack::{
+    parse_datagram, EventSocket, GROUP_DESTROY, GROUP_NEW,
+};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -4,7 +4,7 @@
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::{Processes, Sockets};
-use conntrack_tray_helper::event::{Family, Proto, Tuple};
+use conntrack_tray_helper::flow::{Family, Proto, Tuple};
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();

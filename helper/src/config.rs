@@ -14,7 +14,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::{Direction, Proto};
+use crate::flow::{Direction, Proto};
 
 /// The documented default configuration, as shipped in `conf/`.
 pub const DEFAULT_TOML: &str = include_str!("../../conf/conntrack-tray.toml");

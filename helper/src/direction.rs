@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::event::{Direction, Flow, Tuple};
+use crate::flow::{Direction, Flow, Tuple};
 
 /// The machine's interface addresses. Loopback addresses are always local.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,7 +109,7 @@ fn reversed(t: Tuple) -> Tuple {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{FlowEvent, Proto};
+    use crate::flow::{FlowEvent, Proto};
 
     fn flow(src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
         let orig = Tuple {

@@ -11,7 +11,8 @@ use lru::LruCache;
 
 use crate::config::Config;
 use crate::direction::Sides;
-use crate::event::{Direction, Process, Proto};
+use crate::event::Process;
+use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ mod tests {
     use crate::direction::{classify, LocalAddrs};
 
     fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
-        let flow = crate::event::fixtures::flow(proto, src, sport, dst, dport);
+        let flow = crate::flow::fixtures::flow(proto, src, sport, dst, dport);
         classify(&flow, &LocalAddrs::new(["10.0.0.1".parse().expect("ip")]))
     }
 

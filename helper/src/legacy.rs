@@ -7,7 +7,7 @@
 //! in a comment of the output, as is every variable this project has no key for.
 
 use crate::config::{Config, ProtoSel, RemoteNet};
-use crate::event::Proto;
+use crate::flow::Proto;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}:{line}: {message}")]

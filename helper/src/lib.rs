@@ -6,24 +6,20 @@
 //! `output` (JSON or text lines). `commands` reads the applet's stdin commands.
 
 pub mod attribution;
-pub mod btf;
 pub mod commands;
 pub mod config;
-pub mod conntrack;
 pub mod direction;
-pub mod dns;
-pub mod dns_capture;
 pub mod event;
 pub mod filter;
+pub mod flow;
 pub mod legacy;
-pub mod netif;
-pub mod nft;
+pub mod names;
 pub mod output;
 pub mod pipeline;
 pub mod privileges;
-pub mod reader;
 pub mod realtime;
-pub mod reverse;
+pub mod source;
 
 pub use config::Config;
-pub use event::{Connection, Direction, Event, Family, Flow, Process, Proto, Tuple};
+pub use event::{Connection, Event, Process};
+pub use flow::{Direction, Family, Flow, Proto, Tuple};

@@ -21,13 +21,14 @@ use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::{Connects, SocketAttributor};
 use conntrack_tray_helper::commands::{self, Command, CommandError};
 use conntrack_tray_helper::config::{Config, ProtoSel};
-use conntrack_tray_helper::conntrack::{EventSocket, GROUP_NEW};
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::event::{Event, Proto};
-use conntrack_tray_helper::netif::{self, AddrWatch};
-use conntrack_tray_helper::nft::ConntrackTable;
 use conntrack_tray_helper::output::{self, Format, Output};
-use conntrack_tray_helper::pipeline::{Early, EarlyUpdate, Incoming, Outcome, Pipeline};
+use conntrack_tray_helper::pipeline::{Outcome, Pipeline};
+use conntrack_tray_helper::source::conntrack::{EventSocket, GROUP_NEW};
+use conntrack_tray_helper::source::netif::{self, AddrWatch};
+use conntrack_tray_helper::source::nft::ConntrackTable;
+use conntrack_tray_helper::source::reader::{Early, EarlyUpdate, Incoming};
 use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
@@ -304,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
     // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
-    let capture = match conntrack_tray_helper::dns_capture::DnsCapture::open() {
+    let capture = match conntrack_tray_helper::names::capture::DnsCapture::open() {
         Ok(c) => Some(c),
         Err(e) => {
             startup.push(format!(
@@ -381,7 +382,7 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     debug: bool,
     ch: &Channels,
     startup: Vec<String>,
-    mut capture: Option<conntrack_tray_helper::dns_capture::DnsCapture>,
+    mut capture: Option<conntrack_tray_helper::names::capture::DnsCapture>,
 ) -> Stop {
     // Drains the DNS answers now and then, so the capture's buffer never overflows when no
     // flow comes to do it.
@@ -483,7 +484,7 @@ fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
     }
 }
 
-/// Starts the reader thread (see `conntrack_tray_helper::reader`).
+/// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
 fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
     socket: EventSocket,
     tx: Sender<Incoming>,
@@ -498,7 +499,7 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
             if debug {
                 eprintln!("debug: conntrack reader runs at {prio}");
             }
-            conntrack_tray_helper::reader::run(socket, tx, early, updates, debug);
+            conntrack_tray_helper::source::reader::run(socket, tx, early, updates, debug);
         })
         .context("cannot start the reader thread")?;
     Ok(())

@@ -8,78 +8,12 @@ use crate::attribution::{Attribution, Attributor};
 use crate::commands::Command;
 use crate::config::Config;
 use crate::direction::{classify, LocalAddrs};
-use crate::dns::DnsNames;
 use crate::event::HostSource;
-use crate::event::{Connection, Event, Family, Flow, FlowEvent};
+use crate::event::{Connection, Event, Family};
 use crate::filter::{self, RepeatFilter, Skip};
-use crate::reverse::Reverse;
-
-/// What the reader thread hands to the pipeline.
-#[derive(Debug, Clone)]
-pub enum Incoming {
-    /// A flow, when it was read, and its attribution if the reader could do it at once.
-    Flow {
-        flow: Flow,
-        at: SystemTime,
-        /// The same moment on the monotonic clock.
-        read: Instant,
-        /// Boxed: most flows in a burst carry none, and the queue holds thousands.
-        early: Option<Box<Attribution>>,
-    },
-    /// Events the kernel dropped because our socket buffer was full.
-    Lost(u64),
-    /// A socket error the reader recovered from by reopening the socket.
-    Reopened(String),
-    /// A message the parser could not read (skipped).
-    Garbled(String),
-}
-
-/// Settings the reader's early attribution must follow.
-pub enum EarlyUpdate {
-    Config(Box<Config>),
-    Addrs(LocalAddrs),
-}
-
-/// Attribution at the earliest moment: in the reader thread, right after the event is read,
-/// while the pipeline is idle.
-///
-/// A short-lived program can connect, write and exit within a hundred microseconds; every
-/// thread hand-off before the /proc lookup is time it may use to vanish. So when nothing is
-/// queued the reader attributes the flow itself (only flows the cheap filter rules keep),
-/// and the pipeline only falls back to its own lookup when the reader did not try or did not
-/// succeed. During a burst the queue is not empty and the reader does nothing but read.
-pub struct Early<A> {
-    cfg: Config,
-    addrs: LocalAddrs,
-    attributor: A,
-}
-
-impl<A: Attributor> Early<A> {
-    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A) -> Self {
-        Early {
-            cfg,
-            addrs,
-            attributor,
-        }
-    }
-
-    pub fn set_config(&mut self, cfg: Config) {
-        self.cfg = cfg;
-    }
-
-    pub fn set_addrs(&mut self, addrs: LocalAddrs) {
-        self.addrs = addrs;
-    }
-
-    pub fn attribute(&mut self, flow: &Flow) -> Option<Attribution> {
-        if flow.event != FlowEvent::New {
-            return None;
-        }
-        let sides = classify(flow, &self.addrs);
-        filter::before_attribution(&self.cfg, &sides).ok()?;
-        self.attributor.attribute_read_at(&sides, Instant::now())
-    }
-}
+use crate::flow::{Flow, FlowEvent};
+use crate::names::dns::DnsNames;
+use crate::names::reverse::Reverse;
 
 /// Counters for `--debug` and the benchmark.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -165,7 +99,7 @@ impl<A: Attributor> Pipeline<A> {
             let server = self.cfg.names.resolver.or_else(|| {
                 std::fs::read_to_string("/etc/resolv.conf")
                     .ok()
-                    .and_then(|t| crate::reverse::nameserver(&t))
+                    .and_then(|t| crate::names::reverse::nameserver(&t))
             });
             let timeout = std::time::Duration::from_millis(self.cfg.names.reverse_timeout_ms);
             self.reverse = Some(match server {
@@ -323,7 +257,7 @@ mod tests {
         Flow {
             id: Some(99),
             mark: Some(0),
-            ..crate::event::fixtures::flow(proto, src, sport, dst, dport)
+            ..crate::flow::fixtures::flow(proto, src, sport, dst, dport)
         }
     }
 
@@ -478,31 +412,6 @@ mod tests {
         let f = flow(Proto::Tcp, "10.0.0.1", 5555, "9.9.9.9", 443);
         let c = report(p.flow(&f, SystemTime::now(), Instant::now(), Some(early)));
         assert_eq!(c.process.map(|p| p.pid), Some(7));
-    }
-
-    #[test]
-    fn early_attribution_skips_flows_the_cheap_rules_drop() {
-        let table = HashMap::from([(40000, pipeline().attributor.0[&40000].clone())]);
-        let mut e = Early::new(
-            Config::default(),
-            LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
-            ByPort(table),
-        );
-        let tcp = flow(Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
-        assert!(e.attribute(&tcp).is_some());
-        // UDP is not watched by default, loopback is ignored: no lookup is made.
-        assert!(e
-            .attribute(&flow(Proto::Udp, "10.0.0.1", 40000, "9.9.9.9", 53))
-            .is_none());
-        assert!(e
-            .attribute(&flow(Proto::Tcp, "127.0.0.1", 40000, "127.0.0.1", 80))
-            .is_none());
-        let mut all = Config::default();
-        all.monitor.protocols = vec![ProtoSel::All];
-        e.set_config(all);
-        assert!(e
-            .attribute(&flow(Proto::Udp, "10.0.0.1", 40000, "9.9.9.9", 53))
-            .is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! The programs are small and written here as instructions, because building eBPF from C
 //! or Rust needs a toolchain (clang, bpf-linker) that building this crate must not. Where
-//! `struct sock`'s fields sit comes from the running kernel's BTF ([`crate::btf`]). They are
+//! `struct sock`'s fields sit comes from the running kernel's BTF ([`bpf::btf`](crate::attribution::bpf::btf)). They are
 //! raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels (EPERM
 //! on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the kernel
 //! bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup.
@@ -24,8 +24,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects};
-use crate::btf::{Btf, BtfError};
-use crate::event::Tuple;
+use crate::attribution::bpf::btf::{Btf, BtfError};
+use crate::flow::Tuple;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -761,11 +761,11 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Proto;
+    use crate::flow::Proto;
 
     #[test]
     fn keys_put_each_field_where_the_program_writes_it() {
-        let t = crate::event::fixtures::flow(Proto::Tcp, "10.0.0.1", 43210, "10.0.0.2", 443).orig;
+        let t = crate::flow::fixtures::flow(Proto::Tcp, "10.0.0.1", 43210, "10.0.0.2", 443).orig;
         let k = key(0x1234_5678, &t);
         assert_eq!(&k[0..4], &0x1234_5678u32.to_ne_bytes());
         assert_eq!(&k[4..6], &2u16.to_ne_bytes());
@@ -873,7 +873,7 @@ mod tests {
     #[test]
     fn offsets_from_a_kernel_like_btf() {
         let btf = Btf::load(
-            std::io::Cursor::new(crate::btf::tests::sock_like()),
+            std::io::Cursor::new(crate::attribution::bpf::btf::tests::sock_like()),
             BTF_NAMES,
         )
         .unwrap();

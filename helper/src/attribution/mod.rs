@@ -14,6 +14,7 @@
 //! Everything that names a process goes through [`Attributor`], so the filter and the output
 //! do not know which source answered.
 
+pub mod bpf;
 pub mod connect_hook;
 pub mod procfs;
 pub mod sock_diag;
@@ -24,7 +25,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
 use crate::direction::Sides;
-use crate::event::{AttributedBy, Direction, Family, Process, Proto, Tuple};
+use crate::event::{AttributedBy, Process};
+use crate::flow::{Direction, Family, Proto, Tuple};
 
 /// A socket as the kernel describes it. `src` is always the socket's own (local) end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,7 +531,7 @@ mod tests {
     }
 
     fn sides(proto: Proto, src: &str, sport: u16, dst: &str, dport: u16) -> Sides {
-        let flow = crate::event::fixtures::flow(proto, src, sport, dst, dport);
+        let flow = crate::flow::fixtures::flow(proto, src, sport, dst, dport);
         classify(
             &flow,
             &LocalAddrs::new([

@@ -18,7 +18,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
 use super::{SockEntry, Sockets};
-use crate::event::{Family, Proto, Tuple};
+use crate::flow::{Family, Proto, Tuple};
 
 /// The "no cookie" value: without it the kernel insists on matching a socket cookie.
 const NO_COOKIE: [u8; 8] = [0xff; 8];

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 
-use crate::dns::DnsNames;
+use crate::names::dns::DnsNames;
 
 /// ETH_P_ALL, every protocol.
 const ETH_P_ALL: u16 = 0x0003;

@@ -78,7 +78,7 @@ pub fn query_ptr(server: SocketAddr, ip: &IpAddr, timeout: Duration) -> Option<S
     reply.answers.iter().find_map(|rr| match &rr.rdata {
         RData::PTR(p) => {
             let n = p.0.to_string().trim_end_matches('.').to_ascii_lowercase();
-            (!n.is_empty()).then(|| n.chars().take(crate::dns::NAME_LIMIT).collect())
+            (!n.is_empty()).then(|| n.chars().take(crate::names::dns::NAME_LIMIT).collect())
         }
         _ => None,
     })

@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use crate::event::{Flow, FlowEvent, Icmp, Proto, Tuple};
+use crate::flow::{Flow, FlowEvent, Icmp, Proto, Tuple};
 
 /// nfnetlink subsystem of conntrack, and its message types.
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -376,12 +376,12 @@ mod tests {
     // 10.77.0.1/fd77::1 with a veth peer 10.77.0.2/fd77::2, while these ran there:
     // `curl http://10.77.0.2:8080/`, `echo x > /dev/udp/fd77::2/5353`, `ping -c1 10.77.0.2`,
     // `ping -6 -c1 fd77::2`, a raw SCTP INIT to 10.77.0.2:9999, and `conntrack -D --dport 8080`.
-    const TCP4_NEW: &[u8] = include_bytes!("../tests/data/tcp4_new.bin");
-    const UDP6_NEW: &[u8] = include_bytes!("../tests/data/udp6_new.bin");
-    const ICMP4_NEW: &[u8] = include_bytes!("../tests/data/icmp4_new.bin");
-    const ICMP6_NEW: &[u8] = include_bytes!("../tests/data/icmp6_new.bin");
-    const SCTP4_NEW: &[u8] = include_bytes!("../tests/data/sctp4_new.bin");
-    const TCP4_DESTROY: &[u8] = include_bytes!("../tests/data/tcp4_destroy.bin");
+    const TCP4_NEW: &[u8] = include_bytes!("../../tests/data/tcp4_new.bin");
+    const UDP6_NEW: &[u8] = include_bytes!("../../tests/data/udp6_new.bin");
+    const ICMP4_NEW: &[u8] = include_bytes!("../../tests/data/icmp4_new.bin");
+    const ICMP6_NEW: &[u8] = include_bytes!("../../tests/data/icmp6_new.bin");
+    const SCTP4_NEW: &[u8] = include_bytes!("../../tests/data/sctp4_new.bin");
+    const TCP4_DESTROY: &[u8] = include_bytes!("../../tests/data/tcp4_destroy.bin");
 
     fn one_flow(bytes: &[u8]) -> Flow {
         let msgs = parse_datagram(bytes);

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::attribution::{Attribution, Attributor};
-use crate::conntrack::{parse_datagram, EventSocket, Message};
-use crate::event::Flow;
+use crate::config::Config;
+use crate::direction::{classify, LocalAddrs};
+use crate::filter;
+use crate::flow::Flow;
+use crate::flow::FlowEvent;
 use crate::output::sanitize;
-use crate::pipeline::{Early, EarlyUpdate, Incoming};
+use crate::source::conntrack::{parse_datagram, EventSocket, Message};
 
 /// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
 pub const BURST_GAP: Duration = Duration::from_millis(1);
@@ -27,6 +30,73 @@ pub const BURST_NAP: Duration = Duration::from_micros(500);
 const BATCH_LIMIT: usize = 256;
 /// Consecutive socket errors after which the reader gives up.
 const MAX_FAILURES: u32 = 5;
+
+/// What the reader thread hands to the pipeline.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A flow, when it was read, and its attribution if the reader could do it at once.
+    Flow {
+        flow: Flow,
+        at: SystemTime,
+        /// The same moment on the monotonic clock.
+        read: Instant,
+        /// Boxed: most flows in a burst carry none, and the queue holds thousands.
+        early: Option<Box<Attribution>>,
+    },
+    /// Events the kernel dropped because our socket buffer was full.
+    Lost(u64),
+    /// A socket error the reader recovered from by reopening the socket.
+    Reopened(String),
+    /// A message the parser could not read (skipped).
+    Garbled(String),
+}
+
+/// Settings the reader's early attribution must follow.
+pub enum EarlyUpdate {
+    Config(Box<Config>),
+    Addrs(LocalAddrs),
+}
+
+/// Attribution at the earliest moment: in the reader thread, right after the event is read,
+/// while the pipeline is idle.
+///
+/// A short-lived program can connect, write and exit within a hundred microseconds; every
+/// thread hand-off before the /proc lookup is time it may use to vanish. So when nothing is
+/// queued the reader attributes the flow itself (only flows the cheap filter rules keep),
+/// and the pipeline only falls back to its own lookup when the reader did not try or did not
+/// succeed. During a burst the queue is not empty and the reader does nothing but read.
+pub struct Early<A> {
+    cfg: Config,
+    addrs: LocalAddrs,
+    attributor: A,
+}
+
+impl<A: Attributor> Early<A> {
+    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A) -> Self {
+        Early {
+            cfg,
+            addrs,
+            attributor,
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
+    pub fn set_addrs(&mut self, addrs: LocalAddrs) {
+        self.addrs = addrs;
+    }
+
+    pub fn attribute(&mut self, flow: &Flow) -> Option<Attribution> {
+        if flow.event != FlowEvent::New {
+            return None;
+        }
+        let sides = classify(flow, &self.addrs);
+        filter::before_attribution(&self.cfg, &sides).ok()?;
+        self.attributor.attribute_read_at(&sides, Instant::now())
+    }
+}
 
 /// Where conntrack events come from.
 pub trait EventSource {
@@ -236,11 +306,10 @@ pub fn run<S: EventSource, A: Attributor>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::direction::{LocalAddrs, Sides};
+    use crate::direction::Sides;
     use std::collections::VecDeque;
 
-    const TCP4_NEW: &[u8] = include_bytes!("../tests/data/tcp4_new.bin");
+    const TCP4_NEW: &[u8] = include_bytes!("../../tests/data/tcp4_new.bin");
 
     /// Plays a script of recv results, then says the socket is gone for good.
     struct Script {
@@ -410,5 +479,48 @@ mod tests {
             kinds.iter().filter(|k| **k == "reopened").count(),
             1 + MAX_FAILURES as usize
         );
+    }
+
+    #[test]
+    fn early_attribution_skips_flows_the_cheap_rules_drop() {
+        let mut e = Early::new(
+            Config::default(),
+            LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
+            Everyone,
+        );
+        let tcp =
+            crate::flow::fixtures::flow(crate::flow::Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+        assert!(e.attribute(&tcp).is_some());
+        // UDP is not watched by default, loopback is ignored: no lookup is made.
+        assert!(e
+            .attribute(&crate::flow::fixtures::flow(
+                crate::flow::Proto::Udp,
+                "10.0.0.1",
+                40000,
+                "9.9.9.9",
+                53
+            ))
+            .is_none());
+        assert!(e
+            .attribute(&crate::flow::fixtures::flow(
+                crate::flow::Proto::Tcp,
+                "127.0.0.1",
+                40000,
+                "127.0.0.1",
+                80
+            ))
+            .is_none());
+        let mut all = Config::default();
+        all.monitor.protocols = vec![crate::config::ProtoSel::All];
+        e.set_config(all);
+        assert!(e
+            .attribute(&crate::flow::fixtures::flow(
+                crate::flow::Proto::Udp,
+                "10.0.0.1",
+                40000,
+                "9.9.9.9",
+                53
+            ))
+            .is_some());
     }
 }
