@@ -3,28 +3,29 @@
 //!
 //! Threads: the netlink reader (recv + parse into a bounded queue, nothing else, so slow
 //! attribution never lets the kernel's buffer overflow), stdin commands, signals and address
-//! changes each feed one channel; the main thread selects over them, runs the pipeline and
-//! writes the output.
+//! changes each feed one channel; the main thread runs the library's main loop
+//! ([`conntrack_tray_helper::service`]) over them.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::{Connects, SocketAttributor};
-use conntrack_tray_helper::commands::{self, Command, CommandError};
+use conntrack_tray_helper::commands;
 use conntrack_tray_helper::config::{Config, ProtoSel};
 use conntrack_tray_helper::direction::LocalAddrs;
-use conntrack_tray_helper::event::{Event, Proto};
+use conntrack_tray_helper::flow::Proto;
+use conntrack_tray_helper::names::{capture::DnsCapture, Names};
 use conntrack_tray_helper::output::{self, Format, Output};
-use conntrack_tray_helper::pipeline::{Outcome, Pipeline};
+use conntrack_tray_helper::pipeline::Pipeline;
+use conntrack_tray_helper::service::{self, CommandLine, Inputs, Speaker, Stop};
 use conntrack_tray_helper::source::conntrack::{EventSocket, GROUP_NEW};
 use conntrack_tray_helper::source::netif::{self, AddrWatch};
 use conntrack_tray_helper::source::nft::ConntrackTable;
@@ -177,14 +178,6 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Why the main loop ended.
-enum Stop {
-    StdinClosed,
-    Signal(i32),
-    StdoutClosed,
-    ReaderFailed(String),
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Sub::ImportLegacy { path }) = &cli.cmd {
         let src = std::fs::read_to_string(path)
@@ -300,12 +293,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
     let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
 
-    let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr);
-
     let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
     // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
-    let capture = match conntrack_tray_helper::names::capture::DnsCapture::open() {
+    let capture = match DnsCapture::open() {
         Ok(c) => Some(c),
         Err(e) => {
             startup.push(format!(
@@ -314,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr, Names::new(capture));
     // Threads inherit the scheduling policy and the capabilities of the thread that starts
     // them: raise the priority for the reader, then give up what is no longer needed, start
     // the reader, and bring the main thread back to normal priority before the rest.
@@ -323,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     spawn_reader(socket, flow_tx, early, early_rx, cli.debug, prio)?;
     realtime::normal_priority();
-    let (cmd_tx, cmd_rx) = unbounded::<Option<Result<Command, CommandError>>>();
+    let (cmd_tx, cmd_rx) = unbounded::<CommandLine>();
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;
     }
@@ -331,24 +323,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     spawn_signals(sig_tx)?;
     let (addr_tx, addr_rx) = unbounded();
     spawn_addr_watch(addr_tx);
-    let chans = Channels {
+    let inputs = Inputs {
         flows: flow_rx,
         cmds: cmd_rx,
         sigs: sig_rx,
         addrs: addr_rx,
         early: early_tx,
     };
-
-    let stop = main_loop(&mut pipeline, &mut out, cli.debug, &chans, startup, capture);
+    let speaker = Speaker {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: hostname(),
+        pid: std::process::id(),
+    };
+    let stop = service::serve(
+        &mut pipeline,
+        &mut out,
+        &inputs,
+        speaker,
+        startup,
+        cli.debug,
+    );
     if cli.debug {
-        let why = match &stop {
-            Stop::StdinClosed => "stdin closed".to_string(),
-            Stop::Signal(n) => format!("signal {n}"),
-            Stop::StdoutClosed => "stdout closed".to_string(),
-            Stop::ReaderFailed(e) => e.clone(),
-        };
         eprintln!(
-            "debug: stopping ({why}); {:?}; {}",
+            "debug: stopping ({stop}); {:?}; {}",
             pipeline.stats,
             pipeline.tables()
         );
@@ -366,122 +363,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
     })
-}
-
-struct Channels {
-    flows: Receiver<Incoming>,
-    cmds: Receiver<Option<Result<Command, CommandError>>>,
-    sigs: Receiver<i32>,
-    addrs: Receiver<LocalAddrs>,
-    early: Sender<EarlyUpdate>,
-}
-
-fn main_loop<A: conntrack_tray_helper::attribution::Attributor, W: Write>(
-    pipeline: &mut Pipeline<A>,
-    out: &mut Output<W>,
-    debug: bool,
-    ch: &Channels,
-    startup: Vec<String>,
-    mut capture: Option<conntrack_tray_helper::names::capture::DnsCapture>,
-) -> Stop {
-    // Drains the DNS answers now and then, so the capture's buffer never overflows when no
-    // flow comes to do it.
-    let ticks = crossbeam_channel::tick(std::time::Duration::from_millis(500));
-    // When the last drain started; none yet, so the first flow (perhaps read before this
-    // loop started) drains.
-    let mut drained_at: Option<Instant> = None;
-    let hello = Event::Hello {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname: hostname(),
-        pid: std::process::id(),
-        config: Box::new(pipeline.config().clone()),
-    };
-    if out.emit(&hello).is_err() {
-        return Stop::StdoutClosed;
-    }
-    for message in startup {
-        if out.emit(&Event::Error { message }).is_err() {
-            return Stop::StdoutClosed;
-        }
-    }
-    if out.flush().is_err() {
-        return Stop::StdoutClosed;
-    }
-    loop {
-        let ev = select! {
-            recv(ch.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
-            recv(ticks) -> _ => {
-                if let Some(c) = &mut capture {
-                    let now = Instant::now();
-                    drained_at = Some(now);
-                    c.drain(pipeline.names_mut(), now);
-                }
-                None
-            },
-            recv(ch.cmds) -> c => match c {
-                Ok(Some(Ok(cmd))) => {
-                    let ack = pipeline.command(cmd);
-                    let _ = ch.early.send(EarlyUpdate::Config(Box::new(pipeline.config().clone())));
-                    Some(ack)
-                }
-                Ok(Some(Err(e))) => Some(Event::Error { message: e.to_string() }),
-                Ok(None) | Err(_) => return Stop::StdinClosed,
-            },
-            recv(ch.addrs) -> a => {
-                if let Ok(a) = a {
-                    let _ = ch.early.send(EarlyUpdate::Addrs(a.clone()));
-                    pipeline.set_addrs(a);
-                }
-                None
-            },
-            recv(ch.flows) -> f => match f {
-                Ok(Incoming::Flow { flow, at, read, early }) => {
-                    // Every answer that arrived before this flow's first packet is queued
-                    // now. A drain started after the flow was read has taken them already,
-                    // so in a burst one drain serves every flow queued behind it.
-                    if let Some(c) = &mut capture {
-                        if drained_at.is_none_or(|d| read > d) {
-                            let now = Instant::now();
-                            drained_at = Some(now);
-                            c.drain(pipeline.names_mut(), now);
-                        }
-                    }
-                    let may_wait = ch.flows.is_empty();
-                    let outcome = pipeline.flow_with(&flow, at, read, early.map(|b| *b), may_wait);
-                    for message in pipeline.take_notices() {
-                        if out.emit(&Event::Error { message }).is_err() {
-                            return Stop::StdoutClosed;
-                        }
-                    }
-                    match outcome {
-                    Outcome::Report(c) => Some(Event::Connection(c)),
-                    other => {
-                        if debug {
-                            eprintln!("debug: {:?} {} {}:{} -> {}:{}: {:?}", flow.event, flow.orig.proto,
-                                flow.orig.src, flow.orig.sport, flow.orig.dst, flow.orig.dport, other);
-                        }
-                        None
-                    }
-                    }
-                }
-                Ok(Incoming::Lost(count)) => Some(Event::Lost { count, reason: "kernel".into() }),
-                Ok(Incoming::Reopened(why)) => Some(Event::Error {
-                    message: format!("conntrack socket reopened after: {why}; flows in the gap are not counted"),
-                }),
-                Ok(Incoming::Garbled(why)) => Some(Event::Error { message: format!("unparsable conntrack message skipped: {why}") }),
-                Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
-            },
-        };
-        if let Some(ev) = ev {
-            if out.emit(&ev).is_err() {
-                return Stop::StdoutClosed;
-            }
-        }
-        // Lines go out in one write per batch while a burst is queued, and at once otherwise.
-        if ch.flows.is_empty() && out.flush().is_err() {
-            return Stop::StdoutClosed;
-        }
-    }
 }
 
 /// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
@@ -505,7 +386,7 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
     Ok(())
 }
 
-fn spawn_stdin(tx: Sender<Option<Result<Command, CommandError>>>) -> anyhow::Result<()> {
+fn spawn_stdin(tx: Sender<CommandLine>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {

@@ -1,6 +1,7 @@
-//! One flow in, at most one report out: classification, the filter rules and attribution in
-//! their fixed order. No threads and no I/O of its own (attribution is injected), so the whole
-//! decision path is tested with recorded flows and a table of sockets.
+//! One flow in, at most one report out: classification, the filter rules, naming and
+//! attribution in their fixed order. No threads and no I/O of its own: attribution and names
+//! are handed in ([`Attributor`], [`Names`]), so the whole decision path is tested with
+//! recorded flows, a table of sockets and DNS answers fed by hand.
 
 use std::time::{Instant, SystemTime};
 
@@ -12,8 +13,7 @@ use crate::event::HostSource;
 use crate::event::{Connection, Event, Family};
 use crate::filter::{self, RepeatFilter, Skip};
 use crate::flow::{Flow, FlowEvent};
-use crate::names::dns::DnsNames;
-use crate::names::reverse::Reverse;
+use crate::names::Names;
 
 /// Counters for `--debug` and the benchmark.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,11 +29,7 @@ pub struct Stats {
 pub struct Pipeline<A> {
     cfg: Config,
     addrs: LocalAddrs,
-    names: DnsNames,
-    /// Started the first time the configuration asks for reverse lookups (on this thread,
-    /// so the worker inherits its restricted capabilities); `Err` once starting failed.
-    reverse: Option<Result<Reverse, ()>>,
-    notices: Vec<String>,
+    names: Names,
     repeats: RepeatFilter,
     attributor: A,
     paused: bool,
@@ -56,13 +52,12 @@ pub fn timestamp(t: SystemTime) -> String {
 }
 
 impl<A: Attributor> Pipeline<A> {
-    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A) -> Self {
+    /// A pipeline that names processes with `attributor` and addresses with `names`.
+    pub fn new(cfg: Config, addrs: LocalAddrs, attributor: A, names: Names) -> Self {
         Pipeline {
             cfg,
             addrs,
-            names: DnsNames::default(),
-            reverse: None,
-            notices: Vec::new(),
+            names,
             repeats: RepeatFilter::new(RepeatFilter::DEFAULT_CAPACITY),
             attributor,
             paused: false,
@@ -81,46 +76,20 @@ impl<A: Attributor> Pipeline<A> {
     /// How full the bounded tables are and how much they forgot to stay bounded, for `--debug`.
     pub fn tables(&self) -> String {
         format!(
-            "repeat memory {} (forgot {}), DNS names {} (rejected packets {})",
+            "repeat memory {} (forgot {}), {}",
             self.repeats.len(),
             self.repeats.evicted(),
-            self.names.len(),
-            self.names.rejected
+            self.names.tables()
         )
     }
 
     /// Things to tell the reader (a reverse-DNS worker that could not start).
     pub fn take_notices(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.notices)
+        self.names.take_notices()
     }
 
-    fn reverse(&mut self) -> Option<&mut Reverse> {
-        if self.reverse.is_none() {
-            let server = self.cfg.names.resolver.or_else(|| {
-                std::fs::read_to_string("/etc/resolv.conf")
-                    .ok()
-                    .and_then(|t| crate::names::reverse::nameserver(&t))
-            });
-            let timeout = std::time::Duration::from_millis(self.cfg.names.reverse_timeout_ms);
-            self.reverse = Some(match server {
-                Some(ip) => {
-                    Reverse::start(std::net::SocketAddr::new(ip, 53), timeout).map_err(|e| {
-                        self.notices.push(format!("reverse DNS is off: {e}"));
-                    })
-                }
-                None => {
-                    self.notices.push(
-                        "reverse DNS is off: no resolver (names.resolver, /etc/resolv.conf)".into(),
-                    );
-                    Err(())
-                }
-            });
-        }
-        self.reverse.as_mut().and_then(|r| r.as_mut().ok())
-    }
-
-    /// The names seen in DNS answers, for the capture to fill.
-    pub fn names_mut(&mut self) -> &mut DnsNames {
+    /// The names, for the capture's timer and for tests that feed answers by hand.
+    pub fn names_mut(&mut self) -> &mut Names {
         &mut self.names
     }
 
@@ -169,6 +138,7 @@ impl<A: Attributor> Pipeline<A> {
             return Outcome::Ignored;
         }
         self.stats.flows += 1;
+        self.names.catch_up(now);
         if self.paused {
             self.stats.paused += 1;
             return Outcome::Paused;
@@ -178,7 +148,7 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        let host = self.names.name_of(&sides.remote_ip, now);
+        let host = self.names.dns_name(&sides.remote_ip, now);
         if let Err(skip) = filter::host_rule(&self.cfg, host.as_deref()) {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
@@ -186,15 +156,13 @@ impl<A: Attributor> Pipeline<A> {
         // Only now, and only for names no DNS answer gave: a PTR name never whitelists.
         let (host, host_source) = match host {
             Some(h) => (Some(h), Some(HostSource::Dns)),
-            None if self.cfg.names.reverse_dns => {
-                let remote = sides.remote_ip;
+            None => {
                 let name = self
-                    .reverse()
-                    .and_then(|r| r.name_of(&remote, may_wait, Instant::now()));
+                    .names
+                    .ptr_name(&sides.remote_ip, &self.cfg.names, may_wait);
                 let source = name.as_ref().map(|_| HostSource::Ptr);
                 (name, source)
             }
-            None => (None, None),
         };
         let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
         if found.is_some() {
@@ -280,6 +248,7 @@ mod tests {
             Config::default(),
             LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
             ByPort(table),
+            Names::new(None),
         )
     }
 

@@ -303,19 +303,19 @@ pub fn run<S: EventSource, A: Attributor>(
     }
 }
 
+/// A scripted event source and an attributor that names everyone, for the tests of the
+/// reader and of the main loop.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::direction::Sides;
     use std::collections::VecDeque;
 
-    const TCP4_NEW: &[u8] = include_bytes!("../../tests/data/tcp4_new.bin");
-
     /// Plays a script of recv results, then says the socket is gone for good.
-    struct Script {
-        steps: VecDeque<io::Result<Vec<u8>>>,
-        reopened: u32,
-        lost: u64,
+    pub struct Script {
+        pub steps: VecDeque<io::Result<Vec<u8>>>,
+        pub reopened: u32,
+        pub lost: u64,
     }
 
     impl EventSource for Script {
@@ -345,6 +345,33 @@ mod tests {
             Duration::ZERO
         }
     }
+
+    pub struct Everyone;
+    impl Attributor for Everyone {
+        fn attribute(&mut self, _: &Sides) -> Option<Attribution> {
+            Some(Attribution {
+                process: crate::event::Process {
+                    pid: 1,
+                    comm: "init".into(),
+                    exe: None,
+                    cmdline: vec![],
+                    uid: 0,
+                    user: None,
+                },
+                by: crate::event::AttributedBy::Socket,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Everyone, Script};
+    use super::*;
+    use crate::direction::Sides;
+    use std::collections::VecDeque;
+
+    const TCP4_NEW: &[u8] = include_bytes!("../../tests/data/tcp4_new.bin");
 
     /// Wakeups, each with the datagrams queued at that moment: `recv` waits for the next
     /// wakeup and returns its first datagram, `recv_nowait` the rest of the current one.
@@ -377,23 +404,6 @@ mod tests {
         }
         fn backoff(&self, _: u32) -> Duration {
             Duration::ZERO
-        }
-    }
-
-    struct Everyone;
-    impl Attributor for Everyone {
-        fn attribute(&mut self, _: &Sides) -> Option<Attribution> {
-            Some(Attribution {
-                process: crate::event::Process {
-                    pid: 1,
-                    comm: "init".into(),
-                    exe: None,
-                    cmdline: vec![],
-                    uid: 0,
-                    user: None,
-                },
-                by: crate::event::AttributedBy::Socket,
-            })
         }
     }
 

@@ -1,0 +1,345 @@
+//! The helper's main loop: one thread that owns the pipeline and the output.
+//!
+//! Everything else runs on threads of its own and feeds a channel: the reader's flows (see
+//! [`crate::source::reader`]), stdin commands, signals and address changes. The loop selects
+//! over them, runs each flow through the [`Pipeline`] and writes what it reports, and sends the
+//! reader the settings its early attribution must follow. It owns no OS resource itself, so
+//! it is tested with a scripted event source and an in-memory writer.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::attribution::Attributor;
+use crate::commands::{Command, CommandError};
+use crate::direction::LocalAddrs;
+use crate::event::Event;
+use crate::output::Output;
+use crate::pipeline::{Outcome, Pipeline};
+use crate::source::reader::{EarlyUpdate, Incoming};
+
+/// How often the DNS capture is read while no flow comes to do it.
+const NAMES_TICK: Duration = Duration::from_millis(500);
+
+/// One line read from stdin: a command, a line that was not one, or `None` at end of input.
+pub type CommandLine = Option<Result<Command, CommandError>>;
+
+/// Why the main loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    StdinClosed,
+    Signal(i32),
+    StdoutClosed,
+    ReaderFailed(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::StdinClosed => f.write_str("stdin closed"),
+            Stop::Signal(n) => write!(f, "signal {n}"),
+            Stop::StdoutClosed => f.write_str("stdout closed"),
+            Stop::ReaderFailed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What the loop listens to, and where it sends the reader's settings.
+pub struct Inputs {
+    pub flows: Receiver<Incoming>,
+    pub cmds: Receiver<CommandLine>,
+    pub sigs: Receiver<i32>,
+    pub addrs: Receiver<LocalAddrs>,
+    pub early: Sender<EarlyUpdate>,
+}
+
+/// Who is speaking, for the hello line.
+pub struct Speaker {
+    pub version: String,
+    pub hostname: String,
+    pub pid: u32,
+}
+
+/// Writes the hello line and the problems met while starting, then serves until an input
+/// ends it. `debug` prints why each flow was not reported, on stderr.
+pub fn serve<A: Attributor, W: Write>(
+    pipeline: &mut Pipeline<A>,
+    out: &mut Output<W>,
+    inputs: &Inputs,
+    speaker: Speaker,
+    startup: Vec<String>,
+    debug: bool,
+) -> Stop {
+    let ticks = crossbeam_channel::tick(NAMES_TICK);
+    let hello = Event::Hello {
+        version: speaker.version,
+        hostname: speaker.hostname,
+        pid: speaker.pid,
+        config: Box::new(pipeline.config().clone()),
+    };
+    if out.emit(&hello).is_err() {
+        return Stop::StdoutClosed;
+    }
+    for message in startup {
+        if out.emit(&Event::Error { message }).is_err() {
+            return Stop::StdoutClosed;
+        }
+    }
+    if out.flush().is_err() {
+        return Stop::StdoutClosed;
+    }
+    loop {
+        let ev = select! {
+            recv(inputs.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
+            recv(ticks) -> _ => {
+                pipeline.names_mut().tick(Instant::now());
+                None
+            },
+            recv(inputs.cmds) -> c => match c {
+                Ok(Some(Ok(cmd))) => {
+                    let ack = pipeline.command(cmd);
+                    let cfg = Box::new(pipeline.config().clone());
+                    let _ = inputs.early.send(EarlyUpdate::Config(cfg));
+                    Some(ack)
+                }
+                Ok(Some(Err(e))) => Some(Event::Error { message: e.to_string() }),
+                Ok(None) | Err(_) => return Stop::StdinClosed,
+            },
+            recv(inputs.addrs) -> a => {
+                if let Ok(a) = a {
+                    let _ = inputs.early.send(EarlyUpdate::Addrs(a.clone()));
+                    pipeline.set_addrs(a);
+                }
+                None
+            },
+            recv(inputs.flows) -> f => match f {
+                Ok(incoming) => match flow_event(pipeline, out, incoming, inputs, debug) {
+                    Ok(ev) => ev,
+                    Err(stop) => return stop,
+                },
+                Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
+            },
+        };
+        if let Some(ev) = ev {
+            if out.emit(&ev).is_err() {
+                return Stop::StdoutClosed;
+            }
+        }
+        // Lines go out in one write per batch while a burst is queued, and at once otherwise.
+        if inputs.flows.is_empty() && out.flush().is_err() {
+            return Stop::StdoutClosed;
+        }
+    }
+}
+
+/// What one message of the reader becomes.
+fn flow_event<A: Attributor, W: Write>(
+    pipeline: &mut Pipeline<A>,
+    out: &mut Output<W>,
+    incoming: Incoming,
+    inputs: &Inputs,
+    debug: bool,
+) -> Result<Option<Event>, Stop> {
+    Ok(match incoming {
+        Incoming::Flow {
+            flow,
+            at,
+            read,
+            early,
+        } => {
+            let may_wait = inputs.flows.is_empty();
+            let outcome = pipeline.flow_with(&flow, at, read, early.map(|b| *b), may_wait);
+            for message in pipeline.take_notices() {
+                out.emit(&Event::Error { message })
+                    .map_err(|_| Stop::StdoutClosed)?;
+            }
+            match outcome {
+                Outcome::Report(c) => Some(Event::Connection(c)),
+                other => {
+                    if debug {
+                        let o = &flow.orig;
+                        eprintln!(
+                            "debug: {:?} {} {}:{} -> {}:{}: {:?}",
+                            flow.event, o.proto, o.src, o.sport, o.dst, o.dport, other
+                        );
+                    }
+                    None
+                }
+            }
+        }
+        Incoming::Lost(count) => Some(Event::Lost {
+            count,
+            reason: "kernel".into(),
+        }),
+        Incoming::Reopened(why) => Some(Event::Error {
+            message: format!(
+                "conntrack socket reopened after: {why}; flows in the gap are not counted"
+            ),
+        }),
+        Incoming::Garbled(why) => Some(Event::Error {
+            message: format!("unparsable conntrack message skipped: {why}"),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::Attribution;
+    use crate::config::Config;
+    use crate::direction::Sides;
+    use crate::names::Names;
+    use crate::output::Format;
+    use crate::source::conntrack::{parse_datagram, Message};
+    use crate::source::reader::testing::{Everyone, Script};
+    use crate::source::reader::{self, Early};
+    use crossbeam_channel::{bounded, unbounded};
+    use serde_json::Value;
+    use std::collections::VecDeque;
+
+    const TCP4_NEW: &[u8] = include_bytes!("../tests/data/tcp4_new.bin");
+
+    /// Names nobody: whatever is named came from the reader's early attribution.
+    struct Nobody;
+    impl Attributor for Nobody {
+        fn attribute(&mut self, _: &Sides) -> Option<Attribution> {
+            None
+        }
+    }
+
+    fn local_addrs() -> LocalAddrs {
+        let Ok(Message::Flow(flow)) = parse_datagram(TCP4_NEW).remove(0) else {
+            panic!("the captured message is a flow");
+        };
+        LocalAddrs::new([flow.orig.src])
+    }
+
+    fn speaker() -> Speaker {
+        Speaker {
+            version: "9.9.9".into(),
+            hostname: "box".into(),
+            pid: 4242,
+        }
+    }
+
+    fn lines(out: Output<Vec<u8>>) -> Vec<Value> {
+        String::from_utf8(out.into_inner())
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
+    /// The channels of a loop whose inputs the test holds open.
+    struct Held {
+        cmds: Sender<CommandLine>,
+        sigs: Sender<i32>,
+        _addrs: Sender<LocalAddrs>,
+        early: Receiver<EarlyUpdate>,
+    }
+
+    fn inputs(flows: Receiver<Incoming>) -> (Inputs, Held) {
+        let (cmds, cmd_rx) = unbounded();
+        let (sigs, sig_rx) = unbounded();
+        let (addrs, addr_rx) = unbounded();
+        let (early_tx, early) = unbounded();
+        let i = Inputs {
+            flows,
+            cmds: cmd_rx,
+            sigs: sig_rx,
+            addrs: addr_rx,
+            early: early_tx,
+        };
+        let held = Held {
+            cmds,
+            sigs,
+            _addrs: addrs,
+            early,
+        };
+        (i, held)
+    }
+
+    #[test]
+    fn a_scripted_flow_is_reported_after_the_hello_and_a_failed_reader_ends_the_loop() {
+        let mut cfg = Config::default();
+        cfg.filter.show_unknown = true;
+        let (flow_tx, flow_rx) = bounded(16);
+        let (_upd_tx, upd_rx) = unbounded();
+        let script = Script {
+            steps: VecDeque::from([Ok(TCP4_NEW.to_vec())]),
+            reopened: 0,
+            lost: 0,
+        };
+        let early = Early::new(cfg.clone(), local_addrs(), Everyone);
+        let reader = std::thread::spawn(move || reader::run(script, flow_tx, early, upd_rx, false));
+        let (inputs, _held) = inputs(flow_rx);
+        let mut p = Pipeline::new(cfg, local_addrs(), Nobody, Names::new(None));
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let stop = serve(
+            &mut p,
+            &mut out,
+            &inputs,
+            speaker(),
+            vec!["hook off".into()],
+            false,
+        );
+        reader.join().expect("the reader ends");
+        assert_eq!(
+            stop,
+            Stop::ReaderFailed("the conntrack reader stopped".into())
+        );
+        let l = lines(out);
+        assert_eq!(l[0]["type"], "hello");
+        assert_eq!(l[0]["pid"], 4242);
+        assert_eq!(l[0]["hostname"], "box");
+        assert_eq!(l[1]["type"], "error");
+        assert_eq!(l[1]["message"], "hook off");
+        assert_eq!(l[2]["type"], "connection");
+        assert_eq!(l[2]["remote_port"], 8080);
+        assert_eq!(
+            l[2]["process"]["comm"], "init",
+            "named by the reader: {}",
+            l[2]
+        );
+        // The script's socket then fails: each reopening is told, and the last failure ends it.
+        assert!(l[3..].iter().all(|e| e["type"] == "error"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reopened"))));
+        assert!(!l[3..].is_empty());
+    }
+
+    #[test]
+    fn commands_are_acknowledged_and_reach_the_reader_and_end_of_stdin_stops() {
+        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (inputs, held) = inputs(flow_rx);
+        held.cmds.send(Some(Ok(Command::Pause))).expect("send");
+        held.cmds
+            .send(Some(Err(CommandError::Invalid("nope".into()))))
+            .expect("send");
+        held.cmds.send(None).expect("send");
+        let mut p = Pipeline::new(Config::default(), local_addrs(), Nobody, Names::new(None));
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
+        assert_eq!(stop, Stop::StdinClosed);
+        let l = lines(out);
+        let kinds: Vec<&str> = l.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(kinds, ["hello", "ack", "error"]);
+        assert_eq!(l[1]["cmd"], "pause");
+        assert_eq!(l[2]["message"], "bad command: nope");
+        assert!(matches!(held.early.try_recv(), Ok(EarlyUpdate::Config(_))));
+    }
+
+    #[test]
+    fn a_signal_stops_the_loop() {
+        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (inputs, held) = inputs(flow_rx);
+        held.sigs.send(libc::SIGTERM).expect("send");
+        let mut p = Pipeline::new(Config::default(), local_addrs(), Nobody, Names::new(None));
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
+        assert_eq!(stop, Stop::Signal(libc::SIGTERM));
+        assert_eq!(lines(out).len(), 1, "the hello line only");
+    }
+}
