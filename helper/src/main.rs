@@ -33,6 +33,11 @@ use conntrack_tray_helper::source::reader::{Early, EarlyUpdate, Incoming};
 use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
+/// The largest `--rcvbuf`: four times the default, so no caller can pin more kernel memory.
+const MAX_RCVBUF: u64 = 256 << 20;
+/// The largest `--queue`: the queue's slots are allocated up front (about 170 bytes each),
+/// so this bounds it at about 22 MiB.
+const MAX_QUEUE: u64 = 1 << 17;
 /// How many of the newest processes the reader's early lookup scans.
 const EARLY_SCAN_LIMIT: usize = 64;
 
@@ -94,33 +99,79 @@ struct Cli {
     #[arg(long)]
     no_connect_hook: bool,
 
-    /// Receive buffer of the conntrack socket, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
-    rcvbuf: usize,
+    /// Receive buffer of the conntrack socket, in bytes (at most 268435456).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..=MAX_RCVBUF))]
+    rcvbuf: u64,
 
-    /// Flows held between the socket reader and the pipeline. When it is full the reader
-    /// waits and the kernel's socket buffer (--rcvbuf) holds the rest.
-    #[arg(long, value_name = "N", default_value_t = 1 << 14)]
-    queue: usize,
+    /// Flows held between the socket reader and the pipeline (at most 131072). When it is
+    /// full the reader waits and the kernel's socket buffer (--rcvbuf) holds the rest.
+    #[arg(long, value_name = "N", default_value_t = 1 << 14,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_QUEUE))]
+    queue: u64,
 }
 
 #[derive(Subcommand, Debug)]
 enum Sub {
     /// Convert a conntrack.sh config (/etc/conntrack_sh.conf) to TOML on stdout.
     ImportLegacy {
-        /// The bash config file.
+        /// The bash config file, or - for stdin.
         path: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(refusal) = privileged_surface(&cli, std::env::var_os("PKEXEC_UID").is_some()) {
+        eprintln!("conntrack-tray-helper: {refusal}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("conntrack-tray-helper: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Refuses, before anything is opened, what the applet never asks for.
+///
+/// Through pkexec (`on_behalf`) the helper runs as root for whoever called it, and any process
+/// of the person's session can call it, with flags of its choosing, while an authorization is
+/// kept. So it accepts only what the applet needs: `--format json` and switches that name no
+/// file and send nothing to other users; the person's settings come over stdin. Under sudo,
+/// ssh or the systemd unit, root is the administrator's own choice and the file options stay.
+/// `import-legacy` needs no privilege at all, so as root it is refused rather than made to
+/// quote a file the caller could not read.
+fn privileged_surface(cli: &Cli, on_behalf: bool) -> Result<(), String> {
+    if let Some(Sub::ImportLegacy { .. }) = &cli.cmd {
+        if on_behalf || nix::unistd::Uid::effective().is_root() {
+            return Err(
+                "import-legacy needs no privilege: run it as your own user (for a \
+                        file only root can read: sudo cat FILE | conntrack-tray-helper \
+                        import-legacy -)"
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    if !on_behalf {
+        return Ok(());
+    }
+    let refused = [
+        (cli.config.is_some(), "--config"),
+        (cli.log_file.is_some(), "--log-file"),
+        (cli.broadcast, "--broadcast"),
+        (cli.show_defaults, "--show-defaults"),
+        (cli.format != Format::Json, "--format text"),
+    ];
+    match refused.iter().find(|(given, _)| *given) {
+        Some((_, flag)) => Err(format!(
+            "{flag} is refused when started through pkexec: the applet's helper takes \
+             --format json and its settings over stdin (run it with sudo to use {flag})"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -180,8 +231,12 @@ fn hostname() -> String {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Sub::ImportLegacy { path }) = &cli.cmd {
-        let src = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let src = if path.as_os_str() == "-" {
+            io::read_to_string(io::stdin()).context("cannot read stdin")?
+        } else {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        };
         match conntrack_tray_helper::legacy::import(&src, &path.display().to_string()) {
             Ok(toml) => {
                 print!("{toml}");
@@ -215,7 +270,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .transpose()?;
 
     // Subscribe before switching conntrack on, so no flow of the first moments is missed.
-    let socket = EventSocket::open(&[GROUP_NEW], cli.rcvbuf).map_err(|e| {
+    // Both fit: clap bounds them far below usize::MAX.
+    let rcvbuf = usize::try_from(cli.rcvbuf).unwrap_or(usize::MAX);
+    let queue = usize::try_from(cli.queue).unwrap_or(1);
+    let socket = EventSocket::open(&[GROUP_NEW], rcvbuf).map_err(|e| {
         if e.kind() == io::ErrorKind::PermissionDenied {
             anyhow::anyhow!(
                 "cannot subscribe to conntrack events: {e} (run as root, e.g. with sudo or pkexec)"
@@ -293,7 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
     let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
 
-    let (flow_tx, flow_rx) = bounded::<Incoming>(cli.queue.max(1));
+    let (flow_tx, flow_rx) = bounded::<Incoming>(queue);
     let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
     // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
     let capture = match DnsCapture::open() {

@@ -15,6 +15,29 @@ fn helper(args: &[&str]) -> Output {
         .expect("run helper")
 }
 
+/// The helper run as an ordinary user: as `nobody` when the tests run as root.
+fn helper_as_user(args: &[&str]) -> Output {
+    let mut c = if nix::unistd::Uid::effective().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", HELPER]);
+        c
+    } else {
+        Command::new(HELPER)
+    };
+    c.args(args)
+        .env_remove("PKEXEC_UID")
+        .output()
+        .expect("run helper")
+}
+
+/// A temporary folder that `nobody` can read.
+fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -129,13 +152,13 @@ fn under_pkexec_a_config_error_quotes_nothing_from_the_file() {
 
 #[test]
 fn import_legacy_converts_a_conntrack_sh_config() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = shared_tempdir();
     let legacy = write(
         &dir,
         "conntrack_sh.conf",
         "# old\nexport WHITELISTED_PROCESSES=(\"firefox\" 'ssh')\nWHITELISTED_REMOTE_IPS=(\"10.0.0.0/8\")\nCRITICAL_PORTS=(\"22\")\nPROTO_ALL=true\n",
     );
-    let o = helper(&["import-legacy", &legacy]);
+    let o = helper_as_user(&["import-legacy", &legacy]);
     assert!(o.status.success(), "{}", stderr(&o));
     let toml = stdout(&o);
     let out = write(&dir, "new.toml", &toml);
@@ -151,7 +174,76 @@ fn import_legacy_converts_a_conntrack_sh_config() {
     );
 
     let bad = write(&dir, "bad.conf", "WHITELISTED_PROCESSES=(\"a\"\n");
-    let o = helper(&["import-legacy", &bad]);
+    let o = helper_as_user(&["import-legacy", &bad]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{bad}:1:")), "{}", stderr(&o));
+}
+
+/// The helper as pkexec starts it for whoever calls pkexec.
+fn under_pkexec(args: &[&str]) -> Output {
+    Command::new(HELPER)
+        .args(args)
+        .env("PKEXEC_UID", "1000")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run helper")
+}
+
+#[test]
+fn under_pkexec_only_the_applets_own_flags_are_accepted_and_nothing_is_opened() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("ld.so.preload");
+    let log = log.to_str().expect("utf-8 path");
+    let cfg = write(&dir, "c.toml", "[filter]\nshow_unknown = true\n");
+    for (args, flag) in [
+        (&["--format", "json", "--log-file", log][..], "--log-file"),
+        (&["--format", "json", "--config", &cfg], "--config"),
+        (&["--format", "json", "--broadcast=true"], "--broadcast"),
+        (&["--format", "json", "--show-defaults"], "--show-defaults"),
+        (&["--format", "text"], "--format text"),
+        (&[], "--format text"),
+    ] {
+        let o = under_pkexec(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{args:?} printed {}", stdout(&o));
+    }
+    assert!(
+        !std::path::Path::new(log).exists(),
+        "the log file was created"
+    );
+}
+
+#[test]
+fn queue_and_rcvbuf_are_capped_everywhere() {
+    for args in [
+        &["--format", "json", "--queue", "100000000"][..],
+        &["--format", "json", "--queue", "0"],
+        &["--format", "json", "--rcvbuf", "17179869184"],
+    ] {
+        for o in [helper(args), under_pkexec(args)] {
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("is not in"), "{args:?}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn import_legacy_as_root_is_refused_and_quotes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let shadow = write(
+        &dir,
+        "shadow",
+        "root:$y$j9T$supersecret:19000:0:99999:7:::\n",
+    );
+    let mut runs = vec![under_pkexec(&["import-legacy", &shadow])];
+    if nix::unistd::Uid::effective().is_root() {
+        runs.push(helper(&["import-legacy", &shadow]));
+    }
+    for o in runs {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("needs no privilege"), "{}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(!all.contains("supersecret"), "{all}");
+    }
 }
