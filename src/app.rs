@@ -438,6 +438,9 @@ mod tests {
                 cmdline: vec![],
                 uid: 1000,
                 user: None,
+                exe_verified: true,
+                exe_system: true,
+                ..Default::default()
             }),
             attributed_by: None,
         }

@@ -341,6 +341,7 @@ mod tests {
                 cmdline: vec![],
                 uid: 1000,
                 user: Some("alice".into()),
+                ..Default::default()
             }),
             attributed_by: None,
         }

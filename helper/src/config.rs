@@ -108,7 +108,7 @@ pub struct Whitelist {
 impl Default for Whitelist {
     fn default() -> Self {
         Whitelist {
-            processes: ["firefox", "ssh", "thunderbird"].map(String::from).to_vec(),
+            processes: Vec::new(),
             remote: Vec::new(),
             hosts: Vec::new(),
         }

@@ -17,16 +17,30 @@ pub use crate::flow::{Direction, Family, Icmp, Proto};
 /// Every string here is chosen by whoever started the process and is untrusted: it may hold
 /// newlines, escapes, markup or bytes that are not UTF-8 (those are replaced with U+FFFD when
 /// read). Writers escape them; see `output`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     pub pid: u32,
+    /// The name the process gave itself (`prctl(PR_SET_NAME)` sets it): never evidence.
     pub comm: String,
-    /// The executable's path; `None` when the kernel would not tell (kernel threads, races).
+    /// The executable's path as the process's own mount namespace shows it; `None` when the
+    /// kernel would not tell (kernel threads, races, a process that has exited).
     pub exe: Option<String>,
     pub cmdline: Vec<String>,
     pub uid: u32,
     /// The user name for `uid`, when the passwd database has one.
     pub user: Option<String>,
+    /// `exe`, checked: the file at that path in the helper's mount namespace is the very file
+    /// the process runs (same device and inode). Only a verified exe matches a whitelist entry.
+    #[serde(default)]
+    pub exe_verified: bool,
+    /// Why `exe` is not verified, when it is not (another mount namespace, a replaced or
+    /// deleted file, a process that had exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_unverified: Option<String>,
+    /// The verified exe is owned by root and sits in no folder anyone else can write: its
+    /// user could not have put it there. Only then does a bare program name match it.
+    #[serde(default)]
+    pub exe_system: bool,
 }
 
 impl Process {

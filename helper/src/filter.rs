@@ -70,17 +70,21 @@ pub fn host_rule(cfg: &Config, host: Option<&str>) -> Result<(), Skip> {
     }
 }
 
-/// Whether a whitelist entry names this process: a bare name matches `comm` or the exe's file
-/// name exactly, an absolute path matches the exe exactly.
+/// Whether a whitelist entry names this process, on evidence the process cannot forge.
+///
+/// An absolute path matches only a verified executable at exactly that path (the very file,
+/// by device and inode: see [`crate::attribution::exe`]). A bare name matches the verified
+/// executable's file name, and only for a system file (owned by root, in folders only root
+/// can write), since anyone can copy a program under any name into their own folders. The
+/// process name (`comm`) never matches: a program sets its own.
 pub fn process_matches(entry: &str, p: &Process) -> bool {
+    let Some(exe) = p.exe.as_deref().filter(|_| p.exe_verified) else {
+        return false;
+    };
     if entry.starts_with('/') {
-        p.exe.as_deref() == Some(entry)
+        exe == entry
     } else {
-        p.comm == entry
-            || p.exe
-                .as_deref()
-                .and_then(|e| e.rsplit('/').next())
-                .is_some_and(|name| name == entry)
+        p.exe_system && exe.rsplit('/').next().is_some_and(|name| name == entry)
     }
 }
 
@@ -211,6 +215,9 @@ mod tests {
             cmdline: vec![comm.into()],
             uid: 1000,
             user: Some("alice".into()),
+            exe_verified: true,
+            exe_system: true,
+            ..Default::default()
         }
     }
 
@@ -279,19 +286,51 @@ mod tests {
     }
 
     #[test]
-    fn process_whitelist_by_comm_by_file_name_and_by_path() {
+    fn process_whitelist_by_path_and_by_the_name_of_a_system_file_never_by_comm() {
         let curl = proc_("curl", "/usr/bin/curl");
         assert!(process_matches("curl", &curl));
         assert!(process_matches("/usr/bin/curl", &curl));
         assert!(!process_matches("/usr/local/bin/curl", &curl));
         assert!(!process_matches("cur", &curl));
         assert!(!process_matches("bin/curl", &curl));
-        // comm differs from the file name (e.g. a renamed thread): either matches.
+        // comm is the program's own choice (prctl(PR_SET_NAME)): it never matches.
         let ff = proc_("MainThread", "/usr/lib/firefox/firefox");
         assert!(process_matches("firefox", &ff));
-        assert!(process_matches("MainThread", &ff));
+        assert!(!process_matches("MainThread", &ff));
+        let renamed = proc_("ssh", "/usr/bin/python3");
+        assert!(!process_matches("ssh", &renamed));
 
-        let cfg = Config::default(); // whitelists firefox, ssh, thunderbird
+        // A copy named `ssh` in the user's own folder: the path matches itself only, the bare
+        // name not at all.
+        let copy = Process {
+            exe_system: false,
+            ..proc_("ssh", "/home/alice/.cache/x/ssh")
+        };
+        assert!(!process_matches("ssh", &copy));
+        assert!(process_matches("/home/alice/.cache/x/ssh", &copy));
+        // An exe the helper could not verify (another mount namespace, gone, replaced)
+        // matches nothing, not even its own path.
+        let unverified = Process {
+            exe_verified: false,
+            exe_system: false,
+            exe_unverified: Some("runs in another mount namespace".into()),
+            ..proc_("ssh", "/usr/bin/ssh")
+        };
+        assert!(!process_matches("/usr/bin/ssh", &unverified));
+        assert!(!process_matches("ssh", &unverified));
+        let gone = Process {
+            exe: None,
+            exe_verified: false,
+            ..proc_("ssh", "/usr/bin/ssh")
+        };
+        assert!(!process_matches("ssh", &gone));
+
+        let mut cfg = Config::default();
+        assert!(
+            cfg.whitelist.processes.is_empty(),
+            "the default trusts no program"
+        );
+        cfg.whitelist.processes = vec!["firefox".into()];
         assert_eq!(
             run(&cfg, &out(443), Some(&ff)),
             Err(Skip::ProcessWhitelisted)
@@ -399,7 +438,8 @@ mod tests {
 
     #[test]
     fn whitelisted_flows_do_not_enter_the_repeat_memory() {
-        let cfg = Config::default();
+        let mut cfg = Config::default();
+        cfg.whitelist.processes = vec!["firefox".into()];
         let mut rep = RepeatFilter::new(16);
         let ff = proc_("firefox", "/usr/lib/firefox/firefox");
         let r = after_attribution(&cfg, &out(443), Some(&ff), &mut rep, Instant::now());

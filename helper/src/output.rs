@@ -299,6 +299,7 @@ mod tests {
                 cmdline: vec![comm.into(), "https://example.com".into()],
                 uid: 1000,
                 user: Some("alice".into()),
+                ..Default::default()
             }),
             attributed_by: None,
         }

@@ -237,6 +237,9 @@ mod tests {
             cmdline: vec!["curl".into()],
             uid: 1000,
             user: Some("alice".into()),
+            exe_verified: true,
+            exe_system: true,
+            ..Default::default()
         };
         let ssh = Process {
             comm: "ssh".into(),
@@ -244,8 +247,10 @@ mod tests {
             ..curl.clone()
         };
         let table = HashMap::from([(40000, curl), (40001, ssh)]);
+        let mut cfg = Config::default();
+        cfg.whitelist.processes = vec!["ssh".into()];
         Pipeline::new(
-            Config::default(),
+            cfg,
             LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
             ByPort(table),
             Names::new(None),
@@ -374,6 +379,7 @@ mod tests {
                 cmdline: vec![],
                 uid: 0,
                 user: None,
+                ..Default::default()
             },
             by: AttributedBy::Socket,
         };

@@ -134,7 +134,9 @@ fn whitelisted_process_is_silent() {
     }
     let mut net = Net::new();
     net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081]);
-    let (_d, cfg) = config_file("[whitelist]\nprocesses = [\"python3\"]\n");
+    // By the path of the file it runs: a bare name matches only that file's own name.
+    let toml = format!("[whitelist]\nprocesses = [{:?}]\n", common::python_exe());
+    let (_d, cfg) = config_file(&toml);
     let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
     net.client(&net.a, &["connect", &net.b4(), "8080", "0.2"]);
     // A flow of another program after it proves the helper was watching.
@@ -449,8 +451,10 @@ fn commands_pause_resume_reconfigure_and_bad_lines_get_errors() {
         v["remote_port"], 8081,
         "a flow while paused was reported: {v}"
     );
-    // A new config whitelists python3: its next flow is silent, curl's is not.
-    h.send(r#"{"cmd":"config","config":{"whitelist":{"processes":["python3"]}}}"#);
+    // A new config whitelists python3 (the file it runs): its next flow is silent, curl's is not.
+    let cmd = serde_json::json!({"cmd": "config",
+        "config": {"whitelist": {"processes": [common::python_exe()]}}});
+    h.send(&cmd.to_string());
     assert!(h
         .wait_for(WAIT, |v| v["type"] == "ack" && v["cmd"] == "config")
         .is_some());

@@ -16,6 +16,7 @@
 
 pub mod bpf;
 pub mod connect_hook;
+pub mod exe;
 pub mod procfs;
 pub mod sock_diag;
 
@@ -207,6 +208,9 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
                 exe: None,
                 cmdline: Vec::new(),
                 uid: c.uid,
+                exe_verified: false,
+                exe_unverified: Some("the process had exited before it could be read".into()),
+                exe_system: false,
             },
         };
         Some(Attribution {
@@ -504,6 +508,7 @@ mod tests {
             cmdline: vec![comm.into()],
             uid: 1000,
             user: None,
+            ..Default::default()
         }
     }
 
@@ -805,6 +810,8 @@ mod tests {
                 cmdline: vec![],
                 uid: 1000,
                 user: Some("alice".into()),
+                exe_unverified: Some("the process had exited before it could be read".into()),
+                ..Default::default()
             }
         );
     }

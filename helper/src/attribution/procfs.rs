@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::process::Stat;
 use procfs::FromRead;
 
-use super::Processes;
+use super::{exe, Processes};
 use crate::event::Process;
 
 /// How much of a command line is kept: the rest of a hostile 1 MB argv is cut, and the cut
@@ -46,8 +46,11 @@ pub struct ProcStats {
 pub struct ProcIndex {
     root: PathBuf,
     index: HashMap<u64, Holder>,
-    /// Process details by (pid, start time); revalidated against `stat` on every use.
-    cache: HashMap<(i32, u64), Process>,
+    /// Process details by (pid, start time), with the identity of the file it ran;
+    /// revalidated against `stat` and that file on every use (an execve keeps both keys).
+    cache: HashMap<(i32, u64), (Process, Option<exe::FileId>)>,
+    /// The helper's own mount namespace, against which executables are checked.
+    own_mnt: Option<u64>,
     users: HashMap<u32, Option<String>>,
     scan_limit: Option<usize>,
     pub stats: ProcStats,
@@ -95,6 +98,7 @@ impl ProcIndex {
             root: PathBuf::from("/proc"),
             index: HashMap::new(),
             cache: HashMap::new(),
+            own_mnt: exe::mount_ns(Path::new("/proc/self")),
             users: HashMap::new(),
             scan_limit: None,
             stats: ProcStats::default(),
@@ -317,17 +321,19 @@ impl ProcIndex {
     /// Describes the process `stat` came from.
     fn describe(&mut self, stat: Stat) -> Option<Process> {
         let (pid, start) = (stat.pid, stat.starttime);
-        if let Some(cached) = self.cache.get(&(pid, start)) {
-            // An execve keeps pid and start time but changes comm; re-read then.
-            if cached.comm == stat.comm {
+        let dir = self.root.join(pid.to_string());
+        if let Some((cached, id)) = self.cache.get(&(pid, start)) {
+            // An execve keeps pid and start time but changes the file (and mostly comm); a
+            // program that execs another with the same name must not inherit its verdict.
+            if cached.comm == stat.comm && *id == exe::check_id(&dir) {
                 return Some(cached.clone());
             }
         }
-        let dir = self.root.join(pid.to_string());
         let uid = owner_uid(&dir)?;
         let exe = std::fs::read_link(dir.join("exe"))
             .ok()
             .map(|e| e.to_string_lossy().into_owned());
+        let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
         let cmdline = read_cmdline(&dir.join("cmdline"));
         // The process must still be the one we started reading: same start time at the end.
         if self.stat(pid)?.starttime != start {
@@ -341,11 +347,14 @@ impl ProcIndex {
             cmdline,
             uid,
             user,
+            exe_verified: facts.verified,
+            exe_unverified: facts.unverified,
+            exe_system: facts.system,
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert((pid, start), process.clone());
+        self.cache.insert((pid, start), (process.clone(), facts.id));
         Some(process)
     }
 }

@@ -357,6 +357,7 @@ pub(crate) mod testing {
                     cmdline: vec![],
                     uid: 0,
                     user: None,
+                    ..Default::default()
                 },
                 by: crate::event::AttributedBy::Socket,
             })

@@ -40,6 +40,22 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// The file the tests' `python3` really runs (through pyenv's shims, say), as the helper
+/// reports and verifies it.
+pub fn python_exe() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("run python3");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
 pub fn peer_script() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let own = here.join("tests/tools/peer.py");

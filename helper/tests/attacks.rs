@@ -1,0 +1,128 @@
+//! The watched program attacks the monitor: each test plays a hostile program of the person's
+//! own uid (here `nobody`, through `setpriv`) against the real helper, in network namespaces
+//! the test makes, and checks that the helper neither silences it nor names it falsely.
+//! THREAT_MODEL.md says what the helper promises against such a program.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{config_file, root_or_skip, Helper, Net};
+use serde_json::Value;
+
+/// Runs a shell script as `nobody` inside namespace `ns`; fails the test if it fails.
+fn as_nobody(ns: &str, script: &str) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "--", "sh", "-euc", script])
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "the attacker's script failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The system's python, which `nobody` can run (a python under /root may not be).
+const PY: &str = "/usr/bin/python3";
+
+fn connect_py(ip: &str, port: u16, comm: Option<&str>) -> String {
+    let rename = comm
+        .map(|c| format!("ctypes.CDLL(None).prctl(15, b'{c}', 0, 0, 0); "))
+        .unwrap_or_default();
+    format!(
+        "import ctypes, socket; {rename}s = socket.create_connection(('{ip}', {port}), 2); s.close()"
+    )
+}
+
+fn connections(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|v| v["type"] == "connection").collect()
+}
+
+fn to_port(lines: &[Value], port: u16) -> Option<&Value> {
+    connections(lines)
+        .into_iter()
+        .find(|v| v["remote_port"] == port)
+}
+
+#[test]
+fn a_program_cannot_borrow_a_whitelisted_identity() {
+    if !root_or_skip("a_program_cannot_borrow_a_whitelisted_identity") {
+        return;
+    }
+    let mut net = Net::new();
+    let ports = [9001, 9002, 9003, 9004, 9005, 9006];
+    net.serve(&net.b.clone(), "0.0.0.0", &ports);
+    // The person trusts curl, by name and by path.
+    let (_d, cfg) = config_file("[whitelist]\nprocesses = [\"curl\", \"/usr/bin/curl\"]\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let b = net.b4();
+    let script = format!(
+        r#"
+d=$(mktemp -d)
+# 1. python names itself curl (comm).
+{PY} -c "{rename}"
+# 2. a copy of python named curl, in the attacker's own folder.
+cp {PY} "$d/curl"
+"$d/curl" -c "{plain2}"
+# 3. a symlink named curl to python.
+mkdir "$d/l" && ln -s {PY} "$d/l/curl"
+"$d/l/curl" -c "{plain3}"
+# 4. its own mount namespace, python bind-mounted over /usr/bin/curl.
+unshare -rm sh -c "mount --bind {PY} /usr/bin/curl && exec /usr/bin/curl -c \"{plain4}\""
+# 5. the real curl: whitelisted, so silent.
+curl -s -m 2 -o /dev/null http://{b}:9005/ || true
+# 6. and python once more, to show the helper was watching all along.
+{PY} -c "{plain6}"
+rm -rf "$d"
+"#,
+        rename = connect_py(&b, 9001, Some("curl")),
+        plain2 = connect_py(&b, 9002, None),
+        plain3 = connect_py(&b, 9003, None),
+        plain4 = connect_py(&b, 9004, None),
+        plain6 = connect_py(&b, 9006, None),
+    );
+    as_nobody(&net.a, &script);
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9006).is_some(),
+        "the helper saw nothing: {lines:?}"
+    );
+    assert!(
+        to_port(&lines, 9005).is_none(),
+        "the real, whitelisted curl was reported: {lines:?}"
+    );
+    for port in [9001, 9002, 9003, 9004] {
+        let v = to_port(&lines, port)
+            .unwrap_or_else(|| panic!("attack on port {port} was silenced: {lines:?}"));
+        assert_eq!(v["process"]["uid"], 65534, "{v}");
+    }
+    // The renamed python says it is curl, and is reported all the same.
+    assert_eq!(to_port(&lines, 9001).unwrap()["process"]["comm"], "curl");
+    // The copy is verified (it is the file at that path) but not a system file.
+    let copy = &to_port(&lines, 9002).unwrap()["process"];
+    assert_eq!(copy["exe_verified"], true, "{copy}");
+    assert_eq!(copy["exe_system"], false, "{copy}");
+    // The bind mount shows /usr/bin/curl from inside, and is not verified.
+    let bound = &to_port(&lines, 9004).unwrap()["process"];
+    assert_eq!(bound["exe"], "/usr/bin/curl", "{bound}");
+    assert_eq!(bound["exe_verified"], false, "{bound}");
+    assert!(
+        bound["exe_unverified"]
+            .as_str()
+            .is_some_and(|w| w.contains("another mount namespace")),
+        "{bound}"
+    );
+}
