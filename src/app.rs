@@ -156,7 +156,7 @@ impl App {
             .conn
             .process
             .as_ref()
-            .map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone()))
+            .map(|p| p.identity().to_string())
             .unwrap_or_default();
         if self.flood.decide(&program, seen.conn.remote_ip, now) == Verdict::Show {
             let note = notify::connection_note(&seen.conn, host, &self.caps);
@@ -252,8 +252,7 @@ impl App {
             }
             RecentAction::Mute => {
                 if let Some(p) = &c.process {
-                    self.flood
-                        .mute(&p.exe.clone().unwrap_or_else(|| p.comm.clone()), now + MUTE);
+                    self.flood.mute(p.identity(), now + MUTE);
                 }
                 Vec::new()
             }
