@@ -411,34 +411,12 @@ pub fn details(s: &Seen) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conntrack_tray_helper::event::{Direction, Family, Process, Proto};
+    use crate::fixtures;
 
     fn conn(port: u16, exe: &str) -> Connection {
         Connection {
-            ts: "2026-11-25T10:00:00.000000Z".into(),
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            direction: Direction::Outbound,
-            local_ip: "10.0.0.1".parse().expect("ip"),
-            local_port: Some(40000),
-            remote_ip: "9.9.9.9".parse().expect("ip"),
-            remote_port: Some(port),
-            host: None,
-            host_source: None,
-            icmp: None,
-            critical: false,
-            ct_id: None,
-            zone: None,
-            mark: None,
-            process: Some(Process {
-                pid: 1,
-                comm: exe.rsplit('/').next().unwrap_or(exe).into(),
-                exe: Some(exe.into()),
-                cmdline: vec![],
-                uid: 1000,
-                user: None,
-            }),
-            attributed_by: None,
+            process: Some(fixtures::process(exe)),
+            ..fixtures::connection("9.9.9.9", port)
         }
     }
 

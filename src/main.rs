@@ -3,6 +3,8 @@
 //! decisions are in `app`.
 
 mod app;
+#[cfg(test)]
+mod fixtures;
 mod helper_proc;
 mod history;
 mod notify;
