@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conntrack_tray_helper::{Config, Event};
+use conntrack_tray_helper::{commands, Event};
 use crossbeam_channel::Sender;
 
 /// How a helper is started.
@@ -171,13 +171,19 @@ impl Link {
         Ok(())
     }
 
-    /// Sends one command line; a failure means the helper is gone (its Closed follows).
-    pub fn send_config(&mut self, cfg: &Config) {
-        let line = serde_json::json!({"cmd": "config", "config": cfg}).to_string();
-        self.send_line(&line);
-    }
-
-    pub fn send_line(&mut self, line: &str) {
+    /// Sends one command in the helper's own wire form; a failure to write means the helper
+    /// is gone (its Closed follows).
+    pub fn send(&mut self, command: &commands::Command) {
+        let line = match command.to_line() {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!(
+                    "conntrack-tray: cannot write the {} command: {e}",
+                    command.name()
+                );
+                return;
+            }
+        };
         if let Some(stdin) = &mut self.stdin {
             if writeln!(stdin, "{line}")
                 .and_then(|()| stdin.flush())

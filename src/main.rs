@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use conntrack_tray_helper::commands;
 use crossbeam_channel::{select, tick, unbounded};
 
 use app::{App, Effect};
@@ -182,9 +183,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             l.host = notify::clean(hostname, false);
                         }
                         l.running();
-                        l.send_config(&app.settings.config.helper_config());
+                        l.send(&commands::Command::Config {
+                            config: Box::new(app.settings.config.helper_config()),
+                        });
                         if app.settings.config.applet.paused {
-                            l.send_line(r#"{"cmd":"pause"}"#);
+                            l.send(&commands::Command::Pause);
                         }
                     }
                     let host = l.host.clone();
@@ -255,18 +258,21 @@ fn perform(
             }
         }
         Effect::SendConfig => {
-            let cfg = app.settings.config.helper_config();
+            let command = commands::Command::Config {
+                config: Box::new(app.settings.config.helper_config()),
+            };
             for l in links.iter_mut() {
-                l.send_config(&cfg);
+                l.send(&command);
             }
         }
         Effect::Pause(p) => {
+            let command = if p {
+                commands::Command::Pause
+            } else {
+                commands::Command::Resume
+            };
             for l in links.iter_mut() {
-                l.send_line(if p {
-                    r#"{"cmd":"pause"}"#
-                } else {
-                    r#"{"cmd":"resume"}"#
-                });
+                l.send(&command);
             }
         }
         Effect::StartHelpers => {
