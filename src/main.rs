@@ -3,6 +3,7 @@
 //! decisions are in `app`.
 
 mod app;
+mod desktop;
 #[cfg(test)]
 mod fixtures;
 mod helper_proc;
@@ -11,9 +12,8 @@ mod notify;
 mod settings;
 mod tray;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -74,17 +74,6 @@ fn helper_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(HELPER_PATHS[0]))
 }
 
-/// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
-fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
-    let Ok(proxy) = zbus::blocking::fdo::DBusProxy::new(bus) else {
-        return false;
-    };
-    let Ok(name) = zbus::names::BusName::try_from("org.kde.StatusNotifierWatcher") else {
-        return false;
-    };
-    proxy.name_has_owner(name).unwrap_or(false)
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let bus = zbus::blocking::Connection::session()
         .context("no D-Bus session bus (is this a desktop session?)")?;
@@ -119,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut app = App::new(settings, history, notifier.caps.clone());
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
-    if !has_watcher(&bus) {
+    if !tray::has_watcher(&bus) {
         told.push("no system tray (StatusNotifierWatcher) in this session: notifications only until one starts".into());
     }
     let mut tray = match tray::Tray::new() {
@@ -166,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let menu_rx = tray_icon::menu::MenuEvent::receiver();
     let ticks = tick(Duration::from_secs(1));
     for t in told.drain(..) {
-        tell(&notifier, &t);
+        notifier.tell(&t);
     }
     refresh(&app, &links, tray.as_mut());
 
@@ -220,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if l.due(now) {
                         l.restarts += 1;
                         if let Err(e) = l.start(i, &helper_tx) {
-                            tell(&notifier, &format!("cannot restart the helper for {}: {e}", l.host));
+                            notifier.tell(&format!("cannot restart the helper for {}: {e}", l.host));
                             l.closed(now);
                         }
                     }
@@ -279,77 +268,30 @@ fn perform(
             for (i, l) in links.iter_mut().enumerate() {
                 if matches!(l.state, State::Refused | State::Stopped) {
                     if let Err(e) = l.start(i, tx) {
-                        tell(
-                            notifier,
-                            &format!("cannot start the helper for {}: {e}", l.host),
-                        );
+                        notifier.tell(&format!("cannot start the helper for {}: {e}", l.host));
                     }
                 }
             }
         }
         Effect::Autostart(on) => {
             if let Err(e) = settings::set_autostart(on) {
-                tell(notifier, &format!("cannot change start on login: {e}"));
+                notifier.tell(&format!("cannot change start on login: {e}"));
             }
         }
-        Effect::Open(path) => open(&path, notifier),
-        Effect::Copy(text) => copy(&text, notifier),
-        Effect::Tell(text) => tell(notifier, &text),
+        Effect::Open(path) => {
+            if let Err(e) = desktop::open(&path) {
+                notifier.tell(&format!("cannot open {}: {e}", path.display()));
+            }
+        }
+        Effect::Copy(text) => {
+            if !desktop::copy(&text) {
+                notifier.tell(&text);
+            }
+        }
+        Effect::Tell(text) => notifier.tell(&text),
         Effect::Quit => return true,
     }
     false
-}
-
-/// Says something once: on stderr and as a notification.
-fn tell(notifier: &notify::Notifier, text: &str) {
-    eprintln!("conntrack-tray: {text}");
-    let note = notify::Note {
-        summary: "conntrack-tray".into(),
-        body: notify::clean(text, notifier.caps.markup),
-        critical: false,
-        icon: "dialog-information",
-        actions: Vec::new(),
-    };
-    let _ = notifier.show(0, &note);
-}
-
-fn open(path: &Path, notifier: &notify::Notifier) {
-    let spawned = Command::new("xdg-open")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        // Reap it in the background; xdg-open returns at once.
-        Ok(mut c) => {
-            std::thread::spawn(move || c.wait());
-        }
-        Err(e) => tell(notifier, &format!("cannot open {}: {e}", path.display())),
-    }
-}
-
-/// Puts text on the clipboard with wl-copy or xclip; without either, shows it.
-fn copy(text: &str, notifier: &notify::Notifier) {
-    for (prog, args) in [
-        ("wl-copy", &[][..]),
-        ("xclip", &["-selection", "clipboard"][..]),
-    ] {
-        if let Ok(mut c) = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            if let Some(mut stdin) = c.stdin.take() {
-                let _ = stdin.write_all(text.as_bytes());
-            }
-            std::thread::spawn(move || c.wait());
-            return;
-        }
-    }
-    tell(notifier, text);
 }
 
 fn status(app: &App, links: &[Link]) -> (String, bool, bool) {

@@ -310,6 +310,19 @@ impl Notifier {
         }
         Ok(())
     }
+
+    /// Says something once: on stderr and as a plain notification (cleaned for the server).
+    pub fn tell(&self, text: &str) {
+        eprintln!("conntrack-tray: {text}");
+        let note = Note {
+            summary: "conntrack-tray".into(),
+            body: clean(text, self.caps.markup),
+            critical: false,
+            icon: "dialog-information",
+            actions: Vec::new(),
+        };
+        let _ = self.show(0, &note);
+    }
 }
 
 #[cfg(test)]

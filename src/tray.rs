@@ -3,7 +3,7 @@
 //! [`menu`] is a pure function from what the applet knows to a list of entries; the tray is
 //! rebuilt from it whenever that changes, never patched item by item. [`Tray`] turns the
 //! entries into a `tray-icon` (ksni backend: StatusNotifierItem and com.canonical.dbusmenu
-//! over D-Bus, no GTK).
+//! over D-Bus, no GTK); [`has_watcher`] tells whether the session has a tray to show it in.
 
 use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 
@@ -242,6 +242,17 @@ fn append_entries(
         }
     }
     Ok(())
+}
+
+/// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
+pub fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
+    let Ok(proxy) = zbus::blocking::fdo::DBusProxy::new(bus) else {
+        return false;
+    };
+    let Ok(name) = zbus::names::BusName::try_from("org.kde.StatusNotifierWatcher") else {
+        return false;
+    };
+    proxy.name_has_owner(name).unwrap_or(false)
 }
 
 /// The live tray icon.
