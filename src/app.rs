@@ -1,10 +1,12 @@
 //! The applet's state and decisions: what a helper event, a menu click or a notification
 //! button does. No D-Bus, no processes: handlers return [`Effect`]s for `main` to carry out,
-//! so the whole behaviour is tested with plain values.
+//! so the whole behaviour is tested with plain values. The decisions about the helper links
+//! themselves (hello, refusal, the status line) are in `links`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use conntrack_tray_helper::commands::Command;
 use conntrack_tray_helper::filter::process_matches;
 use conntrack_tray_helper::{Connection, Event};
 
@@ -24,6 +26,11 @@ pub enum Effect {
     SendConfig,
     /// Tell every helper to pause (true) or resume.
     Pause(bool),
+    /// Send one command to the helper of link `link` (see `links::on_report`).
+    Send {
+        link: usize,
+        command: Command,
+    },
     /// "Start monitoring…": start the helpers that are not running.
     StartHelpers,
     Autostart(bool),

@@ -1,6 +1,7 @@
-//! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, one event loop over
-//! helper lines, menu clicks, notification buttons, a one-second tick and signals; the
-//! decisions are in `app`.
+//! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, the parts, and one
+//! event loop over helper lines, menu clicks, notification buttons, a one-second tick and
+//! signals, handing each to its part; the decisions are in `app` and `links`, the helper
+//! processes in `helper_proc`.
 
 mod app;
 mod desktop;
@@ -8,6 +9,7 @@ mod desktop;
 mod fixtures;
 mod helper_proc;
 mod history;
+mod links;
 mod notify;
 mod settings;
 mod tray;
@@ -18,20 +20,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use conntrack_tray_helper::commands;
 use crossbeam_channel::{select, tick, unbounded};
 
 use app::{App, Effect};
-use helper_proc::{Launch, Link, Msg, State};
+use helper_proc::{Helpers, Launch, Msg};
+use notify::Notifier;
 use settings::Settings;
 
 /// The D-Bus name that makes the applet one per session.
 const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
-/// Where `make install` puts the helper, first match wins.
-const HELPER_PATHS: [&str; 2] = [
-    "/usr/local/libexec/conntrack-tray/conntrack-tray-helper",
-    "/usr/libexec/conntrack-tray/conntrack-tray-helper",
-];
 
 /// Tray applet that tells you which program opened which network connection.
 #[derive(Parser, Debug)]
@@ -59,19 +56,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn helper_path(cli: &Cli) -> PathBuf {
-    if let Some(p) = &cli.helper {
-        return p.clone();
-    }
-    if let Some(p) = HELPER_PATHS.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        return p;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("conntrack-tray-helper")))
-        .unwrap_or_else(|| PathBuf::from(HELPER_PATHS[0]))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -104,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let history = history::History::open(history::History::default_path());
     let (action_tx, action_rx) = unbounded();
-    let notifier = notify::Notifier::connect(action_tx);
+    let notifier = Notifier::connect(action_tx);
     let mut app = App::new(settings, history, notifier.caps.clone());
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
@@ -119,24 +103,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let local = if cli.no_pkexec || nix::unistd::Uid::effective().is_root() {
-        Launch::Direct(helper_path(&cli))
-    } else {
-        Launch::Pkexec(helper_path(&cli))
-    };
-    let mut links = vec![Link::new(local)];
+    let local = Launch::local(cli.helper.as_deref(), cli.no_pkexec);
     let mut remotes = app.settings.config.remote.hosts.clone();
     remotes.extend(cli.remote.iter().cloned());
     remotes.dedup();
-    links.extend(remotes.into_iter().map(|r| Link::new(Launch::Ssh(r))));
-
     let (helper_tx, helper_rx) = unbounded::<Msg>();
-    for (i, l) in links.iter_mut().enumerate() {
-        if let Err(e) = l.start(i, &helper_tx) {
-            told.push(format!("cannot start the helper for {}: {e}", l.host));
-            l.state = State::Stopped;
-        }
-    }
+    let mut helpers = Helpers::new(
+        std::iter::once(local).chain(remotes.into_iter().map(Launch::Ssh)),
+        helper_tx,
+    );
+    told.extend(helpers.start_all().iter().map(ToString::to_string));
+
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -157,43 +134,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for t in told.drain(..) {
         notifier.tell(&t);
     }
-    refresh(&app, &links, tray.as_mut());
+    refresh(&app, &helpers, tray.as_mut());
 
     loop {
         let now = Instant::now();
         let effects = select! {
             recv(sig_rx) -> _ => break,
             recv(helper_rx) -> m => match m {
-                Ok(Msg::Event { link, gen, event }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    let l = &mut links[link];
-                    if let conntrack_tray_helper::Event::Hello { hostname, .. } = &*event {
-                        // The helper knows its host's name (over ssh, the remote's).
-                        if !hostname.is_empty() {
-                            l.host = notify::clean(hostname, false);
-                        }
-                        l.running();
-                        l.send(&commands::Command::Config {
-                            config: Box::new(app.settings.config.helper_config()),
-                        });
-                        if app.settings.config.applet.paused {
-                            l.send(&commands::Command::Pause);
-                        }
-                    }
-                    let host = l.host.clone();
-                    app.on_event(&host, *event, now)
-                }
-                Ok(Msg::Garbage { link, gen, line }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    vec![Effect::Tell(format!("{}: unexpected helper output: {}", links[link].host, notify::clean(&line, false)))]
-                }
-                Ok(Msg::Closed { link, gen }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    let l = &mut links[link];
-                    l.closed(now);
-                    match &l.state {
-                        State::Refused => vec![Effect::Tell("monitoring was not authorized; use \"Start monitoring…\" in the menu to try again".into())],
-                        _ => Vec::new(),
-                    }
-                }
-                Ok(_) => Vec::new(),
+                Ok(msg) => match helpers.receive(msg, now) {
+                    Some(report) => links::on_report(&mut app, report, now),
+                    None => Vec::new(),
+                },
                 Err(_) => break,
             },
             recv(menu_rx) -> e => match e {
@@ -205,72 +156,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => Vec::new(),
             },
             recv(ticks) -> _ => {
-                for (i, l) in links.iter_mut().enumerate() {
-                    if l.due(now) {
-                        l.restarts += 1;
-                        if let Err(e) = l.start(i, &helper_tx) {
-                            notifier.tell(&format!("cannot restart the helper for {}: {e}", l.host));
-                            l.closed(now);
-                        }
-                    }
+                for e in helpers.restart_due(now) {
+                    notifier.tell(&e.to_string());
                 }
                 app.on_tick(now)
             },
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &mut app, &mut links, &notifier, &helper_tx);
+            quit |= perform(effect, &app, &mut helpers, &notifier);
         }
-        refresh(&app, &links, tray.as_mut());
+        refresh(&app, &helpers, tray.as_mut());
         if quit {
             break;
         }
     }
-    for l in &mut links {
-        l.stop();
-    }
+    helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Carries out one effect; true to quit.
-fn perform(
-    effect: Effect,
-    app: &mut App,
-    links: &mut [Link],
-    notifier: &notify::Notifier,
-    tx: &crossbeam_channel::Sender<Msg>,
-) -> bool {
+/// Carries out one effect with the part it is for; true to quit.
+fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &Notifier) -> bool {
     match effect {
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
                 eprintln!("conntrack-tray: cannot show a notification: {e}");
             }
         }
-        Effect::SendConfig => {
-            let command = commands::Command::Config {
-                config: Box::new(app.settings.config.helper_config()),
-            };
-            for l in links.iter_mut() {
-                l.send(&command);
-            }
-        }
-        Effect::Pause(p) => {
-            let command = if p {
-                commands::Command::Pause
-            } else {
-                commands::Command::Resume
-            };
-            for l in links.iter_mut() {
-                l.send(&command);
-            }
-        }
+        Effect::SendConfig => helpers.send_all(&links::config_command(&app.settings.config)),
+        Effect::Pause(p) => helpers.send_all(&links::pause_command(p)),
+        Effect::Send { link, command } => helpers.send(link, &command),
         Effect::StartHelpers => {
-            for (i, l) in links.iter_mut().enumerate() {
-                if matches!(l.state, State::Refused | State::Stopped) {
-                    if let Err(e) = l.start(i, tx) {
-                        notifier.tell(&format!("cannot start the helper for {}: {e}", l.host));
-                    }
-                }
+            for e in helpers.start_stopped() {
+                notifier.tell(&e.to_string());
             }
         }
         Effect::Autostart(on) => {
@@ -294,43 +212,20 @@ fn perform(
     false
 }
 
-fn status(app: &App, links: &[Link]) -> (String, bool, bool) {
-    let running: Vec<&Link> = links.iter().filter(|l| l.state == State::Running).collect();
-    let can_start = links
-        .iter()
-        .any(|l| matches!(l.state, State::Refused | State::Stopped));
-    let hosts: Vec<&str> = links.iter().map(|l| l.host.as_str()).collect();
-    let text = if running.is_empty() {
-        let why = links
-            .iter()
-            .map(|l| match &l.state {
-                State::Restarting { why, .. } => format!("{}: helper {why}, restarting", l.host),
-                State::Refused => format!("{}: not authorized", l.host),
-                State::Starting => format!("{}: starting", l.host),
-                State::Stopped => format!("{}: stopped", l.host),
-                State::Running => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        format!("Not monitoring — {why}")
-    } else if app.settings.config.applet.paused {
-        format!("Paused — {}", hosts.join(", "))
-    } else {
-        format!(
-            "Monitoring {} — {} today, {} lost",
-            hosts.join(", "),
-            app.events_today(),
-            app.lost
-        )
-    };
-    (text, can_start, !running.is_empty())
-}
-
-fn refresh(app: &App, links: &[Link], tray: Option<&mut tray::Tray>) {
+/// Shows the menu, icon and tooltip for the current state (the tray skips an unchanged one).
+fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     let Some(tray) = tray else { return };
-    let (text, can_start, running) = status(app, links);
-    let view = app.view(text.clone(), can_start, settings::autostart_enabled());
-    if let Err(e) = tray.show(tray::menu(&view), app.icon_state(running), &text) {
+    let status = links::status(app, &helpers.states());
+    let view = app.view(
+        status.text.clone(),
+        status.can_start,
+        settings::autostart_enabled(),
+    );
+    if let Err(e) = tray.show(
+        tray::menu(&view),
+        app.icon_state(status.running),
+        &status.text,
+    ) {
         eprintln!("conntrack-tray: cannot update the tray: {e}");
     }
 }
