@@ -1,10 +1,12 @@
 //! The applet's state and decisions: what a helper event, a menu click or a notification
 //! button does. No D-Bus, no processes: handlers return [`Effect`]s for `main` to carry out,
-//! so the whole behaviour is tested with plain values.
+//! so the whole behaviour is tested with plain values. The decisions about the helper links
+//! themselves (hello, refusal, the status line) are in `links`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use conntrack_tray_helper::commands::Command;
 use conntrack_tray_helper::filter::process_matches;
 use conntrack_tray_helper::{Connection, Event};
 
@@ -24,6 +26,11 @@ pub enum Effect {
     SendConfig,
     /// Tell every helper to pause (true) or resume.
     Pause(bool),
+    /// Send one command to the helper of link `link` (see `links::on_report`).
+    Send {
+        link: usize,
+        command: Command,
+    },
     /// "Start monitoring…": start the helpers that are not running.
     StartHelpers,
     Autostart(bool),
@@ -156,7 +163,7 @@ impl App {
             .conn
             .process
             .as_ref()
-            .map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone()))
+            .map(|p| p.identity().to_string())
             .unwrap_or_default();
         if self.flood.decide(&program, seen.conn.remote_ip, now) == Verdict::Show {
             let note = notify::connection_note(&seen.conn, host, &self.caps);
@@ -252,8 +259,7 @@ impl App {
             }
             RecentAction::Mute => {
                 if let Some(p) = &c.process {
-                    self.flood
-                        .mute(&p.exe.clone().unwrap_or_else(|| p.comm.clone()), now + MUTE);
+                    self.flood.mute(p.identity(), now + MUTE);
                 }
                 Vec::new()
             }
@@ -412,37 +418,12 @@ pub fn details(s: &Seen) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conntrack_tray_helper::event::{Direction, Family, Process, Proto};
+    use crate::fixtures;
 
     fn conn(port: u16, exe: &str) -> Connection {
         Connection {
-            ts: "2026-11-25T10:00:00.000000Z".into(),
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            direction: Direction::Outbound,
-            local_ip: "10.0.0.1".parse().expect("ip"),
-            local_port: Some(40000),
-            remote_ip: "9.9.9.9".parse().expect("ip"),
-            remote_port: Some(port),
-            host: None,
-            host_source: None,
-            icmp: None,
-            critical: false,
-            ct_id: None,
-            zone: None,
-            mark: None,
-            process: Some(Process {
-                pid: 1,
-                comm: exe.rsplit('/').next().unwrap_or(exe).into(),
-                exe: Some(exe.into()),
-                cmdline: vec![],
-                uid: 1000,
-                user: None,
-                exe_verified: true,
-                exe_system: true,
-                ..Default::default()
-            }),
-            attributed_by: None,
+            process: Some(fixtures::process(exe)),
+            ..fixtures::connection("9.9.9.9", port)
         }
     }
 

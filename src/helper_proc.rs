@@ -2,18 +2,46 @@
 //! restarted with back-off when they die; never left running.
 //!
 //! Each helper's stdout is read by a thread that parses [`Event`]s and sends them to the main
-//! loop tagged with the host and a generation number (so lines of a dead helper are told apart
-//! from its successor's). Commands go to its stdin. Closing stdin is how a helper is stopped:
-//! it removes its nftables table and exits within a second, even when it runs as root through
-//! pkexec where we could not signal it.
+//! loop tagged with the link number and a generation number (so lines of a dead helper are
+//! told apart from its successor's). Commands go to its stdin. Closing stdin is how a helper
+//! is stopped: it removes its nftables table and exits within a second, even when it runs as
+//! root through pkexec where we could not signal it.
+//!
+//! [`Link`] is one helper's process and state; [`Helpers`] is all of them, the part the main
+//! loop drives: it turns the reader threads' [`Msg`]s into [`Report`]s and carries out the
+//! starts, restarts and commands. What to send and what to tell the person is decided in
+//! `links`, not here.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conntrack_tray_helper::{Config, Event};
+use conntrack_tray_helper::{commands, Event};
 use crossbeam_channel::Sender;
+
+use crate::notify;
+
+/// Where `make install` puts the helper, first match wins.
+const HELPER_PATHS: [&str; 2] = [
+    "/usr/local/libexec/conntrack-tray/conntrack-tray-helper",
+    "/usr/libexec/conntrack-tray/conntrack-tray-helper",
+];
+
+/// The helper binary: `given` (from `--helper`), else the installed one, else the one next
+/// to this binary.
+fn helper_path(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    if let Some(p) = HELPER_PATHS.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return p;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("conntrack-tray-helper")))
+        .unwrap_or_else(|| PathBuf::from(HELPER_PATHS[0]))
+}
 
 /// How a helper is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +55,16 @@ pub enum Launch {
 }
 
 impl Launch {
+    /// This machine's helper ([`helper_path`]): run directly when `direct` (`--no-pkexec`) or
+    /// when the applet already is root, else through pkexec.
+    pub fn local(helper: Option<&Path>, direct: bool) -> Launch {
+        if direct || nix::unistd::Uid::effective().is_root() {
+            Launch::Direct(helper_path(helper))
+        } else {
+            Launch::Pkexec(helper_path(helper))
+        }
+    }
+
     pub fn command(&self) -> Command {
         let mut c = match self {
             Launch::Pkexec(p) => {
@@ -171,13 +209,19 @@ impl Link {
         Ok(())
     }
 
-    /// Sends one command line; a failure means the helper is gone (its Closed follows).
-    pub fn send_config(&mut self, cfg: &Config) {
-        let line = serde_json::json!({"cmd": "config", "config": cfg}).to_string();
-        self.send_line(&line);
-    }
-
-    pub fn send_line(&mut self, line: &str) {
+    /// Sends one command in the helper's own wire form; a failure to write means the helper
+    /// is gone (its Closed follows).
+    pub fn send(&mut self, command: &commands::Command) {
+        let line = match command.to_line() {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!(
+                    "conntrack-tray: cannot write the {} command: {e}",
+                    command.name()
+                );
+                return;
+            }
+        };
         if let Some(stdin) = &mut self.stdin {
             if writeln!(stdin, "{line}")
                 .and_then(|()| stdin.flush())
@@ -260,6 +304,176 @@ impl Drop for Link {
     }
 }
 
+/// What a helper's message means for the applet, once [`Helpers`] has kept its books.
+#[derive(Debug)]
+pub enum Report {
+    /// A line from the helper of link `link`, on `host` (after a hello, the name the helper
+    /// gave for its machine).
+    Event {
+        link: usize,
+        host: String,
+        event: Box<Event>,
+    },
+    /// A line that was not an event.
+    Garbage { host: String, line: String },
+    /// The helper's stdout closed; it was reaped, and `state` is what happens next.
+    Closed { state: State },
+}
+
+/// A helper that could not be started; the text is what the person is told.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the helper for {host}: {source}")]
+    Start {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("cannot restart the helper for {host}: {source}")]
+    Restart {
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+/// Every helper the applet runs, by link number (its place in the list). Their reader
+/// threads send to the channel given to [`Helpers::new`].
+pub struct Helpers {
+    links: Vec<Link>,
+    tx: Sender<Msg>,
+}
+
+impl Helpers {
+    /// The links, none started yet.
+    pub fn new(launches: impl IntoIterator<Item = Launch>, tx: Sender<Msg>) -> Helpers {
+        Helpers {
+            links: launches.into_iter().map(Link::new).collect(),
+            tx,
+        }
+    }
+
+    /// Starts every helper, at launch; one that cannot be started stays stopped (the menu
+    /// offers "Start monitoring…").
+    pub fn start_all(&mut self) -> Vec<StartError> {
+        let mut failed = Vec::new();
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if let Err(source) = l.start(i, &self.tx) {
+                failed.push(StartError::Start {
+                    host: l.host.clone(),
+                    source,
+                });
+                l.state = State::Stopped;
+            }
+        }
+        failed
+    }
+
+    /// "Start monitoring…": starts the helpers that are stopped or were refused.
+    pub fn start_stopped(&mut self) -> Vec<StartError> {
+        let mut failed = Vec::new();
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if matches!(l.state, State::Refused | State::Stopped) {
+                if let Err(source) = l.start(i, &self.tx) {
+                    failed.push(StartError::Start {
+                        host: l.host.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        failed
+    }
+
+    /// Once a second: restarts the helpers whose back-off is over. One that cannot be
+    /// restarted counts as closed again, so it waits a longer back-off.
+    pub fn restart_due(&mut self, now: Instant) -> Vec<StartError> {
+        let mut failed = Vec::new();
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if l.due(now) {
+                l.restarts += 1;
+                if let Err(source) = l.start(i, &self.tx) {
+                    failed.push(StartError::Restart {
+                        host: l.host.clone(),
+                        source,
+                    });
+                    l.closed(now);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Keeps the books for a reader thread's message and says what it means; `None` for a
+    /// message from a helper that has been replaced since. A hello marks its helper running
+    /// and names its host (the remote's own name, over ssh); a close reaps the helper and
+    /// decides whether and when it is restarted.
+    pub fn receive(&mut self, msg: Msg, now: Instant) -> Option<Report> {
+        match msg {
+            Msg::Event { link, gen, event } => {
+                let l = self.current(link, gen)?;
+                if let Event::Hello { hostname, .. } = &*event {
+                    if !hostname.is_empty() {
+                        l.host = notify::clean(hostname, false);
+                    }
+                    l.running();
+                }
+                Some(Report::Event {
+                    link,
+                    host: l.host.clone(),
+                    event,
+                })
+            }
+            Msg::Garbage { link, gen, line } => {
+                let l = self.current(link, gen)?;
+                Some(Report::Garbage {
+                    host: l.host.clone(),
+                    line,
+                })
+            }
+            Msg::Closed { link, gen } => {
+                let l = self.current(link, gen)?;
+                l.closed(now);
+                Some(Report::Closed {
+                    state: l.state.clone(),
+                })
+            }
+        }
+    }
+
+    /// Link `link`, if `gen` is its current helper's generation.
+    fn current(&mut self, link: usize, gen: u64) -> Option<&mut Link> {
+        self.links.get_mut(link).filter(|l| l.gen() == gen)
+    }
+
+    /// Sends a command to the helper of link `link` (none if there is no such link).
+    pub fn send(&mut self, link: usize, command: &commands::Command) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.send(command);
+        }
+    }
+
+    /// Sends a command to every helper.
+    pub fn send_all(&mut self, command: &commands::Command) {
+        for l in &mut self.links {
+            l.send(command);
+        }
+    }
+
+    /// Each link's host and state, in link order.
+    pub fn states(&self) -> Vec<(&str, &State)> {
+        self.links
+            .iter()
+            .map(|l| (l.host.as_str(), &l.state))
+            .collect()
+    }
+
+    /// Stops every helper (see [`Link::stop`]).
+    pub fn stop_all(&mut self) {
+        for l in &mut self.links {
+            l.stop();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +543,44 @@ mod tests {
         );
         assert_eq!(p.closed(t), Some(126));
         assert_eq!(p.state, State::Refused);
+    }
+
+    #[test]
+    fn helpers_drop_a_replaced_helpers_lines_and_keep_the_books_for_the_current_one() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut h = Helpers::new([Launch::Ssh("alice@nas".into())], tx);
+        let hello = |gen, hostname: &str| Msg::Event {
+            link: 0,
+            gen,
+            event: Box::new(Event::Hello {
+                version: "0".into(),
+                hostname: hostname.into(),
+                pid: 1,
+                config: Box::default(),
+            }),
+        };
+        let now = Instant::now();
+        assert!(
+            h.receive(hello(1, "other"), now).is_none(),
+            "not its generation"
+        );
+        assert!(h.receive(hello(0, "nas\x1b.lan"), now).is_some());
+        assert_eq!(h.states(), vec![("nas .lan", &State::Running)]);
+        let garbage = Msg::Garbage {
+            link: 0,
+            gen: 0,
+            line: "x".into(),
+        };
+        assert!(matches!(
+            h.receive(garbage, now),
+            Some(Report::Garbage { host, .. }) if host == "nas .lan"
+        ));
+        assert!(matches!(
+            h.receive(Msg::Closed { link: 0, gen: 0 }, now),
+            Some(Report::Closed {
+                state: State::Restarting { .. }
+            })
+        ));
+        assert!(h.receive(Msg::Closed { link: 7, gen: 0 }, now).is_none());
     }
 }

@@ -99,30 +99,12 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conntrack_tray_helper::event::{Direction, Family, Proto};
+    use crate::fixtures;
 
     fn seen(port: u16) -> Seen {
         Seen {
             host: "localhost".into(),
-            conn: Connection {
-                ts: "2026-11-25T00:00:00.000000Z".into(),
-                proto: Proto::Tcp,
-                family: Family::Ipv4,
-                direction: Direction::Outbound,
-                local_ip: "10.0.0.1".parse().expect("ip"),
-                local_port: Some(40000),
-                remote_ip: "9.9.9.9".parse().expect("ip"),
-                remote_port: Some(port),
-                host: None,
-                host_source: None,
-                icmp: None,
-                critical: false,
-                ct_id: None,
-                zone: None,
-                mark: None,
-                process: None,
-                attributed_by: None,
-            },
+            conn: fixtures::connection("9.9.9.9", port),
         }
     }
 

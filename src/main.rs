@@ -1,17 +1,21 @@
-//! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, one event loop over
-//! helper lines, menu clicks, notification buttons, a one-second tick and signals; the
-//! decisions are in `app`.
+//! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, the parts, and one
+//! event loop over helper lines, menu clicks, notification buttons, a one-second tick and
+//! signals, handing each to its part; the decisions are in `app` and `links`, the helper
+//! processes in `helper_proc`.
 
 mod app;
+mod desktop;
+#[cfg(test)]
+mod fixtures;
 mod helper_proc;
 mod history;
+mod links;
 mod notify;
 mod settings;
 mod tray;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,16 +23,12 @@ use clap::Parser;
 use crossbeam_channel::{select, tick, unbounded};
 
 use app::{App, Effect};
-use helper_proc::{Launch, Link, Msg, State};
+use helper_proc::{Helpers, Launch, Msg};
+use notify::Notifier;
 use settings::Settings;
 
 /// The D-Bus name that makes the applet one per session.
 const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
-/// Where `make install` puts the helper, first match wins.
-const HELPER_PATHS: [&str; 2] = [
-    "/usr/local/libexec/conntrack-tray/conntrack-tray-helper",
-    "/usr/libexec/conntrack-tray/conntrack-tray-helper",
-];
 
 /// Tray applet that tells you which program opened which network connection.
 #[derive(Parser, Debug)]
@@ -56,30 +56,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn helper_path(cli: &Cli) -> PathBuf {
-    if let Some(p) = &cli.helper {
-        return p.clone();
-    }
-    if let Some(p) = HELPER_PATHS.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        return p;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("conntrack-tray-helper")))
-        .unwrap_or_else(|| PathBuf::from(HELPER_PATHS[0]))
-}
-
-/// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
-fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
-    let Ok(proxy) = zbus::blocking::fdo::DBusProxy::new(bus) else {
-        return false;
-    };
-    let Ok(name) = zbus::names::BusName::try_from("org.kde.StatusNotifierWatcher") else {
-        return false;
-    };
-    proxy.name_has_owner(name).unwrap_or(false)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -112,11 +88,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let history = history::History::open(history::History::default_path());
     let (action_tx, action_rx) = unbounded();
-    let notifier = notify::Notifier::connect(action_tx);
+    let notifier = Notifier::connect(action_tx);
     let mut app = App::new(settings, history, notifier.caps.clone());
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
-    if !has_watcher(&bus) {
+    if !tray::has_watcher(&bus) {
         told.push("no system tray (StatusNotifierWatcher) in this session: notifications only until one starts".into());
     }
     let mut tray = match tray::Tray::new() {
@@ -127,24 +103,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let local = if cli.no_pkexec || nix::unistd::Uid::effective().is_root() {
-        Launch::Direct(helper_path(&cli))
-    } else {
-        Launch::Pkexec(helper_path(&cli))
-    };
-    let mut links = vec![Link::new(local)];
+    let local = Launch::local(cli.helper.as_deref(), cli.no_pkexec);
     let mut remotes = app.settings.config.remote.hosts.clone();
     remotes.extend(cli.remote.iter().cloned());
     remotes.dedup();
-    links.extend(remotes.into_iter().map(|r| Link::new(Launch::Ssh(r))));
-
     let (helper_tx, helper_rx) = unbounded::<Msg>();
-    for (i, l) in links.iter_mut().enumerate() {
-        if let Err(e) = l.start(i, &helper_tx) {
-            told.push(format!("cannot start the helper for {}: {e}", l.host));
-            l.state = State::Stopped;
-        }
-    }
+    let mut helpers = Helpers::new(
+        std::iter::once(local).chain(remotes.into_iter().map(Launch::Ssh)),
+        helper_tx,
+    );
+    told.extend(helpers.start_all().iter().map(ToString::to_string));
+
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -163,43 +132,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let menu_rx = tray_icon::menu::MenuEvent::receiver();
     let ticks = tick(Duration::from_secs(1));
     for t in told.drain(..) {
-        tell(&notifier, &t);
+        notifier.tell(&t);
     }
-    refresh(&app, &links, tray.as_mut());
+    refresh(&app, &helpers, tray.as_mut());
 
     loop {
         let now = Instant::now();
         let effects = select! {
             recv(sig_rx) -> _ => break,
             recv(helper_rx) -> m => match m {
-                Ok(Msg::Event { link, gen, event }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    let l = &mut links[link];
-                    if let conntrack_tray_helper::Event::Hello { hostname, .. } = &*event {
-                        // The helper knows its host's name (over ssh, the remote's).
-                        if !hostname.is_empty() {
-                            l.host = notify::clean(hostname, false);
-                        }
-                        l.running();
-                        l.send_config(&app.settings.config.helper_config());
-                        if app.settings.config.applet.paused {
-                            l.send_line(r#"{"cmd":"pause"}"#);
-                        }
-                    }
-                    let host = l.host.clone();
-                    app.on_event(&host, *event, now)
-                }
-                Ok(Msg::Garbage { link, gen, line }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    vec![Effect::Tell(format!("{}: unexpected helper output: {}", links[link].host, notify::clean(&line, false)))]
-                }
-                Ok(Msg::Closed { link, gen }) if links.get(link).is_some_and(|l| l.gen() == gen) => {
-                    let l = &mut links[link];
-                    l.closed(now);
-                    match &l.state {
-                        State::Refused => vec![Effect::Tell("monitoring was not authorized; use \"Start monitoring…\" in the menu to try again".into())],
-                        _ => Vec::new(),
-                    }
-                }
-                Ok(_) => Vec::new(),
+                Ok(msg) => match helpers.receive(msg, now) {
+                    Some(report) => links::on_report(&mut app, report, now),
+                    None => Vec::new(),
+                },
                 Err(_) => break,
             },
             recv(menu_rx) -> e => match e {
@@ -211,176 +156,76 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => Vec::new(),
             },
             recv(ticks) -> _ => {
-                for (i, l) in links.iter_mut().enumerate() {
-                    if l.due(now) {
-                        l.restarts += 1;
-                        if let Err(e) = l.start(i, &helper_tx) {
-                            tell(&notifier, &format!("cannot restart the helper for {}: {e}", l.host));
-                            l.closed(now);
-                        }
-                    }
+                for e in helpers.restart_due(now) {
+                    notifier.tell(&e.to_string());
                 }
                 app.on_tick(now)
             },
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &mut app, &mut links, &notifier, &helper_tx);
+            quit |= perform(effect, &app, &mut helpers, &notifier);
         }
-        refresh(&app, &links, tray.as_mut());
+        refresh(&app, &helpers, tray.as_mut());
         if quit {
             break;
         }
     }
-    for l in &mut links {
-        l.stop();
-    }
+    helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Carries out one effect; true to quit.
-fn perform(
-    effect: Effect,
-    app: &mut App,
-    links: &mut [Link],
-    notifier: &notify::Notifier,
-    tx: &crossbeam_channel::Sender<Msg>,
-) -> bool {
+/// Carries out one effect with the part it is for; true to quit.
+fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &Notifier) -> bool {
     match effect {
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
                 eprintln!("conntrack-tray: cannot show a notification: {e}");
             }
         }
-        Effect::SendConfig => {
-            let cfg = app.settings.config.helper_config();
-            for l in links.iter_mut() {
-                l.send_config(&cfg);
-            }
-        }
-        Effect::Pause(p) => {
-            for l in links.iter_mut() {
-                l.send_line(if p {
-                    r#"{"cmd":"pause"}"#
-                } else {
-                    r#"{"cmd":"resume"}"#
-                });
-            }
-        }
+        Effect::SendConfig => helpers.send_all(&links::config_command(&app.settings.config)),
+        Effect::Pause(p) => helpers.send_all(&links::pause_command(p)),
+        Effect::Send { link, command } => helpers.send(link, &command),
         Effect::StartHelpers => {
-            for (i, l) in links.iter_mut().enumerate() {
-                if matches!(l.state, State::Refused | State::Stopped) {
-                    if let Err(e) = l.start(i, tx) {
-                        tell(
-                            notifier,
-                            &format!("cannot start the helper for {}: {e}", l.host),
-                        );
-                    }
-                }
+            for e in helpers.start_stopped() {
+                notifier.tell(&e.to_string());
             }
         }
         Effect::Autostart(on) => {
             if let Err(e) = settings::set_autostart(on) {
-                tell(notifier, &format!("cannot change start on login: {e}"));
+                notifier.tell(&format!("cannot change start on login: {e}"));
             }
         }
-        Effect::Open(path) => open(&path, notifier),
-        Effect::Copy(text) => copy(&text, notifier),
-        Effect::Tell(text) => tell(notifier, &text),
+        Effect::Open(path) => {
+            if let Err(e) = desktop::open(&path) {
+                notifier.tell(&format!("cannot open {}: {e}", path.display()));
+            }
+        }
+        Effect::Copy(text) => {
+            if !desktop::copy(&text) {
+                notifier.tell(&text);
+            }
+        }
+        Effect::Tell(text) => notifier.tell(&text),
         Effect::Quit => return true,
     }
     false
 }
 
-/// Says something once: on stderr and as a notification.
-fn tell(notifier: &notify::Notifier, text: &str) {
-    eprintln!("conntrack-tray: {text}");
-    let note = notify::Note {
-        summary: "conntrack-tray".into(),
-        body: notify::clean(text, notifier.caps.markup),
-        critical: false,
-        icon: "dialog-information",
-        actions: Vec::new(),
-    };
-    let _ = notifier.show(0, &note);
-}
-
-fn open(path: &Path, notifier: &notify::Notifier) {
-    let spawned = Command::new("xdg-open")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        // Reap it in the background; xdg-open returns at once.
-        Ok(mut c) => {
-            std::thread::spawn(move || c.wait());
-        }
-        Err(e) => tell(notifier, &format!("cannot open {}: {e}", path.display())),
-    }
-}
-
-/// Puts text on the clipboard with wl-copy or xclip; without either, shows it.
-fn copy(text: &str, notifier: &notify::Notifier) {
-    for (prog, args) in [
-        ("wl-copy", &[][..]),
-        ("xclip", &["-selection", "clipboard"][..]),
-    ] {
-        if let Ok(mut c) = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            if let Some(mut stdin) = c.stdin.take() {
-                let _ = stdin.write_all(text.as_bytes());
-            }
-            std::thread::spawn(move || c.wait());
-            return;
-        }
-    }
-    tell(notifier, text);
-}
-
-fn status(app: &App, links: &[Link]) -> (String, bool, bool) {
-    let running: Vec<&Link> = links.iter().filter(|l| l.state == State::Running).collect();
-    let can_start = links
-        .iter()
-        .any(|l| matches!(l.state, State::Refused | State::Stopped));
-    let hosts: Vec<&str> = links.iter().map(|l| l.host.as_str()).collect();
-    let text = if running.is_empty() {
-        let why = links
-            .iter()
-            .map(|l| match &l.state {
-                State::Restarting { why, .. } => format!("{}: helper {why}, restarting", l.host),
-                State::Refused => format!("{}: not authorized", l.host),
-                State::Starting => format!("{}: starting", l.host),
-                State::Stopped => format!("{}: stopped", l.host),
-                State::Running => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        format!("Not monitoring — {why}")
-    } else if app.settings.config.applet.paused {
-        format!("Paused — {}", hosts.join(", "))
-    } else {
-        format!(
-            "Monitoring {} — {} today, {} lost",
-            hosts.join(", "),
-            app.events_today(),
-            app.lost
-        )
-    };
-    (text, can_start, !running.is_empty())
-}
-
-fn refresh(app: &App, links: &[Link], tray: Option<&mut tray::Tray>) {
+/// Shows the menu, icon and tooltip for the current state (the tray skips an unchanged one).
+fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     let Some(tray) = tray else { return };
-    let (text, can_start, running) = status(app, links);
-    let view = app.view(text.clone(), can_start, settings::autostart_enabled());
-    if let Err(e) = tray.show(tray::menu(&view), app.icon_state(running), &text) {
+    let status = links::status(app, &helpers.states());
+    let view = app.view(
+        status.text.clone(),
+        status.can_start,
+        settings::autostart_enabled(),
+    );
+    if let Err(e) = tray.show(
+        tray::menu(&view),
+        app.icon_state(status.running),
+        &status.text,
+    ) {
         eprintln!("conntrack-tray: cannot update the tray: {e}");
     }
 }

@@ -310,40 +310,36 @@ impl Notifier {
         }
         Ok(())
     }
+
+    /// Says something once: on stderr and as a plain notification (cleaned for the server).
+    pub fn tell(&self, text: &str) {
+        eprintln!("conntrack-tray: {text}");
+        let note = Note {
+            summary: "conntrack-tray".into(),
+            body: clean(text, self.caps.markup),
+            critical: false,
+            icon: "dialog-information",
+            actions: Vec::new(),
+        };
+        let _ = self.show(0, &note);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conntrack_tray_helper::event::{Direction, Family, Process, Proto};
+    use crate::fixtures;
+    use conntrack_tray_helper::Process;
 
     fn conn(comm: &str, exe: Option<&str>) -> Connection {
         Connection {
-            ts: "t".into(),
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            direction: Direction::Outbound,
-            local_ip: "10.0.0.1".parse().expect("ip"),
-            local_port: Some(43210),
-            remote_ip: "93.184.216.34".parse().expect("ip"),
-            remote_port: Some(443),
-            host: None,
-            host_source: None,
-            icmp: None,
             critical: true,
-            ct_id: None,
-            zone: None,
-            mark: None,
             process: Some(Process {
-                pid: 4242,
                 comm: comm.into(),
                 exe: exe.map(String::from),
-                cmdline: vec![],
-                uid: 1000,
-                user: Some("alice".into()),
-                ..Default::default()
+                ..fixtures::process("/usr/bin/curl")
             }),
-            attributed_by: None,
+            ..fixtures::connection("93.184.216.34", 443)
         }
     }
 

@@ -3,9 +3,9 @@
 //! [`menu`] is a pure function from what the applet knows to a list of entries; the tray is
 //! rebuilt from it whenever that changes, never patched item by item. [`Tray`] turns the
 //! entries into a `tray-icon` (ksni backend: StatusNotifierItem and com.canonical.dbusmenu
-//! over D-Bus, no GTK).
+//! over D-Bus, no GTK); [`has_watcher`] tells whether the session has a tray to show it in.
 
-use tray_icon::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
+use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 
 /// What the icon shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,55 +206,53 @@ pub fn icon_rgba(state: IconState) -> Vec<u8> {
 
 pub const ICON_SIZE: u32 = 22;
 
+/// The `tray-icon` menu for `entries`.
 fn build_muda(entries: &[Entry]) -> Result<Menu, tray_icon::menu::Error> {
     let menu = Menu::new();
-    for e in entries {
-        match e {
-            Entry::Sub { label, items } => menu.append(&build_sub(label, items)?)?,
-            other => append_leaf(&menu, other)?,
-        }
-    }
+    append_entries(entries, &mut |item| menu.append(item))?;
     Ok(menu)
 }
 
-fn build_sub(label: &str, entries: &[Entry]) -> Result<Submenu, tray_icon::menu::Error> {
-    let sub = Submenu::new(label, true);
+/// Turns entries into `tray-icon` items in order, handing each to `append` (a menu's or a
+/// submenu's append: the one conversion for both levels). A submenu is filled before it is
+/// appended.
+fn append_entries(
+    entries: &[Entry],
+    append: &mut dyn FnMut(&dyn IsMenuItem) -> Result<(), tray_icon::menu::Error>,
+) -> Result<(), tray_icon::menu::Error> {
     for e in entries {
         match e {
-            Entry::Sub { label, items } => sub.append(&build_sub(label, items)?)?,
-            Entry::Label(l) => sub.append(&MenuItem::new(l, false, None))?,
-            Entry::Separator => sub.append(&PredefinedMenuItem::separator())?,
+            Entry::Label(l) => append(&MenuItem::new(l, false, None))?,
+            Entry::Separator => append(&PredefinedMenuItem::separator())?,
             Entry::Action { id, label } => {
-                sub.append(&MenuItem::with_id(id.as_str(), label, true, None))?
+                append(&MenuItem::with_id(id.as_str(), label, true, None))?
             }
-            Entry::Check { id, label, checked } => sub.append(&CheckMenuItem::with_id(
+            Entry::Check { id, label, checked } => append(&CheckMenuItem::with_id(
                 id.as_str(),
                 label,
                 true,
                 *checked,
                 None,
             ))?,
+            Entry::Sub { label, items } => {
+                let sub = Submenu::new(label, true);
+                append_entries(items, &mut |item| sub.append(item))?;
+                append(&sub)?;
+            }
         }
     }
-    Ok(sub)
+    Ok(())
 }
 
-fn append_leaf(menu: &Menu, e: &Entry) -> Result<(), tray_icon::menu::Error> {
-    match e {
-        Entry::Label(l) => menu.append(&MenuItem::new(l, false, None)),
-        Entry::Separator => menu.append(&PredefinedMenuItem::separator()),
-        Entry::Action { id, label } => {
-            menu.append(&MenuItem::with_id(id.as_str(), label, true, None))
-        }
-        Entry::Check { id, label, checked } => menu.append(&CheckMenuItem::with_id(
-            id.as_str(),
-            label,
-            true,
-            *checked,
-            None,
-        )),
-        Entry::Sub { .. } => Ok(()),
-    }
+/// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
+pub fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
+    let Ok(proxy) = zbus::blocking::fdo::DBusProxy::new(bus) else {
+        return false;
+    };
+    let Ok(name) = zbus::names::BusName::try_from("org.kde.StatusNotifierWatcher") else {
+        return false;
+    };
+    proxy.name_has_owner(name).unwrap_or(false)
 }
 
 /// The live tray icon.

@@ -4,17 +4,24 @@
 //! change the in-memory filter or pause it: no command names a file to write or a program to
 //! run. A malformed line is answered with an `error` event and skipped; it never ends the
 //! helper.
+//!
+//! [`Command`] is the one definition of the wire form on both sides: the helper reads it with
+//! [`parse`], the applet writes it with [`Command::to_line`], and a round trip of each command
+//! is tested here.
 
 use std::io::{self, BufRead};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
 /// The longest command line accepted; longer ones are skipped up to their newline.
 pub const MAX_LINE: usize = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq)]
+/// One command. It serializes to exactly the wire form [`parse`] accepts:
+/// `{"cmd":"config","config":{...}}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Command {
     /// Replace the filter configuration (same schema as the TOML file).
     Config {
@@ -51,6 +58,13 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
         }
+    }
+
+    /// The command as one line of the wire form, without its newline (JSON never needs a raw
+    /// newline: serde_json escapes them in strings). Fails only if the configuration cannot
+    /// be written as JSON, which the derived types never do.
+    pub fn to_line(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 }
 
@@ -139,6 +153,40 @@ mod tests {
             );
         }
         assert_eq!(parse(b"\xff\xfe"), Err(CommandError::NotUtf8));
+    }
+
+    #[test]
+    fn every_command_round_trips_through_its_wire_form() {
+        let mut config = Config::default();
+        config.filter.critical_only = true;
+        config.whitelist.processes.push("/usr/bin/curl".into());
+        config.whitelist.processes.push("/tmp/two\nlines".into());
+        for cmd in [
+            Command::Config {
+                config: Box::new(config),
+            },
+            Command::Config {
+                config: Box::default(),
+            },
+            Command::Pause,
+            Command::Resume,
+        ] {
+            let line = cmd.to_line().expect("serialize");
+            assert!(!line.contains('\n'), "{line}");
+            assert!(
+                line.starts_with(&format!("{{\"cmd\":\"{}\"", cmd.name())),
+                "{line}"
+            );
+            assert_eq!(parse(line.as_bytes()), Ok(cmd), "{line}");
+        }
+        assert_eq!(
+            Command::Pause.to_line().expect("pause"),
+            r#"{"cmd":"pause"}"#
+        );
+        assert_eq!(
+            Command::Resume.to_line().expect("resume"),
+            r#"{"cmd":"resume"}"#
+        );
     }
 
     #[test]

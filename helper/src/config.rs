@@ -95,24 +95,16 @@ impl Default for Filter {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Whitelist {
-    /// Bare names match `comm` or the executable's file name; absolute paths match the exe.
+    /// Absolute paths match a verified exe at that path; bare names the file name of a
+    /// verified system exe (see `filter::process_matches`). Empty by default: no program is
+    /// trusted until the person says so.
     pub processes: Vec<String>,
     pub remote: Vec<RemoteNet>,
     /// Names as looked up over DNS: `github.com` exactly, `*.mozilla.org` any name below it.
     pub hosts: Vec<HostPattern>,
-}
-
-impl Default for Whitelist {
-    fn default() -> Self {
-        Whitelist {
-            processes: Vec::new(),
-            remote: Vec::new(),
-            hosts: Vec::new(),
-        }
-    }
 }
 
 /// A whitelisted name: exact, or `*.` and a domain for every name below that domain.

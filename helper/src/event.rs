@@ -52,6 +52,13 @@ impl Process {
             .filter(|n| !n.is_empty())
             .unwrap_or(&self.comm)
     }
+
+    /// The identity a person sees and acts on: the executable's path, or `comm` when the path
+    /// is unknown. Unlike [`Self::program_name`], two programs of the same file name in
+    /// different places stay apart, so muting or counting one never touches the other.
+    pub fn identity(&self) -> &str {
+        self.exe.as_deref().unwrap_or(&self.comm)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,224 @@
+//! What the applet decides about its helper links: what a helper that says hello is sent,
+//! what the person is told about a helper's stray output and its end, and the status line
+//! the tray shows for them all.
+//!
+//! Pure, like `app` (whose [`Effect`]s it returns): `helper_proc` runs the processes and
+//! turns their output into [`Report`]s, and these functions decide what follows.
+
+use std::time::Instant;
+
+use conntrack_tray_helper::commands::Command;
+use conntrack_tray_helper::Event;
+
+use crate::app::{App, Effect};
+use crate::helper_proc::{Report, State};
+use crate::notify;
+use crate::settings::UserConfig;
+
+/// The command that gives a helper the filter part of `config`.
+pub fn config_command(config: &UserConfig) -> Command {
+    Command::Config {
+        config: Box::new(config.helper_config()),
+    }
+}
+
+/// The command that pauses (true) or resumes a helper.
+pub fn pause_command(paused: bool) -> Command {
+    if paused {
+        Command::Pause
+    } else {
+        Command::Resume
+    }
+}
+
+/// What a helper's report does. A helper that says hello (at every start and restart) gets
+/// the current settings, and is paused if the person paused monitoring; its events go to
+/// [`App::on_event`].
+pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
+    match report {
+        Report::Event { link, host, event } => {
+            let mut effects = Vec::new();
+            if let Event::Hello { .. } = &*event {
+                let config = &app.settings.config;
+                effects.push(Effect::Send {
+                    link,
+                    command: config_command(config),
+                });
+                if config.applet.paused {
+                    effects.push(Effect::Send {
+                        link,
+                        command: Command::Pause,
+                    });
+                }
+            }
+            effects.extend(app.on_event(&host, *event, now));
+            effects
+        }
+        Report::Garbage { host, line } => vec![Effect::Tell(format!(
+            "{host}: unexpected helper output: {}",
+            notify::clean(&line, false)
+        ))],
+        Report::Closed {
+            state: State::Refused,
+        } => vec![Effect::Tell(
+            "monitoring was not authorized; use \"Start monitoring…\" in the menu to try again"
+                .into(),
+        )],
+        Report::Closed { .. } => Vec::new(),
+    }
+}
+
+/// The tray's account of the helpers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The status line (the menu's first entry and the tooltip).
+    pub text: String,
+    /// Some helper is stopped or refused: the menu offers "Start monitoring…".
+    pub can_start: bool,
+    /// Some helper is running (the icon is not the stopped one).
+    pub running: bool,
+}
+
+/// The status for the links' hosts and states (in link order): why nothing is monitored, or
+/// what is and how much was seen today.
+pub fn status(app: &App, links: &[(&str, &State)]) -> Status {
+    let running = links.iter().any(|(_, s)| **s == State::Running);
+    let can_start = links
+        .iter()
+        .any(|(_, s)| matches!(s, State::Refused | State::Stopped));
+    let hosts: Vec<&str> = links.iter().map(|(h, _)| *h).collect();
+    let text = if !running {
+        let why = links
+            .iter()
+            .map(|(host, state)| match state {
+                State::Restarting { why, .. } => format!("{host}: helper {why}, restarting"),
+                State::Refused => format!("{host}: not authorized"),
+                State::Starting => format!("{host}: starting"),
+                State::Stopped => format!("{host}: stopped"),
+                State::Running => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!("Not monitoring — {why}")
+    } else if app.settings.config.applet.paused {
+        format!("Paused — {}", hosts.join(", "))
+    } else {
+        format!(
+            "Monitoring {} — {} today, {} lost",
+            hosts.join(", "),
+            app.events_today(),
+            app.lost
+        )
+    };
+    Status {
+        text,
+        can_start,
+        running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::history::History;
+    use crate::notify::Caps;
+    use crate::settings::Settings;
+
+    fn app() -> App {
+        let settings = Settings::defaults_at("/nonexistent/config.toml".into());
+        App::new(settings, History::open(None), Caps::default())
+    }
+
+    fn hello(link: usize) -> Report {
+        Report::Event {
+            link,
+            host: "nas".into(),
+            event: Box::new(Event::Hello {
+                version: "0".into(),
+                hostname: "nas".into(),
+                pid: 1,
+                config: Box::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_helper_that_says_hello_gets_the_settings_and_the_pause() {
+        let mut a = app();
+        let now = Instant::now();
+        let config = config_command(&a.settings.config);
+        assert_eq!(
+            on_report(&mut a, hello(1), now),
+            vec![Effect::Send {
+                link: 1,
+                command: config.clone()
+            }]
+        );
+        a.settings.config.applet.paused = true;
+        assert_eq!(
+            on_report(&mut a, hello(0), now),
+            vec![
+                Effect::Send {
+                    link: 0,
+                    command: config
+                },
+                Effect::Send {
+                    link: 0,
+                    command: Command::Pause
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn stray_output_and_a_refusal_are_told_a_restart_is_not() {
+        let mut a = app();
+        let now = Instant::now();
+        let garbage = Report::Garbage {
+            host: "nas".into(),
+            line: "oops\n".into(),
+        };
+        assert_eq!(
+            on_report(&mut a, garbage, now),
+            vec![Effect::Tell("nas: unexpected helper output: oops ".into())]
+        );
+        let refused = Report::Closed {
+            state: State::Refused,
+        };
+        assert!(matches!(
+            &on_report(&mut a, refused, now)[..],
+            [Effect::Tell(t)] if t.contains("not authorized")
+        ));
+        let restarting = Report::Closed {
+            state: State::Restarting {
+                at: now,
+                why: "was killed".into(),
+            },
+        };
+        assert!(on_report(&mut a, restarting, now).is_empty());
+    }
+
+    #[test]
+    fn the_status_says_why_nothing_is_monitored_or_what_is() {
+        let mut a = app();
+        let refused = State::Refused;
+        let restarting = State::Restarting {
+            at: Instant::now(),
+            why: "exited with status 1".into(),
+        };
+        let s = status(&a, &[("laptop", &refused), ("nas", &restarting)]);
+        assert_eq!(
+            s.text,
+            "Not monitoring — laptop: not authorized; nas: helper exited with status 1, restarting"
+        );
+        assert!(s.can_start && !s.running);
+        let running = State::Running;
+        let s = status(&a, &[("laptop", &running), ("nas", &restarting)]);
+        assert_eq!(s.text, "Monitoring laptop, nas — 0 today, 0 lost");
+        assert!(!s.can_start && s.running);
+        a.settings.config.applet.paused = true;
+        assert_eq!(status(&a, &[("laptop", &running)]).text, "Paused — laptop");
+    }
+}
