@@ -870,6 +870,35 @@ mod tests {
             .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == 532));
     }
 
+    /// The programs as text, one instruction a line in hex (its 8 bytes as the kernel reads
+    /// them), for [`the_programs_are_the_bytes_they_were`].
+    fn programs_as_hex() -> String {
+        let mut out = String::new();
+        let tcp = program(&offsets(), 7, 8).unwrap();
+        let udp = udp_program(&offsets(), 532, 8).unwrap();
+        for (title, p) in [
+            ("tcp: program(&offsets(), 7, 8)", tcp),
+            ("udp: udp_program(&offsets(), 532, 8)", udp),
+        ] {
+            out.push_str(&format!("# {title}\n"));
+            for i in p {
+                let hex: String = i.encode().iter().map(|b| format!("{b:02x}")).collect();
+                out.push_str(&hex);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// What the kernel loads is fixed here, byte for byte, for one set of offsets and map fds:
+    /// moving code between files must not change it. A deliberate change of a program
+    /// rewrites `testdata/connect_programs.hex` in the same commit.
+    #[test]
+    fn the_programs_are_the_bytes_they_were() {
+        let golden = include_str!("testdata/connect_programs.hex");
+        assert_eq!(programs_as_hex(), golden);
+    }
+
     #[test]
     fn offsets_from_a_kernel_like_btf() {
         let btf = Btf::load(
