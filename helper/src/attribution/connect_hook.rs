@@ -24,6 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects};
+use crate::attribution::bpf::asm;
 use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::flow::Tuple;
 
@@ -169,170 +170,6 @@ pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
     }
 }
 
-/// A tiny eBPF assembler: enough instructions for one straight program with forward jumps.
-mod asm {
-    use std::collections::HashMap;
-
-    pub const R0: u8 = 0;
-    pub const R1: u8 = 1;
-    pub const R2: u8 = 2;
-    pub const R3: u8 = 3;
-    pub const R4: u8 = 4;
-    pub const R6: u8 = 6;
-    pub const R7: u8 = 7;
-    pub const R8: u8 = 8;
-    pub const FP: u8 = 10;
-
-    // Instruction classes, sizes, operations (linux/bpf_common.h, linux/bpf.h).
-    const LD: u8 = 0x00;
-    const LDX: u8 = 0x01;
-    const ST: u8 = 0x02;
-    const STX: u8 = 0x03;
-    const JMP: u8 = 0x05;
-    const JMP32: u8 = 0x06;
-    const ALU64: u8 = 0x07;
-    const MEM: u8 = 0x60;
-    const IMM: u8 = 0x00;
-    pub const W: u8 = 0x00;
-    pub const H: u8 = 0x08;
-    pub const B: u8 = 0x10;
-    pub const DW: u8 = 0x18;
-    const K: u8 = 0x00;
-    const X: u8 = 0x08;
-    const ADD: u8 = 0x00;
-    const RSH: u8 = 0x70;
-    const MOV: u8 = 0xb0;
-    const JA: u8 = 0x00;
-    const JEQ: u8 = 0x10;
-    const JNE: u8 = 0x50;
-    const JSLE: u8 = 0xd0;
-    const CALL: u8 = 0x80;
-    const EXIT: u8 = 0x90;
-    const PSEUDO_MAP_FD: u8 = 1;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Insn {
-        pub code: u8,
-        pub dst: u8,
-        pub src: u8,
-        pub off: i16,
-        pub imm: i32,
-    }
-
-    impl Insn {
-        pub fn encode(self) -> [u8; 8] {
-            let mut b = [0u8; 8];
-            b[0] = self.code;
-            b[1] = (self.dst & 0x0f) | (self.src << 4);
-            b[2..4].copy_from_slice(&self.off.to_le_bytes());
-            b[4..8].copy_from_slice(&self.imm.to_le_bytes());
-            b
-        }
-    }
-
-    #[derive(Default)]
-    pub struct Asm {
-        pub insns: Vec<Insn>,
-        labels: HashMap<&'static str, usize>,
-        jumps: Vec<(usize, &'static str)>,
-    }
-
-    impl Asm {
-        fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
-            self.insns.push(Insn {
-                code,
-                dst,
-                src,
-                off,
-                imm,
-            });
-            self
-        }
-        pub fn mov(&mut self, dst: u8, src: u8) -> &mut Self {
-            self.op(ALU64 | MOV | X, dst, src, 0, 0)
-        }
-        pub fn mov_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | MOV | K, dst, 0, 0, imm)
-        }
-        pub fn add_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | ADD | K, dst, 0, 0, imm)
-        }
-        pub fn rsh_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | RSH | K, dst, 0, 0, imm)
-        }
-        /// `dst = *(size *)(src + off)`
-        pub fn load(&mut self, size: u8, dst: u8, src: u8, off: i16) -> &mut Self {
-            self.op(LDX | MEM | size, dst, src, off, 0)
-        }
-        /// `*(size *)(dst + off) = src`
-        pub fn store(&mut self, size: u8, dst: u8, off: i16, src: u8) -> &mut Self {
-            self.op(STX | MEM | size, dst, src, off, 0)
-        }
-        /// `*(size *)(dst + off) = imm`
-        pub fn store_imm(&mut self, size: u8, dst: u8, off: i16, imm: i32) -> &mut Self {
-            self.op(ST | MEM | size, dst, 0, off, imm)
-        }
-        pub fn call(&mut self, helper: i32) -> &mut Self {
-            self.op(JMP | CALL, 0, 0, 0, helper)
-        }
-        pub fn exit(&mut self) -> &mut Self {
-            self.op(JMP | EXIT, 0, 0, 0, 0)
-        }
-        /// A map's fd as a 64-bit immediate, which the kernel turns into the map's address.
-        pub fn load_map(&mut self, dst: u8, fd: i32) -> &mut Self {
-            self.op(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd)
-                .op(0, 0, 0, 0, 0)
-        }
-        fn jump(&mut self, code: u8, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jumps.push((self.insns.len(), to));
-            self.op(code, dst, 0, 0, imm)
-        }
-        pub fn ja(&mut self, to: &'static str) -> &mut Self {
-            self.jump(JMP | JA, 0, 0, to)
-        }
-        pub fn jeq_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP | JEQ | K, dst, imm, to)
-        }
-        pub fn jne_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP | JNE | K, dst, imm, to)
-        }
-        /// Compares the low 32 bits only, so an immediate with the top bit set means itself.
-        pub fn jne32_imm(&mut self, dst: u8, imm: u32, to: &'static str) -> &mut Self {
-            self.jump(JMP32 | JNE | K, dst, imm as i32, to)
-        }
-        /// Signed `<=` on the low 32 bits (an `int` argument).
-        pub fn jsle32_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP32 | JSLE | K, dst, imm, to)
-        }
-        pub fn label(&mut self, name: &'static str) -> &mut Self {
-            self.labels.insert(name, self.insns.len());
-            self
-        }
-        /// Resolves the jumps; `None` names a label that was never placed (a bug here).
-        pub fn finish(mut self) -> Result<Vec<Insn>, &'static str> {
-            for (at, to) in std::mem::take(&mut self.jumps) {
-                let target = *self.labels.get(to).ok_or(to)?;
-                let rel = i16::try_from(target as i64 - at as i64 - 1).map_err(|_| to)?;
-                if rel < 0 {
-                    return Err(to);
-                }
-                self.insns[at].off = rel;
-            }
-            Ok(self.insns)
-        }
-    }
-}
-
-// Helper function ids (linux/bpf.h, `enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const MAP_UPDATE_ELEM: i32 = 2;
-const MAP_DELETE_ELEM: i32 = 3;
-const GET_CURRENT_PID_TGID: i32 = 14;
-const GET_CURRENT_UID_GID: i32 = 15;
-const GET_CURRENT_COMM: i32 = 16;
-const PROBE_READ_KERNEL: i32 = 113;
-const KTIME_GET_BOOT_NS: i32 = 125;
-
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
@@ -352,7 +189,7 @@ fn zero_stack(a: &mut asm::Asm) {
 }
 
 /// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
-fn read(a: &mut asm::Asm, to: i16, len: i32, base: u8, field: i32) {
+fn read(a: &mut asm::Asm, to: i16, len: i32, base: asm::Reg, field: i32) {
     use asm::*;
     a.mov(R1, FP)
         .add_imm(R1, i32::from(to))
@@ -361,23 +198,23 @@ fn read(a: &mut asm::Asm, to: i16, len: i32, base: u8, field: i32) {
     if field != 0 {
         a.add_imm(R3, field);
     }
-    a.call(PROBE_READ_KERNEL);
+    a.call(Helper::ProbeReadKernel);
 }
 
 /// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
 fn current_process(a: &mut asm::Asm) {
     use asm::*;
-    a.call(GET_CURRENT_PID_TGID)
+    a.call(Helper::GetCurrentPidTgid)
         .rsh_imm(R0, 32)
         .store(W, FP, VAL, R0)
-        .call(GET_CURRENT_UID_GID)
+        .call(Helper::GetCurrentUidGid)
         .store(W, FP, VAL + 4, R0)
-        .call(KTIME_GET_BOOT_NS)
+        .call(Helper::KtimeGetBootNs)
         .store(DW, FP, VAL + 8, R0)
         .mov(R1, FP)
         .add_imm(R1, i32::from(VAL + 16))
         .mov_imm(R2, 16)
-        .call(GET_CURRENT_COMM);
+        .call(Helper::GetCurrentComm);
 }
 
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
@@ -418,7 +255,7 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
         .mov(R3, FP)
         .add_imm(R3, i32::from(VAL))
         .mov_imm(R4, 0)
-        .call(MAP_UPDATE_ELEM)
+        .call(Helper::MapUpdateElem)
         .label("out")
         .mov_imm(R0, 0)
         .exit();
@@ -453,7 +290,7 @@ pub fn program(
         .mov(R3, FP)
         .add_imm(R3, i32::from(VAL))
         .mov_imm(R4, 0)
-        .call(MAP_UPDATE_ELEM)
+        .call(Helper::MapUpdateElem)
         .ja("out");
 
     // Leaving SYN_SENT: take the note, if any, and file it under the tuple.
@@ -462,7 +299,7 @@ pub fn program(
         .load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
-        .call(MAP_LOOKUP_ELEM)
+        .call(Helper::MapLookupElem)
         .jeq_imm(R0, 0, "out");
     for off in (0..32).step_by(8) {
         a.load(DW, R1, R0, off).store(DW, FP, VAL + off, R1);
@@ -470,7 +307,7 @@ pub fn program(
     a.load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
-        .call(MAP_DELETE_ELEM)
+        .call(Helper::MapDeleteElem)
         .store_imm(B, FP, KEY + 10, IPPROTO_TCP);
     file_tuple(&mut a, o, connects_fd);
     a.finish()
@@ -761,6 +598,7 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, FP, R3};
     use crate::flow::Proto;
 
     #[test]
@@ -828,46 +666,65 @@ mod tests {
         }
     }
 
+    /// Whether the op at `i` is followed by a call of `helper`.
+    fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
+        ops.get(i + 1).map(|&(_, op)| op) == Some(Op::Call(helper))
+    }
+
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
-        let tcp = program(&offsets(), 7, 8).unwrap();
-        let udp = udp_program(&offsets(), 532, 8).unwrap();
-        for (p, maps) in [
-            (&tcp, &[(1, 7), (1, 7), (1, 7), (1, 8)][..]),
-            (&udp, &[(1, 8)][..]),
-        ] {
-            assert_eq!(p.last().map(|i| i.code), Some(0x95));
+        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8][..])] {
+            let len = ops.last().map_or(0, |&(at, _)| at + 1);
+            assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
+            // Every slot is an instruction the assembler writes.
+            assert!(ops.iter().all(|(_, op)| !matches!(op, Op::Unknown(_))));
             // Map fds sit in two-slot loads; every jump lands inside the program.
-            let found: Vec<(u8, i32)> = p
+            let found: Vec<i32> = ops
                 .iter()
-                .filter(|i| i.code == 0x18)
-                .map(|i| (i.src, i.imm))
+                .filter_map(|&(_, op)| match op {
+                    Op::LoadMapFd { fd, .. } => Some(fd),
+                    _ => None,
+                })
                 .collect();
             assert_eq!(found, maps);
-            for (at, i) in p.iter().enumerate() {
-                if matches!(i.code & 0x07, 0x05 | 0x06) && !matches!(i.code, 0x85 | 0x95) {
-                    let to = at as i64 + 1 + i64::from(i.off);
-                    assert!(i.off >= 0 && to < p.len() as i64, "jump at {at} to {to}");
+            for &(at, op) in ops.iter() {
+                if let Op::Ja { off } | Op::Jump { off, .. } = op {
+                    let to = at as i64 + 1 + i64::from(off);
+                    assert!(off >= 0 && to < len as i64, "jump at {at} to {to}");
                 }
             }
-            // Every field offset the BTF gave is read.
+            // Every field offset the BTF gave is read: added to the base in r3, the
+            // source of the probe read that follows.
             for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
+                let read_at = |i: usize| match ops[i].1 {
+                    Op::AddImm { dst: R3, imm } => imm == off,
+                    Op::Mov { dst: R3, .. } => off == 0,
+                    _ => false,
+                };
                 assert!(
-                    p.iter()
-                        .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
-                        || (off == 0 && p.iter().any(|i| i.code == 0xbf && i.dst == 3)),
+                    (0..ops.len())
+                        .any(|i| read_at(i) && then_calls(ops, i, Helper::ProbeReadKernel)),
                     "no read at offset {off}"
                 );
             }
         }
         // The protocol byte of the key: a constant for TCP, what the socket says for UDP.
-        assert!(tcp
-            .iter()
-            .any(|i| i.code == 0x72 && i.off == KEY + 10 && i.imm == 6));
-        assert!(udp.iter().any(|i| i.code == 0x73 && i.off == KEY + 10));
+        assert!(tcp.iter().any(|&(_, op)| op
+            == Op::StoreImm {
+                size: B,
+                dst: FP,
+                off: KEY + 10,
+                imm: 6
+            }));
+        assert!(udp.iter().any(|&(_, op)| matches!(
+            op,
+            Op::StoreMem { size: B, dst: FP, off, .. } if off == KEY + 10
+        )));
         assert!(udp
             .iter()
-            .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == 532));
+            .any(|&(_, op)| op == Op::AddImm { dst: R3, imm: 532 }));
     }
 
     /// The programs as text, one instruction a line in hex (its 8 bytes as the kernel reads
