@@ -24,8 +24,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects};
-use crate::attribution::bpf::asm;
 use crate::attribution::bpf::btf::{Btf, BtfError};
+use crate::attribution::bpf::{asm, sys};
 use crate::flow::Tuple;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,18 @@ pub enum HookError {
     Sys { what: &'static str, err: io::Error },
     #[error("the kernel refused the connect hook: {err}: {log}")]
     Verifier { err: io::Error, log: String },
+}
+
+impl From<sys::LoadError> for HookError {
+    fn from(e: sys::LoadError) -> HookError {
+        match e {
+            sys::LoadError::Fd(err) => HookError::Sys {
+                what: "connect hook program",
+                err,
+            },
+            sys::LoadError::Refused { err, log } => HookError::Verifier { err, log },
+        }
+    }
 }
 
 /// Where the fields the program reads sit, in bytes from the start of `struct sock`.
@@ -77,6 +89,8 @@ pub const BTF_NAMES: &[&str] = &[
 
 /// The TCP tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 const TRACEPOINT: &[u8] = b"inet_sock_set_state\0";
+/// Both programs' name, as `bpftool prog` lists them.
+const PROG_NAME: &[u8] = b"ctt_connect";
 /// The UDP tracepoint: `sock_send_length(struct sock *sk, int ret, int flags)`, since 6.3.
 const UDP_TRACEPOINT: &[u8] = b"sock_send_length\0";
 
@@ -435,7 +449,7 @@ fn load_and_attach(
         err: io::Error::other(format!("unresolved jump to {label} ({name})")),
     })?;
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
-    let prog = sys::prog_load_raw_tracepoint(&code)?;
+    let prog = sys::prog_load_raw_tracepoint(&code, PROG_NAME)?;
     let link = sys::attach(&prog, tracepoint).map_err(|err| HookError::Sys {
         what: "cannot attach the connect hook to its tracepoint",
         err: io::Error::new(err.kind(), format!("{name}: {err}")),
@@ -454,144 +468,6 @@ impl Connects for ConnectReader {
         let mut value = [0u8; VALUE_LEN];
         let found = sys::map_lookup(&self.map, &key(self.netns, t), &mut value)?;
         Ok(found.then(|| connector(&value)))
-    }
-}
-
-/// The `bpf()` and attach system calls; the only unsafe code of the hook.
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    use super::HookError;
-
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
-
-    /// A `union bpf_attr` being filled in: little fields at fixed offsets, the rest zero, as
-    /// the kernel requires of the bytes it does not read.
-    struct Attr<const N: usize>([u8; N]);
-
-    impl<const N: usize> Attr<N> {
-        fn new() -> Self {
-            Attr([0; N])
-        }
-        fn u32(&mut self, at: usize, v: u32) -> &mut Self {
-            self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-            self
-        }
-        fn u64(&mut self, at: usize, v: u64) -> &mut Self {
-            self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-            self
-        }
-        fn bytes(&mut self, at: usize, v: &[u8]) -> &mut Self {
-            self.0[at..at + v.len()].copy_from_slice(v);
-            self
-        }
-    }
-
-    fn ptr<T>(p: *const T) -> u64 {
-        p as usize as u64
-    }
-
-    fn bpf<const N: usize>(cmd: libc::c_long, attr: &mut Attr<N>) -> io::Result<libc::c_long> {
-        // SAFETY: `attr` is a live, fully initialised buffer of N bytes, and every pointer
-        // written into it points at memory borrowed for the duration of this call.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), N as libc::c_long) };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }
-
-    fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
-        let fd =
-            libc::c_int::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        // SAFETY: the kernel has just returned `fd` as a new file descriptor, owned by no one
-        // else; it is closed exactly once, by the OwnedFd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
-        let mut a = Attr::<48>::new();
-        a.u32(0, BPF_MAP_TYPE_LRU_HASH)
-            .u32(4, key as u32)
-            .u32(8, value as u32)
-            .u32(12, entries)
-            .bytes(28, &name[..name.len().min(15)]);
-        fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
-    }
-
-    pub fn prog_load_raw_tracepoint(code: &[u8]) -> Result<OwnedFd, HookError> {
-        let license = b"Dual MIT/GPL\0";
-        let load = |log: Option<&mut Vec<u8>>| {
-            let mut a = Attr::<120>::new();
-            a.u32(0, BPF_PROG_TYPE_RAW_TRACEPOINT)
-                .u32(4, (code.len() / 8) as u32)
-                .u64(8, ptr(code.as_ptr()))
-                .u64(16, ptr(license.as_ptr()))
-                .bytes(48, b"ctt_connect");
-            if let Some(log) = log {
-                a.u32(24, 1)
-                    .u32(28, log.len() as u32)
-                    .u64(32, ptr(log.as_mut_ptr()));
-                bpf(BPF_PROG_LOAD, &mut a)
-            } else {
-                bpf(BPF_PROG_LOAD, &mut a)
-            }
-        };
-        match load(None) {
-            Ok(fd) => fd_of(fd).map_err(|err| HookError::Sys {
-                what: "connect hook program",
-                err,
-            }),
-            Err(err) => {
-                // Again with the verifier's log, to say why.
-                let mut log = vec![0u8; 256 * 1024];
-                let _ = load(Some(&mut log));
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                let tail: Vec<&str> = text.lines().rev().take(3).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                Err(HookError::Verifier {
-                    err,
-                    log: tail.join(" / "),
-                })
-            }
-        }
-    }
-
-    /// Attaches `prog` to the tracepoint `name` (NUL-terminated).
-    pub fn attach(prog: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-        if name.last() != Some(&0) {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        let mut a = Attr::<16>::new();
-        a.u64(0, ptr(name.as_ptr())).u32(8, prog.as_raw_fd() as u32);
-        fd_of(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a)?)
-    }
-
-    /// Whether `key` is in the map; its value is then in `value`.
-    pub fn map_lookup<const K: usize, const V: usize>(
-        map: &OwnedFd,
-        key: &[u8; K],
-        value: &mut [u8; V],
-    ) -> io::Result<bool> {
-        let mut a = Attr::<32>::new();
-        a.u32(0, map.as_raw_fd() as u32)
-            .u64(8, ptr(key.as_ptr()))
-            .u64(16, ptr(value.as_mut_ptr()));
-        match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }
 

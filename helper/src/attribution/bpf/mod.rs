@@ -15,3 +15,4 @@
 
 pub mod asm;
 pub mod btf;
+pub(crate) mod sys;
