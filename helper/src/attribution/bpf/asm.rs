@@ -13,54 +13,30 @@
 
 use std::collections::HashMap;
 
-/// A register. r10 is the read-only frame pointer; the stack is below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reg {
-    R0,
-    R1,
-    R2,
-    R3,
-    R4,
-    R5,
-    R6,
-    R7,
-    R8,
-    R9,
-    R10,
+/// A register, r0 to r10. r10 is the read-only frame pointer; the stack is below it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Reg(u8);
+
+impl std::fmt::Debug for Reg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "R{}", self.0)
+    }
 }
 
-pub const R0: Reg = Reg::R0;
-pub const R1: Reg = Reg::R1;
-pub const R2: Reg = Reg::R2;
-pub const R3: Reg = Reg::R3;
-pub const R4: Reg = Reg::R4;
-pub const R6: Reg = Reg::R6;
-pub const R7: Reg = Reg::R7;
-pub const R8: Reg = Reg::R8;
-/// The frame pointer.
-pub const FP: Reg = Reg::R10;
+pub const R0: Reg = Reg(0);
+pub const R1: Reg = Reg(1);
+pub const R2: Reg = Reg(2);
+pub const R3: Reg = Reg(3);
+pub const R4: Reg = Reg(4);
+pub const R6: Reg = Reg(6);
+pub const R7: Reg = Reg(7);
+pub const R8: Reg = Reg(8);
+/// The frame pointer, r10.
+pub const FP: Reg = Reg(10);
 
 impl Reg {
-    const ALL: [Reg; 11] = [
-        Reg::R0,
-        Reg::R1,
-        Reg::R2,
-        Reg::R3,
-        Reg::R4,
-        Reg::R5,
-        Reg::R6,
-        Reg::R7,
-        Reg::R8,
-        Reg::R9,
-        Reg::R10,
-    ];
-
-    fn number(self) -> u8 {
-        self as u8
-    }
-
     fn from_number(n: u8) -> Option<Reg> {
-        Reg::ALL.get(usize::from(n)).copied()
+        (n <= 10).then_some(Reg(n))
     }
 }
 
@@ -111,17 +87,17 @@ impl Size {
     }
 }
 
-/// The kernel helpers the programs call (linux/bpf.h, `enum bpf_func_id`).
+/// The kernel helpers the programs call, by their ids (linux/bpf.h, `enum bpf_func_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Helper {
-    MapLookupElem,
-    MapUpdateElem,
-    MapDeleteElem,
-    GetCurrentPidTgid,
-    GetCurrentUidGid,
-    GetCurrentComm,
-    ProbeReadKernel,
-    KtimeGetBootNs,
+    MapLookupElem = 1,
+    MapUpdateElem = 2,
+    MapDeleteElem = 3,
+    GetCurrentPidTgid = 14,
+    GetCurrentUidGid = 15,
+    GetCurrentComm = 16,
+    ProbeReadKernel = 113,
+    KtimeGetBootNs = 125,
 }
 
 impl Helper {
@@ -137,16 +113,7 @@ impl Helper {
     ];
 
     pub fn id(self) -> i32 {
-        match self {
-            Helper::MapLookupElem => 1,
-            Helper::MapUpdateElem => 2,
-            Helper::MapDeleteElem => 3,
-            Helper::GetCurrentPidTgid => 14,
-            Helper::GetCurrentUidGid => 15,
-            Helper::GetCurrentComm => 16,
-            Helper::ProbeReadKernel => 113,
-            Helper::KtimeGetBootNs => 125,
-        }
+        self as i32
     }
 
     fn from_id(id: i32) -> Option<Helper> {
@@ -280,8 +247,8 @@ impl Insn {
     fn new(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> Insn {
         Insn {
             code,
-            dst: dst.number(),
-            src: src.number(),
+            dst: dst.0,
+            src: src.0,
             off,
             imm,
         }
@@ -588,6 +555,7 @@ mod tests {
         );
     }
 
+    /// Read back as ops, in the ops' own words (their `Debug`, the disassembler's listing).
     #[test]
     fn what_the_builder_writes_reads_back_as_the_same_ops() {
         let mut a = Asm::default();
@@ -607,50 +575,28 @@ mod tests {
             .ja("end")
             .label("end")
             .exit();
-        let ops: Vec<Op> = disassemble(&a.finish().unwrap())
+        let listing: Vec<String> = disassemble(&a.finish().unwrap())
             .into_iter()
-            .map(|(_, op)| op)
+            .map(|(at, op)| format!("{at}: {op:?}"))
             .collect();
-        let jump = |cmp, jmp32, dst, imm, off| Op::Jump {
-            cmp,
-            jmp32,
-            dst,
-            imm,
-            off,
-        };
         assert_eq!(
-            ops,
+            listing,
             [
-                Op::Mov { dst: R2, src: FP },
-                Op::MovImm { dst: R4, imm: 0 },
-                Op::AddImm { dst: R2, imm: -96 },
-                Op::RshImm { dst: R0, imm: 32 },
-                Op::LoadMem {
-                    size: H,
-                    dst: R0,
-                    src: FP,
-                    off: -44
-                },
-                Op::StoreMem {
-                    size: DW,
-                    dst: FP,
-                    off: -96,
-                    src: R6
-                },
-                Op::StoreImm {
-                    size: DW,
-                    dst: FP,
-                    off: -32,
-                    imm: 0
-                },
-                Op::Call(Helper::KtimeGetBootNs),
-                Op::LoadMapFd { dst: R1, fd: 8 },
-                jump(Cmp::Eq, false, R0, 2, 4),
-                jump(Cmp::Ne, false, R0, 10, 3),
-                jump(Cmp::Ne, true, R0, 0xffff_0000_u32 as i32, 2),
-                jump(Cmp::Sle, true, R7, 0, 1),
-                Op::Ja { off: 0 },
-                Op::Exit,
+                "0: Mov { dst: R2, src: R10 }",
+                "1: MovImm { dst: R4, imm: 0 }",
+                "2: AddImm { dst: R2, imm: -96 }",
+                "3: RshImm { dst: R0, imm: 32 }",
+                "4: LoadMem { size: H, dst: R0, src: R10, off: -44 }",
+                "5: StoreMem { size: DW, dst: R10, off: -96, src: R6 }",
+                "6: StoreImm { size: DW, dst: R10, off: -32, imm: 0 }",
+                "7: Call(KtimeGetBootNs)",
+                "8: LoadMapFd { dst: R1, fd: 8 }",
+                "10: Jump { cmp: Eq, jmp32: false, dst: R0, imm: 2, off: 4 }",
+                "11: Jump { cmp: Ne, jmp32: false, dst: R0, imm: 10, off: 3 }",
+                "12: Jump { cmp: Ne, jmp32: true, dst: R0, imm: -65536, off: 2 }",
+                "13: Jump { cmp: Sle, jmp32: true, dst: R7, imm: 0, off: 1 }",
+                "14: Ja { off: 0 }",
+                "15: Exit",
             ]
         );
     }
