@@ -15,4 +15,5 @@
 
 pub mod asm;
 pub mod btf;
+pub mod layout;
 pub(crate) mod sys;
