@@ -9,14 +9,20 @@
 //! `connect()` in the connecting process, so the record does not depend on the process living
 //! on; the helper looks it up by the flow's tuple.
 //!
-//! The programs are small and written here as instructions, because building eBPF from C
-//! or Rust needs a toolchain (clang, bpf-linker) that building this crate must not. Where
-//! `struct sock`'s fields sit comes from the running kernel's BTF ([`bpf::btf`](crate::attribution::bpf::btf)). They are
-//! raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels (EPERM
-//! on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the kernel
-//! bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup.
-//! Records carry the network namespace, so a connect in another namespace with the same
-//! addresses is never taken for ours.
+//! The programs are small and written here as instructions, with the assembler of
+//! [`bpf::asm`], because building eBPF from C or Rust needs a toolchain (clang, bpf-linker)
+//! that building this crate must not. Where `struct sock`'s fields sit comes from the running
+//! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one
+//! table the programs here store by and the lookups here build keys and read values by. They
+//! are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
+//! (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the
+//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup
+//! (the system calls are `bpf::sys`). Records carry the network namespace, so a connect in
+//! another namespace with the same addresses is never taken for ours.
+//!
+//! [`bpf::asm`]: crate::attribution::bpf::asm
+//! [`bpf::btf`]: crate::attribution::bpf::btf
+//! [`bpf::layout`]: crate::attribution::bpf::layout
 
 use std::io;
 use std::net::IpAddr;
@@ -25,6 +31,11 @@ use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects};
 use crate::attribution::bpf::btf::{Btf, BtfError};
+use crate::attribution::bpf::layout::{
+    Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
+    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
+};
+use crate::attribution::bpf::{asm, sys};
 use crate::flow::Tuple;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +46,18 @@ pub enum HookError {
     Sys { what: &'static str, err: io::Error },
     #[error("the kernel refused the connect hook: {err}: {log}")]
     Verifier { err: io::Error, log: String },
+}
+
+impl From<sys::LoadError> for HookError {
+    fn from(e: sys::LoadError) -> HookError {
+        match e {
+            sys::LoadError::Fd(err) => HookError::Sys {
+                what: "connect hook program",
+                err,
+            },
+            sys::LoadError::Refused { err, log } => HookError::Verifier { err, log },
+        }
+    }
 }
 
 /// Where the fields the program reads sit, in bytes from the start of `struct sock`.
@@ -76,6 +99,8 @@ pub const BTF_NAMES: &[&str] = &[
 
 /// The TCP tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 const TRACEPOINT: &[u8] = b"inet_sock_set_state\0";
+/// Both programs' name, as `bpftool prog` lists them.
+const PROG_NAME: &[u8] = b"ctt_connect";
 /// The UDP tracepoint: `sock_send_length(struct sock *sk, int ret, int flags)`, since 6.3.
 const UDP_TRACEPOINT: &[u8] = b"sock_send_length\0";
 
@@ -111,16 +136,6 @@ impl Offsets {
     }
 }
 
-/// The map's key: the connection as the socket sees it, and its network namespace.
-///
-/// ```text
-///  0 u32 netns inode   4 u16 family   6 u16 remote port (network order)
-///  8 u16 local port (network order)   10 u8 IP protocol   11..16 zero
-/// 16 [u8; 16] remote address          32 [u8; 16] local address (IPv4: first 4 bytes)
-/// ```
-pub const KEY_LEN: usize = 48;
-/// The map's value: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm`.
-pub const VALUE_LEN: usize = 32;
 /// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
 /// reader looks a flow up within milliseconds of its connect.
 const MAP_ENTRIES: u32 = 32768;
@@ -134,10 +149,10 @@ const AF_INET6: u16 = 10;
 /// flow of a dual-stack IPv6 socket is recorded in its IPv4 form too, so one key fits both.
 pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
     let mut k = [0u8; KEY_LEN];
-    k[0..4].copy_from_slice(&netns.to_ne_bytes());
-    k[6..8].copy_from_slice(&t.dport.to_be_bytes());
-    k[8..10].copy_from_slice(&t.sport.to_be_bytes());
-    k[10] = t.proto.number();
+    k[KEY_NETNS.range()].copy_from_slice(&netns.to_ne_bytes());
+    k[KEY_DPORT.range()].copy_from_slice(&t.dport.to_be_bytes());
+    k[KEY_SPORT.range()].copy_from_slice(&t.sport.to_be_bytes());
+    k[KEY_PROTO.range()].copy_from_slice(&[t.proto.number()]);
     let (fam, dst, src) = match (t.dst, t.src) {
         (IpAddr::V4(d), IpAddr::V4(s)) => (AF_INET, d.octets().to_vec(), s.octets().to_vec()),
         (d, s) => {
@@ -148,203 +163,44 @@ pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
             (AF_INET6, v6(d), v6(s))
         }
     };
-    k[4..6].copy_from_slice(&fam.to_ne_bytes());
-    k[16..16 + dst.len()].copy_from_slice(&dst);
-    k[32..32 + src.len()].copy_from_slice(&src);
+    k[KEY_FAMILY.range()].copy_from_slice(&fam.to_ne_bytes());
+    k[KEY_DADDR.off..KEY_DADDR.off + dst.len()].copy_from_slice(&dst);
+    k[KEY_SADDR.off..KEY_SADDR.off + src.len()].copy_from_slice(&src);
     k
 }
 
 /// Reads a map value back into a [`Connector`].
 pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
-    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
-    let mut ns = [0u8; 8];
-    ns.copy_from_slice(&v[8..16]);
-    let comm = &v[16..32];
+    fn bytes<const N: usize>(v: &[u8], f: Field) -> [u8; N] {
+        let mut b = [0u8; N];
+        b.copy_from_slice(&v[f.range()]);
+        b
+    }
+    let comm = &v[VALUE_COMM.range()];
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     Connector {
-        pid: word(0),
-        uid: word(4),
-        at_boot_ns: u64::from_ne_bytes(ns),
+        pid: u32::from_ne_bytes(bytes(v, VALUE_TGID)),
+        uid: u32::from_ne_bytes(bytes(v, VALUE_UID)),
+        at_boot_ns: u64::from_ne_bytes(bytes(v, VALUE_BOOT_NS)),
         comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
     }
 }
-
-/// A tiny eBPF assembler: enough instructions for one straight program with forward jumps.
-mod asm {
-    use std::collections::HashMap;
-
-    pub const R0: u8 = 0;
-    pub const R1: u8 = 1;
-    pub const R2: u8 = 2;
-    pub const R3: u8 = 3;
-    pub const R4: u8 = 4;
-    pub const R6: u8 = 6;
-    pub const R7: u8 = 7;
-    pub const R8: u8 = 8;
-    pub const FP: u8 = 10;
-
-    // Instruction classes, sizes, operations (linux/bpf_common.h, linux/bpf.h).
-    const LD: u8 = 0x00;
-    const LDX: u8 = 0x01;
-    const ST: u8 = 0x02;
-    const STX: u8 = 0x03;
-    const JMP: u8 = 0x05;
-    const JMP32: u8 = 0x06;
-    const ALU64: u8 = 0x07;
-    const MEM: u8 = 0x60;
-    const IMM: u8 = 0x00;
-    pub const W: u8 = 0x00;
-    pub const H: u8 = 0x08;
-    pub const B: u8 = 0x10;
-    pub const DW: u8 = 0x18;
-    const K: u8 = 0x00;
-    const X: u8 = 0x08;
-    const ADD: u8 = 0x00;
-    const RSH: u8 = 0x70;
-    const MOV: u8 = 0xb0;
-    const JA: u8 = 0x00;
-    const JEQ: u8 = 0x10;
-    const JNE: u8 = 0x50;
-    const JSLE: u8 = 0xd0;
-    const CALL: u8 = 0x80;
-    const EXIT: u8 = 0x90;
-    const PSEUDO_MAP_FD: u8 = 1;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Insn {
-        pub code: u8,
-        pub dst: u8,
-        pub src: u8,
-        pub off: i16,
-        pub imm: i32,
-    }
-
-    impl Insn {
-        pub fn encode(self) -> [u8; 8] {
-            let mut b = [0u8; 8];
-            b[0] = self.code;
-            b[1] = (self.dst & 0x0f) | (self.src << 4);
-            b[2..4].copy_from_slice(&self.off.to_le_bytes());
-            b[4..8].copy_from_slice(&self.imm.to_le_bytes());
-            b
-        }
-    }
-
-    #[derive(Default)]
-    pub struct Asm {
-        pub insns: Vec<Insn>,
-        labels: HashMap<&'static str, usize>,
-        jumps: Vec<(usize, &'static str)>,
-    }
-
-    impl Asm {
-        fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
-            self.insns.push(Insn {
-                code,
-                dst,
-                src,
-                off,
-                imm,
-            });
-            self
-        }
-        pub fn mov(&mut self, dst: u8, src: u8) -> &mut Self {
-            self.op(ALU64 | MOV | X, dst, src, 0, 0)
-        }
-        pub fn mov_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | MOV | K, dst, 0, 0, imm)
-        }
-        pub fn add_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | ADD | K, dst, 0, 0, imm)
-        }
-        pub fn rsh_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
-            self.op(ALU64 | RSH | K, dst, 0, 0, imm)
-        }
-        /// `dst = *(size *)(src + off)`
-        pub fn load(&mut self, size: u8, dst: u8, src: u8, off: i16) -> &mut Self {
-            self.op(LDX | MEM | size, dst, src, off, 0)
-        }
-        /// `*(size *)(dst + off) = src`
-        pub fn store(&mut self, size: u8, dst: u8, off: i16, src: u8) -> &mut Self {
-            self.op(STX | MEM | size, dst, src, off, 0)
-        }
-        /// `*(size *)(dst + off) = imm`
-        pub fn store_imm(&mut self, size: u8, dst: u8, off: i16, imm: i32) -> &mut Self {
-            self.op(ST | MEM | size, dst, 0, off, imm)
-        }
-        pub fn call(&mut self, helper: i32) -> &mut Self {
-            self.op(JMP | CALL, 0, 0, 0, helper)
-        }
-        pub fn exit(&mut self) -> &mut Self {
-            self.op(JMP | EXIT, 0, 0, 0, 0)
-        }
-        /// A map's fd as a 64-bit immediate, which the kernel turns into the map's address.
-        pub fn load_map(&mut self, dst: u8, fd: i32) -> &mut Self {
-            self.op(LD | IMM | DW, dst, PSEUDO_MAP_FD, 0, fd)
-                .op(0, 0, 0, 0, 0)
-        }
-        fn jump(&mut self, code: u8, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jumps.push((self.insns.len(), to));
-            self.op(code, dst, 0, 0, imm)
-        }
-        pub fn ja(&mut self, to: &'static str) -> &mut Self {
-            self.jump(JMP | JA, 0, 0, to)
-        }
-        pub fn jeq_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP | JEQ | K, dst, imm, to)
-        }
-        pub fn jne_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP | JNE | K, dst, imm, to)
-        }
-        /// Compares the low 32 bits only, so an immediate with the top bit set means itself.
-        pub fn jne32_imm(&mut self, dst: u8, imm: u32, to: &'static str) -> &mut Self {
-            self.jump(JMP32 | JNE | K, dst, imm as i32, to)
-        }
-        /// Signed `<=` on the low 32 bits (an `int` argument).
-        pub fn jsle32_imm(&mut self, dst: u8, imm: i32, to: &'static str) -> &mut Self {
-            self.jump(JMP32 | JSLE | K, dst, imm, to)
-        }
-        pub fn label(&mut self, name: &'static str) -> &mut Self {
-            self.labels.insert(name, self.insns.len());
-            self
-        }
-        /// Resolves the jumps; `None` names a label that was never placed (a bug here).
-        pub fn finish(mut self) -> Result<Vec<Insn>, &'static str> {
-            for (at, to) in std::mem::take(&mut self.jumps) {
-                let target = *self.labels.get(to).ok_or(to)?;
-                let rel = i16::try_from(target as i64 - at as i64 - 1).map_err(|_| to)?;
-                if rel < 0 {
-                    return Err(to);
-                }
-                self.insns[at].off = rel;
-            }
-            Ok(self.insns)
-        }
-    }
-}
-
-// Helper function ids (linux/bpf.h, `enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const MAP_UPDATE_ELEM: i32 = 2;
-const MAP_DELETE_ELEM: i32 = 3;
-const GET_CURRENT_PID_TGID: i32 = 14;
-const GET_CURRENT_UID_GID: i32 = 15;
-const GET_CURRENT_COMM: i32 = 16;
-const PROBE_READ_KERNEL: i32 = 113;
-const KTIME_GET_BOOT_NS: i32 = 125;
 
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
 const IPPROTO_UDPLITE: i32 = 136;
 
-// The programs' stack: the map key, the map value, a scratch word, the socket's address.
-const KEY: i16 = -48;
-const VAL: i16 = -80;
-const TMP: i16 = -88;
-const SK: i16 = -96;
+// The programs' stack, down from the frame pointer: the map key, the map value, a scratch
+// word, the socket's address (the pending map's key). Within the key and the value, each
+// field is where `bpf::layout` says: a store to the key's netns is at `KEY_NETNS.at(KEY)`.
+const KEY: i16 = -(KEY_LEN as i16);
+const VAL: i16 = KEY - VALUE_LEN as i16;
+const TMP: i16 = VAL - 8;
+const SK: i16 = TMP - PENDING_KEY_LEN as i16;
 
-/// Zeroes the stack the programs use: the verifier wants what helpers read initialised.
+/// Zeroes the stack the programs use: the verifier wants what helpers read initialised, and
+/// the key's padding (`KEY_PAD`) must be zero to match the keys [`key`] builds.
 fn zero_stack(a: &mut asm::Asm) {
     for off in (SK..0).step_by(8) {
         a.store_imm(asm::DW, asm::FP, off, 0);
@@ -352,7 +208,7 @@ fn zero_stack(a: &mut asm::Asm) {
 }
 
 /// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
-fn read(a: &mut asm::Asm, to: i16, len: i32, base: u8, field: i32) {
+fn read(a: &mut asm::Asm, to: i16, len: i32, base: asm::Reg, field: i32) {
     use asm::*;
     a.mov(R1, FP)
         .add_imm(R1, i32::from(to))
@@ -361,23 +217,28 @@ fn read(a: &mut asm::Asm, to: i16, len: i32, base: u8, field: i32) {
     if field != 0 {
         a.add_imm(R3, field);
     }
-    a.call(PROBE_READ_KERNEL);
+    a.call(Helper::ProbeReadKernel);
+}
+
+/// Reads a key field whole from `base` + `field` (kernel memory) into the stack's key.
+fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
+    read(a, f.at(KEY), f.len as i32, base, field);
 }
 
 /// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
 fn current_process(a: &mut asm::Asm) {
     use asm::*;
-    a.call(GET_CURRENT_PID_TGID)
+    a.call(Helper::GetCurrentPidTgid)
         .rsh_imm(R0, 32)
-        .store(W, FP, VAL, R0)
-        .call(GET_CURRENT_UID_GID)
-        .store(W, FP, VAL + 4, R0)
-        .call(KTIME_GET_BOOT_NS)
-        .store(DW, FP, VAL + 8, R0)
+        .store(W, FP, VALUE_TGID.at(VAL), R0)
+        .call(Helper::GetCurrentUidGid)
+        .store(W, FP, VALUE_UID.at(VAL), R0)
+        .call(Helper::KtimeGetBootNs)
+        .store(DW, FP, VALUE_BOOT_NS.at(VAL), R0)
         .mov(R1, FP)
-        .add_imm(R1, i32::from(VAL + 16))
-        .mov_imm(R2, 16)
-        .call(GET_CURRENT_COMM);
+        .add_imm(R1, i32::from(VALUE_COMM.at(VAL)))
+        .mov_imm(R2, VALUE_COMM.len as i32)
+        .call(Helper::GetCurrentComm);
 }
 
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
@@ -385,32 +246,33 @@ fn current_process(a: &mut asm::Asm) {
 /// that is neither IPv4 nor IPv6; defines "out", which ends the program.
 fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
     use asm::*;
-    read(a, KEY + 4, 2, R6, o.family);
-    a.load(H, R0, FP, KEY + 4)
+    read_key(a, KEY_FAMILY, R6, o.family);
+    a.load(H, R0, FP, KEY_FAMILY.at(KEY))
         .jeq_imm(R0, i32::from(AF_INET), "v4")
         .jne_imm(R0, i32::from(AF_INET6), "out");
-    read(a, KEY + 16, 16, R6, o.v6_daddr);
+    read_key(a, KEY_DADDR, R6, o.v6_daddr);
     // A dual-stack socket connected to ::ffff:a.b.c.d: record it as the IPv4 flow it is.
-    a.load(DW, R0, FP, KEY + 16)
+    let daddr = KEY_DADDR.at(KEY);
+    a.load(DW, R0, FP, daddr)
         .jne_imm(R0, 0, "v6")
-        .load(W, R0, FP, KEY + 24)
+        .load(W, R0, FP, daddr + 8)
         .jne32_imm(R0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), "v6")
-        .store_imm(H, FP, KEY + 4, i32::from(AF_INET))
-        .store_imm(DW, FP, KEY + 16, 0)
-        .store_imm(DW, FP, KEY + 24, 0)
+        .store_imm(H, FP, KEY_FAMILY.at(KEY), i32::from(AF_INET))
+        .store_imm(DW, FP, daddr, 0)
+        .store_imm(DW, FP, daddr + 8, 0)
         .ja("v4")
         .label("v6");
-    read(a, KEY + 32, 16, R6, o.v6_rcv_saddr);
+    read_key(a, KEY_SADDR, R6, o.v6_rcv_saddr);
     a.ja("ports").label("v4");
-    read(a, KEY + 16, 4, R6, o.daddr);
-    read(a, KEY + 32, 4, R6, o.rcv_saddr);
+    read(a, daddr, 4, R6, o.daddr);
+    read(a, KEY_SADDR.at(KEY), 4, R6, o.rcv_saddr);
     a.label("ports");
-    read(a, KEY + 6, 2, R6, o.dport);
-    read(a, KEY + 8, 2, R6, o.sport);
+    read_key(a, KEY_DPORT, R6, o.dport);
+    read_key(a, KEY_SPORT, R6, o.sport);
     // The namespace: sk->__sk_common.skc_net.net->ns.inum.
     read(a, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
-    read(a, KEY, 4, R4, o.ns_inum);
+    read_key(a, KEY_NETNS, R4, o.ns_inum);
     a.label("file")
         .load_map(R1, connects_fd)
         .mov(R2, FP)
@@ -418,7 +280,7 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
         .mov(R3, FP)
         .add_imm(R3, i32::from(VAL))
         .mov_imm(R4, 0)
-        .call(MAP_UPDATE_ELEM)
+        .call(Helper::MapUpdateElem)
         .label("out")
         .mov_imm(R0, 0)
         .exit();
@@ -453,7 +315,7 @@ pub fn program(
         .mov(R3, FP)
         .add_imm(R3, i32::from(VAL))
         .mov_imm(R4, 0)
-        .call(MAP_UPDATE_ELEM)
+        .call(Helper::MapUpdateElem)
         .ja("out");
 
     // Leaving SYN_SENT: take the note, if any, and file it under the tuple.
@@ -462,16 +324,16 @@ pub fn program(
         .load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
-        .call(MAP_LOOKUP_ELEM)
+        .call(Helper::MapLookupElem)
         .jeq_imm(R0, 0, "out");
-    for off in (0..32).step_by(8) {
+    for off in (0..VALUE_LEN as i16).step_by(8) {
         a.load(DW, R1, R0, off).store(DW, FP, VAL + off, R1);
     }
     a.load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
-        .call(MAP_DELETE_ELEM)
-        .store_imm(B, FP, KEY + 10, IPPROTO_TCP);
+        .call(Helper::MapDeleteElem)
+        .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
     file_tuple(&mut a, o, connects_fd);
     a.finish()
 }
@@ -500,9 +362,9 @@ pub fn udp_program(
         .jeq_imm(R0, IPPROTO_UDP, "udp")
         .jne_imm(R0, IPPROTO_UDPLITE, "out")
         .label("udp")
-        .store(B, FP, KEY + 10, R0);
-    read(&mut a, KEY + 6, 2, R6, o.dport);
-    a.load(H, R0, FP, KEY + 6).jeq_imm(R0, 0, "out");
+        .store(B, FP, KEY_PROTO.at(KEY), R0);
+    read_key(&mut a, KEY_DPORT, R6, o.dport);
+    a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a);
     file_tuple(&mut a, o, connects_fd);
     a.finish()
@@ -538,7 +400,7 @@ impl ConnectLog {
         let netns = u32::try_from(netns)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
             .map_err(sys_err("network namespace inode out of range"))?;
-        let pending = sys::map_create(8, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
+        let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
             .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
             .map_err(sys_err("cannot create the connect map"))?;
@@ -598,7 +460,7 @@ fn load_and_attach(
         err: io::Error::other(format!("unresolved jump to {label} ({name})")),
     })?;
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
-    let prog = sys::prog_load_raw_tracepoint(&code)?;
+    let prog = sys::prog_load_raw_tracepoint(&code, PROG_NAME)?;
     let link = sys::attach(&prog, tracepoint).map_err(|err| HookError::Sys {
         what: "cannot attach the connect hook to its tracepoint",
         err: io::Error::new(err.kind(), format!("{name}: {err}")),
@@ -620,164 +482,32 @@ impl Connects for ConnectReader {
     }
 }
 
-/// The `bpf()` and attach system calls; the only unsafe code of the hook.
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    use super::HookError;
-
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
-
-    /// A `union bpf_attr` being filled in: little fields at fixed offsets, the rest zero, as
-    /// the kernel requires of the bytes it does not read.
-    struct Attr<const N: usize>([u8; N]);
-
-    impl<const N: usize> Attr<N> {
-        fn new() -> Self {
-            Attr([0; N])
-        }
-        fn u32(&mut self, at: usize, v: u32) -> &mut Self {
-            self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-            self
-        }
-        fn u64(&mut self, at: usize, v: u64) -> &mut Self {
-            self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-            self
-        }
-        fn bytes(&mut self, at: usize, v: &[u8]) -> &mut Self {
-            self.0[at..at + v.len()].copy_from_slice(v);
-            self
-        }
-    }
-
-    fn ptr<T>(p: *const T) -> u64 {
-        p as usize as u64
-    }
-
-    fn bpf<const N: usize>(cmd: libc::c_long, attr: &mut Attr<N>) -> io::Result<libc::c_long> {
-        // SAFETY: `attr` is a live, fully initialised buffer of N bytes, and every pointer
-        // written into it points at memory borrowed for the duration of this call.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), N as libc::c_long) };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }
-
-    fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
-        let fd =
-            libc::c_int::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        // SAFETY: the kernel has just returned `fd` as a new file descriptor, owned by no one
-        // else; it is closed exactly once, by the OwnedFd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
-        let mut a = Attr::<48>::new();
-        a.u32(0, BPF_MAP_TYPE_LRU_HASH)
-            .u32(4, key as u32)
-            .u32(8, value as u32)
-            .u32(12, entries)
-            .bytes(28, &name[..name.len().min(15)]);
-        fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
-    }
-
-    pub fn prog_load_raw_tracepoint(code: &[u8]) -> Result<OwnedFd, HookError> {
-        let license = b"Dual MIT/GPL\0";
-        let load = |log: Option<&mut Vec<u8>>| {
-            let mut a = Attr::<120>::new();
-            a.u32(0, BPF_PROG_TYPE_RAW_TRACEPOINT)
-                .u32(4, (code.len() / 8) as u32)
-                .u64(8, ptr(code.as_ptr()))
-                .u64(16, ptr(license.as_ptr()))
-                .bytes(48, b"ctt_connect");
-            if let Some(log) = log {
-                a.u32(24, 1)
-                    .u32(28, log.len() as u32)
-                    .u64(32, ptr(log.as_mut_ptr()));
-                bpf(BPF_PROG_LOAD, &mut a)
-            } else {
-                bpf(BPF_PROG_LOAD, &mut a)
-            }
-        };
-        match load(None) {
-            Ok(fd) => fd_of(fd).map_err(|err| HookError::Sys {
-                what: "connect hook program",
-                err,
-            }),
-            Err(err) => {
-                // Again with the verifier's log, to say why.
-                let mut log = vec![0u8; 256 * 1024];
-                let _ = load(Some(&mut log));
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let text = String::from_utf8_lossy(&log[..end]);
-                let tail: Vec<&str> = text.lines().rev().take(3).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                Err(HookError::Verifier {
-                    err,
-                    log: tail.join(" / "),
-                })
-            }
-        }
-    }
-
-    /// Attaches `prog` to the tracepoint `name` (NUL-terminated).
-    pub fn attach(prog: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-        if name.last() != Some(&0) {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        let mut a = Attr::<16>::new();
-        a.u64(0, ptr(name.as_ptr())).u32(8, prog.as_raw_fd() as u32);
-        fd_of(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a)?)
-    }
-
-    /// Whether `key` is in the map; its value is then in `value`.
-    pub fn map_lookup<const K: usize, const V: usize>(
-        map: &OwnedFd,
-        key: &[u8; K],
-        value: &mut [u8; V],
-    ) -> io::Result<bool> {
-        let mut a = Attr::<32>::new();
-        a.u32(0, map.as_raw_fd() as u32)
-            .u64(8, ptr(key.as_ptr()))
-            .u64(16, ptr(value.as_mut_ptr()));
-        match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::bpf::asm::{
+        disassemble, Helper, Op, Reg, B, DW, FP, R0, R1, R2, R3, R4, W,
+    };
+    use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
     use crate::flow::Proto;
 
     #[test]
-    fn keys_put_each_field_where_the_program_writes_it() {
+    fn keys_put_each_field_where_the_layout_says() {
         let t = crate::flow::fixtures::flow(Proto::Tcp, "10.0.0.1", 43210, "10.0.0.2", 443).orig;
         let k = key(0x1234_5678, &t);
-        assert_eq!(&k[0..4], &0x1234_5678u32.to_ne_bytes());
-        assert_eq!(&k[4..6], &2u16.to_ne_bytes());
-        assert_eq!(&k[6..8], &[0x01, 0xbb]); // 443, network order, as skc_dport holds it
-        assert_eq!(&k[8..10], &43210u16.to_be_bytes()); // network order, as inet_sport
-        assert_eq!(k[10], 6);
-        assert_eq!(&k[16..20], &[10, 0, 0, 2]);
-        assert_eq!(&k[32..36], &[10, 0, 0, 1]);
-        assert!(k[11..16]
+        assert_eq!(&k[KEY_NETNS.range()], &0x1234_5678u32.to_ne_bytes());
+        assert_eq!(&k[KEY_FAMILY.range()], &2u16.to_ne_bytes());
+        // 443, network order, as skc_dport holds it.
+        assert_eq!(&k[KEY_DPORT.range()], &[0x01, 0xbb]);
+        // Network order, as inet_sport.
+        assert_eq!(&k[KEY_SPORT.range()], &43210u16.to_be_bytes());
+        assert_eq!(&k[KEY_PROTO.range()], &[6]);
+        assert_eq!(&k[KEY_DADDR.off..KEY_DADDR.off + 4], &[10, 0, 0, 2]);
+        assert_eq!(&k[KEY_SADDR.off..KEY_SADDR.off + 4], &[10, 0, 0, 1]);
+        assert!(k[KEY_PAD.range()]
             .iter()
-            .chain(&k[20..32])
-            .chain(&k[36..])
+            .chain(&k[KEY_DADDR.off + 4..KEY_DADDR.end()])
+            .chain(&k[KEY_SADDR.off + 4..KEY_SADDR.end()])
             .all(|&b| b == 0));
 
         let v6 = Tuple {
@@ -786,18 +516,24 @@ mod tests {
             ..t
         };
         let k = key(1, &v6);
-        assert_eq!(&k[4..6], &10u16.to_ne_bytes());
-        assert_eq!(k[31], 2);
-        assert_eq!(k[47], 1);
+        assert_eq!(&k[KEY_FAMILY.range()], &10u16.to_ne_bytes());
+        let daddr: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let saddr: [u8; 16] = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert_eq!(&k[KEY_DADDR.range()], &daddr);
+        assert_eq!(&k[KEY_SADDR.range()], &saddr);
+        assert_eq!(k[KEY_DADDR.end() - 1], 2);
+        assert_eq!(k[KEY_SADDR.end() - 1], 1);
+        assert_eq!(KEY_SADDR.end(), KEY_LEN);
     }
 
     #[test]
     fn values_read_back_with_a_cut_comm() {
         let mut v = [0u8; VALUE_LEN];
-        v[0..4].copy_from_slice(&4242u32.to_ne_bytes());
-        v[4..8].copy_from_slice(&1000u32.to_ne_bytes());
-        v[8..16].copy_from_slice(&123_456_789u64.to_ne_bytes());
-        v[16..20].copy_from_slice(b"bash");
+        v[VALUE_TGID.range()].copy_from_slice(&4242u32.to_ne_bytes());
+        v[VALUE_UID.range()].copy_from_slice(&1000u32.to_ne_bytes());
+        v[VALUE_BOOT_NS.range()].copy_from_slice(&123_456_789u64.to_ne_bytes());
+        let comm = VALUE_COMM.off;
+        v[comm..comm + 4].copy_from_slice(b"bash");
         let c = connector(&v);
         assert_eq!(
             c,
@@ -808,9 +544,9 @@ mod tests {
                 comm: "bash".into()
             }
         );
-        v[16..32].copy_from_slice(b"0123456789abcdef");
+        v[VALUE_COMM.range()].copy_from_slice(b"0123456789abcdef");
         assert_eq!(connector(&v).comm, "0123456789abcdef");
-        v[16] = 0xff;
+        v[comm] = 0xff;
         assert!(connector(&v).comm.starts_with('\u{fffd}'));
     }
 
@@ -828,46 +564,279 @@ mod tests {
         }
     }
 
+    /// Whether the op at `i` is followed by a call of `helper`.
+    fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
+        ops.get(i + 1).map(|&(_, op)| op) == Some(Op::Call(helper))
+    }
+
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
-        let tcp = program(&offsets(), 7, 8).unwrap();
-        let udp = udp_program(&offsets(), 532, 8).unwrap();
-        for (p, maps) in [
-            (&tcp, &[(1, 7), (1, 7), (1, 7), (1, 8)][..]),
-            (&udp, &[(1, 8)][..]),
-        ] {
-            assert_eq!(p.last().map(|i| i.code), Some(0x95));
+        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8][..])] {
+            let len = ops.last().map_or(0, |&(at, _)| at + 1);
+            assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
+            // Every slot is an instruction the assembler writes.
+            assert!(ops.iter().all(|(_, op)| !matches!(op, Op::Unknown(_))));
             // Map fds sit in two-slot loads; every jump lands inside the program.
-            let found: Vec<(u8, i32)> = p
+            let found: Vec<i32> = ops
                 .iter()
-                .filter(|i| i.code == 0x18)
-                .map(|i| (i.src, i.imm))
+                .filter_map(|&(_, op)| match op {
+                    Op::LoadMapFd { fd, .. } => Some(fd),
+                    _ => None,
+                })
                 .collect();
             assert_eq!(found, maps);
-            for (at, i) in p.iter().enumerate() {
-                if matches!(i.code & 0x07, 0x05 | 0x06) && !matches!(i.code, 0x85 | 0x95) {
-                    let to = at as i64 + 1 + i64::from(i.off);
-                    assert!(i.off >= 0 && to < p.len() as i64, "jump at {at} to {to}");
+            for &(at, op) in ops.iter() {
+                if let Op::Ja { off } | Op::Jump { off, .. } = op {
+                    let to = at as i64 + 1 + i64::from(off);
+                    assert!(off >= 0 && to < len as i64, "jump at {at} to {to}");
                 }
             }
-            // Every field offset the BTF gave is read.
+            // Every field offset the BTF gave is read: added to the base in r3, the
+            // source of the probe read that follows.
             for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
+                let read_at = |i: usize| match ops[i].1 {
+                    Op::AddImm { dst: R3, imm } => imm == off,
+                    Op::Mov { dst: R3, .. } => off == 0,
+                    _ => false,
+                };
                 assert!(
-                    p.iter()
-                        .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == off)
-                        || (off == 0 && p.iter().any(|i| i.code == 0xbf && i.dst == 3)),
+                    (0..ops.len())
+                        .any(|i| read_at(i) && then_calls(ops, i, Helper::ProbeReadKernel)),
                     "no read at offset {off}"
                 );
             }
         }
         // The protocol byte of the key: a constant for TCP, what the socket says for UDP.
-        assert!(tcp
-            .iter()
-            .any(|i| i.code == 0x72 && i.off == KEY + 10 && i.imm == 6));
-        assert!(udp.iter().any(|i| i.code == 0x73 && i.off == KEY + 10));
+        assert!(tcp.iter().any(|&(_, op)| op
+            == Op::StoreImm {
+                size: B,
+                dst: FP,
+                off: KEY_PROTO.at(KEY),
+                imm: 6
+            }));
+        assert!(udp.iter().any(|&(_, op)| matches!(
+            op,
+            Op::StoreMem { size: B, dst: FP, off, .. } if off == KEY_PROTO.at(KEY)
+        )));
         assert!(udp
             .iter()
-            .any(|i| i.code == 0x07 && i.dst == 3 && i.imm == 532));
+            .any(|&(_, op)| op == Op::AddImm { dst: R3, imm: 532 }));
+    }
+
+    /// What a program writes into its stack: `(offset from the frame pointer, bytes)` for
+    /// each store, and for each helper that fills a buffer (`probe_read_kernel`,
+    /// `get_current_comm`) the buffer it was given, from the `r1 = fp; r1 += to; r2 = len`
+    /// that sets up its call.
+    fn stack_writes(ops: &[(usize, Op)]) -> Vec<(i16, usize)> {
+        let mut out = Vec::new();
+        for (i, &(at, op)) in ops.iter().enumerate() {
+            match op {
+                Op::StoreMem { size, dst, off, .. } | Op::StoreImm { size, dst, off, .. }
+                    if dst == FP =>
+                {
+                    out.push((off, size.bytes()));
+                }
+                Op::Call(Helper::ProbeReadKernel | Helper::GetCurrentComm) => {
+                    let before = &ops[i.saturating_sub(6)..i];
+                    let find = |reg: Reg| {
+                        before.iter().rposition(|&(_, op)| match op {
+                            Op::AddImm { dst, .. } | Op::MovImm { dst, .. } => dst == reg,
+                            _ => false,
+                        })
+                    };
+                    let (Some(to), Some(len)) = (find(R1), find(R2)) else {
+                        panic!("a buffer call at {at} without its buffer set up");
+                    };
+                    assert_eq!(before[to - 1].1, Op::Mov { dst: R1, src: FP }, "at {at}");
+                    let (Op::AddImm { imm: to, .. }, Op::MovImm { imm: len, .. }) =
+                        (before[to].1, before[len].1)
+                    else {
+                        panic!("a buffer call at {at} not on the stack");
+                    };
+                    out.push((to as i16, len as usize));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
+        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        for ops in [&tcp, &udp] {
+            // First the whole frame is zeroed, so the padding is zero in every record.
+            let zeroing = ops
+                .iter()
+                .take_while(|&&(_, op)| {
+                    matches!(
+                        op,
+                        Op::StoreImm {
+                            size: DW,
+                            dst: FP,
+                            imm: 0,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            let zeroed: Vec<(i16, usize)> = stack_writes(&ops[..zeroing]);
+            let frame: Vec<(i16, usize)> = (SK..0).step_by(8).map(|o| (o, 8)).collect();
+            assert_eq!(zeroed, frame);
+            assert!(KEY_PAD.at(KEY) >= SK);
+            let mut written = Vec::new();
+            for (off, len) in stack_writes(&ops[zeroing..]) {
+                if !(KEY..0).contains(&off) {
+                    continue;
+                }
+                // Each write into the key falls inside one field, and never on the padding.
+                let start = (off - KEY) as usize;
+                let field = KEY_FIELDS
+                    .iter()
+                    .find(|(_, f)| f.range().contains(&start))
+                    .map(|&(name, f)| (name, f));
+                let Some((name, f)) = field else {
+                    panic!("a write at key offset {start} is in no field");
+                };
+                assert!(
+                    start + len <= f.end(),
+                    "a write at {start}+{len} spills out of {name}"
+                );
+                assert_ne!(f, KEY_PAD, "the padding is written");
+                written.push(name);
+            }
+            for (name, f) in KEY_FIELDS {
+                assert!(
+                    f == KEY_PAD || written.contains(&name),
+                    "{name} is never written"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_current_process_goes_into_the_value_fields() {
+        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        for ops in [&tcp, &udp] {
+            let op = |i: usize| ops.get(i).map(|&(_, op)| op);
+            let call = |h| ops.iter().position(|&(_, op)| op == Op::Call(h)).unwrap();
+            let store = |size: asm::Size, f: Field| {
+                assert_eq!(size.bytes(), f.len);
+                Some(Op::StoreMem {
+                    size,
+                    dst: FP,
+                    off: f.at(VAL),
+                    src: R0,
+                })
+            };
+            // The tgid is the top half of get_current_pid_tgid.
+            let pid = call(Helper::GetCurrentPidTgid);
+            assert_eq!(op(pid + 1), Some(Op::RshImm { dst: R0, imm: 32 }));
+            assert_eq!(op(pid + 2), store(W, VALUE_TGID));
+            let uid = call(Helper::GetCurrentUidGid);
+            assert_eq!(op(uid + 1), store(W, VALUE_UID));
+            let time = call(Helper::KtimeGetBootNs);
+            assert_eq!(op(time + 1), store(DW, VALUE_BOOT_NS));
+            let comm = call(Helper::GetCurrentComm);
+            let comm_buf = (VALUE_COMM.at(VAL), VALUE_COMM.len);
+            assert!(stack_writes(&ops[..=comm]).contains(&comm_buf));
+            // All of it before the record is filed.
+            let update = call(Helper::MapUpdateElem);
+            assert!([pid, uid, time, comm].iter().all(|&c| c < update));
+        }
+    }
+
+    /// The `(map fd, key on the stack, value on the stack)` of each map update, read from the
+    /// `r1 = map; r2 = fp + key; r3 = fp + value` that sets it up.
+    fn updates(ops: &[(usize, Op)]) -> Vec<(i32, i32, i32)> {
+        let mut out = Vec::new();
+        for (i, &(_, op)) in ops.iter().enumerate() {
+            if op != Op::Call(Helper::MapUpdateElem) {
+                continue;
+            }
+            let before: Vec<Op> = ops[i - 6..i].iter().map(|&(_, op)| op).collect();
+            let Op::LoadMapFd { dst: R1, fd } = before[0] else {
+                panic!("an update at {i} without its map: {before:?}");
+            };
+            let (Op::AddImm { dst: R2, imm: k }, Op::AddImm { dst: R3, imm: v }) =
+                (before[2], before[4])
+            else {
+                panic!("an update at {i} without its key and value: {before:?}");
+            };
+            assert_eq!(before[1], Op::Mov { dst: R2, src: FP });
+            assert_eq!(before[3], Op::Mov { dst: R3, src: FP });
+            // BPF_ANY: a new record replaces an older one with the same key.
+            assert_eq!(before[5], Op::MovImm { dst: R4, imm: 0 });
+            out.push((fd, k, v));
+        }
+        out
+    }
+
+    #[test]
+    fn the_records_are_filed_under_their_keys_in_their_maps() {
+        let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
+        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        // TCP: the note under the socket's address in pending (7), then under the tuple in
+        // connects (8); UDP: under the tuple only.
+        assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
+        assert_eq!(updates(&udp), [(8, key, val)]);
+        // Leaving SYN_SENT, the note found in pending is copied whole into the value.
+        let copied: Vec<(i16, usize)> = tcp
+            .windows(2)
+            .filter_map(|w| match (w[0].1, w[1].1) {
+                (
+                    Op::LoadMem {
+                        size: DW,
+                        dst: R1,
+                        src: R0,
+                        off: from,
+                    },
+                    Op::StoreMem {
+                        size: DW,
+                        dst: FP,
+                        off: to,
+                        src: R1,
+                    },
+                ) if to == VAL + from => Some((from, 8)),
+                _ => None,
+            })
+            .collect();
+        let words: Vec<(i16, usize)> = (0..VALUE_LEN as i16).step_by(8).map(|o| (o, 8)).collect();
+        assert_eq!(copied, words);
+    }
+
+    /// The programs as text, one instruction a line in hex (its 8 bytes as the kernel reads
+    /// them), for [`the_programs_are_the_bytes_they_were`].
+    fn programs_as_hex() -> String {
+        let mut out = String::new();
+        let tcp = program(&offsets(), 7, 8).unwrap();
+        let udp = udp_program(&offsets(), 532, 8).unwrap();
+        for (title, p) in [
+            ("tcp: program(&offsets(), 7, 8)", tcp),
+            ("udp: udp_program(&offsets(), 532, 8)", udp),
+        ] {
+            out.push_str(&format!("# {title}\n"));
+            for i in p {
+                let hex: String = i.encode().iter().map(|b| format!("{b:02x}")).collect();
+                out.push_str(&hex);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// What the kernel loads is fixed here, byte for byte, for one set of offsets and map fds:
+    /// moving code between files must not change it. A deliberate change of a program
+    /// rewrites `testdata/connect_programs.hex` in the same commit.
+    #[test]
+    fn the_programs_are_the_bytes_they_were() {
+        let golden = include_str!("testdata/connect_programs.hex");
+        assert_eq!(programs_as_hex(), golden);
     }
 
     #[test]

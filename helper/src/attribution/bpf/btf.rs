@@ -1,10 +1,10 @@
 //! Just enough of the kernel's BTF (BPF Type Format) to find where a field sits in a kernel
 //! structure.
 //!
-//! The connect hook ([`crate::attribution::connect_hook`]) reads a few fields of
-//! `struct sock` and needs their offsets in the running kernel; the kernel describes its own
-//! types in `/sys/kernel/btf/vmlinux`. No crate reads BTF without also pulling in an eBPF
-//! loader and object-file toolchain, so this reads it by hand.
+//! The connect hook (`attribution::connect_hook`, which uses this module; nothing here uses
+//! it) reads a few fields of `struct sock` and needs their offsets in the running kernel; the
+//! kernel describes its own types in `/sys/kernel/btf/vmlinux`. No crate reads BTF without
+//! also pulling in an eBPF loader and object-file toolchain, so this reads it by hand.
 //!
 //! The file is about 5 MiB. It is streamed, never held whole, so starting the helper does not
 //! double its memory peak: one pass over the string section finds the names we need, then a

@@ -1,0 +1,149 @@
+//! Where each field of a connect record sits: the one table both sides of the map read.
+//!
+//! A record is written by the kernel-side program, which stores field by field into a copy
+//! of the key and value on its stack, and read by the helper, which builds the same key
+//! from a flow's tuple and decodes the value. If the two disagreed by one byte, nothing
+//! would fail: every lookup would just miss, and attribution would quietly fall back to the
+//! slower socket lookups that cannot name a process that has already exited. So the offsets
+//! are written once, here; the program generator stores at `KEY + KEY_NETNS.off` and the
+//! helper copies into `KEY_NETNS.range()`, and a test checks that the fields tile the key
+//! and value exactly.
+//!
+//! Byte order: the namespace inode, family, tgid, uid and time are native (the program
+//! stores registers); ports and addresses are in network order, as `struct sock` holds them.
+
+use std::ops::Range;
+
+/// A field: `len` bytes at `off` from the start of the key or value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub off: usize,
+    pub len: usize,
+}
+
+impl Field {
+    pub const fn end(self) -> usize {
+        self.off + self.len
+    }
+
+    pub const fn range(self) -> Range<usize> {
+        self.off..self.end()
+    }
+
+    /// The field's address in a copy of the record that starts at `base` on the program's
+    /// stack (a negative offset from the frame pointer).
+    pub const fn at(self, base: i16) -> i16 {
+        // Fits: every field ends within KEY_LEN or VALUE_LEN (checked below).
+        base + self.off as i16
+    }
+}
+
+/// The connect map's key: the connection as the socket sees it, and its network namespace.
+///
+/// ```text
+///  0 u32 netns inode   4 u16 family   6 u16 remote port (network order)
+///  8 u16 local port (network order)   10 u8 IP protocol   11..16 zero
+/// 16 [u8; 16] remote address          32 [u8; 16] local address (IPv4: first 4 bytes)
+/// ```
+pub const KEY_LEN: usize = 48;
+/// The network namespace's inode number (`net->ns.inum`).
+pub const KEY_NETNS: Field = Field { off: 0, len: 4 };
+/// `AF_INET` or `AF_INET6`; an IPv4 flow on a dual-stack socket is `AF_INET`.
+pub const KEY_FAMILY: Field = Field { off: 4, len: 2 };
+/// The remote port, `skc_dport`.
+pub const KEY_DPORT: Field = Field { off: 6, len: 2 };
+/// The local port, `inet_sport`.
+pub const KEY_SPORT: Field = Field { off: 8, len: 2 };
+/// The IP protocol number.
+pub const KEY_PROTO: Field = Field { off: 10, len: 1 };
+/// Always zero. It puts the addresses at 16, 8-byte aligned, where the program reads and
+/// zeroes them a word at a time.
+pub const KEY_PAD: Field = Field { off: 11, len: 5 };
+/// The remote address: 16 bytes of IPv6, or IPv4's 4 then zeros.
+pub const KEY_DADDR: Field = Field { off: 16, len: 16 };
+/// The local address, as [`KEY_DADDR`].
+pub const KEY_SADDR: Field = Field { off: 32, len: 16 };
+
+/// The key's fields in order, for the tests and anyone checking the table.
+pub const KEY_FIELDS: [(&str, Field); 8] = [
+    ("netns", KEY_NETNS),
+    ("family", KEY_FAMILY),
+    ("dport", KEY_DPORT),
+    ("sport", KEY_SPORT),
+    ("proto", KEY_PROTO),
+    ("pad", KEY_PAD),
+    ("daddr", KEY_DADDR),
+    ("saddr", KEY_SADDR),
+];
+
+/// The value, in both maps: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm`.
+pub const VALUE_LEN: usize = 32;
+/// The thread group id (the process), the top half of `get_current_pid_tgid`.
+pub const VALUE_TGID: Field = Field { off: 0, len: 4 };
+/// The uid, the low half of `get_current_uid_gid`.
+pub const VALUE_UID: Field = Field { off: 4, len: 4 };
+/// When it connected, `ktime_get_boot_ns`.
+pub const VALUE_BOOT_NS: Field = Field { off: 8, len: 8 };
+/// The thread's name, NUL-terminated unless it fills all 16 bytes.
+pub const VALUE_COMM: Field = Field { off: 16, len: 16 };
+
+/// The value's fields in order.
+pub const VALUE_FIELDS: [(&str, Field); 4] = [
+    ("tgid", VALUE_TGID),
+    ("uid", VALUE_UID),
+    ("boot_ns", VALUE_BOOT_NS),
+    ("comm", VALUE_COMM),
+];
+
+/// The pending map's key: the socket's kernel address, while its handshake is in flight.
+pub const PENDING_KEY_LEN: usize = 8;
+
+const _: () = assert!(KEY_LEN + VALUE_LEN <= i16::MAX as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each field starts where the one before it ended, the first at 0 and the last ending
+    /// at `len`: no gap, no overlap.
+    fn assert_tiles(fields: &[(&str, Field)], len: usize) {
+        let mut end = 0;
+        for (name, f) in fields {
+            assert!(f.len > 0, "{name} is empty");
+            assert_eq!(f.off, end, "{name} starts at {} after {end}", f.off);
+            end = f.end();
+        }
+        assert_eq!(end, len);
+    }
+
+    #[test]
+    fn the_fields_tile_the_key_and_the_value() {
+        assert_tiles(&KEY_FIELDS, KEY_LEN);
+        assert_tiles(&VALUE_FIELDS, VALUE_LEN);
+    }
+
+    #[test]
+    fn the_program_can_store_each_field_with_aligned_stores() {
+        // The program writes the addresses and the time as 8-byte words, the rest as the
+        // register width of the field; each must be aligned to its own size.
+        for (name, f) in KEY_FIELDS.iter().chain(&VALUE_FIELDS) {
+            let align = if f.len.is_power_of_two() {
+                f.len.min(8)
+            } else {
+                1
+            };
+            assert_eq!(f.off % align, 0, "{name} is misaligned");
+        }
+        assert_eq!(KEY_DADDR.off % 8, 0);
+        assert_eq!(KEY_SADDR.off % 8, 0);
+        assert_eq!(KEY_LEN % 8, 0);
+        assert_eq!(VALUE_LEN % 8, 0);
+    }
+
+    #[test]
+    fn stack_addresses_count_from_the_copy_s_start() {
+        assert_eq!(KEY_PROTO.at(-48), -38);
+        assert_eq!(VALUE_COMM.at(-80), -64);
+        assert_eq!(KEY_SADDR.range(), 32..48);
+    }
+}

@@ -1,0 +1,281 @@
+//! The `bpf()` system calls the connect hook makes: create a map, look a key up, load a raw
+//! tracepoint program, attach it. The only unsafe code of the hook is here.
+//!
+//! There is no loader crate under this: the ones that exist bring an object-file toolchain
+//! the hand-assembled programs do not need. `union bpf_attr` is filled in as bytes, not
+//! as a `#[repr(C)]` struct, because the kernel wants every byte it does not read zeroed
+//! (padding included) and its size grows with each kernel; each command's fields are named
+//! below with their offsets from linux/bpf.h, typed by width so a 4-byte field cannot take an
+//! 8-byte write. Two functions hold the unsafe code, each with its reason: the system call
+//! itself and taking ownership of the file descriptor it returns.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+// Commands (linux/bpf.h, `enum bpf_cmd`).
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+
+/// A 4-byte field of `union bpf_attr`, at its offset.
+#[derive(Debug, Clone, Copy)]
+struct U32(usize);
+/// An 8-byte field (a `__u64`, or a pointer as `__aligned_u64`).
+#[derive(Debug, Clone, Copy)]
+struct U64(usize);
+/// A `char [BPF_OBJ_NAME_LEN]` name: 16 bytes, NUL-terminated.
+#[derive(Debug, Clone, Copy)]
+struct Name(usize);
+
+const OBJ_NAME_LEN: usize = 16;
+
+/// `BPF_MAP_CREATE`'s fields.
+mod map_create {
+    use super::{Name, U32};
+    /// Through `map_ifindex`.
+    pub const SIZE: usize = 48;
+    pub const MAP_TYPE: U32 = U32(0);
+    pub const KEY_SIZE: U32 = U32(4);
+    pub const VALUE_SIZE: U32 = U32(8);
+    pub const MAX_ENTRIES: U32 = U32(12);
+    pub const MAP_NAME: Name = Name(28);
+}
+
+/// `BPF_MAP_*_ELEM`'s fields.
+mod map_elem {
+    use super::{U32, U64};
+    /// Through `flags`.
+    pub const SIZE: usize = 32;
+    pub const MAP_FD: U32 = U32(0);
+    pub const KEY: U64 = U64(8);
+    pub const VALUE: U64 = U64(16);
+}
+
+/// `BPF_PROG_LOAD`'s fields.
+mod prog_load {
+    use super::{Name, U32, U64};
+    /// Through `core_relo_cnt`.
+    pub const SIZE: usize = 120;
+    pub const PROG_TYPE: U32 = U32(0);
+    pub const INSN_CNT: U32 = U32(4);
+    pub const INSNS: U64 = U64(8);
+    pub const LICENSE: U64 = U64(16);
+    pub const LOG_LEVEL: U32 = U32(24);
+    pub const LOG_SIZE: U32 = U32(28);
+    pub const LOG_BUF: U64 = U64(32);
+    pub const PROG_NAME: Name = Name(48);
+}
+
+/// `BPF_RAW_TRACEPOINT_OPEN`'s fields.
+mod raw_tracepoint_open {
+    use super::{U32, U64};
+    /// Through `prog_fd` and its padding.
+    pub const SIZE: usize = 16;
+    pub const NAME: U64 = U64(0);
+    pub const PROG_FD: U32 = U32(8);
+}
+
+/// A `union bpf_attr` being filled in: named fields, the rest zero, as the kernel requires of
+/// the bytes it does not read.
+struct Attr<const N: usize>([u8; N]);
+
+impl<const N: usize> Attr<N> {
+    fn new() -> Self {
+        Attr([0; N])
+    }
+    fn u32(&mut self, f: U32, v: u32) -> &mut Self {
+        self.0[f.0..f.0 + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, f: U64, v: u64) -> &mut Self {
+        self.0[f.0..f.0 + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    /// A pointer the kernel reads during the call: the caller keeps what it points at
+    /// borrowed until [`bpf`] returns.
+    fn ptr<T>(&mut self, f: U64, p: *const T) -> &mut Self {
+        self.u64(f, p as usize as u64)
+    }
+    /// At most 15 bytes of `v`, so the name stays NUL-terminated.
+    fn name(&mut self, f: Name, v: &[u8]) -> &mut Self {
+        let v = &v[..v.len().min(OBJ_NAME_LEN - 1)];
+        self.0[f.0..f.0 + v.len()].copy_from_slice(v);
+        self
+    }
+}
+
+#[allow(unsafe_code)]
+fn bpf<const N: usize>(cmd: libc::c_long, attr: &mut Attr<N>) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, fully initialised buffer of N bytes, and every pointer
+    // written into it points at memory borrowed for the duration of this call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), N as libc::c_long) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+#[allow(unsafe_code)]
+fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = libc::c_int::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel has just returned `fd` as a new file descriptor, owned by no one
+    // else; it is closed exactly once, by the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An LRU hash map of `entries` records; `name` is cut to 15 bytes.
+pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    use map_create::*;
+    let mut a = Attr::<SIZE>::new();
+    a.u32(MAP_TYPE, BPF_MAP_TYPE_LRU_HASH)
+        .u32(KEY_SIZE, key as u32)
+        .u32(VALUE_SIZE, value as u32)
+        .u32(MAX_ENTRIES, entries)
+        .name(MAP_NAME, name);
+    fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
+}
+
+/// Why a program was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The kernel took it, but its file descriptor came back unusable.
+    #[error("{0}")]
+    Fd(io::Error),
+    /// The kernel (its verifier, mostly) refused it; `log` is the last lines of the
+    /// verifier's log, which say why.
+    #[error("{err}: {log}")]
+    Refused { err: io::Error, log: String },
+}
+
+/// Loads `code` (encoded instructions) as a raw tracepoint program named `name`.
+pub fn prog_load_raw_tracepoint(code: &[u8], name: &[u8]) -> Result<OwnedFd, LoadError> {
+    use prog_load::*;
+    let license = b"Dual MIT/GPL\0";
+    let load = |log: Option<&mut Vec<u8>>| {
+        let mut a = Attr::<SIZE>::new();
+        a.u32(PROG_TYPE, BPF_PROG_TYPE_RAW_TRACEPOINT)
+            .u32(INSN_CNT, (code.len() / 8) as u32)
+            .ptr(INSNS, code.as_ptr())
+            .ptr(LICENSE, license.as_ptr())
+            .name(PROG_NAME, name);
+        if let Some(log) = log {
+            a.u32(LOG_LEVEL, 1)
+                .u32(LOG_SIZE, log.len() as u32)
+                .ptr(LOG_BUF, log.as_mut_ptr());
+            bpf(BPF_PROG_LOAD, &mut a)
+        } else {
+            bpf(BPF_PROG_LOAD, &mut a)
+        }
+    };
+    match load(None) {
+        Ok(fd) => fd_of(fd).map_err(LoadError::Fd),
+        Err(err) => {
+            // Again with the verifier's log, to say why.
+            let mut log = vec![0u8; 256 * 1024];
+            let _ = load(Some(&mut log));
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(LoadError::Refused {
+                err,
+                log: tail.join(" / "),
+            })
+        }
+    }
+}
+
+/// Attaches `prog` to the tracepoint `name` (NUL-terminated): the link, which detaches it
+/// when closed.
+pub fn attach(prog: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    use raw_tracepoint_open::*;
+    if name.last() != Some(&0) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let mut a = Attr::<SIZE>::new();
+    a.ptr(NAME, name.as_ptr())
+        .u32(PROG_FD, prog.as_raw_fd() as u32);
+    fd_of(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a)?)
+}
+
+/// Whether `key` is in the map; its value is then in `value`.
+pub fn map_lookup<const K: usize, const V: usize>(
+    map: &OwnedFd,
+    key: &[u8; K],
+    value: &mut [u8; V],
+) -> io::Result<bool> {
+    use map_elem::*;
+    let mut a = Attr::<SIZE>::new();
+    a.u32(MAP_FD, map.as_raw_fd() as u32)
+        .ptr(KEY, key.as_ptr())
+        .ptr(VALUE, value.as_mut_ptr());
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (offset, length, alignment) of a command's fields.
+    fn spans(u32s: &[U32], u64s: &[U64], names: &[Name]) -> Vec<(usize, usize, usize)> {
+        let mut s: Vec<(usize, usize, usize)> = u32s.iter().map(|f| (f.0, 4, 4)).collect();
+        s.extend(u64s.iter().map(|f| (f.0, 8, 8)));
+        s.extend(names.iter().map(|f| (f.0, OBJ_NAME_LEN, 1)));
+        s.sort_unstable();
+        s
+    }
+
+    /// Within the size passed to the kernel, apart, and each aligned to its width as in the
+    /// kernel's struct (so a typo of an offset is caught here rather than as EINVAL).
+    fn assert_laid_out(what: &str, size: usize, spans: &[(usize, usize, usize)]) {
+        let mut end = 0;
+        for &(off, len, align) in spans {
+            assert!(off >= end, "{what}: field at {off} overlaps the one before");
+            assert_eq!(off % align, 0, "{what}: field at {off} misaligned");
+            end = off + len;
+        }
+        assert!(end <= size, "{what}: fields end at {end}, past {size}");
+    }
+
+    #[test]
+    fn each_command_s_fields_fit_its_attr() {
+        use super::raw_tracepoint_open as rt;
+        use super::{map_create as mc, map_elem as me, prog_load as pl};
+        let map_create = spans(
+            &[mc::MAP_TYPE, mc::KEY_SIZE, mc::VALUE_SIZE, mc::MAX_ENTRIES],
+            &[],
+            &[mc::MAP_NAME],
+        );
+        assert_laid_out("map_create", mc::SIZE, &map_create);
+        let map_elem = spans(&[me::MAP_FD], &[me::KEY, me::VALUE], &[]);
+        assert_laid_out("map_elem", me::SIZE, &map_elem);
+        let prog_load = spans(
+            &[pl::PROG_TYPE, pl::INSN_CNT, pl::LOG_LEVEL, pl::LOG_SIZE],
+            &[pl::INSNS, pl::LICENSE, pl::LOG_BUF],
+            &[pl::PROG_NAME],
+        );
+        assert_laid_out("prog_load", pl::SIZE, &prog_load);
+        let raw = spans(&[rt::PROG_FD], &[rt::NAME], &[]);
+        assert_laid_out("raw_tracepoint_open", rt::SIZE, &raw);
+    }
+
+    #[test]
+    fn names_are_cut_to_stay_nul_terminated() {
+        let mut a = Attr::<{ map_create::SIZE }>::new();
+        a.name(map_create::MAP_NAME, b"0123456789abcdefgh");
+        assert_eq!(&a.0[28..43], b"0123456789abcde");
+        assert_eq!(a.0[43], 0);
+        let mut a = Attr::<{ prog_load::SIZE }>::new();
+        a.name(prog_load::PROG_NAME, b"ctt_connect");
+        assert_eq!(&a.0[48..59], b"ctt_connect");
+        assert!(a.0[59..64].iter().all(|&b| b == 0));
+    }
+}
