@@ -82,7 +82,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         ("pause" | "resume", Some(_)) => invalid("only `config` takes a `config` object"),
         _ => Err(CommandError::Invalid(format!(
             "unknown command `{}` (expected config, pause or resume)",
-            crate::output::sanitize(&raw.cmd)
+            crate::sanitize::escape(&raw.cmd)
         ))),
     }
 }

@@ -357,7 +357,7 @@ pub fn import(src: &str, path: &str) -> Result<String, LegacyError> {
     let mut out = format!("# conntrack-tray configuration imported from {path} (conntrack.sh).\n");
     for n in &notes {
         out.push_str("# ");
-        out.push_str(&crate::output::sanitize(n));
+        out.push_str(&crate::sanitize::escape(n));
         out.push('\n');
     }
     out.push('\n');

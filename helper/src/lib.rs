@@ -18,6 +18,7 @@ pub mod output;
 pub mod pipeline;
 pub mod privileges;
 pub mod realtime;
+pub mod sanitize;
 pub mod service;
 pub mod source;
 

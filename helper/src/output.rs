@@ -2,11 +2,11 @@
 //! broadcasts to terminals.
 //!
 //! Every string in an event may come from a hostile program (its name, its command line).
-//! JSON output is escaped by serde_json (control characters become `\u00XX`), so each event
-//! stays one line. Text output goes through [`sanitize`], which escapes every control
-//! character, so a name cannot end a line, move the cursor or recolour a terminal.
+//! Every line goes through the one sanitizer ([`crate::sanitize`]): JSON carries each control
+//! and format character as a `\uXXXX` escape, so an event stays one line and a terminal that
+//! shows the stream raw sees no escape sequence; text lines escape them visibly, so a name
+//! cannot end a line, move the cursor, recolour a terminal or reverse the text around it.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -14,38 +14,13 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::event::{Connection, Event};
+use crate::sanitize::escape as sanitize;
 
 /// Output format of the helper's stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Json,
     Text,
-}
-
-/// Escapes what must not reach a terminal raw: C0 and C1 control characters, DEL, the
-/// backslash itself (so the escaping is unambiguous), and the Unicode bidirectional overrides
-/// that can make text read differently from what it is. Borrows when nothing changes.
-pub fn sanitize(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if !needs_escape(c) {
-            out.push(c);
-        } else if c == '\\' {
-            out.push_str("\\\\");
-        } else if (c as u32) < 0x100 {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        } else {
-            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\\' || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// One human line for an event (no trailing newline).
@@ -176,7 +151,9 @@ impl<W: Write> Output<W> {
     pub fn emit(&mut self, ev: &Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut self.out, ev)?;
+                let line = serde_json::to_string(ev)?;
+                self.out
+                    .write_all(crate::sanitize::json_line(&line).as_bytes())?;
                 self.out.write_all(b"\n")?;
             }
             Format::Text => {
@@ -303,18 +280,6 @@ mod tests {
             }),
             attributed_by: None,
         }
-    }
-
-    #[test]
-    fn sanitize_escapes_controls_and_borrows_clean_text() {
-        assert!(matches!(sanitize("curl"), Cow::Borrowed("curl")));
-        assert_eq!(sanitize("a\nb"), "a\\x0ab");
-        assert_eq!(sanitize("\x1b[31mred"), "\\x1b[31mred");
-        assert_eq!(sanitize("tab\there"), "tab\\x09here");
-        assert_eq!(sanitize("back\\slash"), "back\\\\slash");
-        assert_eq!(sanitize("\u{9b}c1"), "\\x9bc1");
-        assert_eq!(sanitize("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
-        assert_eq!(sanitize("<b>markup</b> ünïcode"), "<b>markup</b> ünïcode");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::direction::{classify, LocalAddrs};
 use crate::filter;
 use crate::flow::Flow;
 use crate::flow::FlowEvent;
-use crate::output::sanitize;
+use crate::sanitize::escape as sanitize;
 use crate::source::conntrack::{parse_datagram, EventSocket, Message};
 
 /// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
