@@ -1,8 +1,16 @@
 //! Real parts for the applet's end-to-end tests: a private `dbus-daemon`, a notification
 //! server and a StatusNotifierWatcher on it (started before anything could ask D-Bus to
 //! activate a real one), a scripted helper, and the applet itself.
+//!
+//! Each test first says which programs it runs ([`require`]): `dbus-daemon` for the bus,
+//! `python3` for the scripted helper, and whatever else it starts itself.
 
 #![allow(dead_code)]
+
+#[path = "../../helper/tests/common/require.rs"]
+mod require;
+#[allow(unused_imports)] // a target that includes both modules uses one of them
+pub use require::require;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
