@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+// The helper's test module has the same file: one list of programs and packages for both.
+// (A target that includes both modules, like applet_kernel, has it twice, which is harmless.)
+#[allow(clippy::duplicate_mod)]
 #[path = "../../helper/tests/common/require.rs"]
 mod require;
 #[allow(unused_imports)] // a target that includes both modules uses one of them
