@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    click, connection, get_layout, wait_until, Applet, Bus, NotificationServer, SniWatcher,
+    click, connection, get_layout, require, wait_until, Applet, Bus, NotificationServer, SniWatcher,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -80,6 +80,10 @@ impl World {
 
 #[test]
 fn a_flow_becomes_a_notification_with_the_right_fields_and_escaped_markup() {
+    let test = "a_flow_becomes_a_notification_with_the_right_fields_and_escaped_markup";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     w.applet.emit(&connection(
         "/tmp/x/<b>evil&co\u{1b}[2J",
@@ -114,6 +118,11 @@ fn a_flow_becomes_a_notification_with_the_right_fields_and_escaped_markup() {
 
 #[test]
 fn whitelist_program_edits_the_config_atomically_tells_the_helper_and_silences_the_next() {
+    let test =
+        "whitelist_program_edits_the_config_atomically_tells_the_helper_and_silences_the_next";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let original =
         "# my own notes\n[whitelist]\n# trusted programs\nprocesses = [\"ssh\"] # keep\n";
     let w = world_with_config(Some(original));
@@ -167,6 +176,10 @@ fn whitelist_program_edits_the_config_atomically_tells_the_helper_and_silences_t
 
 #[test]
 fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper() {
+    let test = "the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     w.applet
         .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
@@ -255,6 +268,10 @@ fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper(
 
 #[test]
 fn a_thousand_events_make_at_most_five_notifications() {
+    let test = "a_thousand_events_make_at_most_five_notifications";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     let lines: Vec<String> = (0..1000)
         .map(|i| {
@@ -279,6 +296,10 @@ fn a_thousand_events_make_at_most_five_notifications() {
 
 #[test]
 fn lost_events_are_told_once_and_counted_in_the_menu() {
+    let test = "lost_events_are_told_once_and_counted_in_the_menu";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     w.applet.emit(
         &[
@@ -312,6 +333,10 @@ fn lost_events_are_told_once_and_counted_in_the_menu() {
 
 #[test]
 fn a_crashed_helper_is_restarted_and_gets_its_config_again() {
+    let test = "a_crashed_helper_is_restarted_and_gets_its_config_again";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     assert!(w.wait_log("{\"cmd\":\"config\""));
     w.applet.emit("crash");
@@ -331,6 +356,10 @@ fn a_crashed_helper_is_restarted_and_gets_its_config_again() {
 
 #[test]
 fn no_helper_is_left_running_after_the_applet_quits_or_is_killed() {
+    let test = "no_helper_is_left_running_after_the_applet_quits_or_is_killed";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     for signal in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGKILL,
@@ -355,6 +384,10 @@ fn no_helper_is_left_running_after_the_applet_quits_or_is_killed() {
 
 #[test]
 fn a_second_instance_says_so_and_exits_0() {
+    let test = "a_second_instance_says_so_and_exits_0";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let w = world();
     let out = std::process::Command::new(common::APPLET)
         .arg("--helper")
@@ -368,6 +401,10 @@ fn a_second_instance_says_so_and_exits_0() {
 
 #[test]
 fn quit_from_the_menu_ends_the_applet() {
+    let test = "quit_from_the_menu_ends_the_applet";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let mut w = world();
     let service = w.menu_service();
     let conn = w.bus.connect();
@@ -386,6 +423,10 @@ fn quit_from_the_menu_ends_the_applet() {
 
 #[test]
 fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
+    let test = "a_remote_host_over_ssh_is_merged_and_named_and_reconnected";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let bus = Bus::start(dir.path());
     let notes = NotificationServer::start(&bus);
@@ -444,6 +485,10 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
 
 #[test]
 fn without_a_tray_it_keeps_notifying_and_says_so_once() {
+    let test = "without_a_tray_it_keeps_notifying_and_says_so_once";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let bus = Bus::start(dir.path());
     let notes = NotificationServer::start(&bus);
@@ -507,18 +552,11 @@ fn xvfb() -> Option<(common::Killed, String)> {
 
 #[test]
 fn the_real_dunst_under_xvfb_shows_the_notification() {
-    let have = |p: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {p}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !(have("Xvfb") && have("dunst") && have("dunstctl")) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must install xvfb and dunst"
-        );
-        eprintln!("SKIPPED: Xvfb or dunst is not installed");
+    let test = "the_real_dunst_under_xvfb_shows_the_notification";
+    if !require(
+        test,
+        &["dbus-daemon", "python3", "Xvfb", "dunst", "dunstctl"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -589,6 +627,10 @@ fn the_real_dunst_under_xvfb_shows_the_notification() {
 
 #[test]
 fn a_tray_that_starts_later_still_gets_the_icon() {
+    let test = "a_tray_that_starts_later_still_gets_the_icon";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let bus = Bus::start(dir.path());
     let _notes = NotificationServer::start(&bus);

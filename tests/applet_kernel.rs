@@ -13,7 +13,8 @@ use common::{wait_until, Applet, Bus, NotificationServer, SniWatcher};
 
 #[test]
 fn a_real_connection_becomes_a_notification_naming_its_process() {
-    if !nets::root_or_skip("a_real_connection_becomes_a_notification_naming_its_process") {
+    let test = "a_real_connection_becomes_a_notification_naming_its_process";
+    if !nets::root_or_skip(test) || !nets::require(test, &["ip", "nft", "python3", "dbus-daemon"]) {
         return;
     }
     let helper = nets::helper_bin();

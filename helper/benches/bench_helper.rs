@@ -369,11 +369,23 @@ fn main() {
     if !common::root_or_skip("bench_helper") {
         return;
     }
+    // Every part makes namespaces (ip) and starts helpers (nft); the latency part and the
+    // attribution clients run the test peer (python3), curl and bash. `conntrack` is only the
+    // comparison beside the burst: without it that column says "not installed".
+    let only = std::env::var("BENCH_ONLY").ok();
+    let tools: &[&str] = match only.as_deref() {
+        Some("latency") => &["ip", "nft", "python3"],
+        Some("burst") => &["ip", "nft"],
+        _ => &["ip", "nft", "python3", "curl", "bash"],
+    };
+    if !common::require("bench_helper", tools) {
+        return;
+    }
     let have_conntrack = Command::new("conntrack")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
+    if only.as_deref() == Some("latency") {
         let lat = latency(200, 5);
         println!(
             "latency: median {:.3} ms, p99 {:.3} ms ({} measured)",
@@ -385,7 +397,7 @@ fn main() {
     }
     eprintln!("burst ({BURST} UDP flows)...");
     let b = burst(BURST, have_conntrack);
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("burst") {
+    if only.as_deref() == Some("burst") {
         let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
         println!(
             "burst at {:.0} flows/s: {}/{} shown, {} lost; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",

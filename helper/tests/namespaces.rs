@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_file, is_conn_to, nft_tables, root_or_skip, Helper, Net};
+use common::{config_file, is_conn_to, nft_tables, require, root_or_skip, Helper, Net};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -20,7 +20,8 @@ fn pid_of(v: &Value) -> Option<u64> {
 
 #[test]
 fn tcp_ipv4_outbound_is_attributed_to_the_client_pid() {
-    if !root_or_skip("tcp_ipv4_outbound_is_attributed_to_the_client_pid") {
+    let test = "tcp_ipv4_outbound_is_attributed_to_the_client_pid";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -60,7 +61,8 @@ fn tcp_ipv4_outbound_is_attributed_to_the_client_pid() {
 
 #[test]
 fn tcp_ipv6_outbound_has_full_addresses() {
-    if !root_or_skip("tcp_ipv6_outbound_has_full_addresses") {
+    let test = "tcp_ipv6_outbound_has_full_addresses";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -78,7 +80,8 @@ fn tcp_ipv6_outbound_has_full_addresses() {
 
 #[test]
 fn udp_both_families_with_proto_all() {
-    if !root_or_skip("udp_both_families_with_proto_all") {
+    let test = "udp_both_families_with_proto_all";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -107,7 +110,8 @@ fn udp_both_families_with_proto_all() {
 
 #[test]
 fn inbound_connection_names_the_server_and_puts_the_client_remote() {
-    if !root_or_skip("inbound_connection_names_the_server_and_puts_the_client_remote") {
+    let test = "inbound_connection_names_the_server_and_puts_the_client_remote";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -129,7 +133,8 @@ fn inbound_connection_names_the_server_and_puts_the_client_remote() {
 
 #[test]
 fn whitelisted_process_is_silent() {
-    if !root_or_skip("whitelisted_process_is_silent") {
+    let test = "whitelisted_process_is_silent";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
         return;
     }
     let mut net = Net::new();
@@ -165,7 +170,8 @@ fn whitelisted_process_is_silent() {
 
 #[test]
 fn whitelisted_cidr_is_silent() {
-    if !root_or_skip("whitelisted_cidr_is_silent") {
+    let test = "whitelisted_cidr_is_silent";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -188,7 +194,8 @@ fn whitelisted_cidr_is_silent() {
 
 #[test]
 fn critical_ports_are_flagged_by_number() {
-    if !root_or_skip("critical_ports_are_flagged_by_number") {
+    let test = "critical_ports_are_flagged_by_number";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -204,7 +211,8 @@ fn critical_ports_are_flagged_by_number() {
 
 #[test]
 fn repeat_filter_reports_a_program_and_remote_once() {
-    if !root_or_skip("repeat_filter_reports_a_program_and_remote_once") {
+    let test = "repeat_filter_reports_a_program_and_remote_once";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -240,7 +248,8 @@ fn repeat_filter_reports_a_program_and_remote_once() {
 
 #[test]
 fn short_lived_curl_is_attributed_to_its_pid() {
-    if !root_or_skip("short_lived_curl_is_attributed_to_its_pid") {
+    let test = "short_lived_curl_is_attributed_to_its_pid";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
         return;
     }
     let mut net = Net::new();
@@ -288,7 +297,8 @@ fn short_lived_curl_is_attributed_to_its_pid() {
 
 #[test]
 fn unattributable_flow_is_reported_with_null_process() {
-    if !root_or_skip("unattributable_flow_is_reported_with_null_process") {
+    let test = "unattributable_flow_is_reported_with_null_process";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "ping"]) {
         return;
     }
     let net = Net::new();
@@ -318,7 +328,8 @@ fn unattributable_flow_is_reported_with_null_process() {
 
 #[test]
 fn loopback_is_ignored_by_default() {
-    if !root_or_skip("loopback_is_ignored_by_default") {
+    let test = "loopback_is_ignored_by_default";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -338,7 +349,8 @@ fn loopback_is_ignored_by_default() {
 
 #[test]
 fn ensure_conntrack_table_is_added_and_removed() {
-    if !root_or_skip("ensure_conntrack_table_is_added_and_removed") {
+    let test = "ensure_conntrack_table_is_added_and_removed";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -386,7 +398,8 @@ fn ensure_conntrack_table_is_added_and_removed() {
 
 #[test]
 fn stdin_eof_ends_the_helper_within_a_second() {
-    if !root_or_skip("stdin_eof_ends_the_helper_within_a_second") {
+    let test = "stdin_eof_ends_the_helper_within_a_second";
+    if !root_or_skip(test) || !require(test, &["ip", "nft"]) {
         return;
     }
     let net = Net::new();
@@ -400,7 +413,8 @@ fn stdin_eof_ends_the_helper_within_a_second() {
 
 #[test]
 fn sigterm_removes_the_table_and_exits_cleanly() {
-    if !root_or_skip("sigterm_removes_the_table_and_exits_cleanly") {
+    let test = "sigterm_removes_the_table_and_exits_cleanly";
+    if !root_or_skip(test) || !require(test, &["ip", "nft"]) {
         return;
     }
     let net = Net::new();
@@ -418,7 +432,8 @@ fn sigterm_removes_the_table_and_exits_cleanly() {
 
 #[test]
 fn commands_pause_resume_reconfigure_and_bad_lines_get_errors() {
-    if !root_or_skip("commands_pause_resume_reconfigure_and_bad_lines_get_errors") {
+    let test = "commands_pause_resume_reconfigure_and_bad_lines_get_errors";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
         return;
     }
     let mut net = Net::new();
@@ -478,7 +493,8 @@ fn commands_pause_resume_reconfigure_and_bad_lines_get_errors() {
 
 #[test]
 fn hostile_process_names_stay_one_escaped_line() {
-    if !root_or_skip("hostile_process_names_stay_one_escaped_line") {
+    let test = "hostile_process_names_stay_one_escaped_line";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -558,7 +574,8 @@ fn assert_all_named(lines: &[Value], pids: &[u64], n: usize, comm: &str) {
 
 #[test]
 fn bash_dev_tcp_one_shots_are_all_named_with_their_pid() {
-    if !root_or_skip("bash_dev_tcp_one_shots_are_all_named_with_their_pid") {
+    let test = "bash_dev_tcp_one_shots_are_all_named_with_their_pid";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "bash"]) {
         return;
     }
     let mut net = Net::new();
@@ -580,7 +597,8 @@ fn bash_dev_tcp_one_shots_are_all_named_with_their_pid() {
 
 #[test]
 fn connects_refused_at_once_are_all_named() {
-    if !root_or_skip("connects_refused_at_once_are_all_named") {
+    let test = "connects_refused_at_once_are_all_named";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "bash"]) {
         return;
     }
     let net = Net::new();
@@ -594,7 +612,8 @@ fn connects_refused_at_once_are_all_named() {
 
 #[test]
 fn udp_one_shots_are_all_named_with_their_pid() {
-    if !root_or_skip("udp_one_shots_are_all_named_with_their_pid") {
+    let test = "udp_one_shots_are_all_named_with_their_pid";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "bash"]) {
         return;
     }
     let net = Net::new();
@@ -609,7 +628,8 @@ fn udp_one_shots_are_all_named_with_their_pid() {
 
 #[test]
 fn ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples() {
-    if !root_or_skip("ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples") {
+    let test = "ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -642,7 +662,8 @@ fn ipv6_and_dual_stack_connects_are_recorded_under_their_own_tuples() {
 
 #[test]
 fn without_the_hook_a_refused_connect_is_found_through_its_closed_socket() {
-    if !root_or_skip("without_the_hook_a_refused_connect_is_found_through_its_closed_socket") {
+    let test = "without_the_hook_a_refused_connect_is_found_through_its_closed_socket";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let net = Net::new();
@@ -668,7 +689,8 @@ fn without_the_hook_a_refused_connect_is_found_through_its_closed_socket() {
 
 #[test]
 fn an_address_added_while_running_is_local_at_once() {
-    if !root_or_skip("an_address_added_while_running_is_local_at_once") {
+    let test = "an_address_added_while_running_is_local_at_once";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
         return;
     }
     let mut net = Net::new();
@@ -706,7 +728,8 @@ fn an_address_added_while_running_is_local_at_once() {
 
 #[test]
 fn a_tiny_socket_buffer_loses_events_and_says_how_many() {
-    if !root_or_skip("a_tiny_socket_buffer_loses_events_and_says_how_many") {
+    let test = "a_tiny_socket_buffer_loses_events_and_says_how_many";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let net = Net::new();
@@ -756,7 +779,8 @@ fn a_tiny_socket_buffer_loses_events_and_says_how_many() {
 
 #[test]
 fn log_file_gets_one_text_line_per_report() {
-    if !root_or_skip("log_file_gets_one_text_line_per_report") {
+    let test = "log_file_gets_one_text_line_per_report";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -803,7 +827,8 @@ fn thread_caps(pid: u32) -> Vec<(String, u64)> {
 
 #[test]
 fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
-    if !root_or_skip("the_helper_keeps_only_the_capabilities_it_needs_and_still_works") {
+    let test = "the_helper_keeps_only_the_capabilities_it_needs_and_still_works";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -837,7 +862,8 @@ fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
 
 #[test]
 fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
-    if !root_or_skip("the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted") {
+    let test = "the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -869,7 +895,8 @@ fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
 
 #[test]
 fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
-    if !root_or_skip("a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow") {
+    let test = "a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let net = Net::new();
@@ -908,7 +935,8 @@ fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
 
 #[test]
 fn a_closed_stdout_ends_the_helper_and_removes_its_table() {
-    if !root_or_skip("a_closed_stdout_ends_the_helper_and_removes_its_table") {
+    let test = "a_closed_stdout_ends_the_helper_and_removes_its_table";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();
@@ -941,7 +969,8 @@ fn a_closed_stdout_ends_the_helper_and_removes_its_table() {
 
 #[test]
 fn reverse_dns_names_an_address_no_answer_named_and_says_so() {
-    if !root_or_skip("reverse_dns_names_an_address_no_answer_named_and_says_so") {
+    let test = "reverse_dns_names_an_address_no_answer_named_and_says_so";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
         return;
     }
     let mut net = Net::new();

@@ -1,8 +1,19 @@
 //! Real parts for the applet's end-to-end tests: a private `dbus-daemon`, a notification
 //! server and a StatusNotifierWatcher on it (started before anything could ask D-Bus to
 //! activate a real one), a scripted helper, and the applet itself.
+//!
+//! Each test first says which programs it runs ([`require`]): `dbus-daemon` for the bus,
+//! `python3` for the scripted helper, and whatever else it starts itself.
 
 #![allow(dead_code)]
+
+// The helper's test module has the same file: one list of programs and packages for both.
+// (A target that includes both modules, like applet_kernel, has it twice, which is harmless.)
+#[allow(clippy::duplicate_mod)]
+#[path = "../../helper/tests/common/require.rs"]
+mod require;
+#[allow(unused_imports)] // a target that includes both modules uses one of them
+pub use require::require;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -4,8 +4,14 @@
 //! Nothing here touches the host's own namespace: every address lives on the veth pair or on
 //! loopback inside the test namespaces, and every process started is killed by pid on drop.
 //! The tests need root; without it they skip, except under `CI=true`, where that is a failure.
+//! So it is with the programs they run ([`require`]): `ip` for every namespace, `nft` for every
+//! helper started here (it adds its nftables table), `python3` for the test peers.
 
 #![allow(dead_code)]
+
+mod require;
+#[allow(unused_imports)] // a target that includes both modules uses one of them
+pub use require::require;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
