@@ -63,6 +63,11 @@ fn process(comm: &str, exe: Option<&str>, cmdline: &[&str], user: Option<&str>) 
         cmdline: cmdline.iter().map(|a| a.to_string()).collect(),
         uid: 1000,
         user: user.map(String::from),
+        exe_verified: exe.is_some(),
+        exe_unverified: exe
+            .is_none()
+            .then(|| "the executable could not be read".into()),
+        exe_system: exe.is_some_and(|e| e.starts_with("/usr/")),
     }
 }
 
