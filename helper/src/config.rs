@@ -104,7 +104,18 @@ pub struct Whitelist {
     pub processes: Vec<String>,
     pub remote: Vec<RemoteNet>,
     /// Names as looked up over DNS: `github.com` exactly, `*.mozilla.org` any name below it.
+    /// Only a name the connecting process got from one of the system's resolvers matches.
     pub hosts: Vec<HostPattern>,
+    /// A program (as in `processes`) allowed to reach a host (as in `hosts`), and no other.
+    pub program_hosts: Vec<ProgramHost>,
+}
+
+/// One `{ program = "/usr/bin/git", host = "github.com" }` entry of `whitelist.program_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramHost {
+    pub program: String,
+    pub host: HostPattern,
 }
 
 /// A whitelisted name: exact, or `*.` and a domain for every name below that domain.

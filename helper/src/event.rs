@@ -61,11 +61,25 @@ impl Process {
     }
 }
 
+/// Where a connection's `host` came from, which says what it proves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum HostSource {
+    /// The connecting process itself asked one of the system's resolvers (its resolver
+    /// configuration) and this machine received the answer: as good as the resolver.
     Dns,
+    /// The connecting process asked a DNS server the system does not use: the program
+    /// chose both the question and whoever answered it, so the name proves nothing.
+    OwnResolver,
+    /// A reverse (PTR) lookup: named by whoever owns the address.
     Ptr,
+}
+
+impl HostSource {
+    /// Whether a whitelist entry may accept a name from this source.
+    pub fn may_whitelist(self) -> bool {
+        self == HostSource::Dns
+    }
 }
 
 /// How a flow was tied to its process; tells the reader how much to trust the match.
@@ -98,12 +112,15 @@ pub struct Connection {
     pub local_port: Option<u16>,
     pub remote_ip: IpAddr,
     pub remote_port: Option<u16>,
-    /// The name the machine looked up before connecting to `remote_ip` (from the DNS answers
-    /// it received), when one was seen: untrusted, like every name.
+    /// The name the connecting process itself looked up before connecting to `remote_ip`
+    /// (from the DNS answers this machine received for its queries), when one was seen:
+    /// untrusted, like every name. A connection to an address its process did not look up
+    /// carries none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Where `host` came from: `dns` (an answer this machine received) or `ptr` (a reverse
-    /// lookup, named by whoever owns the address).
+    /// Where `host` came from: `dns` (one of the system's resolvers), `own_resolver` (a DNS
+    /// server of the program's choosing) or `ptr` (a reverse lookup, named by whoever owns
+    /// the address). Only `dns` names can be whitelisted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_source: Option<HostSource>,
     /// ICMP type, code and id, for ICMP and ICMPv6 flows only.

@@ -1,8 +1,9 @@
 //! Which flows are worth telling the person about. Pure: no clock, no OS.
 //!
-//! The rules run in a fixed order, cheapest first, and split in two so that a flow dropped on
+//! The rules run in a fixed order, cheapest first, and split so that a flow dropped on
 //! protocol, direction, loopback or remote address never costs a process lookup:
-//! [`before_attribution`], then [`after_attribution`] with the process (or none).
+//! [`before_attribution`], then with the process (or none) [`host_rule`] (a name counts only
+//! once the process that looked it up is known) and [`after_attribution`].
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use lru::LruCache;
 
 use crate::config::Config;
 use crate::direction::Sides;
-use crate::event::Process;
+use crate::event::{HostSource, Process};
 use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
@@ -22,6 +23,7 @@ pub enum Skip {
     Loopback,
     RemoteWhitelisted,
     HostWhitelisted,
+    ProgramHostWhitelisted,
     ProcessWhitelisted,
     Unknown,
     NotCritical,
@@ -61,13 +63,31 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
     Ok(())
 }
 
-/// The remote's DNS name against `whitelist.hosts` (after the address rules, before
-/// attribution: it needs no process).
-pub fn host_rule(cfg: &Config, host: Option<&str>) -> Result<(), Skip> {
-    match host {
-        Some(h) if cfg.whitelist.hosts.iter().any(|p| p.matches(h)) => Err(Skip::HostWhitelisted),
-        _ => Ok(()),
+/// The name the connecting process looked up, against `whitelist.hosts` and
+/// `whitelist.program_hosts`. Only a name from one of the system's resolvers counts: a PTR
+/// name is the address owner's choice, and a name from a server of the program's own
+/// choosing is the program's (see [`HostSource::may_whitelist`]).
+pub fn host_rule(
+    cfg: &Config,
+    process: Option<&Process>,
+    host: Option<(&str, HostSource)>,
+) -> Result<(), Skip> {
+    let Some((name, _)) = host.filter(|(_, source)| source.may_whitelist()) else {
+        return Ok(());
+    };
+    if cfg.whitelist.hosts.iter().any(|p| p.matches(name)) {
+        return Err(Skip::HostWhitelisted);
     }
+    let paired = process.is_some_and(|p| {
+        cfg.whitelist
+            .program_hosts
+            .iter()
+            .any(|e| e.host.matches(name) && process_matches(&e.program, p))
+    });
+    if paired {
+        return Err(Skip::ProgramHostWhitelisted);
+    }
+    Ok(())
 }
 
 /// Whether a whitelist entry names this process, on evidence the process cannot forge.

@@ -17,12 +17,14 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
+use conntrack_tray_helper::attribution::Attributor;
 use conntrack_tray_helper::attribution::{Connects, SocketAttributor};
 use conntrack_tray_helper::commands;
 use conntrack_tray_helper::config::{Config, ProtoSel};
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::flow::Proto;
-use conntrack_tray_helper::names::{capture::DnsCapture, Names};
+use conntrack_tray_helper::names::capture::{DnsCapture, Shared};
+use conntrack_tray_helper::names::Names;
 use conntrack_tray_helper::output::{self, Format, Output};
 use conntrack_tray_helper::pipeline::Pipeline;
 use conntrack_tray_helper::service::{self, CommandLine, Inputs, Speaker, Stop};
@@ -319,6 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(h) => Some(Box::new(h.reader().context("cannot share the connect map")?) as _),
         None => None,
     };
+    let third = match &hook {
+        Some(h) => Some(Box::new(h.reader().context("cannot share the connect map")?) as _),
+        None => None,
+    };
+    // The DNS capture names the process behind each query with a chain of its own.
+    let mut query_attr = attributor(third)?;
     let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?;
     // The reader's lookups run at real-time priority, so they look at the newest processes
     // only; the pipeline's fallback scans them all at normal priority.
@@ -358,12 +366,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(c) => Some(c),
         Err(e) => {
             startup.push(format!(
-                "names from DNS are off: cannot capture DNS answers: {e}"
+                "names from DNS are off: cannot capture DNS packets: {e}"
             ));
             None
         }
     };
-    let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr, Names::new(capture));
     // Threads inherit the scheduling policy and the capabilities of the thread that starts
     // them: raise the priority for the reader, then give up what is no longer needed, start
     // the reader, and bring the main thread back to normal priority before the rest.
@@ -373,6 +380,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     spawn_reader(socket, flow_tx, early, early_rx, cli.debug, prio)?;
     realtime::normal_priority();
+    let names = match capture.map(|c| {
+        c.spawn(Box::new(move |sides| {
+            query_attr.attribute(sides).map(|a| a.process.pid)
+        }))
+    }) {
+        Some(Ok(shared)) => shared,
+        Some(Err(e)) => {
+            startup.push(format!(
+                "names from DNS are off: cannot start the capture: {e}"
+            ));
+            Shared::without_capture()
+        }
+        None => Shared::without_capture(),
+    };
+    let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr, Names::new(names));
     let (cmd_tx, cmd_rx) = unbounded::<CommandLine>();
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;

@@ -138,7 +138,6 @@ impl<A: Attributor> Pipeline<A> {
             return Outcome::Ignored;
         }
         self.stats.flows += 1;
-        self.names.catch_up(now);
         if self.paused {
             self.stats.paused += 1;
             return Outcome::Paused;
@@ -148,14 +147,22 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        let host = self.names.dns_name(&sides.remote_ip, now);
-        if let Err(skip) = filter::host_rule(&self.cfg, host.as_deref()) {
-            self.stats.skipped += 1;
-            return Outcome::Skipped(skip);
+        let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
+        if found.is_some() {
+            self.stats.attributed += 1;
+        } else {
+            self.stats.unattributed += 1;
         }
-        // Only now, and only for names no DNS answer gave: a PTR name never whitelists.
-        let (host, host_source) = match host {
-            Some(h) => (Some(h), Some(HostSource::Dns)),
+        let process = found.as_ref().map(|a| &a.process);
+        // The name this process looked up, if it did: a name is never borrowed from another
+        // program's lookup. For names no DNS answer gave, a PTR name if configured (marked;
+        // it never whitelists).
+        let named = process.and_then(|p| {
+            self.names.catch_up();
+            self.names.dns_name(p.pid, &sides.remote_ip, now)
+        });
+        let (host, host_source) = match named {
+            Some((h, source)) => (Some(h), Some(source)),
             None => {
                 let name = self
                     .names
@@ -164,13 +171,10 @@ impl<A: Attributor> Pipeline<A> {
                 (name, source)
             }
         };
-        let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
-        if found.is_some() {
-            self.stats.attributed += 1;
-        } else {
-            self.stats.unattributed += 1;
+        if let Err(skip) = filter::host_rule(&self.cfg, process, host.as_deref().zip(host_source)) {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
         }
-        let process = found.as_ref().map(|a| &a.process);
         if let Err(skip) =
             filter::after_attribution(&self.cfg, &sides, process, &mut self.repeats, now)
         {
@@ -253,7 +257,7 @@ mod tests {
             cfg,
             LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
             ByPort(table),
-            Names::new(None),
+            Names::new(crate::names::capture::Shared::without_capture()),
         )
     }
 

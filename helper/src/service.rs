@@ -274,7 +274,12 @@ mod tests {
         let early = Early::new(cfg.clone(), local_addrs(), Everyone);
         let reader = std::thread::spawn(move || reader::run(script, flow_tx, early, upd_rx, false));
         let (inputs, _held) = inputs(flow_rx);
-        let mut p = Pipeline::new(cfg, local_addrs(), Nobody, Names::new(None));
+        let mut p = Pipeline::new(
+            cfg,
+            local_addrs(),
+            Nobody,
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
         let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
         let stop = serve(
             &mut p,
@@ -319,7 +324,12 @@ mod tests {
             .send(Some(Err(CommandError::Invalid("nope".into()))))
             .expect("send");
         held.cmds.send(None).expect("send");
-        let mut p = Pipeline::new(Config::default(), local_addrs(), Nobody, Names::new(None));
+        let mut p = Pipeline::new(
+            Config::default(),
+            local_addrs(),
+            Nobody,
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
         let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
         let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
         assert_eq!(stop, Stop::StdinClosed);
@@ -336,7 +346,12 @@ mod tests {
         let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
         let (inputs, held) = inputs(flow_rx);
         held.sigs.send(libc::SIGTERM).expect("send");
-        let mut p = Pipeline::new(Config::default(), local_addrs(), Nobody, Names::new(None));
+        let mut p = Pipeline::new(
+            Config::default(),
+            local_addrs(),
+            Nobody,
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
         let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
         let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
         assert_eq!(stop, Stop::Signal(libc::SIGTERM));

@@ -59,7 +59,11 @@ fn to_port(lines: &[Value], port: u16) -> Option<&Value> {
 
 #[test]
 fn a_program_cannot_borrow_a_whitelisted_identity() {
-    if !root_or_skip("a_program_cannot_borrow_a_whitelisted_identity") {
+    let test = "a_program_cannot_borrow_a_whitelisted_identity";
+    let tools = [
+        "ip", "nft", "setpriv", "unshare", "mount", "curl", "python3",
+    ];
+    if !root_or_skip(test) || !common::require(test, &tools) {
         return;
     }
     let mut net = Net::new();
@@ -125,4 +129,114 @@ rm -rf "$d"
             .is_some_and(|w| w.contains("another mount namespace")),
         "{bound}"
     );
+}
+
+/// Runs the test peer (`helper/tests/tools/peer.py`) as `nobody` in `ns`, to completion.
+fn peer_as_nobody(ns: &str, args: &[&str]) {
+    let script = common::peer_script();
+    let mut argv = vec![PY.to_string(), script.display().to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    as_nobody(ns, &argv.join(" "));
+}
+
+#[test]
+fn a_name_is_used_only_for_the_connections_of_the_process_that_looked_it_up() {
+    let test = "a_name_is_used_only_for_the_connections_of_the_process_that_looked_it_up";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3"]) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081]);
+    let b4 = net.b4();
+    net.start_peer(&net.b.clone(), &["dns", "0.0.0.0", &b4]);
+    net.set_resolver(&b4);
+    let h = Helper::start(&net.a, &[]);
+    // Someone looks up example.test (-> b) with the system's resolver and connects.
+    peer_as_nobody(&net.a, &["resolve", "example.test", &b4, "8080"]);
+    // Another program connects to the same address without looking anything up.
+    peer_as_nobody(&net.a, &["connect", &b4, "8081", "0.2"]);
+    let lines = h.collect(Duration::from_secs(2));
+    let named = to_port(&lines, 8080).expect("the resolving program's line");
+    assert_eq!(named["host"], "example.test", "{named}");
+    assert_eq!(named["host_source"], "dns", "{named}");
+    let bare = to_port(&lines, 8081).expect("the other program's line");
+    assert!(
+        bare.get("host").is_none(),
+        "borrowed another's name: {bare}"
+    );
+}
+
+#[test]
+fn a_program_that_asks_its_own_dns_server_gets_a_name_that_whitelists_nothing() {
+    let test = "a_program_that_asks_its_own_dns_server_gets_a_name_that_whitelists_nothing";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3"]) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081, 8082]);
+    let b4 = net.b4();
+    // The system's resolver at b, and the program's own DNS server at a second address.
+    let own = net.add_b4(3);
+    net.start_peer(&net.b.clone(), &["dns", &b4, &b4]);
+    net.start_peer(&net.b.clone(), &["dns", &own, &b4]);
+    net.set_resolver(&b4);
+    let (_d, cfg) = config_file("[whitelist]\nhosts = [\"github.test\"]\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // Its own server says github.test is b: reported, marked, not whitelisted.
+    peer_as_nobody(&net.a, &["resolve", "github.test", &own, "8080"]);
+    // The system's resolver says the same: that name is the resolver's word, and silences.
+    peer_as_nobody(&net.a, &["resolve", "github.test", &b4, "8081"]);
+    // A last flow shows the helper was watching all along.
+    peer_as_nobody(&net.a, &["connect", &b4, "8082", "0.2"]);
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(to_port(&lines, 8082).is_some(), "{lines:?}");
+    let v = to_port(&lines, 8080).expect("the own-resolver connection is reported");
+    assert_eq!(v["host"], "github.test", "{v}");
+    assert_eq!(v["host_source"], "own_resolver", "{v}");
+    assert!(
+        to_port(&lines, 8081).is_none(),
+        "the system resolver's name did not whitelist: {lines:?}"
+    );
+}
+
+#[test]
+fn an_answer_nobody_asked_for_names_nothing() {
+    let test = "an_answer_nobody_asked_for_names_nothing";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3"]) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let b4 = net.b4();
+    net.set_resolver(&b4);
+    let (_d, cfg) = config_file("[whitelist]\nhosts = [\"github.test\"]\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // From b's port 53, unasked: "github.test is b", to a's port 40053, a few times.
+    let a4 = net.a4();
+    let inject = format!(
+        "import socket, struct, time\n\
+         def enc(n): return b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0'\n\
+         q = enc('github.test') + struct.pack('!HH', 1, 1)\n\
+         a = b'\\xc0\\x0c' + struct.pack('!HHIH', 1, 1, 300, 4) + socket.inet_aton('{b4}')\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{b4}', 53))\n\
+         for i in range(5):\n\
+         \x20   s.sendto(struct.pack('!HHHHHH', 0x1234, 0x8180, 1, 1, 0, 0) + q + a, ('{a4}', 40053))\n\
+         \x20   time.sleep(0.05)\n"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.b, PY, "-c", &inject])
+        .output()
+        .expect("inject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The "victim" then connects to b; a program with that port open would have received
+    // the answers.
+    peer_as_nobody(&net.a, &["connect", &b4, "8080", "0.2"]);
+    let lines = h.collect(Duration::from_secs(2));
+    let v = to_port(&lines, 8080).expect("reported, not whitelisted by a forged name");
+    assert!(v.get("host").is_none(), "{v}");
 }

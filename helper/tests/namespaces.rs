@@ -870,6 +870,7 @@ fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {
     net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081]);
     let b4 = net.b4();
     net.start_peer(&net.b.clone(), &["dns", "0.0.0.0", &b4]);
+    net.set_resolver(&b4);
     let h = Helper::start(&net.a, &[]);
     // example.test -> CNAME edge.cdn.test -> A b: the connection is to "example.test".
     let (pid, _) = net.client(&net.a, &["resolve", "example.test", &b4, "8080"]);

@@ -1,17 +1,17 @@
-//! Names from observed DNS: which name a program asked for before it connected to an address.
+//! DNS on the wire, parsed: which packets carry a DNS message, and what a message asks and
+//! answers.
 //!
-//! The capture (see `dns_capture`) hands over raw IP packets carrying UDP from port 53; this
-//! module checks every length itself before trusting the packet, lets `simple-dns` parse the
-//! message, and keeps a bounded, TTL-aware map from address to the name that was asked for.
-//! A CNAME chain is followed only from the question, so `example.com → edge.cdn.net → 1.2.3.4`
-//! maps 1.2.3.4 to `example.com`, and unrelated records in the same answer are ignored.
+//! The capture ([`super::capture`]) hands over raw IP packets carrying UDP or TCP to or from
+//! port 53; this module checks every length itself before trusting the packet and lets
+//! `simple-dns` parse the message. It keeps no state: whether an answer is believed, and for
+//! whom, is [`super::table`]'s decision. A CNAME chain is followed only from the question, so
+//! `example.com → edge.cdn.net → 1.2.3.4` names 1.2.3.4 `example.com`, and unrelated records
+//! in the same answer are ignored.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-use lru::LruCache;
 use simple_dns::rdata::RData;
 use simple_dns::{Packet, PacketFlag};
 
@@ -21,23 +21,8 @@ pub const NAME_LIMIT: usize = 255;
 pub const MIN_TTL: Duration = Duration::from_secs(60);
 /// And at most this long.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-pub const CAPACITY: usize = 4096;
 
-pub struct DnsNames {
-    map: LruCache<IpAddr, (String, Instant)>,
-    /// Answers recorded since the start.
-    pub recorded: u64,
-    /// Packets that were not a DNS answer we could read.
-    pub rejected: u64,
-}
-
-impl Default for DnsNames {
-    fn default() -> Self {
-        DnsNames::new(CAPACITY)
-    }
-}
-
-fn normalise(name: &str) -> String {
+pub(crate) fn normalise(name: &str) -> String {
     let mut n: String = name.trim_end_matches('.').to_ascii_lowercase();
     if n.len() > NAME_LIMIT {
         let mut cut = NAME_LIMIT;
@@ -49,12 +34,22 @@ fn normalise(name: &str) -> String {
     n
 }
 
-/// The DNS message in an IPv4 or IPv6 packet from source port 53, if it carries one: the
-/// UDP payload, or for TCP a whole length-prefixed message within this one segment (answers
+/// A transport segment to or from port 53 and the DNS message it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub msg: &'a [u8],
+}
+
+/// The DNS message in an IPv4 or IPv6 packet to or from port 53, if it carries one: the UDP
+/// payload, or for TCP a whole length-prefixed message within this one segment (messages
 /// split over several segments are not reassembled).
-pub fn dns_message_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
+pub fn segment(pkt: &[u8]) -> Option<Segment<'_>> {
     let version = pkt.first()? >> 4;
-    let (proto, l4) = match version {
+    let (proto, src, dst, l4) = match version {
         4 => {
             let ihl = usize::from(pkt.first()? & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
@@ -63,7 +58,14 @@ pub fn dns_message_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
             if frag & 0x3fff != 0 || ihl < 20 || total > pkt.len() {
                 return None;
             }
-            (*pkt.get(9)?, pkt.get(ihl..total)?)
+            let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            (
+                *pkt.get(9)?,
+                IpAddr::V4(Ipv4Addr::from(src)),
+                IpAddr::V4(Ipv4Addr::from(dst)),
+                pkt.get(ihl..total)?,
+            )
         }
         6 => {
             let payload = usize::from(u16::from_be_bytes([*pkt.get(4)?, *pkt.get(5)?]));
@@ -71,21 +73,29 @@ pub fn dns_message_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
             if 40 + payload > pkt.len() {
                 return None;
             }
-            (*pkt.get(6)?, pkt.get(40..40 + payload)?)
+            let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            (
+                *pkt.get(6)?,
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+                pkt.get(40..40 + payload)?,
+            )
         }
         _ => return None,
     };
     let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
-    if sport != 53 {
+    let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
+    if sport != 53 && dport != 53 {
         return None;
     }
-    match proto {
+    let msg = match proto {
         17 => {
             let len = usize::from(u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]));
             if len < 8 || len > l4.len() {
                 return None;
             }
-            l4.get(8..len)
+            l4.get(8..len)?
         }
         6 => {
             let data_offset = usize::from(l4.get(12)? >> 4) * 4;
@@ -94,48 +104,42 @@ pub fn dns_message_from_port_53(pkt: &[u8]) -> Option<&[u8]> {
             }
             let data = l4.get(data_offset..)?;
             let len = usize::from(u16::from_be_bytes([*data.first()?, *data.get(1)?]));
-            data.get(2..2 + len)
+            data.get(2..2 + len)?
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Segment {
+        proto,
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        msg,
+    })
 }
 
-impl DnsNames {
-    pub fn new(capacity: usize) -> DnsNames {
-        DnsNames {
-            map: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
-            recorded: 0,
-            rejected: 0,
-        }
-    }
+/// What a DNS message asks, and for an answer, which addresses stand for the question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: u16,
+    pub response: bool,
+    /// The first question's name (normalised) and type.
+    pub question: (String, u16),
+    /// A and AAAA records of the question or its CNAME chain, with their TTLs clamped to
+    /// [`MIN_TTL`]..[`MAX_TTL`]. Empty for queries.
+    pub addrs: Vec<(IpAddr, Duration)>,
+}
 
-    /// Records the answers of one captured IP packet; returns how many addresses it named.
-    pub fn observe_packet(&mut self, pkt: &[u8], now: Instant) -> usize {
-        match dns_message_from_port_53(pkt) {
-            Some(msg) => self.observe_message(msg, now),
-            None => {
-                self.rejected += 1;
-                0
-            }
-        }
+/// Parses one DNS message; `None` for anything that is not a message with a question.
+pub fn parse(msg: &[u8]) -> Option<Message> {
+    let packet = Packet::parse(msg).ok()?;
+    let question = packet.questions.first()?;
+    let asked = normalise(&question.qname.to_string());
+    if asked.is_empty() {
+        return None;
     }
-
-    /// Records the answers of one DNS message.
-    pub fn observe_message(&mut self, msg: &[u8], now: Instant) -> usize {
-        let Ok(packet) = Packet::parse(msg) else {
-            self.rejected += 1;
-            return 0;
-        };
-        if !packet.has_flags(PacketFlag::RESPONSE) {
-            return 0;
-        }
-        let Some(question) = packet.questions.first() else {
-            return 0;
-        };
-        let asked = normalise(&question.qname.to_string());
-        if asked.is_empty() {
-            return 0;
-        }
+    let qtype = u16::from(question.qtype);
+    let response = packet.has_flags(PacketFlag::RESPONSE);
+    let mut addrs = Vec::new();
+    if response {
         // The names that stand for the question: itself and its CNAME chain.
         let mut chain: HashSet<String> = HashSet::from([asked.clone()]);
         loop {
@@ -151,44 +155,24 @@ impl DnsNames {
                 break;
             }
         }
-        let mut named = 0;
         for rr in &packet.answers {
             let ip = match &rr.rdata {
                 RData::A(a) => IpAddr::V4(Ipv4Addr::from(a.address)),
                 RData::AAAA(a) => IpAddr::V6(Ipv6Addr::from(a.address)),
                 _ => continue,
             };
-            if !chain.contains(&normalise(&rr.name.to_string())) {
-                continue;
+            if chain.contains(&normalise(&rr.name.to_string())) {
+                let ttl = Duration::from_secs(u64::from(rr.ttl)).clamp(MIN_TTL, MAX_TTL);
+                addrs.push((ip, ttl));
             }
-            let ttl = Duration::from_secs(u64::from(rr.ttl)).clamp(MIN_TTL, MAX_TTL);
-            self.map.put(ip, (asked.clone(), now + ttl));
-            named += 1;
-        }
-        self.recorded += named as u64;
-        named
-    }
-
-    /// The name asked for before connecting to `ip`, while its answer is still valid.
-    pub fn name_of(&mut self, ip: &IpAddr, now: Instant) -> Option<String> {
-        let ip = ip.to_canonical();
-        match self.map.get(&ip) {
-            Some((name, until)) if *until > now => Some(name.clone()),
-            Some(_) => {
-                self.map.pop(&ip);
-                None
-            }
-            None => None,
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
+    Some(Message {
+        id: packet.id(),
+        response,
+        question: (asked, qtype),
+        addrs,
+    })
 }
 
 #[cfg(test)]
@@ -273,6 +257,10 @@ mod tests {
         RData::CNAME(CNAME(Name::new_unchecked(target).into_owned()))
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
     #[test]
     fn a_cname_chain_names_the_address_after_the_question() {
         let msg = answer(
@@ -284,45 +272,30 @@ mod tests {
             ],
             300,
         );
-        let mut d = DnsNames::default();
-        let now = Instant::now();
-        assert_eq!(d.observe_packet(&ipv4_udp(53, &msg), now), 1);
-        assert_eq!(
-            d.name_of(&"10.1.2.3".parse().expect("ip"), now).as_deref(),
-            Some("example.test")
-        );
-        // Valid for the TTL, then gone.
-        assert!(d
-            .name_of(
-                &"10.1.2.3".parse().expect("ip"),
-                now + Duration::from_secs(299)
-            )
-            .is_some());
-        assert!(d
-            .name_of(
-                &"10.1.2.3".parse().expect("ip"),
-                now + Duration::from_secs(301)
-            )
-            .is_none());
+        let pkt = ipv4_udp(53, &msg);
+        let seg = segment(&pkt).expect("a DNS segment");
+        assert_eq!(seg.proto, 17);
+        assert_eq!(seg.src, "10.0.0.53:53".parse().expect("addr"));
+        assert_eq!(seg.dst, "10.0.0.1:40000".parse().expect("addr"));
+        let m = parse(seg.msg).expect("a message");
+        assert!(m.response);
+        assert_eq!(m.id, 7);
+        assert_eq!(m.question, ("example.test".to_string(), 1));
+        assert_eq!(m.addrs, vec![(ip("10.1.2.3"), Duration::from_secs(300))]);
     }
 
     #[test]
     fn an_answer_over_tcp_in_one_segment_is_read_too() {
         let msg = answer("tcp.test", &[("tcp.test", a([10, 0, 0, 7]))], 60);
-        let mut d = DnsNames::default();
-        let now = Instant::now();
-        assert_eq!(d.observe_packet(&ipv4_tcp(53, &msg), now), 1);
-        assert_eq!(
-            d.name_of(&"10.0.0.7".parse().expect("ip"), now).as_deref(),
-            Some("tcp.test")
-        );
+        let pkt = ipv4_tcp(53, &msg);
+        let seg = segment(&pkt).expect("a DNS segment");
+        assert_eq!(seg.proto, 6);
+        assert_eq!(parse(seg.msg).expect("message").addrs[0].0, ip("10.0.0.7"));
         // Cut short (the rest in another segment): nothing, and no panic.
-        let whole = ipv4_tcp(53, &msg);
-        let mut short = whole[..whole.len() - 5].to_vec();
+        let mut short = pkt[..pkt.len() - 5].to_vec();
         let total = short.len() as u16;
         short[2..4].copy_from_slice(&total.to_be_bytes());
-        let mut d = DnsNames::default();
-        assert_eq!(d.observe_packet(&short, now), 0);
+        assert!(segment(&short).is_none());
     }
 
     #[test]
@@ -335,56 +308,47 @@ mod tests {
             ],
             60,
         );
-        let mut d = DnsNames::default();
-        assert_eq!(d.observe_packet(&ipv4_udp(53, &msg), Instant::now()), 1);
-        assert!(d
-            .name_of(&"10.0.0.2".parse().expect("ip"), Instant::now())
-            .is_none());
+        let m = parse(&msg).expect("message");
+        assert_eq!(m.addrs.len(), 1);
+        assert_eq!(m.addrs[0].0, ip("10.0.0.1"));
     }
 
     #[test]
-    fn ipv6_answers_over_ipv6_and_a_zero_ttl_still_names_the_next_connection() {
+    fn ipv6_answers_over_ipv6_and_a_zero_ttl_is_kept_at_least_a_minute() {
         let aaaa = RData::AAAA(AAAA {
             address: u128::from("2001:db8::7".parse::<Ipv6Addr>().expect("ip")),
         });
         let msg = answer("six.test", &[("six.test", aaaa)], 0);
-        let mut d = DnsNames::default();
-        let now = Instant::now();
-        assert_eq!(d.observe_packet(&ipv6_udp(53, &msg), now), 1);
-        assert_eq!(
-            d.name_of(
-                &"2001:db8::7".parse().expect("ip"),
-                now + Duration::from_secs(30)
-            )
-            .as_deref(),
-            Some("six.test")
-        );
+        let pkt = ipv6_udp(53, &msg);
+        let m = parse(segment(&pkt).expect("segment").msg).expect("message");
+        assert_eq!(m.addrs, vec![(ip("2001:db8::7"), MIN_TTL)]);
     }
 
     #[test]
-    fn queries_other_ports_fragments_and_garbage_are_rejected_without_panicking() {
-        let mut d = DnsNames::default();
-        let now = Instant::now();
+    fn other_ports_fragments_and_garbage_are_rejected_without_panicking() {
         let msg = answer("x.test", &[("x.test", a([10, 0, 0, 1]))], 60);
-        assert_eq!(d.observe_packet(&ipv4_udp(5353, &msg), now), 0);
+        assert!(segment(&ipv4_udp(5353, &msg)).is_none());
         let mut frag = ipv4_udp(53, &msg);
         frag[6] = 0x20; // more fragments
-        assert_eq!(d.observe_packet(&frag, now), 0);
+        assert!(segment(&frag).is_none());
         let full = ipv4_udp(53, &msg);
         for cut in 0..full.len() {
-            let _ = d.observe_packet(&full[..cut], now);
+            if let Some(s) = segment(&full[..cut]) {
+                let _ = parse(s.msg);
+            }
         }
         let mut bytes = full.clone();
         for i in 0..bytes.len() {
             let old = bytes[i];
             for v in [0, 0xff, 0xc0] {
                 bytes[i] = v;
-                let _ = d.observe_packet(&bytes, now);
+                if let Some(s) = segment(&bytes) {
+                    let _ = parse(s.msg);
+                }
             }
             bytes[i] = old;
         }
-        assert!(d.rejected > 0);
-        // A query (not a response) names nothing.
+        // A query is a message too, with no addresses.
         let mut q = Packet::new_query(1);
         q.questions.push(Question::new(
             Name::new_unchecked("q.test"),
@@ -392,30 +356,10 @@ mod tests {
             QCLASS::CLASS(CLASS::IN),
             false,
         ));
-        assert_eq!(
-            d.observe_message(&q.build_bytes_vec().expect("build"), now),
-            0
-        );
-    }
-
-    #[test]
-    fn the_map_is_bounded_oldest_first() {
-        let mut d = DnsNames::new(3);
-        let now = Instant::now();
-        for i in 1..=5u8 {
-            let msg = answer(
-                &format!("h{i}.test"),
-                &[(&format!("h{i}.test"), a([10, 0, 0, i]))],
-                60,
-            );
-            d.observe_packet(&ipv4_udp(53, &msg), now);
-        }
-        assert_eq!(d.len(), 3);
-        assert!(d.name_of(&"10.0.0.1".parse().expect("ip"), now).is_none());
-        assert_eq!(
-            d.name_of(&"10.0.0.5".parse().expect("ip"), now).as_deref(),
-            Some("h5.test")
-        );
+        let m = parse(&q.build_bytes_vec().expect("build")).expect("a query");
+        assert!(!m.response);
+        assert!(m.addrs.is_empty());
+        assert_eq!(m.question, ("q.test".to_string(), 1));
     }
 
     #[test]
@@ -425,11 +369,8 @@ mod tests {
             "a".repeat(60) + "." + &"b".repeat(60) + "." + &"c".repeat(60) + "." + &"d".repeat(60)
         );
         let msg = answer(&long, &[(&long, a([10, 0, 0, 9]))], 60);
-        let mut d = DnsNames::default();
-        d.observe_packet(&ipv4_udp(53, &msg), Instant::now());
-        let name = d
-            .name_of(&"10.0.0.9".parse().expect("ip"), Instant::now())
-            .expect("named");
-        assert!(name.len() <= NAME_LIMIT);
+        let m = parse(&msg).expect("message");
+        assert!(m.question.0.len() <= NAME_LIMIT);
+        assert_eq!(m.addrs.len(), 1);
     }
 }

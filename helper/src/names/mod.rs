@@ -1,68 +1,134 @@
-//! Names for remote addresses: what the machine looked up before it connected.
+//! Names for remote addresses: what the connecting program itself looked up before it
+//! connected.
 //!
-//! [`dns`] parses DNS answers and keeps the address → name map; [`capture`] is the packet
-//! socket that sees the answers the machine receives; [`reverse`] asks PTR questions on a
-//! worker thread, when the configuration wants it. [`Names`] owns all three, so the pipeline
-//! asks one thing for a name and never schedules reads or starts threads itself.
+//! [`dns`] parses DNS packets; [`capture`] is the thread that sees the queries this machine
+//! sends and the answers it receives; [`table`] decides which answers to believe and files
+//! each name under the process that asked; [`reverse`] asks PTR questions on a worker
+//! thread, when the configuration wants it. [`Names`] owns them all, so the pipeline asks one
+//! thing for a name and never reads a socket or starts a thread itself.
 
 pub mod capture;
 pub mod dns;
 pub mod reverse;
+pub mod table;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config;
-use capture::DnsCapture;
-use dns::DnsNames;
+use crate::event::HostSource;
+use capture::Shared;
 use reverse::Reverse;
 
-/// Where the names come from, and when the capture was last read.
+/// Where the system's resolvers are listed: the resolver configuration, and for
+/// systemd-resolved the upstream servers its stub forwards to.
+pub const RESOLV_CONFS: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
+
+/// Every `nameserver` of a resolv.conf text.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == "nameserver").then(|| words.next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Where the names come from.
 pub struct Names {
-    dns: DnsNames,
-    capture: Option<DnsCapture>,
-    /// When the last read of the capture started; none yet, so the first flow (perhaps read
-    /// before the main loop started) reads it.
-    drained_at: Option<Instant>,
+    shared: Arc<Shared>,
+    /// The resolver files and when they were last read (their modification times).
+    resolv_confs: Vec<(PathBuf, Option<SystemTime>)>,
     /// Started the first time the configuration asks for reverse lookups (on the pipeline's
     /// thread, so the worker inherits its restricted capabilities); `Err` once starting failed.
     reverse: Option<Result<Reverse, ()>>,
     notices: Vec<String>,
+    /// When drops of the capture were last told, so a flood makes one notice a minute.
+    told_drops: Option<Instant>,
+    dropped: u64,
 }
 
 impl Names {
-    /// Names from `capture` when there is one; without it only what is fed to [`Names::dns_mut`].
-    pub fn new(capture: Option<DnsCapture>) -> Names {
-        Names {
-            dns: DnsNames::default(),
-            capture,
-            drained_at: None,
+    /// Names from `shared` (a running capture, or [`Shared::without_capture`]), believing
+    /// the resolvers listed in [`RESOLV_CONFS`].
+    pub fn new(shared: Arc<Shared>) -> Names {
+        Names::with_resolv_confs(shared, RESOLV_CONFS.iter().map(PathBuf::from).collect())
+    }
+
+    /// As [`Names::new`], with other resolver files (tests).
+    pub fn with_resolv_confs(shared: Arc<Shared>, files: Vec<PathBuf>) -> Names {
+        let mut n = Names {
+            shared,
+            resolv_confs: files.into_iter().map(|f| (f, None)).collect(),
             reverse: None,
             notices: Vec::new(),
-        }
+            told_drops: None,
+            dropped: 0,
+        };
+        n.tick(Instant::now());
+        n
     }
 
-    /// Reads the answers waiting in the capture, so its buffer never overflows while no flow
-    /// comes to do it (the main loop calls this on a timer).
+    /// Re-reads the resolver files when they changed; takes the capture's troubles in.
     pub fn tick(&mut self, now: Instant) {
-        if let Some(c) = &mut self.capture {
-            self.drained_at = Some(now);
-            c.drain(&mut self.dns, now);
+        let mut changed = false;
+        for (path, seen) in &mut self.resolv_confs {
+            let mtime = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
+            if mtime != *seen {
+                changed = true;
+                *seen = mtime;
+            }
+        }
+        if changed {
+            let servers: Vec<IpAddr> = self
+                .resolv_confs
+                .iter()
+                .filter_map(|(p, _)| std::fs::read_to_string(p).ok())
+                .flat_map(|t| nameservers(&t))
+                .collect();
+            self.shared.with_table(|t| t.set_system_resolvers(servers));
+        }
+        let (dropped, stopped) = self.shared.take_trouble();
+        self.dropped += dropped;
+        if let Some(why) = stopped {
+            self.notices
+                .push(format!("{why}; connections are reported without names"));
+        }
+        if self.dropped > 0
+            && self
+                .told_drops
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.notices.push(format!(
+                "the DNS capture dropped {} packets (its buffer was full): some connections may be shown without their name",
+                std::mem::take(&mut self.dropped)
+            ));
+            self.told_drops = Some(now);
         }
     }
 
-    /// Takes in every answer that arrived before a flow read at `read`. Those are queued in
-    /// the capture by now; a read started after the flow was read has taken them already, so
-    /// in a burst one read serves every flow queued behind it.
-    pub fn catch_up(&mut self, read: Instant) {
-        if self.drained_at.is_none_or(|d| read > d) {
-            self.tick(Instant::now());
-        }
+    /// Waits until the answers that arrived before now are taken in (bounded; see
+    /// [`capture::Shared::catch_up`]).
+    pub fn catch_up(&mut self) {
+        self.shared.catch_up();
     }
 
-    /// The name DNS gave `ip`, while its answer is valid at `now`.
-    pub fn dns_name(&mut self, ip: &IpAddr, now: Instant) -> Option<String> {
-        self.dns.name_of(ip, now)
+    /// The name process `pid` looked up over DNS for `ip`, and where the answer came from.
+    pub fn dns_name(
+        &mut self,
+        pid: u32,
+        ip: &IpAddr,
+        now: Instant,
+    ) -> Option<(String, HostSource)> {
+        self.shared.with_table(|t| t.name_for(pid, ip, now))
+    }
+
+    /// The shared table, for tests and tools that feed it by hand.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The PTR name of `ip` when `cfg` asks for reverse lookups; waits for the worker at most
@@ -77,9 +143,9 @@ impl Names {
     fn reverse(&mut self, cfg: &config::Names) -> Option<&mut Reverse> {
         if self.reverse.is_none() {
             let server = cfg.resolver.or_else(|| {
-                std::fs::read_to_string("/etc/resolv.conf")
+                std::fs::read_to_string(RESOLV_CONFS[0])
                     .ok()
-                    .and_then(|t| reverse::nameserver(&t))
+                    .and_then(|t| nameservers(&t).first().copied())
             });
             let timeout = Duration::from_millis(cfg.reverse_timeout_ms);
             self.reverse = Some(match server {
@@ -97,11 +163,6 @@ impl Names {
         self.reverse.as_mut().and_then(|r| r.as_mut().ok())
     }
 
-    /// The address → name map, for tests and tools that feed answers by hand.
-    pub fn dns_mut(&mut self) -> &mut DnsNames {
-        &mut self.dns
-    }
-
     /// Things to tell the reader (a reverse-DNS worker that could not start).
     pub fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
@@ -109,10 +170,68 @@ impl Names {
 
     /// How full the map is and how many packets it refused, for `--debug`.
     pub fn tables(&self) -> String {
-        format!(
-            "DNS names {} (rejected packets {})",
-            self.dns.len(),
-            self.dns.rejected
-        )
+        self.shared
+            .with_table(|t| format!("DNS names {} ({:?})", t.len(), t.stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nameserver_of_resolv_conf() {
+        assert_eq!(
+            nameservers("# x\nsearch lan\nnameserver 127.0.0.53\nnameserver 9.9.9.9\n"),
+            vec![
+                "127.0.0.53".parse::<IpAddr>().expect("ip"),
+                "9.9.9.9".parse().expect("ip")
+            ]
+        );
+        assert!(nameservers("nameserver bogus\n").is_empty());
+    }
+
+    #[test]
+    fn answers_from_the_listed_resolvers_are_dns_and_a_changed_file_is_read_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conf = dir.path().join("resolv.conf");
+        std::fs::write(&conf, "nameserver 10.0.0.53\n").expect("write");
+        let mut n = Names::with_resolv_confs(Shared::without_capture(), vec![conf.clone()]);
+        let ask = |n: &mut Names, server: &str, id: u16| {
+            let key = table::QueryKey {
+                proto: 17,
+                client: "10.0.0.1:40000".parse().expect("addr"),
+                server: server.parse().expect("addr"),
+                id,
+                question: ("a.test".into(), 1),
+            };
+            let msg = dns::Message {
+                id,
+                response: true,
+                question: ("a.test".into(), 1),
+                addrs: vec![("10.9.9.9".parse().expect("ip"), Duration::from_secs(60))],
+            };
+            let now = Instant::now();
+            n.shared().with_table(|t| {
+                t.query(key.clone(), Some(7), now);
+                t.answer(&key, &msg, now)
+            });
+            n.dns_name(7, &"10.9.9.9".parse().expect("ip"), now)
+                .map(|(_, source)| source)
+        };
+        assert_eq!(ask(&mut n, "10.0.0.53:53", 1), Some(HostSource::Dns));
+        assert_eq!(
+            ask(&mut n, "10.0.0.54:53", 2),
+            Some(HostSource::OwnResolver)
+        );
+        // The file changes (a new network): the new server is the system's now.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&conf, "nameserver 10.0.0.54\n").expect("write");
+        n.tick(Instant::now());
+        assert_eq!(ask(&mut n, "10.0.0.54:53", 3), Some(HostSource::Dns));
+        assert_eq!(
+            ask(&mut n, "10.0.0.53:53", 4),
+            Some(HostSource::OwnResolver)
+        );
     }
 }

@@ -39,14 +39,6 @@ pub fn reverse_name(ip: &IpAddr) -> String {
     }
 }
 
-/// The first `nameserver` of a resolv.conf text.
-pub fn nameserver(resolv_conf: &str) -> Option<IpAddr> {
-    resolv_conf.lines().find_map(|l| {
-        let mut words = l.split_whitespace();
-        (words.next()? == "nameserver").then(|| words.next()?.parse().ok())?
-    })
-}
-
 /// Asks `server` for the PTR name of `ip`; `None` on any failure.
 pub fn query_ptr(server: SocketAddr, ip: &IpAddr, timeout: Duration) -> Option<String> {
     let id = (std::process::id() as u16) ^ (Instant::now().elapsed().subsec_nanos() as u16);
@@ -186,15 +178,6 @@ mod tests {
             reverse_name(&"::ffff:10.0.0.1".parse().expect("ip")),
             "1.0.0.10.in-addr.arpa"
         );
-    }
-
-    #[test]
-    fn the_first_nameserver_of_resolv_conf() {
-        assert_eq!(
-            nameserver("# x\nsearch lan\nnameserver 127.0.0.53\nnameserver 9.9.9.9\n"),
-            Some("127.0.0.53".parse().expect("ip"))
-        );
-        assert_eq!(nameserver("nameserver bogus\n"), None);
     }
 
     #[test]

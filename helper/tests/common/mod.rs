@@ -230,6 +230,34 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Makes `server` the resolver of namespace `a`, as its resolv.conf says: `ip netns exec`
+    /// mounts `/etc/netns/<a>/resolv.conf` over `/etc/resolv.conf` for what it runs there
+    /// (the helper included). Call before starting the helper. Removed on drop.
+    pub fn set_resolver(&self, server: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.a);
+        std::fs::create_dir_all(&dir).expect("/etc/netns/<ns>");
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {server}\n"))
+            .expect("resolv.conf");
+    }
+
+    /// A second IPv4 address for namespace `b`: 10.213.N.`host`.
+    pub fn add_b4(&self, host: u8) -> String {
+        let ip = format!("10.213.{}.{host}", self.n);
+        run(&[
+            "ip",
+            "-n",
+            &self.b,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "veth0",
+        ]);
+        ip
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for c in &mut self.children {
@@ -239,6 +267,7 @@ impl Drop for Net {
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.a));
     }
 }
 

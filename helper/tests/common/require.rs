@@ -20,6 +20,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("bash", "bash"),
     ("conntrack", "conntrack"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
     // The applet's tests.
     ("dbus-daemon", "dbus-daemon"),
     ("Xvfb", "xvfb"),
