@@ -375,6 +375,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
+        Some("abuse") => &["ip", "nft"],
         Some("burst") => &["ip", "nft"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
@@ -385,6 +386,16 @@ fn main() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    if only.as_deref() == Some("abuse") {
+        let a = stdin_abuse();
+        println!(
+            "stdin abuse: RSS {:.1} MiB after 100 × 1 MB configs, {:.1} MiB after 200,000 pause/resume, peak {:.1} MiB",
+            a.after_configs as f64 / 1024.0,
+            a.after_toggles as f64 / 1024.0,
+            a.peak as f64 / 1024.0
+        );
+        return;
+    }
     if only.as_deref() == Some("latency") {
         let lat = latency(200, 5);
         println!(
@@ -542,4 +553,63 @@ fn main() {
         flood.helper_rss as f64 / 1024.0,
         flood.drained_ms
     );
+    let abuse = stdin_abuse();
+    println!(
+        "| (f) stdin abuse: 100 × 1 MB config commands, then 200,000 pause/resume | RSS {:.1} MiB after the configs, {:.1} MiB after pause/resume; peak {:.1} MiB | |",
+        abuse.after_configs as f64 / 1024.0,
+        abuse.after_toggles as f64 / 1024.0,
+        abuse.peak as f64 / 1024.0
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Abuse {
+    after_configs: u64,
+    after_toggles: u64,
+    peak: u64,
+}
+
+/// What a caller of the helper can make it hold: a hundred configurations of 1 MB each
+/// (10,000 whitelisted paths), then 200,000 pause/resume commands, while no flow comes.
+fn stdin_abuse() -> Abuse {
+    let net = Net::new();
+    let mut h = Helper::start(&net.a, &[]);
+    let paths: Vec<String> = (0..10_000).map(|i| format!("/opt/{i:0>94}")).collect();
+    let cmd = serde_json::json!({"cmd": "config", "config": {"whitelist": {"processes": paths}}})
+        .to_string();
+    for _ in 0..100 {
+        h.send(&cmd);
+    }
+    let acks = |h: &Helper, n: usize| {
+        (0..n)
+            .filter(|_| {
+                h.wait_for(Duration::from_secs(30), |v| v["type"] == "ack")
+                    .is_some()
+            })
+            .count()
+    };
+    let configs = acks(&h, 100);
+    let after_configs = rss_kib(h.pid());
+    for i in 0..200_000 {
+        h.send(if i % 2 == 0 {
+            r#"{"cmd":"pause"}"#
+        } else {
+            r#"{"cmd":"resume"}"#
+        });
+    }
+    let toggles = acks(&h, 200_000);
+    eprintln!("stdin abuse: {configs}/100 config acks, {toggles}/200000 pause/resume acks");
+    Abuse {
+        after_configs,
+        after_toggles: rss_kib(h.pid()),
+        peak: peak_rss_kib(h.pid()),
+    }
 }

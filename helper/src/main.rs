@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Sender};
 
 use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
@@ -31,7 +31,7 @@ use conntrack_tray_helper::service::{self, CommandLine, Inputs, Speaker, Stop};
 use conntrack_tray_helper::source::conntrack::{EventSocket, GROUP_NEW};
 use conntrack_tray_helper::source::netif::{self, AddrWatch};
 use conntrack_tray_helper::source::nft::ConntrackTable;
-use conntrack_tray_helper::source::reader::{Early, EarlyUpdate, Incoming};
+use conntrack_tray_helper::source::reader::{Early, EarlyUpdates, Incoming};
 use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
@@ -360,7 +360,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
 
     let (flow_tx, flow_rx) = bounded::<Incoming>(queue);
-    let (early_tx, early_rx) = unbounded::<EarlyUpdate>();
+    let early_rx = std::sync::Arc::new(EarlyUpdates::default());
+    let early_tx = early_rx.clone();
     // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
     let capture = match DnsCapture::open() {
         Ok(c) => Some(c),
@@ -395,7 +396,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Shared::without_capture(),
     };
     let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr, Names::new(names));
-    let (cmd_tx, cmd_rx) = unbounded::<CommandLine>();
+    // Bounded: a caller that floods stdin waits for the helper instead of filling its memory.
+    let (cmd_tx, cmd_rx) = bounded::<CommandLine>(16);
     if cli.format == Format::Json {
         spawn_stdin(cmd_tx)?;
     }
@@ -450,7 +452,7 @@ fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'stat
     socket: EventSocket,
     tx: Sender<Incoming>,
     early: Early<A>,
-    updates: Receiver<EarlyUpdate>,
+    updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
     prio: &'static str,
 ) -> anyhow::Result<()> {

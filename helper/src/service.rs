@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 
 use crate::attribution::Attributor;
 use crate::commands::{Command, CommandError};
@@ -17,7 +17,7 @@ use crate::direction::LocalAddrs;
 use crate::event::Event;
 use crate::output::Output;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::source::reader::{EarlyUpdate, Incoming};
+use crate::source::reader::{EarlyUpdates, Incoming};
 
 /// How often the DNS capture is read while no flow comes to do it.
 const NAMES_TICK: Duration = Duration::from_millis(500);
@@ -51,7 +51,7 @@ pub struct Inputs {
     pub cmds: Receiver<CommandLine>,
     pub sigs: Receiver<i32>,
     pub addrs: Receiver<LocalAddrs>,
-    pub early: Sender<EarlyUpdate>,
+    pub early: std::sync::Arc<EarlyUpdates>,
 }
 
 /// Who is speaking, for the hello line.
@@ -100,7 +100,7 @@ pub fn serve<A: Attributor, W: Write>(
                 Ok(Some(Ok(cmd))) => {
                     let ack = pipeline.command(cmd);
                     let cfg = Box::new(pipeline.config().clone());
-                    let _ = inputs.early.send(EarlyUpdate::Config(cfg));
+                    inputs.early.set_config(cfg);
                     Some(ack)
                 }
                 Ok(Some(Err(e))) => Some(Event::Error { message: e.to_string() }),
@@ -108,7 +108,7 @@ pub fn serve<A: Attributor, W: Write>(
             },
             recv(inputs.addrs) -> a => {
                 if let Ok(a) = a {
-                    let _ = inputs.early.send(EarlyUpdate::Addrs(a.clone()));
+                    inputs.early.set_addrs(a.clone());
                     pipeline.set_addrs(a);
                 }
                 None
@@ -194,7 +194,7 @@ mod tests {
     use crate::source::conntrack::{parse_datagram, Message};
     use crate::source::reader::testing::{Everyone, Script};
     use crate::source::reader::{self, Early};
-    use crossbeam_channel::{bounded, unbounded};
+    use crossbeam_channel::{bounded, unbounded, Sender};
     use serde_json::Value;
     use std::collections::VecDeque;
 
@@ -236,14 +236,15 @@ mod tests {
         cmds: Sender<CommandLine>,
         sigs: Sender<i32>,
         _addrs: Sender<LocalAddrs>,
-        early: Receiver<EarlyUpdate>,
+        early: std::sync::Arc<EarlyUpdates>,
     }
 
     fn inputs(flows: Receiver<Incoming>) -> (Inputs, Held) {
         let (cmds, cmd_rx) = unbounded();
         let (sigs, sig_rx) = unbounded();
         let (addrs, addr_rx) = unbounded();
-        let (early_tx, early) = unbounded();
+        let early = std::sync::Arc::new(EarlyUpdates::default());
+        let early_tx = early.clone();
         let i = Inputs {
             flows,
             cmds: cmd_rx,
@@ -265,7 +266,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.filter.show_unknown = true;
         let (flow_tx, flow_rx) = bounded(16);
-        let (_upd_tx, upd_rx) = unbounded();
+        let upd_rx = std::sync::Arc::new(EarlyUpdates::default());
         let script = Script {
             steps: VecDeque::from([Ok(TCP4_NEW.to_vec())]),
             reopened: 0,
@@ -338,7 +339,10 @@ mod tests {
         assert_eq!(kinds, ["hello", "ack", "error"]);
         assert_eq!(l[1]["cmd"], "pause");
         assert_eq!(l[2]["message"], "bad command: nope");
-        assert!(matches!(held.early.try_recv(), Ok(EarlyUpdate::Config(_))));
+        assert!(
+            held.early.take().0.is_some(),
+            "the reader gets the new settings"
+        );
     }
 
     #[test]

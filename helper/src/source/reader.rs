@@ -8,7 +8,7 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::attribution::{Attribution, Attributor};
 use crate::config::Config;
@@ -51,10 +51,35 @@ pub enum Incoming {
     Garbled(String),
 }
 
-/// Settings the reader's early attribution must follow.
-pub enum EarlyUpdate {
-    Config(Box<Config>),
-    Addrs(LocalAddrs),
+/// Settings the reader's early attribution must follow: the latest of each, in one slot.
+///
+/// The main loop may apply thousands of commands while no flow comes to make the reader look
+/// (a hostile caller can send 1 MB configurations in a loop); a queue would keep a copy of
+/// every one. The slot keeps only the newest, so memory stays at two configurations.
+#[derive(Default)]
+pub struct EarlyUpdates {
+    slot: std::sync::Mutex<(Option<Box<Config>>, Option<LocalAddrs>)>,
+}
+
+impl EarlyUpdates {
+    fn slot(&self) -> std::sync::MutexGuard<'_, (Option<Box<Config>>, Option<LocalAddrs>)> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces any configuration not yet taken.
+    pub fn set_config(&self, cfg: Box<Config>) {
+        self.slot().0 = Some(cfg);
+    }
+
+    /// Replaces any addresses not yet taken.
+    pub fn set_addrs(&self, addrs: LocalAddrs) {
+        self.slot().1 = Some(addrs);
+    }
+
+    /// What changed since the last call.
+    pub fn take(&self) -> (Option<Box<Config>>, Option<LocalAddrs>) {
+        std::mem::take(&mut *self.slot())
+    }
 }
 
 /// Attribution at the earliest moment: in the reader thread, right after the event is read,
@@ -135,16 +160,17 @@ impl EventSource for EventSocket {
 /// settings the main loop sent since the last one.
 fn early_attribution<A: Attributor>(
     early: &mut Early<A>,
-    updates: &Receiver<EarlyUpdate>,
+    updates: &EarlyUpdates,
     flow: &Flow,
     at: SystemTime,
     debug: bool,
 ) -> Option<Box<Attribution>> {
-    for u in updates.try_iter() {
-        match u {
-            EarlyUpdate::Config(c) => early.set_config(*c),
-            EarlyUpdate::Addrs(a) => early.set_addrs(a),
-        }
+    let (cfg, addrs) = updates.take();
+    if let Some(c) = cfg {
+        early.set_config(*c);
+    }
+    if let Some(a) = addrs {
+        early.set_addrs(a);
     }
     let t0 = Instant::now();
     let found = early.attribute(flow).map(Box::new);
@@ -167,7 +193,7 @@ fn early_attribution<A: Attributor>(
 /// What the reader keeps between datagrams.
 struct Reading<A> {
     early: Early<A>,
-    updates: Receiver<EarlyUpdate>,
+    updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
     congested: bool,
     last_flow: Instant,
@@ -219,7 +245,7 @@ pub fn run<S: EventSource, A: Attributor>(
     mut source: S,
     tx: Sender<Incoming>,
     early: Early<A>,
-    updates: Receiver<EarlyUpdate>,
+    updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
 ) {
     let mut buf = vec![0u8; 1 << 16];
@@ -424,7 +450,7 @@ mod tests {
             current: VecDeque::new(),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (_utx, urx) = crossbeam_channel::unbounded();
+        let urx = std::sync::Arc::new(EarlyUpdates::default());
         run(source, tx, early, urx, false);
         let early: Vec<bool> = rx
             .try_iter()
@@ -464,7 +490,7 @@ mod tests {
             lost: 7,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (_utx, urx) = crossbeam_channel::unbounded();
+        let urx = std::sync::Arc::new(EarlyUpdates::default());
         let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
         // The script ends in EBADF forever: the loop gives up after MAX_FAILURES.
         run(script, tx, early, urx, false);
