@@ -376,6 +376,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // them: raise the priority for the reader, then give up what is no longer needed, start
     // the reader, and bring the main thread back to normal priority before the rest.
     let prio = realtime::raise_reader_priority();
+    match privileges::leave_root() {
+        Ok(Some(user)) if cli.debug => eprintln!("debug: running as {user} from now on"),
+        Ok(_) => {}
+        Err(e) => startup.push(format!("still running as root: {e}")),
+    }
     if let Err(e) = privileges::restrict(&privileges::needed(cli.broadcast)) {
         startup.push(format!("running with more privileges than needed: {e}"));
     }

@@ -11,8 +11,15 @@
 //! - CAP_DAC_READ_SEARCH: listing other users' `/proc/<pid>/fd` directories;
 //! - CAP_DAC_OVERRIDE, only with `--broadcast`: writing to other users' terminals.
 //!
+//! A compromised helper should not be root either: before restricting, [`leave_root`] moves
+//! the process to an unprivileged user (`conntrack-tray` when the system has that user, else
+//! `nobody`), keeping the capabilities across the switch (`PR_SET_KEEPCAPS`). Its files in
+//! /proc then belong to root and it is not dumpable, so no process of that user can ptrace
+//! it; whatever else a foothold in it could reach is what that user and the few kept
+//! capabilities allow.
+//!
 //! Capabilities belong to threads, so this runs on the main thread before any other thread is
-//! started: every thread inherits the restricted set.
+//! started: every thread inherits the restricted set and the user.
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -30,8 +37,13 @@ pub fn needed(broadcast: bool) -> CapsHashSet {
     keep
 }
 
+/// The user the helper runs as after setting up, when the system has one of that name.
+pub const SERVICE_USER: &str = "conntrack-tray";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
+    #[error("cannot leave root: {0}")]
+    Switch(nix::Error),
     #[error("cannot set no-new-privs: {0}")]
     NoNewPrivs(nix::Error),
     #[error("cannot drop capabilities: {0}")]
@@ -57,4 +69,33 @@ pub fn restrict(keep: &CapsHashSet) -> Result<(), PrivilegeError> {
     caps::set(None, CapSet::Effective, &keep_now)?;
     caps::set(None, CapSet::Permitted, &keep_now)?;
     Ok(())
+}
+
+/// Who the helper becomes: [`SERVICE_USER`], else `nobody`.
+fn unprivileged_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid, String)> {
+    [SERVICE_USER, "nobody"].into_iter().find_map(|name| {
+        let u = nix::unistd::User::from_name(name).ok().flatten()?;
+        (!u.uid.is_root()).then(|| (u.uid, u.gid, u.name))
+    })
+}
+
+/// Moves a root process to an unprivileged user, keeping its capabilities; returns the user's
+/// name, or `None` when it was not root (nothing to leave). Call before [`restrict`], which
+/// then cuts the capabilities down to the few kept.
+pub fn leave_root() -> Result<Option<String>, PrivilegeError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let Some((uid, gid, name)) = unprivileged_user() else {
+        return Err(PrivilegeError::Switch(nix::Error::ENOENT));
+    };
+    nix::sys::prctl::set_keepcaps(true).map_err(PrivilegeError::Switch)?;
+    nix::unistd::setgroups(&[]).map_err(PrivilegeError::Switch)?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(PrivilegeError::Switch)?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(PrivilegeError::Switch)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(PrivilegeError::Switch)?;
+    // The switch cleared the effective set; the permitted one was kept.
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    caps::set(None, CapSet::Effective, &permitted)?;
+    Ok(Some(name))
 }

@@ -37,8 +37,9 @@ const AD_PROTOCOL: u32 = 0xffff_f000;
 /// `sll_pkttype` of a packet addressed to this host, and of one this host sends.
 const PACKET_HOST: u8 = 0;
 const PACKET_OUTGOING: u8 = 4;
-/// The longest the pipeline waits for the capture to take in what came before a flow.
-pub const CATCH_UP: Duration = Duration::from_millis(10);
+/// The longest the pipeline waits for the capture to take in what came before a flow (a
+/// query's process lookup can take a few milliseconds while the answer waits behind it).
+pub const CATCH_UP: Duration = Duration::from_millis(50);
 /// Packets read per wakeup before the table is unlocked for the pipeline.
 const BATCH: usize = 256;
 /// The socket's receive buffer (SO_RCVBUFFORCE): room for a burst of answers.
@@ -91,7 +92,7 @@ struct State {
     table: NameTable,
     /// The thread holds packets it has read but not yet put in the table.
     busy: bool,
-    /// The last wait ran out: do not wait again until the thread has caught up.
+    /// The last wait ran out: do not wait again until the thread has emptied the queue.
     lagging: bool,
     /// Packets the kernel dropped for this socket, not yet reported.
     dropped: u64,
@@ -273,13 +274,17 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
             }
         }
         shared.lock().busy = true;
+        let mut emptied = false;
         for _ in 0..BATCH {
             let (len, addr) = match nix::sys::socket::recvfrom::<nix::sys::socket::LinkAddr>(
                 fd.as_raw_fd(),
                 &mut buf,
             ) {
                 Ok(r) => r,
-                Err(_) => break,
+                Err(_) => {
+                    emptied = true;
+                    break;
+                }
             };
             let pkttype = addr.map(|a| a.pkttype()).unwrap_or(u8::MAX);
             let Some(seg) = buf.get(..len).and_then(dns::segment) else {
@@ -301,6 +306,10 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         let mut s = shared.lock();
         s.dropped += drops;
         s.busy = false;
+        // Caught up: a flood no longer keeps it behind, so flows may wait for it again.
+        if emptied {
+            s.lagging = false;
+        }
         drop(s);
         shared.cv.notify_all();
     }
