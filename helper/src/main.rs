@@ -344,7 +344,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let table = if cfg.monitor.ensure_conntrack {
         match ConntrackTable::add() {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                startup.extend(t.notes().iter().cloned());
+                Some(t)
+            }
             Err(e) => {
                 startup.push(format!(
                     "could not switch conntrack on; flows may go unseen: {e}"

@@ -1,30 +1,26 @@
-//! Making sure conntrack is active in our network namespace.
+//! The fallback for kernels before 5.12, which cannot tie a table to its creator: the table
+//! is added and deleted by the `nft` program, as the helper always did. Such a table outlives
+//! a helper killed with SIGKILL; the next helper removes it at start ([`super::stale`]).
 //!
-//! Current kernels track nothing in a namespace until some ruleset uses conntrack, and then a
-//! conntrack monitor reports nothing at all. The helper adds a minimal nftables table of its
-//! own, named after its pid so a second helper never touches the first one's table, and
-//! removes it when it ends (the guard's `Drop`, which runs on every clean exit path including
-//! SIGTERM and SIGINT). It runs the `nft` program with a fixed script: nothing read from
-//! stdin or the network ever reaches it.
+//! It runs `nft` from a fixed path with an empty environment and a fixed script: nothing read
+//! from stdin or the network ever reaches it.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::wire::COMMENT;
+
 /// Where Debian and others install `nft`; PATH is not trusted in a root helper.
 const NFT_PATHS: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 
-/// The table's name for a helper pid.
-pub fn table_name(pid: u32) -> String {
-    format!("conntrack_tray_{pid}")
-}
-
 /// The nft script that creates the table: one base chain per direction whose only rule uses
-/// conntrack state (which is what switches tracking on) and accepts, changing no verdict.
+/// conntrack state (which is what switches tracking on) and accepts, changing no verdict. It
+/// is the ruleset of [`super::wire::create_table`], whose bytes are checked against nft's.
 pub fn create_script(table: &str) -> String {
     format!(
         "table inet {table} {{\n\
-         \tcomment \"conntrack-tray-helper: makes conntrack track flows; removed when it exits\"\n\
+         \tcomment \"{COMMENT}\"\n\
          \tchain output {{ type filter hook output priority 0; policy accept; ct state new accept; }}\n\
          \tchain input {{ type filter hook input priority 0; policy accept; ct state new accept; }}\n\
          \tchain forward {{ type filter hook forward priority 0; policy accept; ct state new accept; }}\n\
@@ -65,36 +61,14 @@ fn run_nft(script: &str) -> io::Result<()> {
     }
 }
 
-/// The helper's own nftables table; removed on drop.
-pub struct ConntrackTable {
-    name: String,
+/// Adds `table inet NAME` with [`create_script`].
+pub fn create(name: &str) -> io::Result<()> {
+    run_nft(&create_script(name))
 }
 
-impl ConntrackTable {
-    /// Adds the table for this process.
-    pub fn add() -> io::Result<ConntrackTable> {
-        let name = table_name(std::process::id());
-        run_nft(&create_script(&name))?;
-        Ok(ConntrackTable { name })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Removes the table now, reporting failure (Drop can only try).
-    pub fn remove(mut self) -> io::Result<()> {
-        let name = std::mem::take(&mut self.name);
-        run_nft(&format!("delete table inet {name}\n"))
-    }
-}
-
-impl Drop for ConntrackTable {
-    fn drop(&mut self) {
-        if !self.name.is_empty() {
-            let _ = run_nft(&format!("delete table inet {}\n", self.name));
-        }
-    }
+/// Deletes `table inet NAME`.
+pub fn delete(name: &str) -> io::Result<()> {
+    run_nft(&format!("delete table inet {name}\n"))
 }
 
 #[cfg(test)]
@@ -103,7 +77,7 @@ mod tests {
 
     #[test]
     fn table_is_named_after_the_pid_and_touches_only_itself() {
-        let s = create_script(&table_name(4242));
+        let s = create_script(&super::super::table_name(4242));
         assert!(s.starts_with("table inet conntrack_tray_4242 {"));
         assert_eq!(s.matches("table ").count(), 1);
         assert!(!s.contains("flush") && !s.contains("delete") && !s.contains("drop"));
