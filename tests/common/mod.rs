@@ -492,14 +492,16 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(true)
 }
 
-/// A connection event line as the helper writes it.
+/// A connection event line as the helper writes it. The exe is verified and a system file, as
+/// the helper finds /usr/bin/curl (a whitelist entry matches only a verified exe).
 pub fn connection(exe: &str, remote: &str, port: u16, critical: bool) -> String {
     let comm = exe.rsplit('/').next().unwrap_or(exe);
     serde_json::json!({
         "type": "connection", "ts": "2026-11-25T10:00:00.000000Z", "proto": "tcp",
         "family": "ipv4", "direction": "outbound", "local_ip": "10.0.0.1", "local_port": 43210,
         "remote_ip": remote, "remote_port": port, "critical": critical,
-        "process": {"pid": 4242, "comm": comm, "exe": exe, "cmdline": [comm], "uid": 1000, "user": "alice"}
+        "process": {"pid": 4242, "comm": comm, "exe": exe, "cmdline": [comm], "uid": 1000,
+            "user": "alice", "exe_verified": true, "exe_system": true}
     })
     .to_string()
 }
