@@ -127,7 +127,7 @@ mod tests {
     use crate::settings::Settings;
 
     fn app() -> App {
-        let settings = Settings::defaults_at("/nonexistent/config.toml".into());
+        let settings = Settings::distrusting("/nonexistent/config.toml".into());
         App::new(settings, History::open(None), Caps::default())
     }
 

@@ -5,6 +5,7 @@
 
 mod app;
 mod desktop;
+mod files;
 #[cfg(test)]
 mod fixtures;
 mod helper_proc;
@@ -81,9 +82,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = match Settings::load(path.clone()) {
         Ok(s) => s,
         Err(e) => {
-            // Keep running on the defaults; the file is left alone until it is fixed.
-            told.push(format!("{e} (using the defaults until it is fixed)"));
-            Settings::defaults_at(path)
+            // A broken file trusts nothing: run with an empty whitelist, leave the file alone,
+            // and pick it up once it is fixed.
+            told.push(format!(
+                "{e} — nothing is whitelisted until the file is fixed (it is left as it is)"
+            ));
+            Settings::distrusting(path)
         }
     };
     let history = history::History::open(history::History::default_path());
