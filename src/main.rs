@@ -11,8 +11,10 @@ mod fixtures;
 mod helper_proc;
 mod history;
 mod links;
+mod lost;
 mod notify;
 mod settings;
+mod text;
 mod tray;
 
 use std::path::PathBuf;
@@ -85,7 +87,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // A broken file trusts nothing: run with an empty whitelist, leave the file alone,
             // and pick it up once it is fixed.
             told.push(format!(
-                "{e} — nothing is whitelisted until the file is fixed (it is left as it is)"
+                "{} — nothing is whitelisted until the file is fixed (it is left as it is)",
+                text::line(&e.to_string())
             ));
             Settings::distrusting(path)
         }
@@ -116,7 +119,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::iter::once(local).chain(remotes.into_iter().map(Launch::Ssh)),
         helper_tx,
     );
-    told.extend(helpers.start_all().iter().map(ToString::to_string));
+    told.extend(
+        helpers
+            .start_all()
+            .iter()
+            .map(|e| text::line(&e.to_string())),
+    );
 
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -161,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             recv(ticks) -> _ => {
                 for e in helpers.restart_due(now) {
-                    notifier.tell(&e.to_string());
+                    notifier.tell(&text::line(&e.to_string()));
                 }
                 app.on_tick(now)
             },
@@ -192,25 +200,30 @@ fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &Notifier
         Effect::Send { link, command } => helpers.send(link, &command),
         Effect::StartHelpers => {
             for e in helpers.start_stopped() {
-                notifier.tell(&e.to_string());
+                notifier.tell(&text::line(&e.to_string()));
             }
         }
         Effect::Autostart(on) => {
             if let Err(e) = settings::set_autostart(on) {
-                notifier.tell(&format!("cannot change start on login: {e}"));
+                notifier.tell(&format!(
+                    "cannot change start on login: {}",
+                    text::line(&e.to_string())
+                ));
             }
         }
         Effect::Open(path) => {
             if let Err(e) = desktop::open(&path) {
-                notifier.tell(&format!("cannot open {}: {e}", path.display()));
+                let what = format!("cannot open {}: {e}", path.display());
+                notifier.tell(&text::line(&what));
             }
         }
-        Effect::Copy(text) => {
-            if !desktop::copy(&text) {
-                notifier.tell(&text);
+        // The details, already for a person (`text::details`).
+        Effect::Copy(details) => {
+            if !desktop::copy(&details) {
+                notifier.tell(&details);
             }
         }
-        Effect::Tell(text) => notifier.tell(&text),
+        Effect::Tell(said) => notifier.tell(&said),
         Effect::Quit => return true,
     }
     false
