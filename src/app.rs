@@ -11,8 +11,10 @@ use conntrack_tray_helper::filter::process_matches;
 use conntrack_tray_helper::{Connection, Event};
 
 use crate::history::{History, Seen};
+use crate::lost::Lost;
 use crate::notify::{self, Caps, Flood, Note, Verdict};
 use crate::settings::{Edit, Settings};
+use crate::text;
 use crate::tray::{self, RecentAction, RecentView, View};
 
 /// Something for `main` to do.
@@ -38,16 +40,14 @@ pub enum Effect {
     Open(std::path::PathBuf),
     /// Put text on the clipboard, or show it when there is none.
     Copy(String),
-    /// Tell the person something once (a notification and stderr).
+    /// Tell the person something once (a notification and stderr). The text is for a person
+    /// already: outside strings in it went through `text` where they were put.
     Tell(String),
     Quit,
 }
 
 const NOTE_MEMORY: usize = 256;
 const MUTE: Duration = Duration::from_secs(3600);
-/// Lost events are told at once, then at most this often: a flood that overruns the kernel's
-/// buffer sends many `lost` lines, and one notice a minute says all of it.
-const LOST_EVERY: Duration = Duration::from_secs(60);
 
 pub struct App {
     pub settings: Settings,
@@ -60,10 +60,7 @@ pub struct App {
     next_id: u64,
     pub unseen: bool,
     today: (String, u64),
-    pub lost: u64,
-    /// Lost events not told yet, by host, and when they were last told.
-    lost_untold: Vec<(String, u64)>,
-    lost_told: Option<Instant>,
+    pub lost: Lost,
 }
 
 impl App {
@@ -80,9 +77,7 @@ impl App {
             next_id: 0,
             unseen: false,
             today: (String::new(), 0),
-            lost: 0,
-            lost_untold: Vec::new(),
-            lost_told: None,
+            lost: Lost::default(),
         }
     }
 
@@ -119,20 +114,16 @@ impl App {
     pub fn on_event(&mut self, host: &str, ev: Event, now: Instant) -> Vec<Effect> {
         match ev {
             Event::Connection(c) => self.on_connection(host, *c, now),
-            Event::Lost { count, .. } => {
-                self.lost += count;
-                if count == 0 {
-                    return Vec::new();
-                }
-                match self.lost_untold.iter_mut().find(|(h, _)| h == host) {
-                    Some((_, n)) => *n += count,
-                    None => self.lost_untold.push((host.to_string(), count)),
-                }
-                self.tell_lost(now)
-            }
+            Event::Lost { count, .. } => self
+                .lost
+                .add(host, count, now)
+                .map(Effect::Tell)
+                .into_iter()
+                .collect(),
             Event::Error { message } => vec![Effect::Tell(format!(
-                "{host}: {}",
-                notify::clean(&message, false)
+                "{}: {}",
+                text::host(host),
+                text::line(&message)
             ))],
             Event::Hello { .. } | Event::Ack { .. } => Vec::new(),
         }
@@ -154,7 +145,10 @@ impl App {
         };
         let mut effects = Vec::new();
         if let Err(e) = self.history.push(seen.clone()) {
-            effects.push(Effect::Tell(format!("cannot write the history: {e}")));
+            effects.push(Effect::Tell(format!(
+                "cannot write the history: {}",
+                text::line(&e.to_string())
+            )));
         }
         if !self.settings.config.notify.enabled {
             return effects;
@@ -166,7 +160,7 @@ impl App {
             .map(|p| p.identity().to_string())
             .unwrap_or_default();
         if self.flood.decide(&program, seen.conn.remote_ip, now) == Verdict::Show {
-            let note = notify::connection_note(&seen.conn, host, &self.caps);
+            let note = text::connection_note(&seen.conn, host, &self.caps);
             let id = self.note_id(seen);
             effects.push(Effect::Notify { id, note });
         }
@@ -182,34 +176,14 @@ impl App {
                 vec![Effect::SendConfig]
             }
             Some(Err(e)) => vec![Effect::Tell(format!(
-                "{e} (the previous settings stay in force)"
+                "{} (the previous settings stay in force)",
+                text::line(&e.to_string())
             ))],
             None => Vec::new(),
         };
         effects.extend(self.flood_summary(now));
-        effects.extend(self.tell_lost(now));
+        effects.extend(self.lost.due(now).map(Effect::Tell));
         effects
-    }
-
-    /// Says how many connections went unseen, unless it was said less than a minute ago.
-    /// Never silent: an event the kernel dropped is a connection nobody was told about.
-    fn tell_lost(&mut self, now: Instant) -> Vec<Effect> {
-        let due = self
-            .lost_told
-            .is_none_or(|t| now.saturating_duration_since(t) >= LOST_EVERY);
-        if !due || self.lost_untold.is_empty() {
-            return Vec::new();
-        }
-        self.lost_told = Some(now);
-        let parts: Vec<String> = std::mem::take(&mut self.lost_untold)
-            .into_iter()
-            .map(|(host, n)| format!("{n} on {}", notify::clean(&host, false)))
-            .collect();
-        vec![Effect::Tell(format!(
-            "connections went unseen: the kernel dropped their events in a flood ({}); \
-             the menu shows the total",
-            parts.join(", ")
-        ))]
     }
 
     fn flood_summary(&mut self, now: Instant) -> Vec<Effect> {
@@ -218,7 +192,7 @@ impl App {
                 self.next_id += 1;
                 vec![Effect::Notify {
                     id: self.next_id,
-                    note: notify::summary_note(n, m),
+                    note: text::summary_note(n, m),
                 }]
             }
             _ => Vec::new(),
@@ -237,7 +211,8 @@ impl App {
                 }
             }
             Err(e) => vec![Effect::Tell(format!(
-                "could not change the configuration: {e}"
+                "could not change the configuration: {}",
+                text::line(&e.to_string())
             ))],
         }
     }
@@ -263,7 +238,7 @@ impl App {
                 }
                 Vec::new()
             }
-            RecentAction::Copy => vec![Effect::Copy(details(seen))],
+            RecentAction::Copy => vec![Effect::Copy(text::details(seen))],
         }
     }
 
@@ -278,7 +253,7 @@ impl App {
                 id: 0,
                 note: Note {
                     summary: "Connection details".into(),
-                    body: notify::clean(&details(&seen), self.caps.markup),
+                    body: text::details(&seen),
                     critical: false,
                     icon: "dialog-information",
                     actions: Vec::new(),
@@ -335,25 +310,8 @@ impl App {
                 .history
                 .recent()
                 .map(|s| RecentView {
-                    label: format!(
-                        "{} → {} ({})",
-                        notify::clean(&notify::program(&s.conn), false),
-                        match &s.conn.host {
-                            Some(h) => format!(
-                                "{}:{}",
-                                notify::clean(h, false),
-                                s.conn.remote_port.unwrap_or(0)
-                            ),
-                            None => notify::endpoint(&s.conn.remote_ip, s.conn.remote_port),
-                        },
-                        notify::clean(&s.host, false)
-                    ),
-                    program: s
-                        .conn
-                        .process
-                        .as_ref()
-                        .and_then(|p| p.exe.as_ref())
-                        .map(|e| notify::clean(e.rsplit('/').next().unwrap_or(e), false)),
+                    label: text::recent_label(s),
+                    program: text::exe_name(&s.conn),
                     remote: s.conn.remote_ip.to_string(),
                 })
                 .collect(),
@@ -378,41 +336,6 @@ impl App {
             tray::IconState::Monitoring
         }
     }
-}
-
-/// Everything known about a connection, as plain text (control characters dropped).
-pub fn details(s: &Seen) -> String {
-    let c = &s.conn;
-    let mut lines = vec![
-        format!("time: {}", c.ts),
-        format!("host: {}", s.host),
-        format!(
-            "{} {} {}",
-            c.proto,
-            c.direction,
-            if c.critical { "(critical port)" } else { "" }
-        ),
-        format!("local: {}", notify::endpoint(&c.local_ip, c.local_port)),
-        format!("remote: {}", notify::endpoint(&c.remote_ip, c.remote_port)),
-    ];
-    match &c.process {
-        Some(p) => {
-            lines.push(format!("process: {} (pid {})", p.comm, p.pid));
-            lines.push(format!("exe: {}", p.exe.as_deref().unwrap_or("unknown")));
-            lines.push(format!("cmdline: {}", p.cmdline.join(" ")));
-            lines.push(format!(
-                "user: {} (uid {})",
-                p.user.as_deref().unwrap_or("?"),
-                p.uid
-            ));
-        }
-        None => lines.push("process: unknown".into()),
-    }
-    lines
-        .iter()
-        .map(|l| notify::clean(l.trim_end(), false))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -449,12 +372,12 @@ mod tests {
         let mut a = app(&dir);
         let fx = a.on_event("laptop", ev(conn(443, "/usr/bin/curl")), Instant::now());
         assert!(
-            matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary == "curl → 9.9.9.9:443")
+            matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary == "9.9.9.9:443 ← curl")
         );
         assert_eq!(a.events_today(), 1);
         assert!(a.unseen);
         let v = a.view("s".into(), false, false);
-        assert_eq!(v.recent[0].label, "curl → 9.9.9.9:443 (laptop)");
+        assert_eq!(v.recent[0].label, "9.9.9.9:443 ← curl, on laptop");
     }
 
     #[test]
@@ -615,53 +538,23 @@ mod tests {
     }
 
     #[test]
-    fn lost_events_are_told_at_once_then_at_most_once_a_minute() {
+    fn lost_and_error_lines() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut a = app(&dir);
         let lost = |count| Event::Lost {
             count,
             reason: "kernel".into(),
         };
-        let t0 = Instant::now();
-        let fx = a.on_event("h", lost(7), t0);
-        assert_eq!(fx.len(), 1, "{fx:?}");
+        let now = Instant::now();
+        let fx = a.on_event("h", lost(7), now);
         assert!(
-            matches!(&fx[0], Effect::Tell(t) if t.contains("7 on h")),
-            "{fx:?}"
+            matches!(&fx[..], [Effect::Tell(t)] if t.contains("7 on h")),
+            "told at once: {fx:?}"
         );
-        // More within the minute, from two helpers: kept, then told together.
-        assert!(a
-            .on_event("h", lost(3), t0 + Duration::from_secs(1))
-            .is_empty());
-        assert!(a
-            .on_event("pi", lost(2), t0 + Duration::from_secs(2))
-            .is_empty());
-        assert!(a.on_tick(t0 + Duration::from_secs(30)).is_empty());
-        let fx = a.on_tick(t0 + Duration::from_secs(61));
-        assert!(
-            matches!(&fx[..], [Effect::Tell(t)] if t.contains("3 on h, 2 on pi")),
-            "{fx:?}"
-        );
-        assert!(
-            a.on_tick(t0 + Duration::from_secs(200)).is_empty(),
-            "told once"
-        );
-        assert_eq!(a.lost, 12);
-    }
-
-    #[test]
-    fn lost_and_error_lines() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut a = app(&dir);
-        a.on_event(
-            "h",
-            Event::Lost {
-                count: 7,
-                reason: "kernel".into(),
-            },
-            Instant::now(),
-        );
-        assert_eq!(a.lost, 7);
+        // Within the minute, counted, not told again (see `lost`).
+        assert!(a.on_event("pi", lost(2), now).is_empty());
+        assert!(a.on_tick(now).is_empty());
+        assert_eq!(a.lost.total, 9);
         let fx = a.on_event(
             "h",
             Event::Error {
@@ -669,6 +562,6 @@ mod tests {
             },
             Instant::now(),
         );
-        assert_eq!(fx, vec![Effect::Tell("h: bad thing".into())]);
+        assert_eq!(fx, vec![Effect::Tell("h: bad\\x0athing".into())]);
     }
 }

@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 use conntrack_tray_helper::{commands, Event};
 use crossbeam_channel::Sender;
 
-use crate::notify;
-
 /// Where `make install` puts the helper, first match wins.
 const HELPER_PATHS: [&str; 2] = [
     "/usr/local/libexec/conntrack-tray/conntrack-tray-helper",
@@ -412,7 +410,8 @@ impl Helpers {
                 let l = self.current(link, gen)?;
                 if let Event::Hello { hostname, .. } = &*event {
                     if !hostname.is_empty() {
-                        l.host = notify::clean(hostname, false);
+                        // Kept as the helper said it: `text` sanitizes it where it is shown.
+                        l.host = hostname.clone();
                     }
                     l.running();
                 }
@@ -565,7 +564,7 @@ mod tests {
             "not its generation"
         );
         assert!(h.receive(hello(0, "nas\x1b.lan"), now).is_some());
-        assert_eq!(h.states(), vec![("nas .lan", &State::Running)]);
+        assert_eq!(h.states(), vec![("nas\x1b.lan", &State::Running)]);
         let garbage = Msg::Garbage {
             link: 0,
             gen: 0,
@@ -573,7 +572,7 @@ mod tests {
         };
         assert!(matches!(
             h.receive(garbage, now),
-            Some(Report::Garbage { host, .. }) if host == "nas .lan"
+            Some(Report::Garbage { host, .. }) if host == "nas\x1b.lan"
         ));
         assert!(matches!(
             h.receive(Msg::Closed { link: 0, gen: 0 }, now),

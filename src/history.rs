@@ -2,30 +2,61 @@
 //! `$XDG_STATE_HOME/conntrack-tray/events.jsonl`, so the menu survives a restart.
 //!
 //! The log rotates at [`ROTATE_BYTES`] to `events.jsonl.1` (one old file kept), so it stays
-//! bounded however long the applet runs.
+//! bounded however long the applet runs. It holds every user's command lines, so it is
+//! private (0600 in a 0700 directory, see `files`), and each line is JSON with every control
+//! and format character escaped (`sanitize::json_line`), so printing it shows none raw.
+//!
+//! A line is `{"on": MACHINE, "connection": {…}}`: the connection nested whole, so none of its
+//! fields (it has its own `host`, the looked-up name) can collide with the machine's.
 
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use conntrack_tray_helper::sanitize::json_line;
 use conntrack_tray_helper::Connection;
 use serde::{Deserialize, Serialize};
+
+use crate::files;
 
 pub const RECENT: usize = 20;
 pub const ROTATE_BYTES: u64 = 1 << 20;
 
-/// A reported connection and the host it was seen on.
+/// A reported connection and the machine (the helper's host) it was seen on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
+    #[serde(rename = "on")]
     pub host: String,
-    #[serde(flatten)]
+    #[serde(rename = "connection")]
     pub conn: Connection,
+}
+
+/// The line format before the connection was nested: its fields beside the machine's `host`.
+/// Lines of connections without a looked-up name read back this way; those with one had two
+/// `host` keys and never read back at all.
+#[derive(Deserialize)]
+struct Flat {
+    host: String,
+    #[serde(flatten)]
+    conn: Connection,
+}
+
+/// One history line, either format.
+fn parse_line(line: &str) -> Option<Seen> {
+    serde_json::from_str::<Seen>(line).ok().or_else(|| {
+        let f = serde_json::from_str::<Flat>(line).ok()?;
+        Some(Seen {
+            host: f.host,
+            conn: f.conn,
+        })
+    })
 }
 
 pub struct History {
     path: Option<PathBuf>,
     recent: VecDeque<Seen>,
+    /// The directory was made the applet's own (created or tightened to 0700).
+    dir_ready: bool,
 }
 
 impl History {
@@ -35,24 +66,34 @@ impl History {
     }
 
     /// Opens the log at `path` (`None`: memory only) and reads its last [`RECENT`] events.
+    /// An existing directory and files of an older version, wider than they should be, are
+    /// made private at once (a failure shows at the first append).
     pub fn open(path: Option<PathBuf>) -> History {
         let mut recent = VecDeque::with_capacity(RECENT);
         if let Some(p) = &path {
+            let _ = files::tighten_dir(parent(p));
             for file in [rotated(p), p.clone()] {
+                let _ = files::tighten(&file);
                 let Ok(f) = std::fs::File::open(&file) else {
                     continue;
                 };
-                for line in BufReader::new(f).lines().map_while(Result::ok) {
-                    if let Ok(seen) = serde_json::from_str::<Seen>(&line) {
-                        if recent.len() == RECENT {
-                            recent.pop_back();
-                        }
-                        recent.push_front(seen);
+                for seen in BufReader::new(f)
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter_map(|l| parse_line(&l))
+                {
+                    if recent.len() == RECENT {
+                        recent.pop_back();
                     }
+                    recent.push_front(seen);
                 }
             }
         }
-        History { path, recent }
+        History {
+            path,
+            recent,
+            dir_ready: false,
+        }
     }
 
     /// Newest first.
@@ -75,8 +116,18 @@ impl History {
         let (Some(path), Ok(line)) = (&self.path, line) else {
             return Ok(());
         };
-        append(path, &line)
+        if !self.dir_ready {
+            files::own_dir(parent(path))?;
+            self.dir_ready = true;
+        }
+        append(path, &json_line(&line))
     }
+}
+
+fn parent(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
 }
 
 fn rotated(p: &Path) -> PathBuf {
@@ -85,14 +136,17 @@ fn rotated(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Appends one line, rotating first when the file is full (the rotated file keeps the
+/// current one's 0600).
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) >= ROTATE_BYTES {
+    if std::fs::symlink_metadata(path)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        >= ROTATE_BYTES
+    {
         std::fs::rename(path, rotated(path))?;
     }
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = files::open_append(path)?;
     writeln!(f, "{line}")
 }
 
@@ -125,6 +179,77 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_with_a_looked_up_name_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("events.jsonl");
+        let mut with_name = seen(443);
+        with_name.conn.host = Some("example.com".into());
+        with_name.conn.host_source = Some(conntrack_tray_helper::event::HostSource::Dns);
+        let mut h = History::open(Some(path.clone()));
+        h.push(with_name.clone()).expect("push");
+        h.push(seen(80)).expect("push");
+        let again: Vec<Seen> = History::open(Some(path.clone()))
+            .recent()
+            .cloned()
+            .collect();
+        assert_eq!(again, vec![seen(80), with_name]);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.matches("\"host\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn lines_of_the_flat_format_still_read_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("events.jsonl");
+        let mut flat = serde_json::to_value(fixtures::connection("9.9.9.9", 22)).expect("json");
+        flat["host"] = "laptop".into();
+        std::fs::write(&path, format!("{flat}\nnot json\n")).expect("write");
+        let h = History::open(Some(path));
+        let got: Vec<&Seen> = h.recent().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].host.as_str(), got[0].conn.remote_port),
+            ("laptop", Some(22))
+        );
+    }
+
+    #[test]
+    fn the_log_is_private_and_holds_no_raw_control_or_format_character() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = state.join("events.jsonl");
+        // An older version's file, readable by all.
+        std::fs::write(&path, "").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut s = seen(443);
+        s.conn.process = Some(conntrack_tray_helper::Process {
+            cmdline: vec![
+                "curl".into(),
+                "-H".into(),
+                "X-Api-Key: s3cr3t\u{202e}\n".into(),
+            ],
+            ..fixtures::process("/usr/bin/curl")
+        });
+        let mut h = History::open(Some(path.clone()));
+        h.push(s.clone()).expect("push");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            !text
+                .trim_end()
+                .chars()
+                .any(conntrack_tray_helper::sanitize::is_hidden),
+            "{text:?}"
+        );
+        assert_eq!(History::open(Some(path)).recent().next(), Some(&s));
+    }
+
+    #[test]
     fn the_log_rotates_and_stays_bounded() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("events.jsonl");
@@ -135,6 +260,9 @@ mod tests {
         }
         let size = std::fs::metadata(&path).expect("meta").len();
         let old = std::fs::metadata(rotated(&path)).expect("rotated").len();
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(rotated(&path)).expect("rotated").mode();
+        assert_eq!(mode & 0o777, 0o600, "the rotated file is private too");
         assert!(
             size <= ROTATE_BYTES + 1024 && old <= ROTATE_BYTES + 1024,
             "{size} {old}"

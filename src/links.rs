@@ -12,8 +12,8 @@ use conntrack_tray_helper::Event;
 
 use crate::app::{App, Effect};
 use crate::helper_proc::{Report, State};
-use crate::notify;
 use crate::settings::UserConfig;
+use crate::text;
 
 /// The command that gives a helper the filter part of `config`.
 pub fn config_command(config: &UserConfig) -> Command {
@@ -55,8 +55,9 @@ pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
             effects
         }
         Report::Garbage { host, line } => vec![Effect::Tell(format!(
-            "{host}: unexpected helper output: {}",
-            notify::clean(&line, false)
+            "{}: unexpected helper output: {}",
+            text::host(&host),
+            text::line(&line)
         ))],
         Report::Closed {
             state: State::Refused,
@@ -80,17 +81,19 @@ pub struct Status {
 }
 
 /// The status for the links' hosts and states (in link order): why nothing is monitored, or
-/// what is and how much was seen today.
+/// what is and how much was seen today. The hosts are the helpers' own names (a remote one
+/// says its name in its hello), shown sanitized like every outside string.
 pub fn status(app: &App, links: &[(&str, &State)]) -> Status {
     let running = links.iter().any(|(_, s)| **s == State::Running);
     let can_start = links
         .iter()
         .any(|(_, s)| matches!(s, State::Refused | State::Stopped));
-    let hosts: Vec<&str> = links.iter().map(|(h, _)| *h).collect();
+    let hosts: Vec<String> = links.iter().map(|(h, _)| text::host(h)).collect();
     let text = if !running {
-        let why = links
+        let why = hosts
             .iter()
-            .map(|(host, state)| match state {
+            .zip(links)
+            .map(|(host, (_, state))| match state {
                 State::Restarting { why, .. } => format!("{host}: helper {why}, restarting"),
                 State::Refused => format!("{host}: not authorized"),
                 State::Starting => format!("{host}: starting"),
@@ -107,7 +110,7 @@ pub fn status(app: &App, links: &[(&str, &State)]) -> Status {
             "Monitoring {} — {} today, {} lost",
             hosts.join(", "),
             app.events_today(),
-            app.lost
+            app.lost.total
         )
     };
     Status {
@@ -127,7 +130,7 @@ mod tests {
     use crate::settings::Settings;
 
     fn app() -> App {
-        let settings = Settings::defaults_at("/nonexistent/config.toml".into());
+        let settings = Settings::distrusting("/nonexistent/config.toml".into());
         App::new(settings, History::open(None), Caps::default())
     }
 
@@ -178,11 +181,13 @@ mod tests {
         let now = Instant::now();
         let garbage = Report::Garbage {
             host: "nas".into(),
-            line: "oops\n".into(),
+            line: "oops\u{202e}\n".into(),
         };
         assert_eq!(
             on_report(&mut a, garbage, now),
-            vec![Effect::Tell("nas: unexpected helper output: oops ".into())]
+            vec![Effect::Tell(
+                "nas: unexpected helper output: oops\\u{202e}".into()
+            )]
         );
         let refused = Report::Closed {
             state: State::Refused,
@@ -220,5 +225,8 @@ mod tests {
         assert!(!s.can_start && s.running);
         a.settings.config.applet.paused = true;
         assert_eq!(status(&a, &[("laptop", &running)]).text, "Paused — laptop");
+        // A helper's name is outside text: shown sanitized.
+        let s = status(&a, &[("lap\u{202e}top\n   x", &running)]);
+        assert_eq!(s.text, "Paused — lap\\u{202e}top\\x0a x");
     }
 }

@@ -5,13 +5,16 @@
 
 mod app;
 mod desktop;
+mod files;
 #[cfg(test)]
 mod fixtures;
 mod helper_proc;
 mod history;
 mod links;
+mod lost;
 mod notify;
 mod settings;
+mod text;
 mod tray;
 
 use std::path::PathBuf;
@@ -81,9 +84,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = match Settings::load(path.clone()) {
         Ok(s) => s,
         Err(e) => {
-            // Keep running on the defaults; the file is left alone until it is fixed.
-            told.push(format!("{e} (using the defaults until it is fixed)"));
-            Settings::defaults_at(path)
+            // A broken file trusts nothing: run with an empty whitelist, leave the file alone,
+            // and pick it up once it is fixed.
+            told.push(format!(
+                "{} — nothing is whitelisted until the file is fixed (it is left as it is)",
+                text::line(&e.to_string())
+            ));
+            Settings::distrusting(path)
         }
     };
     let history = history::History::open(history::History::default_path());
@@ -112,7 +119,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::iter::once(local).chain(remotes.into_iter().map(Launch::Ssh)),
         helper_tx,
     );
-    told.extend(helpers.start_all().iter().map(ToString::to_string));
+    told.extend(
+        helpers
+            .start_all()
+            .iter()
+            .map(|e| text::line(&e.to_string())),
+    );
 
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -157,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             recv(ticks) -> _ => {
                 for e in helpers.restart_due(now) {
-                    notifier.tell(&e.to_string());
+                    notifier.tell(&text::line(&e.to_string()));
                 }
                 app.on_tick(now)
             },
@@ -188,25 +200,30 @@ fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &Notifier
         Effect::Send { link, command } => helpers.send(link, &command),
         Effect::StartHelpers => {
             for e in helpers.start_stopped() {
-                notifier.tell(&e.to_string());
+                notifier.tell(&text::line(&e.to_string()));
             }
         }
         Effect::Autostart(on) => {
             if let Err(e) = settings::set_autostart(on) {
-                notifier.tell(&format!("cannot change start on login: {e}"));
+                notifier.tell(&format!(
+                    "cannot change start on login: {}",
+                    text::line(&e.to_string())
+                ));
             }
         }
         Effect::Open(path) => {
             if let Err(e) = desktop::open(&path) {
-                notifier.tell(&format!("cannot open {}: {e}", path.display()));
+                let what = format!("cannot open {}: {e}", path.display());
+                notifier.tell(&text::line(&what));
             }
         }
-        Effect::Copy(text) => {
-            if !desktop::copy(&text) {
-                notifier.tell(&text);
+        // The details, already for a person (`text::details`).
+        Effect::Copy(details) => {
+            if !desktop::copy(&details) {
+                notifier.tell(&details);
             }
         }
-        Effect::Tell(text) => notifier.tell(&text),
+        Effect::Tell(said) => notifier.tell(&said),
         Effect::Quit => return true,
     }
     false

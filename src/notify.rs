@@ -1,16 +1,17 @@
-//! Desktop notifications: what a reported connection looks like, how floods are held back,
-//! and the thin layer that talks to the notification server (notify-rust over D-Bus).
+//! Desktop notifications: what a notification is ([`Note`]), how floods are held back
+//! ([`Flood`]), and the thin layer that talks to the notification server (notify-rust over
+//! D-Bus).
 //!
-//! Everything shown comes from the watched programs and is untrusted: control characters are
-//! dropped and, when the server renders markup, `&`, `<` and `>` are escaped.
+//! A [`Note`] holds text already made for a person (`text` builds it with the one sanitizer);
+//! nothing here sanitizes it again. The one thing added here is the server's own need: for a
+//! server that renders body markup, `&`, `<` and `>` of the body are escaped as it is sent
+//! ([`markup_escaped`]). Summaries and button labels are plain text by the specification.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use conntrack_tray_helper::config::HostPattern;
-pub use conntrack_tray_helper::output::endpoint;
-use conntrack_tray_helper::Connection;
 use crossbeam_channel::Sender;
 
 /// What the server can do, from GetCapabilities.
@@ -29,30 +30,26 @@ impl Caps {
     }
 }
 
-/// Drops control characters and, for a markup-rendering server, escapes markup.
-pub fn clean(s: &str, markup: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Escapes `&`, `<` and `>` for a server that renders body markup. The second step, after
+/// the text was made for a person (see `text`); a server without markup gets the text as it
+/// is.
+pub fn markup_escaped(s: &str, markup: bool) -> Cow<'_, str> {
+    if !markup || !s.contains(['&', '<', '>']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         match c {
-            c if c.is_control() => out.push(' '),
-            '&' if markup => out.push_str("&amp;"),
-            '<' if markup => out.push_str("&lt;"),
-            '>' if markup => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
-/// The program a connection belongs to, for people: the exe's file name, or `comm`.
-pub fn program(c: &Connection) -> String {
-    c.process
-        .as_ref()
-        .map(|p| p.program_name().to_string())
-        .unwrap_or_else(|| "unknown program".into())
-}
-
-/// A notification's content and buttons.
+/// A notification's content and buttons, in plain text for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub summary: String,
@@ -68,86 +65,6 @@ pub const ACTION_WL_PROGRAM: &str = "whitelist-program";
 pub const ACTION_WL_REMOTE: &str = "whitelist-remote";
 pub const ACTION_WL_HOST: &str = "whitelist-host";
 pub const ACTION_MUTE: &str = "mute";
-
-/// The notification for one reported connection seen on `host`.
-pub fn connection_note(c: &Connection, host: &str, caps: &Caps) -> Note {
-    let m = caps.markup;
-    let prog = program(c);
-    let arrow = match c.direction {
-        conntrack_tray_helper::Direction::Inbound => "←",
-        _ => "→",
-    };
-    let remote = match &c.host {
-        Some(host) => format!("{host} ({})", endpoint(&c.remote_ip, c.remote_port)),
-        None => endpoint(&c.remote_ip, c.remote_port),
-    };
-    let summary = clean(&format!("{prog} {arrow} {remote}"), false);
-    let mut body = Vec::new();
-    match &c.process {
-        Some(p) => {
-            if let Some(exe) = &p.exe {
-                body.push(clean(exe, m));
-            }
-            body.push(format!(
-                "pid {}, user {}",
-                p.pid,
-                clean(&p.user.clone().unwrap_or_else(|| p.uid.to_string()), m)
-            ));
-        }
-        None => body.push("no process could be named".into()),
-    }
-    body.push(format!(
-        "{} {} port {}, on {}",
-        c.proto,
-        c.direction,
-        c.local_port
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".into()),
-        clean(host, m)
-    ));
-    if c.critical {
-        body.push("critical port".into());
-    }
-    let mut actions = Vec::new();
-    if caps.actions {
-        actions.push((ACTION_DETAILS.into(), "Details".into()));
-        if let Some(exe) = c.process.as_ref().and_then(|p| p.exe.as_ref()) {
-            let name = exe.rsplit('/').next().unwrap_or(exe);
-            actions.push((
-                ACTION_WL_PROGRAM.into(),
-                clean(&format!("Whitelist {name}"), false),
-            ));
-        }
-        actions.push((
-            ACTION_WL_REMOTE.into(),
-            format!("Whitelist {}", c.remote_ip),
-        ));
-        if let Some(host) = c
-            .host
-            .as_deref()
-            .filter(|h| h.parse::<HostPattern>().is_ok())
-        {
-            actions.push((
-                ACTION_WL_HOST.into(),
-                clean(&format!("Whitelist {host}"), false),
-            ));
-        }
-        if c.process.is_some() {
-            actions.push((ACTION_MUTE.into(), "Mute 1 h".into()));
-        }
-    }
-    Note {
-        summary,
-        body: body.join("\n"),
-        critical: c.critical,
-        icon: if c.critical {
-            "dialog-warning"
-        } else {
-            "network-wired"
-        },
-        actions,
-    }
-}
 
 /// What the flood control decided for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,21 +165,6 @@ impl Flood {
     }
 }
 
-pub fn summary_note(connections: u64, programs: usize) -> Note {
-    Note {
-        summary: format!(
-            "{connections} more connection{} from {programs} program{}",
-            if connections == 1 { "" } else { "s" },
-            if programs == 1 { "" } else { "s" }
-        ),
-        body: "Held back to keep notifications readable; the tray menu lists the recent ones."
-            .into(),
-        critical: false,
-        icon: "network-wired",
-        actions: Vec::new(),
-    }
-}
-
 /// The notification server, through notify-rust.
 pub struct Notifier {
     pub caps: Caps,
@@ -279,12 +181,13 @@ impl Notifier {
         Notifier { caps, actions }
     }
 
-    /// Shows a note; a thread waits for its action (bounded by the flood limit).
+    /// Shows a note (its body escaped for a markup server); a thread waits for its action
+    /// (bounded by the flood limit).
     pub fn show(&self, id: u64, note: &Note) -> Result<(), String> {
         let mut n = notify_rust::Notification::new();
         n.appname("conntrack-tray")
             .summary(&note.summary)
-            .body(&note.body)
+            .body(&markup_escaped(&note.body, self.caps.markup))
             .icon(note.icon)
             .urgency(if note.critical {
                 notify_rust::Urgency::Critical
@@ -311,12 +214,13 @@ impl Notifier {
         Ok(())
     }
 
-    /// Says something once: on stderr and as a plain notification (cleaned for the server).
+    /// Says something once: on stderr and as a plain notification. `text` is already for a
+    /// person: any outside string in it went through `text` (or `sanitize`) where it was put.
     pub fn tell(&self, text: &str) {
         eprintln!("conntrack-tray: {text}");
         let note = Note {
             summary: "conntrack-tray".into(),
-            body: clean(text, self.caps.markup),
+            body: text.to_string(),
             critical: false,
             icon: "dialog-information",
             actions: Vec::new(),
@@ -328,81 +232,18 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures;
-    use conntrack_tray_helper::Process;
-
-    fn conn(comm: &str, exe: Option<&str>) -> Connection {
-        Connection {
-            critical: true,
-            process: Some(Process {
-                comm: comm.into(),
-                exe: exe.map(String::from),
-                ..fixtures::process("/usr/bin/curl")
-            }),
-            ..fixtures::connection("93.184.216.34", 443)
-        }
-    }
 
     #[test]
-    fn a_connection_note_has_the_fields_and_buttons() {
-        let caps = Caps {
-            actions: true,
-            markup: true,
-        };
-        let n = connection_note(&conn("curl", Some("/usr/bin/curl")), "laptop", &caps);
-        assert_eq!(n.summary, "curl → 93.184.216.34:443");
-        assert!(n.body.contains("/usr/bin/curl") && n.body.contains("pid 4242, user alice"));
-        assert!(n.body.contains("port 43210") && n.body.contains("on laptop"));
-        assert!(n.critical);
-        let labels: Vec<&str> = n.actions.iter().map(|(_, l)| l.as_str()).collect();
+    fn markup_is_escaped_only_for_a_markup_server_and_only_once() {
         assert_eq!(
-            labels,
-            vec![
-                "Details",
-                "Whitelist curl",
-                "Whitelist 93.184.216.34",
-                "Mute 1 h"
-            ]
+            markup_escaped("/tmp/<b>a&b</b>", true),
+            "/tmp/&lt;b&gt;a&amp;b&lt;/b&gt;"
         );
-        // Without actions on the server, no buttons.
-        assert!(connection_note(&conn("curl", None), "h", &Caps::default())
-            .actions
-            .is_empty());
-    }
-
-    #[test]
-    fn a_looked_up_name_leads_the_summary_and_gets_its_button() {
-        let caps = Caps {
-            actions: true,
-            markup: false,
-        };
-        let mut c = conn("curl", Some("/usr/bin/curl"));
-        c.host = Some("api.github.com".into());
-        let n = connection_note(&c, "h", &caps);
-        assert_eq!(n.summary, "curl → api.github.com (93.184.216.34:443)");
-        assert!(n.actions.contains(&(
-            ACTION_WL_HOST.to_string(),
-            "Whitelist api.github.com".to_string()
-        )));
-        // A name that is no valid pattern gets no button.
-        c.host = Some("bad name!".into());
-        assert!(connection_note(&c, "h", &caps)
-            .actions
-            .iter()
-            .all(|(k, _)| k != ACTION_WL_HOST));
-    }
-
-    #[test]
-    fn hostile_names_are_escaped_for_markup_and_stripped_of_controls() {
-        let caps = Caps {
-            actions: true,
-            markup: true,
-        };
-        let n = connection_note(&conn("<b>x</b>", Some("/tmp/<i>a&b\n\x1b[2J")), "h", &caps);
-        assert!(n.body.contains("/tmp/&lt;i&gt;a&amp;b  [2J"), "{}", n.body);
-        assert!(!n.body.contains('\x1b') && !n.summary.chars().any(|c| c.is_control()));
-        let plain = connection_note(&conn("x", Some("/tmp/<i>")), "h", &Caps::default());
-        assert!(plain.body.contains("/tmp/<i>"));
+        assert_eq!(markup_escaped("/tmp/<b>", false), "/tmp/<b>");
+        assert!(matches!(markup_escaped("plain", true), Cow::Borrowed(_)));
+        // Sanitized text keeps its visible escapes; markup escaping adds only entities.
+        let shown = conntrack_tray_helper::sanitize::display("<x>\u{202e}", 80);
+        assert_eq!(markup_escaped(&shown, true), "&lt;x&gt;\\u{202e}");
     }
 
     #[test]
@@ -443,18 +284,6 @@ mod tests {
         assert_eq!(
             f.decide("curl", ip, t0 + Duration::from_secs(3601)),
             Verdict::Show
-        );
-    }
-
-    #[test]
-    fn summary_wording() {
-        assert_eq!(
-            summary_note(1, 1).summary,
-            "1 more connection from 1 program"
-        );
-        assert_eq!(
-            summary_note(996, 7).summary,
-            "996 more connections from 7 programs"
         );
     }
 }

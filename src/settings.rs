@@ -2,11 +2,15 @@
 //!
 //! The same schema as the helper's, plus `[notify]`, `[remote]` and `[applet]`. Edits from the
 //! menu and from notification buttons go through `toml_edit`, so the user's comments and layout
-//! survive, and every write is atomic (a temporary file in the same directory, then rename).
-//! A file that does not parse is reported with its line and key and is never overwritten; the
+//! survive, and every write is private and atomic (`files::write_atomically`: 0600, a temporary
+//! file in the same directory, then rename); a config that is a link is written through to its
+//! target, and stays a link.
+//!
+//! A file that does not parse is reported with its line and key and is never overwritten. When
+//! it is broken at start, nothing is whitelisted until it is fixed ([`Settings::distrusting`]):
+//! a broken file means nothing trusted, never the defaults' trust. When it breaks later, the
 //! last good configuration stays in force.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use conntrack_tray_helper::config::{
@@ -16,6 +20,8 @@ use conntrack_tray_helper::event::Proto;
 use conntrack_tray_helper::Config;
 use serde::{Deserialize, Serialize};
 use toml_edit::{Array, DocumentMut, Item, Value};
+
+use crate::files;
 
 /// The applet's own default sections, appended to the helper's documented default.
 pub const APPLET_TOML: &str = include_str!("../conf/applet.toml");
@@ -146,7 +152,12 @@ impl Settings {
     }
 
     /// Loads the file; a missing file means the defaults (it is created on the first edit).
+    /// The applet's own config directory, when it exists wider, is made private at once.
     pub fn load(path: PathBuf) -> Result<Settings, SettingsError> {
+        if let Some(dir) = path.parent().filter(|_| is_in_own_dir(&path)) {
+            // A failure (a read-only home) shows at the first write; it breaks no reading.
+            let _ = files::tighten_dir(dir);
+        }
         let config = match std::fs::read_to_string(&path) {
             Ok(src) => UserConfig::parse(&src, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserConfig::default(),
@@ -164,12 +175,22 @@ impl Settings {
         })
     }
 
-    /// The defaults, for a file that could not be read; `apply` still refuses to touch it.
-    pub fn defaults_at(path: PathBuf) -> Settings {
+    /// For a file that could not be read or parsed: nothing is whitelisted (spelled out, not
+    /// taken from the defaults: whatever they come to trust, a broken file trusts nothing),
+    /// the other settings are the defaults. `apply` still refuses to touch the file, and an
+    /// edit that fixes it is picked up by [`Settings::reload_if_changed`].
+    pub fn distrusting(path: PathBuf) -> Settings {
         Settings {
             seen: mtime(&path),
             path,
-            config: UserConfig::default(),
+            config: UserConfig {
+                whitelist: Whitelist {
+                    processes: Vec::new(),
+                    remote: Vec::new(),
+                    hosts: Vec::new(),
+                },
+                ..UserConfig::default()
+            },
         }
     }
 
@@ -223,10 +244,12 @@ impl Settings {
         })?;
         let text = doc.to_string();
         let config = UserConfig::parse(&text, &origin)?;
-        write_atomically(&self.path, text.as_bytes()).map_err(|source| SettingsError::Io {
-            path: origin,
-            source,
-        })?;
+        own_config_dir(&self.path)
+            .and_then(|()| files::write_atomically(&self.path, text.as_bytes()))
+            .map_err(|source| SettingsError::Io {
+                path: origin,
+                source,
+            })?;
         self.seen = mtime(&self.path);
         self.config = config;
         Ok(())
@@ -319,20 +342,20 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
     }
 }
 
-/// Writes `bytes` to `path` so that a reader sees either the old or the new file, never half
-/// of one: a temporary file beside it, flushed to disk, renamed over it.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    // Keep the old file's permissions (a config may be private).
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(tmp.path(), meta.permissions())?;
+/// Makes the applet's own config directory (`~/.config/conntrack-tray`) private when `path`
+/// is in it; a directory given with `--config` is not the applet's, and is only created when
+/// missing (by `files::write_atomically`).
+fn own_config_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if is_in_own_dir(path) => files::own_dir(dir),
+        _ => Ok(()),
     }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+}
+
+/// Whether `path` is in the applet's own config directory.
+fn is_in_own_dir(path: &Path) -> bool {
+    let own = Settings::default_path();
+    path.parent().is_some() && path.parent() == own.as_deref().and_then(Path::parent)
 }
 
 /// The XDG autostart entry that "Start on login" writes or removes.
@@ -348,7 +371,7 @@ pub fn set_autostart(on: bool) -> std::io::Result<()> {
         return Err(std::io::Error::other("no home directory"));
     };
     if on {
-        write_atomically(&path, AUTOSTART_DESKTOP.as_bytes())
+        files::write_atomically(&path, AUTOSTART_DESKTOP.as_bytes())
     } else {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -447,23 +470,61 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_atomic_renames() {
+    fn a_broken_file_at_start_trusts_nothing_and_is_left_alone() {
         let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "old").expect("write");
-        use std::os::unix::fs::MetadataExt;
-        let before = std::fs::metadata(&path).expect("meta").ino();
-        write_atomically(&path, b"new").expect("write");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
-        assert_ne!(
-            std::fs::metadata(&path).expect("meta").ino(),
-            before,
-            "a new inode: renamed, not rewritten"
+        let path = dir.path().join("config.toml");
+        let broken = "[whitelist]\nprocesses = [\"/usr/bin/curl\"]\nremote = [\"0.0.0.0/0\"]\n[filter]\nshow_unknown = maybe\n";
+        std::fs::write(&path, broken).expect("write");
+        let e = Settings::load(path.clone()).err().expect("invalid");
+        assert!(
+            e.to_string().contains(":5:") && e.to_string().contains("filter.show_unknown"),
+            "{e}"
+        );
+        let mut s = Settings::distrusting(path.clone());
+        let w = &s.config.whitelist;
+        assert!(w.processes.is_empty() && w.remote.is_empty() && w.hosts.is_empty());
+        assert!(s.config.notify.enabled && !s.config.applet.paused);
+        assert!(s.apply(&Edit::SetPaused(true)).is_err());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), broken);
+        assert!(s.reload_if_changed().is_none(), "nothing new to say");
+        // Fixed: picked up.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "[whitelist]\nprocesses = [\"/usr/bin/curl\"]\n").expect("write");
+        assert!(matches!(s.reload_if_changed(), Some(Ok(()))));
+        assert_eq!(s.config.whitelist.processes, vec!["/usr/bin/curl"]);
+    }
+
+    #[test]
+    fn a_linked_config_is_edited_through_its_target() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tmp");
+        let dots = dir.path().join("dotfiles");
+        std::fs::create_dir(&dots).expect("mkdir");
+        std::fs::set_permissions(&dots, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let target = dots.join("conntrack-tray.toml");
+        std::fs::write(&target, "# mine\n[filter]\nshow_unknown = false\n").expect("write");
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink("dotfiles/conntrack-tray.toml", &link).expect("ln");
+        let mut s = Settings::load(link.clone()).expect("load");
+        s.apply(&Edit::SetShowUnknown(true)).expect("edit");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        let text = std::fs::read_to_string(&target).expect("read");
+        assert_eq!(text, "# mine\n[filter]\nshow_unknown = true\n");
+        assert_eq!(
+            std::fs::metadata(&target).expect("meta").mode() & 0o777,
+            0o600
         );
         assert_eq!(
-            std::fs::read_dir(dir.path()).expect("dir").count(),
-            1,
-            "no temporary file left"
+            std::fs::metadata(&dots).expect("meta").mode() & 0o777,
+            0o755,
+            "not the applet's folder"
+        );
+        assert!(
+            s.reload_if_changed().is_none(),
+            "its own write is no outside edit"
         );
     }
 }

@@ -54,9 +54,10 @@ fn a_real_connection_becomes_a_notification_naming_its_process() {
             .find(|n| n.summary.contains(":8080"))
     })
     .unwrap_or_else(|| panic!("no notification: {:?}", notes.seen.all()));
-    assert!(n.summary.starts_with("python3"), "{}", n.summary);
+    // The destination first, then the program.
     assert!(
-        n.summary.ends_with(&format!("{}:8080", net.b4())),
+        n.summary
+            .starts_with(&format!("{}:8080 ← python3", net.b4())),
         "{}",
         n.summary
     );

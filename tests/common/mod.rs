@@ -494,12 +494,54 @@ pub fn alive(pid: i32) -> bool {
 
 /// A connection event line as the helper writes it.
 pub fn connection(exe: &str, remote: &str, port: u16, critical: bool) -> String {
+    connection_value(exe, remote, port, critical).to_string()
+}
+
+/// The same event as JSON, to change fields of. The exe is verified and a system file, as the
+/// helper finds /usr/bin/curl (a whitelist entry matches only a verified exe).
+pub fn connection_value(exe: &str, remote: &str, port: u16, critical: bool) -> serde_json::Value {
     let comm = exe.rsplit('/').next().unwrap_or(exe);
     serde_json::json!({
         "type": "connection", "ts": "2026-11-25T10:00:00.000000Z", "proto": "tcp",
         "family": "ipv4", "direction": "outbound", "local_ip": "10.0.0.1", "local_port": 43210,
         "remote_ip": remote, "remote_port": port, "critical": critical,
-        "process": {"pid": 4242, "comm": comm, "exe": exe, "cmdline": [comm], "uid": 1000, "user": "alice"}
+        "process": {"pid": 4242, "comm": comm, "exe": exe, "cmdline": [comm], "uid": 1000,
+            "user": "alice", "exe_verified": true, "exe_system": true}
     })
-    .to_string()
+}
+
+/// A file's permission bits.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Whether user `nobody` (uid and gid 65534, no groups) can read `path`, by running `cat` as
+/// it with setpriv: `Some(true)` read, `Some(false)` refused with "Permission denied", `None`
+/// when this cannot be tried (not root, or no setpriv). Any other failure panics.
+pub fn nobody_reads(path: &Path) -> Option<bool> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    // setpriv is util-linux's, on every Debian system; require.rs does not list it yet.
+    let out = match Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED the read as nobody: setpriv: {e} (install util-linux)");
+            return None;
+        }
+        Err(e) => panic!("setpriv (util-linux) must run under CI=true: {e}"),
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.success() {
+        true => Some(true),
+        false if err.contains("Permission denied") => Some(false),
+        false => panic!("setpriv cat {}: {err}", path.display()),
+    }
 }

@@ -1,0 +1,399 @@
+//! What a person reads: the notification for a connection (summary, body, buttons), the
+//! menu's label for it, its details (shown and copied), and the pieces the status line and
+//! the notices are made of. All of it is built here, with the one sanitizer,
+//! `conntrack_tray_helper::sanitize`.
+//!
+//! Every string a watched program, a packet or a file chose (process name, exe path, command
+//! line, user, a looked-up DNS name, a helper's host name or message, an error quoting the
+//! config) passes [`sanitize::display`] exactly once, where it is put into the text, with its
+//! limit: program names [`PROGRAM_LIMIT`], host names [`HOST_LIMIT`], anything else
+//! [`LINE_LIMIT`]. Control and format characters show as visible escapes (`\u{202e}`), runs of
+//! white space as one space. Text built here is for a person as it is: nothing sanitizes it
+//! again, and the notification layer only escapes markup for servers that render it (a
+//! second, separate step: see `notify`).
+//!
+//! The layout puts what no watched program chooses first: the summary is
+//! `93.184.216.34:443 (example.com) ← curl`, the address and port (numbers from the packet)
+//! before any name, so no program name, however long or strange, pushes the destination out
+//! of view or stands in for it.
+
+use conntrack_tray_helper::config::HostPattern;
+pub use conntrack_tray_helper::output::endpoint;
+use conntrack_tray_helper::sanitize::{self, HOST_LIMIT, LINE_LIMIT, PROGRAM_LIMIT};
+use conntrack_tray_helper::{Connection, Direction};
+
+use crate::history::Seen;
+use crate::notify::{
+    Caps, Note, ACTION_DETAILS, ACTION_MUTE, ACTION_WL_HOST, ACTION_WL_PROGRAM, ACTION_WL_REMOTE,
+};
+
+/// A program's name for a person.
+pub fn program_name(name: &str) -> String {
+    sanitize::display(name, PROGRAM_LIMIT)
+}
+
+/// A host or DNS name for a person.
+pub fn host(name: &str) -> String {
+    sanitize::display(name, HOST_LIMIT)
+}
+
+/// Any other outside string for a person, in one line (a path, a user, a message).
+pub fn line(s: &str) -> String {
+    sanitize::display(s, LINE_LIMIT)
+}
+
+/// The program a connection belongs to: the exe's file name, or `comm`.
+pub fn program(c: &Connection) -> String {
+    c.process
+        .as_ref()
+        .map(|p| program_name(p.program_name()))
+        .unwrap_or_else(|| "unknown program".into())
+}
+
+/// The remote end: `93.184.216.34:443`, and the looked-up name after it in parentheses.
+pub fn destination(c: &Connection) -> String {
+    let at = endpoint(&c.remote_ip, c.remote_port);
+    match &c.host {
+        Some(name) => format!("{at} ({})", host(name)),
+        None => at,
+    }
+}
+
+/// One line for a connection, the remote end first: `9.9.9.9:443 ← curl` for a program
+/// here that connected out, `203.0.113.5:50000 → sshd` for one that was connected to (the
+/// arrow points from who connected to whom), `↔` for a flow routed through.
+pub fn headline(c: &Connection) -> String {
+    let arrow = match c.direction {
+        Direction::Outbound => "←",
+        Direction::Inbound => "→",
+        Direction::Forward => "↔",
+    };
+    format!("{} {arrow} {}", destination(c), program(c))
+}
+
+/// The menu's label for a connection seen on `machine`.
+pub fn recent_label(s: &Seen) -> String {
+    format!("{}, on {}", headline(&s.conn), host(&s.host))
+}
+
+/// The name a "Whitelist" button shows for the connection's exe (whose path it adds), when
+/// the exe is known.
+pub fn exe_name(c: &Connection) -> Option<String> {
+    let exe = c.process.as_ref()?.exe.as_deref()?;
+    Some(program_name(exe.rsplit('/').next().unwrap_or(exe)))
+}
+
+/// The notification for one reported connection seen on `machine`. Plain text: `notify`
+/// escapes the body for a server that renders markup.
+pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
+    let mut body = Vec::new();
+    match &c.process {
+        Some(p) => {
+            if let Some(exe) = &p.exe {
+                body.push(line(exe));
+            }
+            let user = match &p.user {
+                Some(u) => line(u),
+                None => p.uid.to_string(),
+            };
+            body.push(format!("pid {}, user {user}", p.pid));
+        }
+        None => body.push("no process could be named".into()),
+    }
+    body.push(format!(
+        "{} {} port {}, on {}",
+        c.proto,
+        c.direction,
+        c.local_port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        host(machine)
+    ));
+    if c.critical {
+        body.push("critical port".into());
+    }
+    let mut actions = Vec::new();
+    if caps.actions {
+        actions.push((ACTION_DETAILS.into(), "Details".into()));
+        if let Some(name) = exe_name(c) {
+            actions.push((ACTION_WL_PROGRAM.into(), format!("Whitelist {name}")));
+        }
+        actions.push((
+            ACTION_WL_REMOTE.into(),
+            format!("Whitelist {}", c.remote_ip),
+        ));
+        if let Some(name) = c
+            .host
+            .as_deref()
+            .filter(|h| h.parse::<HostPattern>().is_ok())
+        {
+            actions.push((ACTION_WL_HOST.into(), format!("Whitelist {}", host(name))));
+        }
+        if c.process.is_some() {
+            actions.push((ACTION_MUTE.into(), "Mute 1 h".into()));
+        }
+    }
+    Note {
+        summary: headline(c),
+        body: body.join("\n"),
+        critical: c.critical,
+        icon: if c.critical {
+            "dialog-warning"
+        } else {
+            "network-wired"
+        },
+        actions,
+    }
+}
+
+/// The one notification that sums up what the flood control held back.
+pub fn summary_note(connections: u64, programs: usize) -> Note {
+    Note {
+        summary: format!(
+            "{connections} more connection{} from {programs} program{}",
+            if connections == 1 { "" } else { "s" },
+            if programs == 1 { "" } else { "s" }
+        ),
+        body: "Held back to keep notifications readable; the tray menu lists the recent ones."
+            .into(),
+        critical: false,
+        icon: "network-wired",
+        actions: Vec::new(),
+    }
+}
+
+/// Everything known about a connection, one fact a line: the details notification and what
+/// "Copy details" puts on the clipboard.
+pub fn details(s: &Seen) -> String {
+    let c = &s.conn;
+    let mut lines = vec![
+        format!("time: {}", line(&c.ts)),
+        format!("host: {}", host(&s.host)),
+        format!(
+            "{} {}{}",
+            c.proto,
+            c.direction,
+            if c.critical { " (critical port)" } else { "" }
+        ),
+        format!("local: {}", endpoint(&c.local_ip, c.local_port)),
+        format!("remote: {}", endpoint(&c.remote_ip, c.remote_port)),
+    ];
+    if let Some(name) = &c.host {
+        lines.push(format!("name: {}", host(name)));
+    }
+    match &c.process {
+        Some(p) => {
+            lines.push(format!(
+                "process: {} (pid {})",
+                program_name(&p.comm),
+                p.pid
+            ));
+            let exe = match &p.exe {
+                Some(e) if p.exe_verified => format!("{} (verified)", line(e)),
+                Some(e) => format!("{} (not verified)", line(e)),
+                None => "unknown".into(),
+            };
+            lines.push(format!("exe: {exe}"));
+            lines.push(format!("cmdline: {}", line(&p.cmdline.join(" "))));
+            let user = p.user.as_deref().map(line).unwrap_or_else(|| "?".into());
+            lines.push(format!("user: {user} (uid {})", p.uid));
+        }
+        None => lines.push("process: unknown".into()),
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use conntrack_tray_helper::sanitize::is_hidden;
+    use conntrack_tray_helper::Process;
+
+    fn conn(comm: &str, exe: Option<&str>) -> Connection {
+        Connection {
+            critical: true,
+            process: Some(Process {
+                comm: comm.into(),
+                exe: exe.map(String::from),
+                ..fixtures::process("/usr/bin/curl")
+            }),
+            ..fixtures::connection("93.184.216.34", 443)
+        }
+    }
+
+    const ALL: Caps = Caps {
+        actions: true,
+        markup: true,
+    };
+
+    /// The disguises of the trust issue: a bidi override, a newline, zero-width characters,
+    /// and a run of spaces before a fake first line.
+    fn hostile() -> String {
+        format!(
+            "innocent\u{202e}txt.exe\n\u{200b}\u{200d}\u{2066}{}firefox → github.com (140.82.112.3:443)",
+            " ".repeat(200)
+        )
+    }
+
+    /// No raw control or format character, but the layout's own line breaks.
+    fn visible(s: &str) -> bool {
+        s.lines().all(|l| !l.chars().any(is_hidden))
+    }
+
+    #[test]
+    fn a_connection_note_has_the_fields_and_buttons() {
+        let n = connection_note(&conn("curl", Some("/usr/bin/curl")), "laptop", &ALL);
+        assert_eq!(n.summary, "93.184.216.34:443 ← curl");
+        assert_eq!(
+            n.body,
+            "/usr/bin/curl\npid 4242, user alice\ntcp outbound port 43210, on laptop\ncritical port"
+        );
+        assert!(n.critical);
+        let labels: Vec<&str> = n.actions.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            vec![
+                "Details",
+                "Whitelist curl",
+                "Whitelist 93.184.216.34",
+                "Mute 1 h"
+            ]
+        );
+        // Without actions on the server, no buttons.
+        assert!(connection_note(&conn("curl", None), "h", &Caps::default())
+            .actions
+            .is_empty());
+    }
+
+    #[test]
+    fn the_remote_end_comes_first_and_the_arrow_points_from_who_connected() {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        c.host = Some("api.github.com".into());
+        assert_eq!(headline(&c), "93.184.216.34:443 (api.github.com) ← curl");
+        c.direction = Direction::Inbound;
+        c.host = None;
+        assert_eq!(headline(&c), "93.184.216.34:443 → curl");
+        c.direction = Direction::Forward;
+        c.process = None;
+        c.remote_ip = "2001:db8::1".parse().expect("ip");
+        assert_eq!(headline(&c), "[2001:db8::1]:443 ↔ unknown program");
+    }
+
+    #[test]
+    fn a_looked_up_name_gets_its_button_when_it_is_a_valid_pattern() {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        c.host = Some("api.github.com".into());
+        let n = connection_note(&c, "h", &ALL);
+        assert!(n.actions.contains(&(
+            ACTION_WL_HOST.to_string(),
+            "Whitelist api.github.com".to_string()
+        )));
+        c.host = Some("bad name!".into());
+        assert!(connection_note(&c, "h", &ALL)
+            .actions
+            .iter()
+            .all(|(k, _)| k != ACTION_WL_HOST));
+    }
+
+    #[test]
+    fn no_program_name_hides_or_displaces_the_destination() {
+        let mut c = conn(&hostile(), None);
+        c.host = Some(format!("evil\u{202e}moc.elgoog{}", "x".repeat(300)));
+        let n = connection_note(&c, "laptop\u{200b}", &ALL);
+        assert!(visible(&n.summary) && visible(&n.body), "{n:?}");
+        assert_eq!(n.summary.lines().count(), 1);
+        assert_eq!(n.body.lines().count(), 3, "no forged line: {}", n.body);
+        assert!(
+            n.summary.starts_with("93.184.216.34:443 (evil\\u{202e}moc"),
+            "{}",
+            n.summary
+        );
+        assert!(!n.summary.contains('\n') && !n.summary.contains("  "));
+        // The names are escaped visibly and cut, each to its limit.
+        let (name, prog) = n.summary.split_once(") ← ").expect("arrow");
+        let name = name.split_once(" (").expect("name").1;
+        assert_eq!(name.chars().count(), HOST_LIMIT);
+        assert!(
+            prog.starts_with("innocent\\u{202e}txt.exe\\x0a\\u{200b}"),
+            "{prog}"
+        );
+        assert_eq!(prog.chars().count(), PROGRAM_LIMIT);
+        assert!(prog.ends_with('…'));
+        assert!(
+            n.body.ends_with("on laptop\\u{200b}\ncritical port"),
+            "{}",
+            n.body
+        );
+        for (_, label) in &n.actions {
+            assert!(visible(label), "{label:?}");
+        }
+        // The exe's name on the button, as in the summary.
+        let c = conn("x", Some(&format!("/tmp/{}", hostile())));
+        let n = connection_note(&c, "h", &ALL);
+        assert!(n
+            .summary
+            .starts_with("93.184.216.34:443 ← innocent\\u{202e}"));
+        let button = &n.actions[1].1;
+        assert!(button.starts_with("Whitelist innocent\\u{202e}") && visible(button));
+        assert!(n
+            .body
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("/tmp/innocent\\u{202e}")));
+    }
+
+    #[test]
+    fn each_outside_string_is_sanitized_once_never_twice() {
+        // A literal backslash sequence stays as it is: it was not escaped a second time.
+        let c = conn("a\\u{202e}b", None);
+        assert_eq!(headline(&c), "93.184.216.34:443 ← a\\u{202e}b");
+        let c = conn("a\u{202e}b", None);
+        assert_eq!(headline(&c), "93.184.216.34:443 ← a\\u{202e}b");
+        // Markup characters are left for the notification layer to escape.
+        let c = conn("x", Some("/tmp/<b>a&b"));
+        assert!(connection_note(&c, "h", &ALL)
+            .body
+            .starts_with("/tmp/<b>a&b\n"));
+    }
+
+    #[test]
+    fn the_menu_label_and_the_details_show_the_same_way() {
+        let mut c = conn(&hostile(), Some("/tmp/\u{202e}x"));
+        c.host = Some("example.com".into());
+        c.process.as_mut().expect("process").cmdline =
+            vec!["curl".into(), "-H".into(), "X: \u{1b}[2J".into()];
+        let s = Seen {
+            host: "nas\nfake".into(),
+            conn: c,
+        };
+        assert_eq!(
+            recent_label(&s),
+            "93.184.216.34:443 (example.com) ← \\u{202e}x, on nas\\x0afake"
+        );
+        let d = details(&s);
+        assert!(visible(&d), "{d}");
+        assert_eq!(d.lines().count(), 10, "{d}");
+        assert!(d.contains("\nhost: nas\\x0afake\n"), "{d}");
+        assert!(d.contains("\nname: example.com\n"), "{d}");
+        assert!(d.contains("\nexe: /tmp/\\u{202e}x (verified)\n"), "{d}");
+        assert!(d.contains("\ncmdline: curl -H X: \\x1b[2J\n"), "{d}");
+        assert!(d.contains("\nprocess: innocent\\u{202e}"), "{d}");
+        assert!(
+            d.lines().all(|l| l.chars().count() <= 20 + LINE_LIMIT),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn summary_wording() {
+        assert_eq!(
+            summary_note(1, 1).summary,
+            "1 more connection from 1 program"
+        );
+        assert_eq!(
+            summary_note(996, 7).summary,
+            "996 more connections from 7 programs"
+        );
+    }
+}
