@@ -188,6 +188,7 @@ impl Settings {
                     processes: Vec::new(),
                     remote: Vec::new(),
                     hosts: Vec::new(),
+                    program_hosts: Vec::new(),
                 },
                 ..UserConfig::default()
             },

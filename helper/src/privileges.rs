@@ -75,7 +75,7 @@ pub fn restrict(keep: &CapsHashSet) -> Result<(), PrivilegeError> {
 fn unprivileged_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid, String)> {
     [SERVICE_USER, "nobody"].into_iter().find_map(|name| {
         let u = nix::unistd::User::from_name(name).ok().flatten()?;
-        (!u.uid.is_root()).then(|| (u.uid, u.gid, u.name))
+        (!u.uid.is_root()).then_some((u.uid, u.gid, u.name))
     })
 }
 
