@@ -828,7 +828,7 @@ fn thread_caps(pid: u32) -> Vec<(String, u64)> {
 #[test]
 fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
     let test = "the_helper_keeps_only_the_capabilities_it_needs_and_still_works";
-    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "setpriv"]) {
         return;
     }
     let mut net = Net::new();
@@ -848,10 +848,68 @@ fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
             .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
         "{status}"
     );
-    // Attribution and the table's removal still work with what is left.
+    // Not root any more, on any thread: real, effective, saved and filesystem uids alike.
+    for task in std::fs::read_dir(format!("/proc/{}/task", h.pid()))
+        .expect("tasks")
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let uids: Vec<&str> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .map(|v| v.split_whitespace().collect())
+            .unwrap_or_default();
+        assert_eq!(uids.len(), 4, "{status}");
+        assert!(
+            uids.iter().all(|u| *u != "0"),
+            "a thread is still root: {uids:?}"
+        );
+    }
+    // Attribution (of root's processes and of another user's) and the table's removal still
+    // work with what is left.
     let (pid, _) = net.client(&net.a, &["connect", &net.b4(), "8080", "0.2"]);
     let v = h.wait_for(WAIT, is_conn_to(8080)).expect("line");
     assert_eq!(pid_of(&v), Some(u64::from(pid)));
+    assert_eq!(v["process"]["uid"], 0, "{v}");
+    assert_eq!(v["process"]["exe_verified"], true, "{v}");
+    let script = common::peer_script().display().to_string();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args([
+            "--clear-groups",
+            "/usr/bin/python3",
+            &script,
+            "connect",
+            &net.b4(),
+            "8080",
+            "0.2",
+        ])
+        .output()
+        .expect("run as nobody");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = h
+        .wait_for(WAIT, |v| {
+            v["type"] == "connection" && v["process"]["uid"] == 65534
+        })
+        .expect("nobody's line");
+    assert!(
+        v["process"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.contains("python3")),
+        "{v}"
+    );
+    assert_eq!(v["process"]["exe_verified"], true, "{v}");
     h.close_stdin();
     assert!(h.wait_exit(Duration::from_secs(2)).is_some());
     assert!(
