@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod privileges;
 pub mod realtime;
 pub mod sanitize;
+pub mod seccomp;
 pub mod service;
 pub mod source;
 

@@ -387,6 +387,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Err(e) = privileges::restrict(&privileges::needed(cli.broadcast)) {
         startup.push(format!("running with more privileges than needed: {e}"));
     }
+    if let Err(e) = conntrack_tray_helper::seccomp::confine(cli.broadcast) {
+        startup.push(format!("running without the seccomp filter: {e}"));
+    }
     spawn_reader(socket, flow_tx, early, early_rx, cli.debug, prio)?;
     realtime::normal_priority();
     let names = match capture.map(|c| {

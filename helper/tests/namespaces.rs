@@ -864,6 +864,13 @@ fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
             uids.iter().all(|u| *u != "0"),
             "a thread is still root: {uids:?}"
         );
+        // And every thread is under the seccomp allow-list (mode 2: filter).
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+            "a thread runs without the seccomp filter: {status}"
+        );
     }
     // Attribution (of root's processes and of another user's) and the table's removal still
     // work with what is left.
