@@ -7,7 +7,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use conntrack_tray_helper::commands::Command;
-use conntrack_tray_helper::filter::process_matches;
 use conntrack_tray_helper::{Connection, Event};
 
 use crate::history::{History, Seen};
@@ -96,14 +95,7 @@ impl App {
     /// The applet's own check of the whitelist: the helper filters too, but a config change
     /// takes a moment to reach it (and a remote helper may be older).
     fn whitelisted(&self, c: &Connection) -> bool {
-        let wl = &self.settings.config.whitelist;
-        c.process
-            .as_ref()
-            .is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)))
-            || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
-            || c.host
-                .as_deref()
-                .is_some_and(|h| wl.hosts.iter().any(|p| p.matches(h)))
+        conntrack_tray_helper::filter::whitelisted(&self.settings.config.whitelist, c)
     }
 
     pub fn events_today(&self) -> u64 {
@@ -413,6 +405,7 @@ mod tests {
         let now = Instant::now();
         let mut c = conn(443, "/usr/bin/curl");
         c.host = Some("api.github.com".into());
+        c.host_source = Some(conntrack_tray_helper::event::HostSource::Dns);
         let fx = a.on_event("h", ev(c.clone()), now);
         let Effect::Notify { id, note } = fx[0].clone() else {
             panic!("{fx:?}")

@@ -18,6 +18,7 @@
 //! of view or stands in for it.
 
 use conntrack_tray_helper::config::HostPattern;
+use conntrack_tray_helper::event::HostSource;
 pub use conntrack_tray_helper::output::endpoint;
 use conntrack_tray_helper::sanitize::{self, HOST_LIMIT, LINE_LIMIT, PROGRAM_LIMIT};
 use conntrack_tray_helper::{Connection, Direction};
@@ -53,8 +54,15 @@ pub fn program(c: &Connection) -> String {
 /// The remote end: `93.184.216.34:443`, and the looked-up name after it in parentheses.
 pub fn destination(c: &Connection) -> String {
     let at = endpoint(&c.remote_ip, c.remote_port);
+    // A name only the address owner (PTR) or the program itself (its own DNS server) vouches
+    // for says so, so it is never read as the system resolver's word.
+    let mark = match c.host_source {
+        Some(HostSource::Ptr) => "PTR ",
+        Some(HostSource::OwnResolver) => "its own DNS: ",
+        Some(HostSource::Dns) | None => "",
+    };
     match &c.host {
-        Some(name) => format!("{at} ({})", host(name)),
+        Some(name) => format!("{at} ({mark}{})", host(name)),
         None => at,
     }
 }
@@ -122,10 +130,12 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
             ACTION_WL_REMOTE.into(),
             format!("Whitelist {}", c.remote_ip),
         ));
+        // Only a name the system's resolver gave this program can be whitelisted.
+        let whitelistable = c.host_source.is_some_and(HostSource::may_whitelist);
         if let Some(name) = c
             .host
             .as_deref()
-            .filter(|h| h.parse::<HostPattern>().is_ok())
+            .filter(|h| whitelistable && h.parse::<HostPattern>().is_ok())
         {
             actions.push((ACTION_WL_HOST.into(), format!("Whitelist {}", host(name))));
         }
@@ -284,6 +294,7 @@ mod tests {
     fn a_looked_up_name_gets_its_button_when_it_is_a_valid_pattern() {
         let mut c = conn("curl", Some("/usr/bin/curl"));
         c.host = Some("api.github.com".into());
+        c.host_source = Some(HostSource::Dns);
         let n = connection_note(&c, "h", &ALL);
         assert!(n.actions.contains(&(
             ACTION_WL_HOST.to_string(),
@@ -294,6 +305,28 @@ mod tests {
             .actions
             .iter()
             .all(|(k, _)| k != ACTION_WL_HOST));
+    }
+
+    #[test]
+    fn ptr_and_own_resolver_names_are_marked_and_offer_no_whitelist_button() {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        c.host = Some("github.com".into());
+        for (source, mark) in [
+            (HostSource::Ptr, "(PTR github.com)"),
+            (HostSource::OwnResolver, "(its own DNS: github.com)"),
+        ] {
+            c.host_source = Some(source);
+            let n = connection_note(&c, "h", &ALL);
+            assert!(n.summary.contains(mark), "{}", n.summary);
+            assert!(
+                n.actions.iter().all(|(k, _)| k != ACTION_WL_HOST),
+                "{source:?}"
+            );
+        }
+        c.host_source = Some(HostSource::Dns);
+        assert!(connection_note(&c, "h", &ALL)
+            .summary
+            .contains("(github.com)"));
     }
 
     #[test]

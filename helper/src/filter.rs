@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::config::Config;
+use crate::config::{Config, Whitelist};
 use crate::direction::Sides;
-use crate::event::{HostSource, Process};
+use crate::event::{Connection, HostSource, Process};
 use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
@@ -72,22 +72,35 @@ pub fn host_rule(
     process: Option<&Process>,
     host: Option<(&str, HostSource)>,
 ) -> Result<(), Skip> {
-    let Some((name, _)) = host.filter(|(_, source)| source.may_whitelist()) else {
-        return Ok(());
-    };
-    if cfg.whitelist.hosts.iter().any(|p| p.matches(name)) {
-        return Err(Skip::HostWhitelisted);
+    host_whitelisted(&cfg.whitelist, process, host).map_or(Ok(()), Err)
+}
+
+/// Which host entry of `wl`, if any, accepts `host` for `process`.
+fn host_whitelisted(
+    wl: &Whitelist,
+    process: Option<&Process>,
+    host: Option<(&str, HostSource)>,
+) -> Option<Skip> {
+    let (name, _) = host.filter(|(_, source)| source.may_whitelist())?;
+    if wl.hosts.iter().any(|p| p.matches(name)) {
+        return Some(Skip::HostWhitelisted);
     }
     let paired = process.is_some_and(|p| {
-        cfg.whitelist
-            .program_hosts
+        wl.program_hosts
             .iter()
             .any(|e| e.host.matches(name) && process_matches(&e.program, p))
     });
-    if paired {
-        return Err(Skip::ProgramHostWhitelisted);
-    }
-    Ok(())
+    paired.then_some(Skip::ProgramHostWhitelisted)
+}
+
+/// Whether a reported connection falls under `wl` now (the applet asks, for connections
+/// reported before the person added an entry): the same rules as the helper's, on the same
+/// evidence.
+pub fn whitelisted(wl: &Whitelist, c: &Connection) -> bool {
+    let process = c.process.as_ref();
+    process.is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)))
+        || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
+        || host_whitelisted(wl, process, c.host.as_deref().zip(c.host_source)).is_some()
 }
 
 /// Whether a whitelist entry names this process, on evidence the process cannot forge.
