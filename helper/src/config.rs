@@ -285,7 +285,7 @@ impl Config {
             .any(|sel| matches!(sel, ProtoSel::All) || *sel == ProtoSel::One(p))
     }
 
-    /// Parses a TOML document; `origin` names it in errors (a path, or "<embedded default>").
+    /// Parses a TOML document; `origin` names it in errors (a path, or `"<embedded default>"`).
     pub fn from_toml(src: &str, origin: &str) -> Result<Config, ConfigError> {
         toml::from_str(src).map_err(|e| ConfigError::from_toml(src, origin, &e))
     }

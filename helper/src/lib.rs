@@ -1,9 +1,14 @@
 //! conntrack-tray-helper's library: the event model, the wire protocol, the configuration and
 //! filter logic (shared with the applet), and the thin OS layers the helper binary wires up.
 //!
-//! The data path runs one way: `conntrack` (kernel events) → `direction` (which end is us) →
-//! `filter` (cheap rules) → `attribution` (which process) → `filter` (process rules) →
-//! `output` (JSON or text lines). `commands` reads the applet's stdin commands.
+//! The data path runs one way, and the modules are listed in its order: [`source`] (kernel
+//! events, parsed into [`flow`] values, read by the reader thread) → [`direction`] (which
+//! end is us) → [`filter`] (cheap rules) → [`attribution`] (which process) → [`names`]
+//! (which name that process looked up) → [`filter`] (process and host rules) → [`event`]
+//! (what is reported) → [`sanitize`] and [`output`] (JSON or text lines). [`pipeline`] runs
+//! one flow through the decisions, [`service`] is the main loop around it, [`commands`]
+//! are the applet's stdin commands; [`privileges`] and [`seccomp`] confine the helper once
+//! it is set up.
 
 pub mod attribution;
 pub mod commands;

@@ -240,7 +240,7 @@ impl<A: Attributor> Reading<A> {
     }
 }
 
-/// Runs until the pipeline goes away or the source fails [`MAX_FAILURES`] times in a row.
+/// Runs until the pipeline goes away or the source fails `MAX_FAILURES` times in a row.
 pub fn run<S: EventSource, A: Attributor>(
     mut source: S,
     tx: Sender<Incoming>,
