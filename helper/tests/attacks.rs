@@ -240,3 +240,45 @@ fn an_answer_nobody_asked_for_names_nothing() {
     let v = to_port(&lines, 8080).expect("reported, not whitelisted by a forged name");
     assert!(v.get("host").is_none(), "{v}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper() {
+    let test = "a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft"]) {
+        return;
+    }
+    let net = Net::new();
+    // Whoever runs pkexec holds the helper's stdin: here, 100 configurations of 1 MB each
+    // while no flow comes (on main they left 360-563 MB resident).
+    let mut h = Helper::start(&net.a, &[]);
+    let paths: Vec<String> = (0..10_000).map(|i| format!("/opt/{i:0>94}")).collect();
+    let cmd = serde_json::json!({"cmd": "config", "config": {"whitelist": {"processes": paths}}})
+        .to_string();
+    assert!(cmd.len() > 1_000_000);
+    for _ in 0..100 {
+        h.send(&cmd);
+    }
+    for i in 0..100 {
+        assert!(
+            h.wait_for(Duration::from_secs(30), |v| v["type"] == "ack")
+                .is_some(),
+            "ack {i} of 100"
+        );
+    }
+    let rss = rss_kib(h.pid());
+    // Two configurations of 1 MB (the pipeline's and the reader's) and the parse of one:
+    // far below what a hundred queued copies would take.
+    assert!(
+        rss < 64 * 1024,
+        "the helper holds {rss} KiB after the flood"
+    );
+}
