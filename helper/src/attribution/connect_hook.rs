@@ -31,6 +31,8 @@ use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects};
 use crate::attribution::bpf::btf::{Btf, BtfError};
+use crate::attribution::bpf::frame::{current_process, read, read_key, update, zero_stack};
+use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
     Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
     PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
@@ -191,56 +193,6 @@ const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
 const IPPROTO_UDPLITE: i32 = 136;
 
-// The programs' stack, down from the frame pointer: the map key, the map value, a scratch
-// word, the socket's address (the pending map's key). Within the key and the value, each
-// field is where `bpf::layout` says: a store to the key's netns is at `KEY_NETNS.at(KEY)`.
-const KEY: i16 = -(KEY_LEN as i16);
-const VAL: i16 = KEY - VALUE_LEN as i16;
-const TMP: i16 = VAL - 8;
-const SK: i16 = TMP - PENDING_KEY_LEN as i16;
-
-/// Zeroes the stack the programs use: the verifier wants what helpers read initialised, and
-/// the key's padding (`KEY_PAD`) must be zero to match the keys [`key`] builds.
-fn zero_stack(a: &mut asm::Asm) {
-    for off in (SK..0).step_by(8) {
-        a.store_imm(asm::DW, asm::FP, off, 0);
-    }
-}
-
-/// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
-fn read(a: &mut asm::Asm, to: i16, len: i32, base: asm::Reg, field: i32) {
-    use asm::*;
-    a.mov(R1, FP)
-        .add_imm(R1, i32::from(to))
-        .mov_imm(R2, len)
-        .mov(R3, base);
-    if field != 0 {
-        a.add_imm(R3, field);
-    }
-    a.call(Helper::ProbeReadKernel);
-}
-
-/// Reads a key field whole from `base` + `field` (kernel memory) into the stack's key.
-fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
-    read(a, f.at(KEY), f.len as i32, base, field);
-}
-
-/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
-fn current_process(a: &mut asm::Asm) {
-    use asm::*;
-    a.call(Helper::GetCurrentPidTgid)
-        .rsh_imm(R0, 32)
-        .store(W, FP, VALUE_TGID.at(VAL), R0)
-        .call(Helper::GetCurrentUidGid)
-        .store(W, FP, VALUE_UID.at(VAL), R0)
-        .call(Helper::KtimeGetBootNs)
-        .store(DW, FP, VALUE_BOOT_NS.at(VAL), R0)
-        .mov(R1, FP)
-        .add_imm(R1, i32::from(VALUE_COMM.at(VAL)))
-        .mov_imm(R2, VALUE_COMM.len as i32)
-        .call(Helper::GetCurrentComm);
-}
-
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
 /// caller's), then the value filed under it in `connects_fd`. Jumps to "out" for a family
 /// that is neither IPv4 nor IPv6; defines "out", which ends the program.
@@ -273,17 +225,9 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
     read(a, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
     read_key(a, KEY_NETNS, R4, o.ns_inum);
-    a.label("file")
-        .load_map(R1, connects_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(VAL))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+    a.label("file");
+    update(a, connects_fd);
+    a.label("out").mov_imm(R0, 0).exit();
 }
 
 /// The TCP program, on `inet_sock_set_state(sk, oldstate, newstate)`.
@@ -485,8 +429,9 @@ impl Connects for ConnectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::bpf::asm::{
-        disassemble, Helper, Op, Reg, B, DW, FP, R0, R1, R2, R3, R4, W,
+    use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
+    use crate::attribution::bpf::frame::listing::{
+        assert_files_the_current_process, stack_writes, then_calls, updates,
     };
     use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
     use crate::flow::Proto;
@@ -564,11 +509,6 @@ mod tests {
         }
     }
 
-    /// Whether the op at `i` is followed by a call of `helper`.
-    fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
-        ops.get(i + 1).map(|&(_, op)| op) == Some(Op::Call(helper))
-    }
-
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
         let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
@@ -623,44 +563,6 @@ mod tests {
         assert!(udp
             .iter()
             .any(|&(_, op)| op == Op::AddImm { dst: R3, imm: 532 }));
-    }
-
-    /// What a program writes into its stack: `(offset from the frame pointer, bytes)` for
-    /// each store, and for each helper that fills a buffer (`probe_read_kernel`,
-    /// `get_current_comm`) the buffer it was given, from the `r1 = fp; r1 += to; r2 = len`
-    /// that sets up its call.
-    fn stack_writes(ops: &[(usize, Op)]) -> Vec<(i16, usize)> {
-        let mut out = Vec::new();
-        for (i, &(at, op)) in ops.iter().enumerate() {
-            match op {
-                Op::StoreMem { size, dst, off, .. } | Op::StoreImm { size, dst, off, .. }
-                    if dst == FP =>
-                {
-                    out.push((off, size.bytes()));
-                }
-                Op::Call(Helper::ProbeReadKernel | Helper::GetCurrentComm) => {
-                    let before = &ops[i.saturating_sub(6)..i];
-                    let find = |reg: Reg| {
-                        before.iter().rposition(|&(_, op)| match op {
-                            Op::AddImm { dst, .. } | Op::MovImm { dst, .. } => dst == reg,
-                            _ => false,
-                        })
-                    };
-                    let (Some(to), Some(len)) = (find(R1), find(R2)) else {
-                        panic!("a buffer call at {at} without its buffer set up");
-                    };
-                    assert_eq!(before[to - 1].1, Op::Mov { dst: R1, src: FP }, "at {at}");
-                    let (Op::AddImm { imm: to, .. }, Op::MovImm { imm: len, .. }) =
-                        (before[to].1, before[len].1)
-                    else {
-                        panic!("a buffer call at {at} not on the stack");
-                    };
-                    out.push((to as i16, len as usize));
-                }
-                _ => {}
-            }
-        }
-        out
     }
 
     #[test]
@@ -722,58 +624,8 @@ mod tests {
         let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
         let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
         for ops in [&tcp, &udp] {
-            let op = |i: usize| ops.get(i).map(|&(_, op)| op);
-            let call = |h| ops.iter().position(|&(_, op)| op == Op::Call(h)).unwrap();
-            let store = |size: asm::Size, f: Field| {
-                assert_eq!(size.bytes(), f.len);
-                Some(Op::StoreMem {
-                    size,
-                    dst: FP,
-                    off: f.at(VAL),
-                    src: R0,
-                })
-            };
-            // The tgid is the top half of get_current_pid_tgid.
-            let pid = call(Helper::GetCurrentPidTgid);
-            assert_eq!(op(pid + 1), Some(Op::RshImm { dst: R0, imm: 32 }));
-            assert_eq!(op(pid + 2), store(W, VALUE_TGID));
-            let uid = call(Helper::GetCurrentUidGid);
-            assert_eq!(op(uid + 1), store(W, VALUE_UID));
-            let time = call(Helper::KtimeGetBootNs);
-            assert_eq!(op(time + 1), store(DW, VALUE_BOOT_NS));
-            let comm = call(Helper::GetCurrentComm);
-            let comm_buf = (VALUE_COMM.at(VAL), VALUE_COMM.len);
-            assert!(stack_writes(&ops[..=comm]).contains(&comm_buf));
-            // All of it before the record is filed.
-            let update = call(Helper::MapUpdateElem);
-            assert!([pid, uid, time, comm].iter().all(|&c| c < update));
+            assert_files_the_current_process(ops);
         }
-    }
-
-    /// The `(map fd, key on the stack, value on the stack)` of each map update, read from the
-    /// `r1 = map; r2 = fp + key; r3 = fp + value` that sets it up.
-    fn updates(ops: &[(usize, Op)]) -> Vec<(i32, i32, i32)> {
-        let mut out = Vec::new();
-        for (i, &(_, op)) in ops.iter().enumerate() {
-            if op != Op::Call(Helper::MapUpdateElem) {
-                continue;
-            }
-            let before: Vec<Op> = ops[i - 6..i].iter().map(|&(_, op)| op).collect();
-            let Op::LoadMapFd { dst: R1, fd } = before[0] else {
-                panic!("an update at {i} without its map: {before:?}");
-            };
-            let (Op::AddImm { dst: R2, imm: k }, Op::AddImm { dst: R3, imm: v }) =
-                (before[2], before[4])
-            else {
-                panic!("an update at {i} without its key and value: {before:?}");
-            };
-            assert_eq!(before[1], Op::Mov { dst: R2, src: FP });
-            assert_eq!(before[3], Op::Mov { dst: R3, src: FP });
-            // BPF_ANY: a new record replaces an older one with the same key.
-            assert_eq!(before[5], Op::MovImm { dst: R4, imm: 0 });
-            out.push((fd, k, v));
-        }
-        out
     }
 
     #[test]
