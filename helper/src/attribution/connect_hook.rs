@@ -1,7 +1,8 @@
 //! The kernel tells who connected: an eBPF program on the `inet_sock_set_state` tracepoint
 //! records, for every outbound TCP connection, the process that called `connect()`, under the
 //! connection's addresses and ports; another, on `sock_send_length`, records the sender on
-//! connected UDP sockets.
+//! connected UDP sockets; and the cgroup programs of [`send_hook`] record the sender of every
+//! UDP datagram sent to an address (unconnected sockets).
 //!
 //! Socket lookups run after the kernel's conntrack event, and a program that connects and
 //! exits at once (a bash `/dev/tcp` one-shot, a connect refused at once) can be gone by then:
@@ -16,10 +17,16 @@
 //! table the programs here store by and the lookups here build keys and read values by. They
 //! are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
 //! (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the
-//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup
-//! (the system calls are `bpf::sys`). Records carry the network namespace, so a connect in
+//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
+//! lookup, two per UDP lookup (the flow's key, and the same with no local address; the system
+//! calls are `bpf::sys`). Records carry the network namespace, so a connect in
 //! another namespace with the same addresses is never taken for ours.
 //!
+//! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
+//! hostile program can send at will, evicts older UDP records only, never the connect records
+//! of TCP.
+//!
+//! [`send_hook`]: crate::attribution::send_hook
 //! [`bpf::asm`]: crate::attribution::bpf::asm
 //! [`bpf::btf`]: crate::attribution::bpf::btf
 //! [`bpf::layout`]: crate::attribution::bpf::layout
@@ -29,7 +36,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
-use super::{Connector, Connects};
+use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::frame::{current_process, read, read_key, update, zero_stack};
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
@@ -38,7 +45,8 @@ use crate::attribution::bpf::layout::{
     PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
 };
 use crate::attribution::bpf::{asm, sys};
-use crate::flow::Tuple;
+use crate::attribution::send_hook::SendHook;
+use crate::flow::{Proto, Tuple};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -141,6 +149,13 @@ impl Offsets {
 /// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
 /// reader looks a flow up within milliseconds of its connect.
 const MAP_ENTRIES: u32 = 32768;
+/// UDP send records kept. A record must outlive the wait for its lookup, and in a burst of
+/// datagrams to many destinations that wait is long: when the pipeline's queue is full the
+/// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
+/// second from one socket) the last flows were read more than a second after they were sent,
+/// with some 33,000 sends filed in between. So twice the TCP map: 65,536 records, 9.4 MB of
+/// kernel memory (`memlock` in the map's fdinfo; the TCP map's 32,768 take 4.7 MB).
+const SEND_ENTRIES: u32 = 65536;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
 
@@ -286,9 +301,10 @@ pub fn program(
 /// right after each successful send of any socket.
 ///
 /// For a connected UDP or UDP-Lite socket it files the sender under the socket's tuple, as
-/// the TCP program does. The record lands microseconds after the packet left, so the helper
-/// asks for it after the socket lookups, when a program that sent and exited is gone. Other
-/// sockets cost it one read of `sk_protocol`; unconnected UDP sockets (no peer port) one more.
+/// the TCP program does. The record lands microseconds after the packet left, later than
+/// conntrack's event about it, so the helper, finding no record yet, waits for it briefly
+/// (see `attribution`). Other sockets cost it one read of `sk_protocol`; unconnected UDP
+/// sockets (no peer port) one more: the send hook records those.
 pub fn udp_program(
     o: &Offsets,
     protocol: i32,
@@ -314,20 +330,25 @@ pub fn udp_program(
     a.finish()
 }
 
-/// The loaded hook. Dropping it detaches the program and frees the maps.
+/// The loaded hook. Dropping it detaches the programs and frees the maps.
 pub struct ConnectLog {
     records: ConnectReader,
     _pending: OwnedFd,
     /// The TCP program and its link.
     _tcp: [OwnedFd; 2],
-    /// The UDP program and its link, when the kernel took them.
+    /// The connected-UDP program and its link, when the kernel took them.
     _udp: Option<[OwnedFd; 2]>,
-    /// Why there are no UDP records, if there are none.
+    /// The unconnected-UDP programs and their links, when the kernel took them.
+    _send: Option<SendHook>,
+    /// Why there are no records of sends on connected UDP sockets, if there are none.
     pub udp_off: Option<String>,
+    /// Why there are no records of sends to an address, if there are none.
+    pub send_off: Option<String>,
 }
 
 impl ConnectLog {
-    /// Loads and attaches the program. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
+    /// Loads and attaches the programs. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN);
+    /// the send hook also CAP_NET_ADMIN.
     pub fn open() -> Result<ConnectLog, HookError> {
         let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
             what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
@@ -348,6 +369,8 @@ impl ConnectLog {
             .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
             .map_err(sys_err("cannot create the connect map"))?;
+        let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
+            .map_err(sys_err("cannot create the send map"))?;
         let tcp = load_and_attach(
             program(&offsets, pending.as_raw_fd(), map.as_raw_fd()),
             TRACEPOINT,
@@ -357,7 +380,7 @@ impl ConnectLog {
             let protocol = i32::try_from(protocol)
                 .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
             load_and_attach(
-                udp_program(&offsets, protocol, map.as_raw_fd()),
+                udp_program(&offsets, protocol, sends.as_raw_fd()),
                 UDP_TRACEPOINT,
             )
         });
@@ -365,21 +388,39 @@ impl ConnectLog {
             Ok(fds) => (Some(fds), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        // So is the send hook: it needs cgroup v2, and kernel 5.14.
+        let (send, send_off) = match SendHook::open(&sends, netns) {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let udp_records = UdpRecords {
+            connected: udp.is_some(),
+            unconnected: send.is_some(),
+        };
         Ok(ConnectLog {
-            records: ConnectReader { map, netns },
+            records: ConnectReader {
+                map,
+                sends,
+                netns,
+                udp: udp_records,
+            },
             _pending: pending,
             _tcp: tcp,
             _udp: udp,
+            _send: send,
             udp_off,
+            send_off,
         })
     }
 
-    /// Another handle on the records, for a second attributor (the program stays attached
+    /// Another handle on the records, for a second attributor (the programs stay attached
     /// as long as this `ConnectLog` lives).
     pub fn reader(&self) -> io::Result<ConnectReader> {
         Ok(ConnectReader {
             map: self.records.map.try_clone()?,
+            sends: self.records.sends.try_clone()?,
             netns: self.records.netns,
+            udp: self.records.udp,
         })
     }
 }
@@ -387,6 +428,9 @@ impl ConnectLog {
 impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector(t)
+    }
+    fn udp_records(&self) -> UdpRecords {
+        self.records.udp
     }
 }
 
@@ -414,16 +458,49 @@ fn load_and_attach(
 
 /// A lookup handle on a [`ConnectLog`]'s records.
 pub struct ConnectReader {
+    /// TCP connects.
     map: OwnedFd,
+    /// UDP sends, connected and unconnected.
+    sends: OwnedFd,
     netns: u32,
+    udp: UdpRecords,
+}
+
+impl ConnectReader {
+    fn lookup(map: &OwnedFd, key: &[u8; KEY_LEN]) -> io::Result<Option<Connector>> {
+        let mut value = [0u8; VALUE_LEN];
+        let found = sys::map_lookup(map, key, &mut value)?;
+        Ok(found.then(|| connector(&value)))
+    }
 }
 
 impl Connects for ConnectReader {
+    /// A TCP flow's connect record; a UDP flow's newest send record, under its tuple or,
+    /// filed by a socket that let routing choose its source, under its tuple with no local
+    /// address ([`wildcard_key`]). Both are asked and the newer wins: the exact key may hold
+    /// an older send of another socket sharing the port.
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        let mut value = [0u8; VALUE_LEN];
-        let found = sys::map_lookup(&self.map, &key(self.netns, t), &mut value)?;
-        Ok(found.then(|| connector(&value)))
+        let k = key(self.netns, t);
+        if !matches!(t.proto, Proto::Udp | Proto::UdpLite) {
+            return Self::lookup(&self.map, &k);
+        }
+        let exact = Self::lookup(&self.sends, &k)?;
+        let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
+        Ok(match (exact, wild) {
+            (Some(a), Some(b)) => Some(if b.at_boot_ns > a.at_boot_ns { b } else { a }),
+            (a, b) => a.or(b),
+        })
     }
+    fn udp_records(&self) -> UdpRecords {
+        self.udp
+    }
+}
+
+/// `k` with no local address: the key of a send from a socket bound to the wildcard address,
+/// whose source the kernel picks after the send hook has run.
+pub fn wildcard_key(mut k: [u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    k[KEY_SADDR.range()].fill(0);
+    k
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod bpf;
 pub mod connect_hook;
 pub mod exe;
 pub mod procfs;
+pub mod send_hook;
 pub mod sock_diag;
 
 use std::collections::HashMap;
@@ -102,6 +103,20 @@ pub struct Connector {
 /// Records of who connected, by the connection's socket end (`src` local).
 pub trait Connects {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
+    /// Which UDP sends the kernel records. None, unless the source says so.
+    fn udp_records(&self) -> UdpRecords {
+        UdpRecords::default()
+    }
+}
+
+/// Which UDP sends leave a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpRecords {
+    /// A send on a connected socket: filed as the send returns, just after the packet (and
+    /// conntrack's event about it) left.
+    pub connected: bool,
+    /// A send to an address: filed before the packet exists.
+    pub unconnected: bool,
 }
 
 /// A record from longer than this before the flow's event was read is not trusted for it: it

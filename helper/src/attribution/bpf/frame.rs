@@ -1,11 +1,12 @@
 //! What the record programs write alike: their stack frame, the current process into the
 //! record's value, and the map update that files it.
 //!
-//! Every program that files a record (TCP connects, sends on connected UDP sockets) writes
-//! the same value the same way, and one lookup reads them all. So the parts every record
-//! shares are written once, here: a value that one program filled differently from another
-//! would read back as another process, and nothing would fail. The generators import this
-//! file (`attribution::connect_hook`); it imports none of them.
+//! Three programs file records (TCP connects, sends on connected UDP sockets, sends to an
+//! address on unconnected ones), two generators write them (`attribution::connect_hook`,
+//! `attribution::send_hook`), and one lookup reads them all. So the parts every record shares
+//! are written once, here: a value that one program filled differently from another would
+//! read back as another process, and nothing would fail. Both generators import this file;
+//! it imports neither.
 
 use super::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, W};
 use super::layout::{
