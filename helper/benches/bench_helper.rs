@@ -6,11 +6,14 @@
 //!    `conntrack -E -e NEW` on the same burst when `conntrack` is installed;
 //! b. latency from `connect()` to the JSON line (median and p99);
 //! c. attribution rate: short-lived curls, bash `/dev/tcp` one-shots, connects to a closed
-//!    port, and long-lived connections;
-//! d. the helper's CPU time per event and peak RSS, and conntrack's.
+//!    port, UDP one-shots (connected and unconnected), and long-lived connections;
+//! d. the helper's CPU time per event and peak RSS, and conntrack's;
+//! e. a 100,000-flow flood;
+//! f. what the kernel-side send records add to the cost of a UDP send.
 //!
 //! The binary also serves as its own traffic generator: run with a first argument of
-//! `udp-burst` or `connect-series` it sends traffic instead (re-executed inside a namespace).
+//! `udp-burst`, `udp-same` or `connect-series` it sends traffic instead (re-executed inside a
+//! namespace). `BENCH_ONLY=latency|burst|udp-sendto|send-cost` runs one part alone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
@@ -54,6 +57,28 @@ fn generator(args: &[String]) -> bool {
             let _ = std::io::stdout().flush();
             // Keep the socket open while the helper attributes the burst.
             std::thread::sleep(Duration::from_secs(60));
+            true
+        }
+        Some("udp-same") => {
+            // The cost of a send, not of a flow: `n` datagrams to one address, on an
+            // unconnected socket (sendto) or a connected one (send).
+            let dst: SocketAddr = args[1].parse().expect("addr");
+            let n: u32 = args[2].parse().expect("count");
+            let connected = args.get(3).map(String::as_str) == Some("connected");
+            let s =
+                UdpSocket::bind(if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+            if connected {
+                s.connect(dst).expect("connect");
+            }
+            let start = Instant::now();
+            for _ in 0..n {
+                let _ = if connected {
+                    s.send(b"x")
+                } else {
+                    s.send_to(b"x", dst)
+                };
+            }
+            println!("{}", start.elapsed().as_nanos() as f64 / f64::from(n));
             true
         }
         Some("connect-series") => {
@@ -358,6 +383,142 @@ fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec
     }
 }
 
+/// Sends `n` datagrams from namespace `ns` to `dst`; nanoseconds per send, by wall clock.
+fn send_ns(ns: &str, dst: &str, n: u32, connected: bool) -> f64 {
+    let me = std::env::current_exe().expect("exe");
+    let mut argv = vec![
+        me.to_str().unwrap().to_string(),
+        "udp-same".into(),
+        dst.into(),
+        n.to_string(),
+    ];
+    if connected {
+        argv.push("connected".into());
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = Net::cmd(ns, &argv).output().expect("generator");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .expect("ns per send")
+}
+
+/// The kernel's count of BPF program runs and their run time, kept while the returned file
+/// descriptor is open (`BPF_ENABLE_STATS`), and only then: closing it turns them off again.
+#[allow(unsafe_code)]
+fn bpf_run_time_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    // `enable_stats.type` = BPF_STATS_RUN_TIME (0), and nothing else.
+    let mut attr = [0u8; 8];
+    // SAFETY: `attr` is a live, initialised 8-byte buffer, the size passed; the kernel reads
+    // it during the call only.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_mut_ptr(), 8) };
+    assert!(
+        rc >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the kernel has just returned `rc` as a new descriptor that nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) }
+}
+
+/// `(runs, run time in ns)` of the send hook's IPv4 program and of the `sock_send_length`
+/// program that the helper `pid` loaded, from its fdinfo.
+fn record_programs(pid: u32) -> [(u64, u64); 2] {
+    let mut links = [None, None];
+    let mut runs = std::collections::HashMap::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let info = std::fs::read_to_string(fd.expect("entry").path()).unwrap_or_default();
+        let field = |name: &str| -> Option<String> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        match (field("link_type:").as_deref(), num("prog_id:")) {
+            (Some("cgroup"), Some(id)) if field("attach_type:").as_deref() == Some("14") => {
+                links[0] = Some(id);
+            }
+            (Some("raw_tracepoint"), Some(id))
+                if field("tp_name:").as_deref() == Some("sock_send_length") =>
+            {
+                links[1] = Some(id);
+            }
+            (None, Some(id)) => {
+                if let (Some(n), Some(t)) = (num("run_cnt:"), num("run_time_ns:")) {
+                    runs.insert(id, (n, t));
+                }
+            }
+            _ => {}
+        }
+    }
+    links.map(|id| {
+        id.and_then(|id| runs.get(&id).copied())
+            .expect("the helper's send record programs")
+    })
+}
+
+/// Nanoseconds per run of each of `pid`'s record programs while `send` runs.
+fn ns_per_run(pid: u32, send: impl FnOnce()) -> [f64; 2] {
+    let before = record_programs(pid);
+    send();
+    let after = record_programs(pid);
+    [0, 1].map(|i| {
+        let (runs, ns) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+        ns as f64 / runs.max(1) as f64
+    })
+}
+
+/// What the send records cost a send, as the kernel counts its programs' run time: the send
+/// hook on a `sendto` it records and on one from another namespace (where it stops at the
+/// namespace check), and the `sock_send_length` program on a send it records (a connected
+/// socket) and on one it does not (an unconnected socket). A wall-clock comparison of
+/// sends with and without the programs was tried first: on the shared 2-core VM its rounds
+/// differed by more than the programs cost.
+fn send_cost() -> [f64; 4] {
+    const N: u32 = 200_000;
+    let _stats = bpf_run_time_stats();
+    let mut net = Net::new();
+    let other = Net::new();
+    // A socket that never reads: its buffer fills and the rest is dropped, with no ICMP
+    // error back (which would fail every other send on a connected socket).
+    net.serve(&net.b.clone(), "0.0.0.0", &[9]);
+    let dst = format!("{}:9", net.b4());
+    let h = Helper::start(&net.a, &[]);
+    let [hook, tp_unconnected] = ns_per_run(h.pid(), || {
+        send_ns(&net.a, &dst, N, false);
+    });
+    let [_, tp_connected] = ns_per_run(h.pid(), || {
+        send_ns(&net.a, &dst, N, true);
+    });
+    let far = Helper::start(&other.a, &[]);
+    let [hook_elsewhere, _] = ns_per_run(far.pid(), || {
+        send_ns(&net.a, &dst, N, false);
+    });
+    [hook, hook_elsewhere, tp_connected, tp_unconnected]
+}
+
+fn print_send_cost([hook, elsewhere, connected, unconnected]: [f64; 4]) {
+    println!(
+        "| (f) send records' cost per UDP send (kernel BPF run time) | send hook: {hook:.0} ns per sendto recorded, {elsewhere:.0} ns per sendto in another namespace; sock_send_length: {connected:.0} ns per send recorded (connected socket), {unconnected:.0} ns per send not recorded | |"
+    );
+}
+
+fn unconnected_udp_one_shots() -> Rate {
+    attribution("udp sendto", 100, false, |n| {
+        [
+            "python3".to_string(),
+            "-c".into(),
+            format!(
+                "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', 8080))",
+                n.b4()
+            ),
+        ]
+        .to_vec()
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -377,6 +538,7 @@ fn main() {
         Some("latency") => &["ip", "nft", "python3"],
         Some("abuse") => &["ip", "nft"],
         Some("burst") => &["ip", "nft"],
+        Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
     if !common::require("bench_helper", tools) {
@@ -396,6 +558,21 @@ fn main() {
         );
         return;
     }
+    if only.as_deref() == Some("udp-sendto") {
+        let r = unconnected_udp_one_shots();
+        println!(
+            "unconnected UDP one-shots (python sendto, exit): {}/{} named, reported {}, wrong pids: {}",
+            r.attributed,
+            r.tried,
+            r.reported,
+            if r.right_pid { "none" } else { "SOME" }
+        );
+        return;
+    }
+    if only.as_deref() == Some("send-cost") {
+        print_send_cost(send_cost());
+        return;
+    }
     if only.as_deref() == Some("latency") {
         let lat = latency(200, 5);
         println!(
@@ -411,11 +588,12 @@ fn main() {
     if only.as_deref() == Some("burst") {
         let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
         println!(
-            "burst at {:.0} flows/s: {}/{} shown, {} lost; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
+            "burst at {:.0} flows/s: {}/{} shown, {} lost, {} attributed; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
             b.rate,
             b.helper_seen,
             b.created,
             b.helper_lost,
+            b.helper_attributed,
             per(b.helper_cpu, b.helper_seen),
             per(b.reader_cpu, b.helper_seen),
             b.conntrack_seen
@@ -462,6 +640,9 @@ fn main() {
             .map(String::from)
             .to_vec()
     });
+    let sendto = unconnected_udp_one_shots();
+    eprintln!("cost per send...");
+    let cost = send_cost();
     let long = attribution("long", 20, true, |n| {
         let script = common::peer_script().display().to_string();
         [
@@ -523,6 +704,10 @@ fn main() {
         row(&udp)
     );
     println!(
+        "| (c) attribution, unconnected UDP one-shot (python sendto, exit) | {} | no attribution |",
+        row(&sendto)
+    );
+    println!(
         "| (c) attribution, long-lived connection | {} | no attribution |",
         row(&long)
     );
@@ -553,9 +738,10 @@ fn main() {
         flood.helper_rss as f64 / 1024.0,
         flood.drained_ms
     );
+    print_send_cost(cost);
     let abuse = stdin_abuse();
     println!(
-        "| (f) stdin abuse: 100 × 1 MB config commands, then 200,000 pause/resume | RSS {:.1} MiB after the configs, {:.1} MiB after pause/resume; peak {:.1} MiB | |",
+        "| (g) stdin abuse: 100 × 1 MB config commands, then 200,000 pause/resume | RSS {:.1} MiB after the configs, {:.1} MiB after pause/resume; peak {:.1} MiB | |",
         abuse.after_configs as f64 / 1024.0,
         abuse.after_toggles as f64 / 1024.0,
         abuse.peak as f64 / 1024.0

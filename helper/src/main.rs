@@ -296,6 +296,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let (true, Some(why)) = (cli.debug, &h.udp_off) {
                     eprintln!("debug: no UDP connect records: {why}");
                 }
+                if let (true, Some(why)) = (cli.debug, &h.send_off) {
+                    eprintln!("debug: no records of UDP sends to an address: {why}");
+                }
                 Some(h)
             }
             Err(e) => {

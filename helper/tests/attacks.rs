@@ -282,3 +282,247 @@ fn a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper() {
         "the helper holds {rss} KiB after the flood"
     );
 }
+
+/// Like [`as_nobody`], and returns what the script printed.
+fn as_nobody_output(ns: &str, script: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "setpriv", "--reuid=65534"])
+        .args([
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-euc",
+            script,
+        ])
+        .output()
+        .expect("run setpriv");
+    assert!(
+        out.status.success(),
+        "the attacker's script failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The pid each printed `PORT PID ...` line gives for its port.
+fn pids_by_port(printed: &str) -> std::collections::HashMap<u16, u64> {
+    printed
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A process the test started, killed by pid when the test ends.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asserts that the flow to `port` was reported and named after `pid`, the attacker (uid
+/// `nobody`), from the kernel's record of its send.
+fn assert_named_after(lines: &[Value], port: u16, pid: u64) {
+    let v = to_port(lines, port)
+        .unwrap_or_else(|| panic!("the send to {port} was silenced: {lines:?}"));
+    let p = &v["process"];
+    assert_eq!(
+        p["pid"], pid,
+        "the send to {port} named another process: {v}"
+    );
+    assert_eq!(p["uid"], 65534, "{v}");
+    assert_eq!(v["attributed_by"], "connect", "{v}");
+}
+
+#[test]
+fn a_udp_port_shared_with_a_trusted_daemon_is_named_after_the_sender() {
+    let test = "a_udp_port_shared_with_a_trusted_daemon_is_named_after_the_sender";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "python3"]) {
+        return;
+    }
+    let net = Net::new();
+    let (b4, b6) = (net.b4(), net.b6());
+    // The daemon: python, copied where only root can write and trusted by that path, bound
+    // to UDP port 5400 in both families with SO_REUSEADDR and SO_REUSEPORT, as mDNS
+    // responders are. Its own send (to 7001) is trusted, so not reported.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = dir.path().join("ctt-daemon");
+    std::fs::copy(PY, &daemon).expect("copy python");
+    let daemon = daemon.to_str().expect("utf-8").to_string();
+    let (_d, cfg) = config_file(&format!(
+        "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n\
+         [whitelist]\nprocesses = [\"{daemon}\"]\n"
+    ));
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let script = format!(
+        r#"
+import os, socket, time
+socks = []
+for fam, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((host, 5400))
+    socks.append(s)
+socks[0].sendto(b"d", ("{b4}", 7001))
+print("ready", flush=True)
+time.sleep(30)
+"#
+    );
+    let mut child = Net::cmd(&net.a, &[&daemon, "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("daemon");
+    let stdout = child.stdout.take().expect("stdout");
+    let _daemon = Started(child);
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready)
+        .expect("daemon output");
+    assert_eq!(ready.trim(), "ready");
+    // The attacker binds the same port (SO_REUSEADDR is enough across users) and sends:
+    // once and exits at once (7002), keeping its socket a while (7003), over IPv6 (7004).
+    let send = |fam: &str, host: &str, dst: &str, port: u16, hold: f32| {
+        let v6only = if fam == "AF_INET6" {
+            "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); "
+        } else {
+            ""
+        };
+        format!(
+            "{PY} -c \"import os, socket, time; s = socket.socket(socket.{fam}, socket.SOCK_DGRAM); \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); {v6only}\
+             s.bind(('{host}', 5400)); s.sendto(b'a', ('{dst}', {port})); \
+             print({port}, os.getpid(), flush=True); time.sleep({hold})\"\n"
+        )
+    };
+    let script = [
+        send("AF_INET", "0.0.0.0", &b4, 7002, 0.0),
+        send("AF_INET", "0.0.0.0", &b4, 7003, 1.0),
+        send("AF_INET6", "::", &b6, 7004, 0.0),
+    ]
+    .concat();
+    let pids = pids_by_port(&as_nobody_output(&net.a, &script));
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 7001).is_none(),
+        "the trusted daemon's own send was reported: {lines:?}"
+    );
+    for port in [7002, 7003, 7004] {
+        assert_named_after(&lines, port, pids[&port]);
+        assert_eq!(to_port(&lines, port).unwrap()["local_port"], 5400);
+    }
+}
+
+#[test]
+fn a_connected_udp_socket_held_by_a_trusted_program_is_named_after_the_sender() {
+    let test = "a_connected_udp_socket_held_by_a_trusted_program_is_named_after_the_sender";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "python3"]) {
+        return;
+    }
+    let net = Net::new();
+    let b4 = net.b4();
+    // The person trusts sleep, a system file.
+    let (_d, cfg) = config_file(
+        "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n\
+         [whitelist]\nprocesses = [\"sleep\"]\n",
+    );
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // The attacker connects a UDP socket, hands it to a child that becomes sleep (the socket
+    // inherited across exec: sleep now holds it too, and is the newest holder), then sends
+    // on it and exits at once (7011), or stays a while (7012).
+    let attack = |port: u16, hold: f32| {
+        format!(
+            "{PY} -c \"import os, socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.connect(('{b4}', {port})); os.set_inheritable(s.fileno(), True); c = os.fork(); \
+             c == 0 and os.execv('/usr/bin/sleep', ['sleep', '3']); time.sleep(0.3); \
+             s.send(b'p'); print({port}, os.getpid(), c, flush=True); time.sleep({hold})\"\n"
+        )
+    };
+    let script = [attack(7011, 0.0), attack(7012, 0.5)].concat();
+    let printed = as_nobody_output(&net.a, &script);
+    let pids = pids_by_port(&printed);
+    let lines = h.collect(Duration::from_secs(2));
+    for port in [7011, 7012] {
+        assert_named_after(&lines, port, pids[&port]);
+    }
+    // The children (sleep) are left to end by themselves within 3 s; their pids were printed.
+    for line in printed.lines() {
+        if let Some(pid) = line.split_whitespace().nth(2).and_then(|p| p.parse().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The ids of the send-hook programs the process `pid` has attached (its cgroup links'
+/// `prog_id`, from `/proc/PID/fdinfo`).
+fn send_hook_programs(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let info = std::fs::read_to_string(fd.expect("entry").path()).unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let sendmsg = matches!(field("attach_type:").as_deref(), Some("14" | "15"));
+        if field("link_type:").as_deref() == Some("cgroup") && sendmsg {
+            ids.extend(field("prog_id:").and_then(|v| v.parse::<u32>().ok()));
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+/// Whether every one of `ids` is attached to the root cgroup's UDP send hooks.
+fn attached(ids: &[u32]) -> bool {
+    use conntrack_tray_helper::attribution::send_hook;
+    use conntrack_tray_helper::flow::Family;
+    let mut all = send_hook::attached(Family::Ipv4).expect("query the root cgroup");
+    all.extend(send_hook::attached(Family::Ipv6).expect("query the root cgroup"));
+    ids.iter().all(|id| all.contains(id))
+}
+
+#[test]
+fn the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one() {
+    let test = "the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft"]) {
+        return;
+    }
+    let (one, two) = (Net::new(), Net::new());
+    let mut first = Helper::start(&one.a, &[]);
+    let second = Helper::start(&two.a, &[]);
+    let (a, b) = (
+        send_hook_programs(first.pid()),
+        send_hook_programs(second.pid()),
+    );
+    assert_eq!(
+        (a.len(), b.len()),
+        (2, 2),
+        "one program per family: {a:?} {b:?}"
+    );
+    // Both at once, on the same root cgroup: neither displaced the other.
+    assert!(attached(&a) && attached(&b), "{a:?} {b:?}");
+    // SIGKILL: no exit handler runs, and still nothing of it is left attached.
+    first.child.kill().expect("kill");
+    first.child.wait().expect("wait");
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        a.iter().all(|id| !attached(&[*id]))
+    });
+    assert!(
+        gone,
+        "the killed helper's programs {a:?} are still attached"
+    );
+    assert!(attached(&b), "the other helper's programs went too: {b:?}");
+}

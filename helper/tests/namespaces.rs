@@ -1271,3 +1271,28 @@ fn the_nft_program_fallback_adds_and_removes_its_table() {
         nft_tables(&net.a)
     );
 }
+
+#[test]
+fn unconnected_udp_one_shots_are_all_named_with_their_pid() {
+    let test = "unconnected_udp_one_shots_are_all_named_with_their_pid";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
+        return;
+    }
+    let net = Net::new();
+    let (_d, cfg) =
+        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // sendto on a socket never connected, then exit: no socket is left to look up by the
+    // time anyone could, and while it lived it had no peer. Only the kernel's record of the
+    // send (the send hook, made before the packet left) names it.
+    let send = format!(
+        "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', 5355))",
+        net.b4()
+    );
+    let (pids, lines) = one_shots(&net, &h, 50, &["python3", "-c", &send], 5355);
+    assert_all_named(&lines, &pids, 50, "python3");
+    assert!(
+        lines.iter().all(|v| v["attributed_by"] == "connect"),
+        "{lines:?}"
+    );
+}

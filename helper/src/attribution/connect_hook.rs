@@ -1,7 +1,8 @@
 //! The kernel tells who connected: an eBPF program on the `inet_sock_set_state` tracepoint
 //! records, for every outbound TCP connection, the process that called `connect()`, under the
 //! connection's addresses and ports; another, on `sock_send_length`, records the sender on
-//! connected UDP sockets.
+//! connected UDP sockets; and the cgroup programs of [`send_hook`] record the sender of every
+//! UDP datagram sent to an address (unconnected sockets).
 //!
 //! Socket lookups run after the kernel's conntrack event, and a program that connects and
 //! exits at once (a bash `/dev/tcp` one-shot, a connect refused at once) can be gone by then:
@@ -16,10 +17,16 @@
 //! table the programs here store by and the lookups here build keys and read values by. They
 //! are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
 //! (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the
-//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per lookup
-//! (the system calls are `bpf::sys`). Records carry the network namespace, so a connect in
+//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
+//! lookup, two per UDP lookup (the flow's key, and the same with no local address; the system
+//! calls are `bpf::sys`). Records carry the network namespace, so a connect in
 //! another namespace with the same addresses is never taken for ours.
 //!
+//! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
+//! hostile program can send at will, evicts older UDP records only, never the connect records
+//! of TCP.
+//!
+//! [`send_hook`]: crate::attribution::send_hook
 //! [`bpf::asm`]: crate::attribution::bpf::asm
 //! [`bpf::btf`]: crate::attribution::bpf::btf
 //! [`bpf::layout`]: crate::attribution::bpf::layout
@@ -29,14 +36,17 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
-use super::{Connector, Connects};
+use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
+use crate::attribution::bpf::frame::{current_process, read, read_key, update, zero_stack};
+use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
     Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
     PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
 };
 use crate::attribution::bpf::{asm, sys};
-use crate::flow::Tuple;
+use crate::attribution::send_hook::SendHook;
+use crate::flow::{Proto, Tuple};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -139,6 +149,13 @@ impl Offsets {
 /// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
 /// reader looks a flow up within milliseconds of its connect.
 const MAP_ENTRIES: u32 = 32768;
+/// UDP send records kept. A record must outlive the wait for its lookup, and in a burst of
+/// datagrams to many destinations that wait is long: when the pipeline's queue is full the
+/// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
+/// second from one socket) the last flows were read more than a second after they were sent,
+/// with some 33,000 sends filed in between. So twice the TCP map: 65,536 records, 9.4 MB of
+/// kernel memory (`memlock` in the map's fdinfo; the TCP map's 32,768 take 4.7 MB).
+const SEND_ENTRIES: u32 = 65536;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
 
@@ -191,56 +208,6 @@ const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
 const IPPROTO_UDPLITE: i32 = 136;
 
-// The programs' stack, down from the frame pointer: the map key, the map value, a scratch
-// word, the socket's address (the pending map's key). Within the key and the value, each
-// field is where `bpf::layout` says: a store to the key's netns is at `KEY_NETNS.at(KEY)`.
-const KEY: i16 = -(KEY_LEN as i16);
-const VAL: i16 = KEY - VALUE_LEN as i16;
-const TMP: i16 = VAL - 8;
-const SK: i16 = TMP - PENDING_KEY_LEN as i16;
-
-/// Zeroes the stack the programs use: the verifier wants what helpers read initialised, and
-/// the key's padding (`KEY_PAD`) must be zero to match the keys [`key`] builds.
-fn zero_stack(a: &mut asm::Asm) {
-    for off in (SK..0).step_by(8) {
-        a.store_imm(asm::DW, asm::FP, off, 0);
-    }
-}
-
-/// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
-fn read(a: &mut asm::Asm, to: i16, len: i32, base: asm::Reg, field: i32) {
-    use asm::*;
-    a.mov(R1, FP)
-        .add_imm(R1, i32::from(to))
-        .mov_imm(R2, len)
-        .mov(R3, base);
-    if field != 0 {
-        a.add_imm(R3, field);
-    }
-    a.call(Helper::ProbeReadKernel);
-}
-
-/// Reads a key field whole from `base` + `field` (kernel memory) into the stack's key.
-fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
-    read(a, f.at(KEY), f.len as i32, base, field);
-}
-
-/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
-fn current_process(a: &mut asm::Asm) {
-    use asm::*;
-    a.call(Helper::GetCurrentPidTgid)
-        .rsh_imm(R0, 32)
-        .store(W, FP, VALUE_TGID.at(VAL), R0)
-        .call(Helper::GetCurrentUidGid)
-        .store(W, FP, VALUE_UID.at(VAL), R0)
-        .call(Helper::KtimeGetBootNs)
-        .store(DW, FP, VALUE_BOOT_NS.at(VAL), R0)
-        .mov(R1, FP)
-        .add_imm(R1, i32::from(VALUE_COMM.at(VAL)))
-        .mov_imm(R2, VALUE_COMM.len as i32)
-        .call(Helper::GetCurrentComm);
-}
-
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
 /// caller's), then the value filed under it in `connects_fd`. Jumps to "out" for a family
 /// that is neither IPv4 nor IPv6; defines "out", which ends the program.
@@ -273,17 +240,9 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
     read(a, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
     read_key(a, KEY_NETNS, R4, o.ns_inum);
-    a.label("file")
-        .load_map(R1, connects_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(VAL))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+    a.label("file");
+    update(a, connects_fd);
+    a.label("out").mov_imm(R0, 0).exit();
 }
 
 /// The TCP program, on `inet_sock_set_state(sk, oldstate, newstate)`.
@@ -342,9 +301,10 @@ pub fn program(
 /// right after each successful send of any socket.
 ///
 /// For a connected UDP or UDP-Lite socket it files the sender under the socket's tuple, as
-/// the TCP program does. The record lands microseconds after the packet left, so the helper
-/// asks for it after the socket lookups, when a program that sent and exited is gone. Other
-/// sockets cost it one read of `sk_protocol`; unconnected UDP sockets (no peer port) one more.
+/// the TCP program does. The record lands microseconds after the packet left, later than
+/// conntrack's event about it, so the helper, finding no record yet, waits for it briefly
+/// (see `attribution`). Other sockets cost it one read of `sk_protocol`; unconnected UDP
+/// sockets (no peer port) one more: the send hook records those.
 pub fn udp_program(
     o: &Offsets,
     protocol: i32,
@@ -370,20 +330,25 @@ pub fn udp_program(
     a.finish()
 }
 
-/// The loaded hook. Dropping it detaches the program and frees the maps.
+/// The loaded hook. Dropping it detaches the programs and frees the maps.
 pub struct ConnectLog {
     records: ConnectReader,
     _pending: OwnedFd,
     /// The TCP program and its link.
     _tcp: [OwnedFd; 2],
-    /// The UDP program and its link, when the kernel took them.
+    /// The connected-UDP program and its link, when the kernel took them.
     _udp: Option<[OwnedFd; 2]>,
-    /// Why there are no UDP records, if there are none.
+    /// The unconnected-UDP programs and their links, when the kernel took them.
+    _send: Option<SendHook>,
+    /// Why there are no records of sends on connected UDP sockets, if there are none.
     pub udp_off: Option<String>,
+    /// Why there are no records of sends to an address, if there are none.
+    pub send_off: Option<String>,
 }
 
 impl ConnectLog {
-    /// Loads and attaches the program. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
+    /// Loads and attaches the programs. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN);
+    /// the send hook also CAP_NET_ADMIN.
     pub fn open() -> Result<ConnectLog, HookError> {
         let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
             what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
@@ -404,6 +369,8 @@ impl ConnectLog {
             .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
             .map_err(sys_err("cannot create the connect map"))?;
+        let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
+            .map_err(sys_err("cannot create the send map"))?;
         let tcp = load_and_attach(
             program(&offsets, pending.as_raw_fd(), map.as_raw_fd()),
             TRACEPOINT,
@@ -413,7 +380,7 @@ impl ConnectLog {
             let protocol = i32::try_from(protocol)
                 .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
             load_and_attach(
-                udp_program(&offsets, protocol, map.as_raw_fd()),
+                udp_program(&offsets, protocol, sends.as_raw_fd()),
                 UDP_TRACEPOINT,
             )
         });
@@ -421,21 +388,39 @@ impl ConnectLog {
             Ok(fds) => (Some(fds), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        // So is the send hook: it needs cgroup v2, and kernel 5.14.
+        let (send, send_off) = match SendHook::open(&sends, netns) {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let udp_records = UdpRecords {
+            connected: udp.is_some(),
+            unconnected: send.is_some(),
+        };
         Ok(ConnectLog {
-            records: ConnectReader { map, netns },
+            records: ConnectReader {
+                map,
+                sends,
+                netns,
+                udp: udp_records,
+            },
             _pending: pending,
             _tcp: tcp,
             _udp: udp,
+            _send: send,
             udp_off,
+            send_off,
         })
     }
 
-    /// Another handle on the records, for a second attributor (the program stays attached
+    /// Another handle on the records, for a second attributor (the programs stay attached
     /// as long as this `ConnectLog` lives).
     pub fn reader(&self) -> io::Result<ConnectReader> {
         Ok(ConnectReader {
             map: self.records.map.try_clone()?,
+            sends: self.records.sends.try_clone()?,
             netns: self.records.netns,
+            udp: self.records.udp,
         })
     }
 }
@@ -443,6 +428,9 @@ impl ConnectLog {
 impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector(t)
+    }
+    fn udp_records(&self) -> UdpRecords {
+        self.records.udp
     }
 }
 
@@ -470,23 +458,57 @@ fn load_and_attach(
 
 /// A lookup handle on a [`ConnectLog`]'s records.
 pub struct ConnectReader {
+    /// TCP connects.
     map: OwnedFd,
+    /// UDP sends, connected and unconnected.
+    sends: OwnedFd,
     netns: u32,
+    udp: UdpRecords,
+}
+
+impl ConnectReader {
+    fn lookup(map: &OwnedFd, key: &[u8; KEY_LEN]) -> io::Result<Option<Connector>> {
+        let mut value = [0u8; VALUE_LEN];
+        let found = sys::map_lookup(map, key, &mut value)?;
+        Ok(found.then(|| connector(&value)))
+    }
 }
 
 impl Connects for ConnectReader {
+    /// A TCP flow's connect record; a UDP flow's newest send record, under its tuple or,
+    /// filed by a socket that let routing choose its source, under its tuple with no local
+    /// address ([`wildcard_key`]). Both are asked and the newer wins: the exact key may hold
+    /// an older send of another socket sharing the port.
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        let mut value = [0u8; VALUE_LEN];
-        let found = sys::map_lookup(&self.map, &key(self.netns, t), &mut value)?;
-        Ok(found.then(|| connector(&value)))
+        let k = key(self.netns, t);
+        if !matches!(t.proto, Proto::Udp | Proto::UdpLite) {
+            return Self::lookup(&self.map, &k);
+        }
+        let exact = Self::lookup(&self.sends, &k)?;
+        let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
+        Ok(match (exact, wild) {
+            (Some(a), Some(b)) => Some(if b.at_boot_ns > a.at_boot_ns { b } else { a }),
+            (a, b) => a.or(b),
+        })
     }
+    fn udp_records(&self) -> UdpRecords {
+        self.udp
+    }
+}
+
+/// `k` with no local address: the key of a send from a socket bound to the wildcard address,
+/// whose source the kernel picks after the send hook has run.
+pub fn wildcard_key(mut k: [u8; KEY_LEN]) -> [u8; KEY_LEN] {
+    k[KEY_SADDR.range()].fill(0);
+    k
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::bpf::asm::{
-        disassemble, Helper, Op, Reg, B, DW, FP, R0, R1, R2, R3, R4, W,
+    use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
+    use crate::attribution::bpf::frame::listing::{
+        assert_files_the_current_process, stack_writes, then_calls, updates,
     };
     use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
     use crate::flow::Proto;
@@ -564,11 +586,6 @@ mod tests {
         }
     }
 
-    /// Whether the op at `i` is followed by a call of `helper`.
-    fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
-        ops.get(i + 1).map(|&(_, op)| op) == Some(Op::Call(helper))
-    }
-
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
         let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
@@ -623,44 +640,6 @@ mod tests {
         assert!(udp
             .iter()
             .any(|&(_, op)| op == Op::AddImm { dst: R3, imm: 532 }));
-    }
-
-    /// What a program writes into its stack: `(offset from the frame pointer, bytes)` for
-    /// each store, and for each helper that fills a buffer (`probe_read_kernel`,
-    /// `get_current_comm`) the buffer it was given, from the `r1 = fp; r1 += to; r2 = len`
-    /// that sets up its call.
-    fn stack_writes(ops: &[(usize, Op)]) -> Vec<(i16, usize)> {
-        let mut out = Vec::new();
-        for (i, &(at, op)) in ops.iter().enumerate() {
-            match op {
-                Op::StoreMem { size, dst, off, .. } | Op::StoreImm { size, dst, off, .. }
-                    if dst == FP =>
-                {
-                    out.push((off, size.bytes()));
-                }
-                Op::Call(Helper::ProbeReadKernel | Helper::GetCurrentComm) => {
-                    let before = &ops[i.saturating_sub(6)..i];
-                    let find = |reg: Reg| {
-                        before.iter().rposition(|&(_, op)| match op {
-                            Op::AddImm { dst, .. } | Op::MovImm { dst, .. } => dst == reg,
-                            _ => false,
-                        })
-                    };
-                    let (Some(to), Some(len)) = (find(R1), find(R2)) else {
-                        panic!("a buffer call at {at} without its buffer set up");
-                    };
-                    assert_eq!(before[to - 1].1, Op::Mov { dst: R1, src: FP }, "at {at}");
-                    let (Op::AddImm { imm: to, .. }, Op::MovImm { imm: len, .. }) =
-                        (before[to].1, before[len].1)
-                    else {
-                        panic!("a buffer call at {at} not on the stack");
-                    };
-                    out.push((to as i16, len as usize));
-                }
-                _ => {}
-            }
-        }
-        out
     }
 
     #[test]
@@ -722,58 +701,8 @@ mod tests {
         let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
         let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
         for ops in [&tcp, &udp] {
-            let op = |i: usize| ops.get(i).map(|&(_, op)| op);
-            let call = |h| ops.iter().position(|&(_, op)| op == Op::Call(h)).unwrap();
-            let store = |size: asm::Size, f: Field| {
-                assert_eq!(size.bytes(), f.len);
-                Some(Op::StoreMem {
-                    size,
-                    dst: FP,
-                    off: f.at(VAL),
-                    src: R0,
-                })
-            };
-            // The tgid is the top half of get_current_pid_tgid.
-            let pid = call(Helper::GetCurrentPidTgid);
-            assert_eq!(op(pid + 1), Some(Op::RshImm { dst: R0, imm: 32 }));
-            assert_eq!(op(pid + 2), store(W, VALUE_TGID));
-            let uid = call(Helper::GetCurrentUidGid);
-            assert_eq!(op(uid + 1), store(W, VALUE_UID));
-            let time = call(Helper::KtimeGetBootNs);
-            assert_eq!(op(time + 1), store(DW, VALUE_BOOT_NS));
-            let comm = call(Helper::GetCurrentComm);
-            let comm_buf = (VALUE_COMM.at(VAL), VALUE_COMM.len);
-            assert!(stack_writes(&ops[..=comm]).contains(&comm_buf));
-            // All of it before the record is filed.
-            let update = call(Helper::MapUpdateElem);
-            assert!([pid, uid, time, comm].iter().all(|&c| c < update));
+            assert_files_the_current_process(ops);
         }
-    }
-
-    /// The `(map fd, key on the stack, value on the stack)` of each map update, read from the
-    /// `r1 = map; r2 = fp + key; r3 = fp + value` that sets it up.
-    fn updates(ops: &[(usize, Op)]) -> Vec<(i32, i32, i32)> {
-        let mut out = Vec::new();
-        for (i, &(_, op)) in ops.iter().enumerate() {
-            if op != Op::Call(Helper::MapUpdateElem) {
-                continue;
-            }
-            let before: Vec<Op> = ops[i - 6..i].iter().map(|&(_, op)| op).collect();
-            let Op::LoadMapFd { dst: R1, fd } = before[0] else {
-                panic!("an update at {i} without its map: {before:?}");
-            };
-            let (Op::AddImm { dst: R2, imm: k }, Op::AddImm { dst: R3, imm: v }) =
-                (before[2], before[4])
-            else {
-                panic!("an update at {i} without its key and value: {before:?}");
-            };
-            assert_eq!(before[1], Op::Mov { dst: R2, src: FP });
-            assert_eq!(before[3], Op::Mov { dst: R3, src: FP });
-            // BPF_ANY: a new record replaces an older one with the same key.
-            assert_eq!(before[5], Op::MovImm { dst: R4, imm: 0 });
-            out.push((fd, k, v));
-        }
-        out
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! [`SocketAttributor`] is tested with tables; the real sources are tested end to end in
 //! network namespaces.
 //!
-//! For outbound TCP a kernel-side record comes first: [`connect_hook`] has the kernel note
-//! the connecting process inside `connect()`, behind the [`Connects`] trait, so a program that
-//! connects and exits at once is still named. For connected UDP the kernel notes the sender,
-//! asked for last (the note lands just after the packet).
+//! For outbound TCP and UDP a kernel-side record comes first, and when there is one it
+//! decides over any holder of the socket: [`connect_hook`] has the kernel note the connecting
+//! process inside `connect()`, and the sender of each datagram (on a connected socket just
+//! after the send, [`send_hook`] for one sent to an address before the packet exists), behind
+//! the [`Connects`] trait. So a program that connects or sends and exits at once is still
+//! named, and a socket passed to another process, or a port shared with another socket
+//! (`SO_REUSEADDR`, `SO_REUSEPORT`), names the process that sent, not one that holds it.
 //!
 //! Everything that names a process goes through [`Attributor`], so the filter and the output
 //! do not know which source answered.
@@ -18,12 +21,13 @@ pub mod bpf;
 pub mod connect_hook;
 pub mod exe;
 pub mod procfs;
+pub mod send_hook;
 pub mod sock_diag;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::direction::Sides;
 use crate::event::{AttributedBy, Process};
@@ -102,7 +106,36 @@ pub struct Connector {
 /// Records of who connected, by the connection's socket end (`src` local).
 pub trait Connects {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
+    /// Which UDP sends the kernel records. None, unless the source says so.
+    fn udp_records(&self) -> UdpRecords {
+        UdpRecords::default()
+    }
 }
+
+/// Which UDP sends leave a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpRecords {
+    /// A send on a connected socket: filed as the send returns, just after the packet (and
+    /// conntrack's event about it) left.
+    pub connected: bool,
+    /// A send to an address: filed before the packet exists.
+    pub unconnected: bool,
+}
+
+/// How long after a flow's event was read a send record may still be on its way: the record
+/// of a send on a connected socket is filed as `sendmsg` returns, after the packet, and the
+/// reader, at real-time priority, can read conntrack's event before the sender's CPU gets
+/// that far. Measured on a 2-core VM, 400 python processes each sending one 60 kB datagram
+/// (fragmented, so the send goes on well after conntrack's event) on a connected socket,
+/// half of them at nice 19 beside two busy loops: 4 records were not there when the reader
+/// first looked, and all 4 were there when its socket lookups ended, 25 to 37 µs later. Two
+/// milliseconds is fifty times that. The deadline counts from when the event was read, not
+/// from when the lookup runs, so a pipeline working through a queue of flows read long ago
+/// never waits: at most this much time is spent waiting per this much time of events.
+const SEND_RECORD_WAIT: Duration = Duration::from_millis(2);
+/// Between two looks at the map while waiting; the thread sleeps, so the sender, maybe on
+/// the same CPU, gets to file its record.
+const SEND_RECORD_POLL: Duration = Duration::from_micros(10);
 
 /// A record from longer than this before the flow's event was read is not trusted for it: it
 /// may be an earlier connection with the same addresses and ports, whose record is still
@@ -111,6 +144,15 @@ pub trait Connects {
 /// falls back to the socket lookups. Reusing a tuple within a second takes ~28,000 connects a
 /// second to one destination.
 const CONNECT_WINDOW_NS: u64 = 1_000_000_000;
+
+/// The same for a record of a UDP send, which is wider: a send record is the newest send
+/// under its tuple, so it is older than the flow's first packet only if that packet left no
+/// record, and a record older than the flow is from an earlier flow with the same tuple,
+/// which conntrack ends only after it has been idle 30 s (`nf_conntrack_udp_timeout`). And
+/// the reader, when the pipeline's queue is full, reads events late: in the benchmark's
+/// 50,000-flow burst (one socket, 33,000 datagrams a second) the last 2,578 flows were read
+/// more than a second after they were sent, and a 1 s window left them unnamed.
+const SEND_WINDOW_NS: u64 = 10_000_000_000;
 
 /// CLOCK_BOOTTIME now, in nanoseconds.
 fn boot_ns() -> u64 {
@@ -156,6 +198,16 @@ pub struct SocketAttributor<S, P> {
     connects: Option<Box<dyn Connects + Send>>,
 }
 
+/// How waiting for a send record ended.
+enum Wait {
+    Came(Attribution),
+    /// The deadline passed.
+    Never,
+    /// The records could not be read (counted in `errors`): the socket lookups answer, as
+    /// they would without records.
+    Unreadable,
+}
+
 /// A bound socket, its holder, and when the holder was last seen holding it.
 ///
 /// The socket existed when first found and its holder still held it at `verified`, so it
@@ -182,21 +234,25 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         }
     }
 
-    /// Asks `connects` first for outbound TCP flows.
+    /// Asks `connects` first for outbound TCP and UDP flows.
     pub fn with_connects(mut self, connects: Box<dyn Connects + Send>) -> Self {
         self.connects = Some(connects);
         self
     }
 
-    /// The connecting process of an outbound TCP flow whose event was read at `read`, from
-    /// the kernel's record: the live process when it is still there, else what the record
-    /// says (pid, comm, uid).
+    /// The connecting or sending process of an outbound TCP or UDP flow whose event was read
+    /// at `read`, from the kernel's record: the live process when it is still there, else
+    /// what the record says (pid, comm, uid).
     fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
         let r = self.connects.as_mut()?.connector(t);
         let c = self.note(r)??;
         let read_boot_ns =
             boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        if c.at_boot_ns.saturating_add(CONNECT_WINDOW_NS) < read_boot_ns {
+        let window = match t.proto {
+            Proto::Udp | Proto::UdpLite => SEND_WINDOW_NS,
+            _ => CONNECT_WINDOW_NS,
+        };
+        if c.at_boot_ns.saturating_add(window) < read_boot_ns {
             return None;
         }
         let process = match self.processes.by_pid(c.pid, &c.comm, c.at_boot_ns) {
@@ -217,6 +273,135 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             process,
             by: AttributedBy::Connect,
         })
+    }
+
+    /// An outbound UDP flow without a record (yet), whose socket lookups found `found`.
+    ///
+    /// On a connected socket the record lands just after the packet: it is waited for, and
+    /// when it comes it names the sender. A bound socket with no peer found for the flow
+    /// means a send to an address, which the send hook records before the packet leaves, or a
+    /// socket that was connected for the send and is not any more: the latter's record is
+    /// waited for too. When the kernel records such sends and no record came, the holder does
+    /// not name the flow (it is reported without a process): a socket may be held by a
+    /// process it was handed to, and a port shared by another socket (`SO_REUSEADDR`) or left
+    /// by a sender that closed its own; and a record that never came was evicted by a flood,
+    /// or is held back by a sender stalled on purpose before its send returned. Only where
+    /// the kernel records nothing (an older kernel) does the holder still name it. A sender
+    /// that is gone has filed its record: it is asked once more.
+    fn udp_sender(
+        &mut self,
+        t: &Tuple,
+        read: Instant,
+        found: Option<Attribution>,
+    ) -> Option<Attribution> {
+        let Some(found) = found else {
+            return self.by_connect_record(t, read);
+        };
+        let records = self
+            .connects
+            .as_ref()
+            .map(|c| c.udp_records())
+            .unwrap_or_default();
+        let recorded = match found.by {
+            AttributedBy::BoundSocket => records.unconnected,
+            _ => records.connected,
+        };
+        // Without records of sends to an address, every such send ends here: no waiting.
+        let late = records.connected && (found.by != AttributedBy::BoundSocket || recorded);
+        if !late {
+            return (!recorded).then_some(found);
+        }
+        match self.wait_for_record(t, read) {
+            Wait::Came(sender) => Some(sender),
+            Wait::Unreadable => Some(found),
+            Wait::Never => (!recorded).then_some(found),
+        }
+    }
+
+    /// The record of a send that may still be on its way, looked for until
+    /// [`SEND_RECORD_WAIT`] after the flow was read.
+    fn wait_for_record(&mut self, t: &Tuple, read: Instant) -> Wait {
+        let deadline = read + SEND_RECORD_WAIT;
+        loop {
+            let errors = self.errors;
+            if let Some(found) = self.by_connect_record(t, read) {
+                return Wait::Came(found);
+            }
+            if self.errors > errors {
+                return Wait::Unreadable;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Wait::Never;
+            };
+            std::thread::sleep(left.min(SEND_RECORD_POLL));
+        }
+    }
+
+    /// The socket lookups: a remembered bound socket, the kernel's tables, then a closed TCP
+    /// socket still held.
+    fn by_socket(&mut self, sides: &Sides, read: Instant) -> Option<Attribution> {
+        let t = sides.socket;
+        let key = (t.proto, t.src, t.sport);
+        if let Some(b) = self.bound.get(&key).cloned() {
+            if read <= b.verified {
+                return Some(Attribution {
+                    process: b.process,
+                    by: AttributedBy::BoundSocket,
+                });
+            }
+            let checked = Instant::now();
+            if let Some(process) = self.processes.by_inode(b.entry.inode, b.entry.uid) {
+                self.bound.insert(
+                    key,
+                    Bound {
+                        process: process.clone(),
+                        verified: checked,
+                        ..b
+                    },
+                );
+                return Some(Attribution {
+                    process,
+                    by: AttributedBy::BoundSocket,
+                });
+            }
+            self.bound.remove(&key);
+        }
+        let candidates = self.candidates(sides);
+        let live = !candidates.is_empty();
+        for (entry, by) in candidates {
+            if entry.inode == 0 {
+                continue;
+            }
+            let checked = Instant::now();
+            if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
+                if by == AttributedBy::BoundSocket {
+                    if self.bound.len() >= BOUND_CACHE_LIMIT {
+                        self.bound.clear();
+                    }
+                    self.bound.insert(
+                        key,
+                        Bound {
+                            entry,
+                            process: process.clone(),
+                            verified: checked,
+                        },
+                    );
+                }
+                return Some(Attribution { process, by });
+            }
+        }
+        // No socket in the kernel's tables: an outbound TCP connect may have been refused
+        // already, its socket closed but still open in the program.
+        if !live && t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+            let local = std::net::SocketAddr::new(t.src, t.sport);
+            if let Some(process) = self.processes.by_closed_tcp(local) {
+                return Some(Attribution {
+                    process,
+                    by: AttributedBy::ClosedSocket,
+                });
+            }
+        }
+        None
     }
 
     fn note<T>(&mut self, r: io::Result<T>) -> Option<T> {
@@ -279,6 +464,17 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
                 }
             }
         }
+        // Several sockets bound to the port (SO_REUSEADDR, SO_REUSEPORT): any of them may
+        // have sent, so none of them names the flow.
+        let mut bound = out
+            .iter()
+            .filter(|(_, by)| *by == AttributedBy::BoundSocket)
+            .map(|(e, _)| e.inode);
+        if let Some(first) = bound.next() {
+            if bound.any(|inode| inode != first) {
+                out.retain(|(_, by)| *by != AttributedBy::BoundSocket);
+            }
+        }
         out.sort_by_key(|(_, by)| rank(*by));
         out
     }
@@ -294,78 +490,24 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             return None;
         }
         let t = sides.socket;
-        if t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
+        let outbound = sides.direction == Direction::Outbound;
+        let udp = matches!(t.proto, Proto::Udp | Proto::UdpLite);
+        // Who connected or sent, as the kernel recorded it, decides over who holds the socket.
+        if outbound && (udp || t.proto == Proto::Tcp) {
             if let Some(found) = self.by_connect_record(&t, read) {
                 return Some(found);
             }
         }
-        let key = (t.proto, t.src, t.sport);
-        if let Some(b) = self.bound.get(&key).cloned() {
-            if read <= b.verified {
-                return Some(Attribution {
-                    process: b.process,
-                    by: AttributedBy::BoundSocket,
-                });
-            }
-            let checked = Instant::now();
-            if let Some(process) = self.processes.by_inode(b.entry.inode, b.entry.uid) {
-                self.bound.insert(
-                    key,
-                    Bound {
-                        process: process.clone(),
-                        verified: checked,
-                        ..b
-                    },
-                );
-                return Some(Attribution {
-                    process,
-                    by: AttributedBy::BoundSocket,
-                });
-            }
-            self.bound.remove(&key);
+        let found = self.by_socket(sides, read);
+        if outbound && udp {
+            return self.udp_sender(&t, read, found);
         }
-        let candidates = self.candidates(sides);
-        let live = !candidates.is_empty();
-        for (entry, by) in candidates {
-            if entry.inode == 0 {
-                continue;
-            }
-            let checked = Instant::now();
-            if let Some(process) = self.processes.by_inode(entry.inode, entry.uid) {
-                if by == AttributedBy::BoundSocket {
-                    if self.bound.len() >= BOUND_CACHE_LIMIT {
-                        self.bound.clear();
-                    }
-                    self.bound.insert(
-                        key,
-                        Bound {
-                            entry,
-                            process: process.clone(),
-                            verified: checked,
-                        },
-                    );
-                }
-                return Some(Attribution { process, by });
-            }
-        }
-        // No socket in the kernel's tables: an outbound TCP connect may have been refused
-        // already, its socket closed but still open in the program.
-        if !live && t.proto == Proto::Tcp && sides.direction == Direction::Outbound {
-            let local = std::net::SocketAddr::new(t.src, t.sport);
-            if let Some(process) = self.processes.by_closed_tcp(local) {
-                return Some(Attribution {
-                    process,
-                    by: AttributedBy::ClosedSocket,
-                });
-            }
-        }
-        // The kernel files a TCP record when the connection leaves SYN_SENT, and a UDP one
-        // right after the send: a program that is gone by now has done both.
-        let recorded = matches!(t.proto, Proto::Tcp | Proto::Udp | Proto::UdpLite);
-        if recorded && sides.direction == Direction::Outbound {
+        // The kernel files a TCP record when the connection leaves SYN_SENT: a program that
+        // is gone by now has done that.
+        if found.is_none() && outbound && t.proto == Proto::Tcp {
             return self.by_connect_record(&t, read);
         }
-        None
+        found
     }
 
     fn errors(&self) -> u64 {
@@ -481,13 +623,27 @@ mod tests {
 
     /// Kernel connect records by socket tuple.
     #[derive(Default)]
-    struct FakeConnects(HashMap<Tuple, Connector>, bool);
+    struct FakeConnects {
+        records: HashMap<Tuple, Connector>,
+        failing: bool,
+        udp: UdpRecords,
+        /// Lookups answered "not there" before the records show: a record that lands late.
+        late_by: usize,
+        asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
     impl Connects for FakeConnects {
         fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-            if self.1 {
+            let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if self.failing {
                 return Err(io::Error::other("bpf down"));
             }
-            Ok(self.0.get(t).cloned())
+            if asked <= self.late_by {
+                return Ok(None);
+            }
+            Ok(self.records.get(t).cloned())
+        }
+        fn udp_records(&self) -> UdpRecords {
+            self.udp
         }
     }
 
@@ -771,7 +927,11 @@ mod tests {
         failing: bool,
     ) -> SocketAttributor<FakeSockets, FakeProcs> {
         let table = records.iter().map(|(s, c)| (s.socket, c.clone())).collect();
-        attributor(s, procs).with_connects(Box::new(FakeConnects(table, failing)))
+        attributor(s, procs).with_connects(Box::new(FakeConnects {
+            records: table,
+            failing,
+            ..Default::default()
+        }))
     }
 
     #[test]
@@ -874,23 +1034,184 @@ mod tests {
         assert_eq!(a.attribute(&flow), None);
     }
 
-    #[test]
-    fn udp_flows_ask_for_connect_records_only_when_no_socket_answers() {
+    const ALL_UDP: UdpRecords = UdpRecords {
+        connected: true,
+        unconnected: true,
+    };
+
+    /// An attributor over `s` and `procs` whose records are `c`'s, and the count of lookups
+    /// in them.
+    fn with_fake(
+        s: FakeSockets,
+        procs: &[(u64, Process)],
+        records: &[(&Sides, Connector)],
+        c: FakeConnects,
+    ) -> (
+        SocketAttributor<FakeSockets, FakeProcs>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let asked = c.asked.clone();
+        let c = FakeConnects {
+            records: records.iter().map(|(s, c)| (s.socket, c.clone())).collect(),
+            ..c
+        };
+        (attributor(s, procs).with_connects(Box::new(c)), asked)
+    }
+
+    fn asked(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A UDP socket 10.0.0.1:5353 connected to 10.0.0.9:53, inode 11, held by process 9.
+    fn connected_udp() -> (Sides, FakeSockets, [(u64, Process); 2]) {
         let flow = sides(Proto::Udp, "10.0.0.1", 5353, "10.0.0.9", 53);
-        let record = [(&flow, connector(1, "dig", 0))];
-        // A gone sender: the record names it.
-        let mut a = with_records(FakeSockets::default(), &[], &record, false);
-        let got = a.attribute(&flow).unwrap();
-        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 1));
-        // A live socket answers first, without a lookup in the records.
         let mut s = FakeSockets::default();
         s.exact.insert(
             (Family::Ipv4, 5353),
             sock(Proto::Udp, 1, "10.0.0.1", 5353, "10.0.0.9", 53, 11),
         );
-        let mut a = with_records(s, &[(11, proc_(9, "resolved"))], &record, true);
+        let procs = [(11, proc_(9, "holder")), (12, proc_(1, "sender"))];
+        (flow, s, procs)
+    }
+
+    #[test]
+    fn a_udp_send_record_decides_over_the_socket_holder() {
+        // The socket was passed on: process 9 holds it, the kernel saw process 1 send.
+        let (flow, s, procs) = connected_udp();
+        let record = [(&flow, connector(1, "sender", 0))];
+        let mut a = with_records(s, &procs, &record, false);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!(got.by, AttributedBy::Connect);
+        assert_eq!(got.process, proc_(1, "sender"));
+    }
+
+    #[test]
+    fn a_send_record_that_lands_late_is_waited_for_and_decides() {
+        let (flow, s, procs) = connected_udp();
+        let record = [(&flow, connector(1, "sender", 0))];
+        let late = || FakeConnects {
+            udp: ALL_UDP,
+            late_by: 3,
+            ..Default::default()
+        };
+        let (mut a, n) = with_fake(s, &procs, &record, late());
+        // Read "later" than now, so the deadline is far whatever the test threads' timing.
+        let read = Instant::now() + Duration::from_secs(60);
+        let got = a.attribute_read_at(&flow, read).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 1));
+        assert_eq!(asked(&n), 4, "asked first, then until it came");
+        // A flow read long ago (a pipeline working through a queue) is not waited for.
+        let (flow, s, procs) = connected_udp();
+        let never = FakeConnects {
+            late_by: usize::MAX,
+            ..late()
+        };
+        let (mut a, n) = with_fake(s, &procs, &record, never);
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        assert_eq!(a.attribute_read_at(&flow, long_ago), None);
+        assert_eq!(asked(&n), 2, "once before the lookups, once after");
+        // A record that never comes (evicted by a flood, or its sender stalled on purpose):
+        // the holder, maybe handed the socket, does not name the flow either.
+        let (flow, s, procs) = connected_udp();
+        let never = FakeConnects {
+            late_by: usize::MAX,
+            ..late()
+        };
+        let (mut a, n) = with_fake(s, &procs, &record, never);
+        let started = Instant::now();
+        assert_eq!(a.attribute(&flow), None);
+        assert!(asked(&n) >= 2, "asked after the lookups too: {}", asked(&n));
+        assert!(started.elapsed() >= SEND_RECORD_WAIT, "it waited");
+        // Nor when the kernel files no records of connected sends.
+        let (flow, s, procs) = connected_udp();
+        let off = FakeConnects {
+            udp: UdpRecords::default(),
+            ..late()
+        };
+        let (mut a, n) = with_fake(s, &procs, &record, off);
         let got = a.attribute(&flow).unwrap();
         assert_eq!((got.by, got.process.pid), (AttributedBy::Socket, 9));
-        assert_eq!(a.errors(), 0, "the failing records were not asked");
+        assert_eq!(asked(&n), 1);
+    }
+
+    #[test]
+    fn a_bound_sockets_holder_does_not_name_a_send_the_kernel_records() {
+        let flow = sides(Proto::Udp, "10.0.0.1", 5353, "224.0.0.251", 5353);
+        let bound = || {
+            let mut s = FakeSockets::default();
+            s.all
+                .push(sock(Proto::Udp, 7, "0.0.0.0", 5353, "0.0.0.0", 0, 9));
+            s
+        };
+        let procs = [(9, proc_(7, "avahi"))];
+        let all = || FakeConnects {
+            udp: ALL_UDP,
+            ..Default::default()
+        };
+        // The sender's record names it, though avahi holds the port.
+        let record = [(&flow, connector(3, "python3", 0))];
+        let (mut a, _) = with_fake(bound(), &procs, &record, all());
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 3));
+        // No record, sends to an address recorded: not avahi (after waiting for a record of a
+        // socket that was connected for its send).
+        let (mut a, n) = with_fake(bound(), &procs, &[], all());
+        let started = Instant::now();
+        assert_eq!(a.attribute(&flow), None);
+        assert!(asked(&n) >= 2, "asked after the lookups too: {}", asked(&n));
+        assert!(started.elapsed() >= SEND_RECORD_WAIT, "it waited");
+        // Without records of sends to an address, the holder, as before, and no waiting.
+        let legacy = FakeConnects {
+            udp: UdpRecords {
+                connected: true,
+                unconnected: false,
+            },
+            ..Default::default()
+        };
+        let (mut a, n) = with_fake(bound(), &procs, &[], legacy);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::BoundSocket, 7));
+        assert_eq!(asked(&n), 1);
+    }
+
+    #[test]
+    fn several_sockets_bound_to_a_port_name_no_one() {
+        let flow = sides(Proto::Udp, "10.0.0.1", 5353, "10.0.0.9", 53);
+        let mut s = FakeSockets::default();
+        s.all
+            .push(sock(Proto::Udp, 7, "0.0.0.0", 5353, "0.0.0.0", 0, 9));
+        s.all
+            .push(sock(Proto::Udp, 7, "10.0.0.1", 5353, "0.0.0.0", 0, 10));
+        let mut a = attributor(s, &[(9, proc_(7, "avahi")), (10, proc_(8, "python3"))]);
+        assert_eq!(a.attribute(&flow), None);
+        assert!(a.bound.is_empty(), "nothing remembered");
+    }
+
+    #[test]
+    fn a_gone_udp_sender_is_named_by_its_record_and_failing_records_leave_the_holder() {
+        let flow = sides(Proto::Udp, "10.0.0.1", 5353, "10.0.0.9", 53);
+        let record = [(&flow, connector(1, "dig", 0))];
+        let mut a = with_records(FakeSockets::default(), &[], &record, false);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 1));
+        // A send record is good for longer than a connect record (read late in a burst)...
+        let record = [(&flow, connector(1, "dig", 5_000))];
+        let mut a = with_records(FakeSockets::default(), &[], &record, false);
+        assert_eq!(a.attribute(&flow).map(|x| x.process.pid), Some(1));
+        // ...but not for ever.
+        let record = [(&flow, connector(1, "dig", 11_000))];
+        let mut a = with_records(FakeSockets::default(), &[], &record, false);
+        assert_eq!(a.attribute(&flow), None);
+        // Records that cannot be read: counted, not waited for, and the holder answers.
+        let (flow, s, procs) = connected_udp();
+        let failing = FakeConnects {
+            failing: true,
+            udp: ALL_UDP,
+            ..Default::default()
+        };
+        let (mut a, n) = with_fake(s, &procs, &record, failing);
+        let got = a.attribute(&flow).unwrap();
+        assert_eq!((got.by, got.process.pid), (AttributedBy::Socket, 9));
+        assert_eq!((asked(&n), a.errors()), (2, 2));
     }
 }

@@ -97,11 +97,12 @@ pub enum Helper {
     GetCurrentUidGid = 15,
     GetCurrentComm = 16,
     ProbeReadKernel = 113,
+    GetNetnsCookie = 122,
     KtimeGetBootNs = 125,
 }
 
 impl Helper {
-    const ALL: [Helper; 8] = [
+    const ALL: [Helper; 9] = [
         Helper::MapLookupElem,
         Helper::MapUpdateElem,
         Helper::MapDeleteElem,
@@ -109,6 +110,7 @@ impl Helper {
         Helper::GetCurrentUidGid,
         Helper::GetCurrentComm,
         Helper::ProbeReadKernel,
+        Helper::GetNetnsCookie,
         Helper::KtimeGetBootNs,
     ];
 

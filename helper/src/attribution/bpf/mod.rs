@@ -4,16 +4,20 @@
 //! - [`btf`]: where a field of a kernel structure sits, from the running kernel's BTF.
 //! - [`asm`]: the instruction assembler the programs are written with, and its
 //!   disassembler, which the tests read the programs back with.
-//! - [`layout`]: the record's key and value fields, one table for the program that writes
+//! - [`layout`]: the record's key and value fields, one table for the programs that write
 //!   them and the helper that builds keys and decodes values.
-//! - `sys`: the `bpf()` system calls (maps, program load, tracepoint attach); the hook's
-//!   only unsafe code.
+//! - [`frame`]: what every record program writes alike (its stack, the current process, the
+//!   map update).
+//! - `sys`: the `bpf()` system calls (maps, program load, tracepoint and cgroup attach); the
+//!   hooks' only unsafe code.
 //!
-//! The hook itself, which puts these together, is `attribution::connect_hook`. It imports
-//! these files and none of them imports it; that is why the record's layout lives here, where
-//! the program generator and the lookups both reach it without a cycle.
+//! The hooks themselves, which put these together, are `attribution::connect_hook` and
+//! `attribution::send_hook`. They import these files and none of them imports either; that
+//! is why the record's layout and frame live here, where the program generators and the
+//! lookups all reach them without a cycle.
 
 pub mod asm;
 pub mod btf;
+pub mod frame;
 pub mod layout;
 pub(crate) mod sys;

@@ -1,13 +1,16 @@
-//! The `bpf()` system calls the connect hook makes: create a map, look a key up, load a raw
-//! tracepoint program, attach it. The only unsafe code of the hook is here.
+//! The `bpf()` system calls the record programs need: create a map, look a key up, load a
+//! program, attach it to a tracepoint or (through a link) to a cgroup, and list what a cgroup
+//! has attached; and the network namespace's cookie, which the send hook compares with. The
+//! only unsafe code of the hooks is here.
 //!
 //! There is no loader crate under this: the ones that exist bring an object-file toolchain
 //! the hand-assembled programs do not need. `union bpf_attr` is filled in as bytes, not
 //! as a `#[repr(C)]` struct, because the kernel wants every byte it does not read zeroed
 //! (padding included) and its size grows with each kernel; each command's fields are named
 //! below with their offsets from linux/bpf.h, typed by width so a 4-byte field cannot take an
-//! 8-byte write. Two functions hold the unsafe code, each with its reason: the system call
-//! itself and taking ownership of the file descriptor it returns.
+//! 8-byte write. Three functions hold the unsafe code, each with its reason: the system call
+//! itself, taking ownership of the file descriptor it returns, and `getsockopt` for the
+//! namespace cookie.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -16,9 +19,32 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+/// `SO_NETNS_COOKIE` (asm-generic/socket.h, since 5.14; the libc crate has no name for it).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// What a program is, for the kernel: its type and, for cgroup programs, the hook it is for
+/// (`expected_attach_type`, which decides what of its context it may read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgType {
+    RawTracepoint,
+    /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` for this attach type.
+    CgroupSockAddr(AttachType),
+}
+
+/// The cgroup hooks used here (linux/bpf.h, `enum bpf_attach_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachType {
+    /// `BPF_CGROUP_UDP4_SENDMSG`: `udp_sendmsg` with a destination address.
+    Udp4Sendmsg = 14,
+    /// `BPF_CGROUP_UDP6_SENDMSG`: `udpv6_sendmsg` with a destination address.
+    Udp6Sendmsg = 15,
+}
 
 /// A 4-byte field of `union bpf_attr`, at its offset.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +93,28 @@ mod prog_load {
     pub const LOG_SIZE: U32 = U32(28);
     pub const LOG_BUF: U64 = U64(32);
     pub const PROG_NAME: Name = Name(48);
+    pub const EXPECTED_ATTACH_TYPE: U32 = U32(68);
+}
+
+/// `BPF_LINK_CREATE`'s fields.
+mod link_create {
+    use super::U32;
+    /// Through `flags`; the kernel zeroes the rest.
+    pub const SIZE: usize = 16;
+    pub const PROG_FD: U32 = U32(0);
+    pub const TARGET_FD: U32 = U32(4);
+    pub const ATTACH_TYPE: U32 = U32(8);
+}
+
+/// `BPF_PROG_QUERY`'s fields.
+mod prog_query {
+    use super::{U32, U64};
+    /// Through `prog_cnt` and its padding.
+    pub const SIZE: usize = 32;
+    pub const TARGET_FD: U32 = U32(0);
+    pub const ATTACH_TYPE: U32 = U32(4);
+    pub const PROG_IDS: U64 = U64(16);
+    pub const PROG_CNT: U32 = U32(24);
 }
 
 /// `BPF_RAW_TRACEPOINT_OPEN`'s fields.
@@ -153,15 +201,25 @@ pub enum LoadError {
 
 /// Loads `code` (encoded instructions) as a raw tracepoint program named `name`.
 pub fn prog_load_raw_tracepoint(code: &[u8], name: &[u8]) -> Result<OwnedFd, LoadError> {
+    prog_load(ProgType::RawTracepoint, code, name)
+}
+
+/// Loads `code` (encoded instructions) as a program of type `ty` named `name`.
+pub fn prog_load(ty: ProgType, code: &[u8], name: &[u8]) -> Result<OwnedFd, LoadError> {
     use prog_load::*;
     let license = b"Dual MIT/GPL\0";
+    let (prog_type, attach) = match ty {
+        ProgType::RawTracepoint => (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+        ProgType::CgroupSockAddr(at) => (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, at as u32),
+    };
     let load = |log: Option<&mut Vec<u8>>| {
         let mut a = Attr::<SIZE>::new();
-        a.u32(PROG_TYPE, BPF_PROG_TYPE_RAW_TRACEPOINT)
+        a.u32(PROG_TYPE, prog_type)
             .u32(INSN_CNT, (code.len() / 8) as u32)
             .ptr(INSNS, code.as_ptr())
             .ptr(LICENSE, license.as_ptr())
-            .name(PROG_NAME, name);
+            .name(PROG_NAME, name)
+            .u32(EXPECTED_ATTACH_TYPE, attach);
         if let Some(log) = log {
             a.u32(LOG_LEVEL, 1)
                 .u32(LOG_SIZE, log.len() as u32)
@@ -187,6 +245,84 @@ pub fn prog_load_raw_tracepoint(code: &[u8], name: &[u8]) -> Result<OwnedFd, Loa
             })
         }
     }
+}
+
+/// Attaches `prog` to the cgroup open at `cgroup` for hook `attach`, through a link: the
+/// link's file descriptor is the attachment. Closing it, or the death of every process
+/// holding it (SIGKILL included), detaches the program; nothing outlives the helper, and a
+/// link never displaces programs others attached (links attach as `BPF_F_ALLOW_MULTI`).
+pub fn link_cgroup(prog: &OwnedFd, cgroup: &OwnedFd, attach: AttachType) -> io::Result<OwnedFd> {
+    use link_create::*;
+    let mut a = Attr::<SIZE>::new();
+    a.u32(PROG_FD, prog.as_raw_fd() as u32)
+        .u32(TARGET_FD, cgroup.as_raw_fd() as u32)
+        .u32(ATTACH_TYPE, attach as u32);
+    fd_of(bpf(BPF_LINK_CREATE, &mut a)?)
+}
+
+/// The ids of the programs attached to the cgroup open at `cgroup` for hook `attach` (not
+/// those it inherits from its ancestors).
+pub fn prog_query(cgroup: &OwnedFd, attach: AttachType) -> io::Result<Vec<u32>> {
+    use prog_query::*;
+    // Programs may be attached between the two calls: then the second says ENOSPC, and the
+    // count it returns is the new one.
+    let mut count = 0u32;
+    for _ in 0..4 {
+        let mut ids = vec![0u32; count as usize];
+        let mut a = Attr::<SIZE>::new();
+        a.u32(TARGET_FD, cgroup.as_raw_fd() as u32)
+            .u32(ATTACH_TYPE, attach as u32)
+            .u32(PROG_CNT, count);
+        if count > 0 {
+            a.ptr(PROG_IDS, ids.as_mut_ptr());
+        }
+        let r = bpf(BPF_PROG_QUERY, &mut a);
+        let returned = u32::from_ne_bytes([
+            a.0[PROG_CNT.0],
+            a.0[PROG_CNT.0 + 1],
+            a.0[PROG_CNT.0 + 2],
+            a.0[PROG_CNT.0 + 3],
+        ]);
+        match r {
+            Ok(_) if count > 0 || returned == 0 => {
+                ids.truncate(returned as usize);
+                return Ok(ids);
+            }
+            Ok(_) => count = returned,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => count = returned,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("the cgroup's programs kept changing"))
+}
+
+/// The cookie of the calling thread's network namespace, as `bpf_get_netns_cookie` gives it
+/// for a socket of that namespace (`SO_NETNS_COOKIE` on a socket made for the purpose).
+/// Unlike the namespace's inode number, a cookie is never reused.
+#[allow(unsafe_code)]
+pub fn netns_cookie() -> io::Result<u64> {
+    use rustix::net::{socket, AddressFamily, SocketType};
+    let sock = socket(AddressFamily::INET, SocketType::DGRAM, None)?;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `sock` is an open socket for the whole call; the kernel writes at most `len`
+    // (8) bytes into `cookie`, a live u64, and the new length into `len`, a live socklen_t.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<u64>() {
+        return Err(io::ErrorKind::InvalidData.into());
+    }
+    Ok(cookie)
 }
 
 /// Attaches `prog` to the tracepoint `name` (NUL-terminated): the link, which detaches it
@@ -258,13 +394,28 @@ mod tests {
         let map_elem = spans(&[me::MAP_FD], &[me::KEY, me::VALUE], &[]);
         assert_laid_out("map_elem", me::SIZE, &map_elem);
         let prog_load = spans(
-            &[pl::PROG_TYPE, pl::INSN_CNT, pl::LOG_LEVEL, pl::LOG_SIZE],
+            &[
+                pl::PROG_TYPE,
+                pl::INSN_CNT,
+                pl::LOG_LEVEL,
+                pl::LOG_SIZE,
+                pl::EXPECTED_ATTACH_TYPE,
+            ],
             &[pl::INSNS, pl::LICENSE, pl::LOG_BUF],
             &[pl::PROG_NAME],
         );
         assert_laid_out("prog_load", pl::SIZE, &prog_load);
         let raw = spans(&[rt::PROG_FD], &[rt::NAME], &[]);
         assert_laid_out("raw_tracepoint_open", rt::SIZE, &raw);
+        use super::{link_create as lc, prog_query as pq};
+        let link = spans(&[lc::PROG_FD, lc::TARGET_FD, lc::ATTACH_TYPE], &[], &[]);
+        assert_laid_out("link_create", lc::SIZE, &link);
+        let query = spans(
+            &[pq::TARGET_FD, pq::ATTACH_TYPE, pq::PROG_CNT],
+            &[pq::PROG_IDS],
+            &[],
+        );
+        assert_laid_out("prog_query", pq::SIZE, &query);
     }
 
     #[test]

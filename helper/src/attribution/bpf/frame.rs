@@ -1,0 +1,186 @@
+//! What the record programs write alike: their stack frame, the current process into the
+//! record's value, and the map update that files it.
+//!
+//! Three programs file records (TCP connects, sends on connected UDP sockets, sends to an
+//! address on unconnected ones), two generators write them (`attribution::connect_hook`,
+//! `attribution::send_hook`), and one lookup reads them all. So the parts every record shares
+//! are written once, here: a value that one program filled differently from another would
+//! read back as another process, and nothing would fail. Both generators import this file;
+//! it imports neither.
+
+use super::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, W};
+use super::layout::{
+    Field, KEY_LEN, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
+};
+
+// The programs' stack, down from the frame pointer: the map key, the map value, a scratch
+// word, the socket's address (the pending map's key). Within the key and the value, each
+// field is where `bpf::layout` says: a store to the key's netns is at `KEY_NETNS.at(KEY)`.
+pub const KEY: i16 = -(KEY_LEN as i16);
+pub const VAL: i16 = KEY - VALUE_LEN as i16;
+pub const TMP: i16 = VAL - 8;
+pub const SK: i16 = TMP - PENDING_KEY_LEN as i16;
+
+/// Zeroes the stack the programs use: the verifier wants what helpers read initialised, and
+/// the key's padding (`KEY_PAD`) and unused address bytes must be zero to match the keys
+/// the helper builds.
+pub fn zero_stack(a: &mut asm::Asm) {
+    for off in (SK..0).step_by(8) {
+        a.store_imm(DW, FP, off, 0);
+    }
+}
+
+/// Reads `len` bytes at `base` + `field` (kernel memory) into the stack at `to`.
+pub fn read(a: &mut asm::Asm, to: i16, len: i32, base: asm::Reg, field: i32) {
+    a.mov(R1, FP)
+        .add_imm(R1, i32::from(to))
+        .mov_imm(R2, len)
+        .mov(R3, base);
+    if field != 0 {
+        a.add_imm(R3, field);
+    }
+    a.call(Helper::ProbeReadKernel);
+}
+
+/// Reads a key field whole from `base` + `field` (kernel memory) into the stack's key.
+pub fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
+    read(a, f.at(KEY), f.len as i32, base, field);
+}
+
+/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
+pub fn current_process(a: &mut asm::Asm) {
+    a.call(Helper::GetCurrentPidTgid)
+        .rsh_imm(R0, 32)
+        .store(W, FP, VALUE_TGID.at(VAL), R0)
+        .call(Helper::GetCurrentUidGid)
+        .store(W, FP, VALUE_UID.at(VAL), R0)
+        .call(Helper::KtimeGetBootNs)
+        .store(DW, FP, VALUE_BOOT_NS.at(VAL), R0)
+        .mov(R1, FP)
+        .add_imm(R1, i32::from(VALUE_COMM.at(VAL)))
+        .mov_imm(R2, VALUE_COMM.len as i32)
+        .call(Helper::GetCurrentComm);
+}
+
+/// Files the stack's value under the stack's key in map `fd`, replacing an older record with
+/// the same key (`BPF_ANY`): the newest connect or send is the one a new flow is read against.
+pub fn update(a: &mut asm::Asm, fd: i32) {
+    a.load_map(R1, fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(KEY))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(VAL))
+        .mov_imm(R4, 0)
+        .call(Helper::MapUpdateElem);
+}
+
+/// Readers of assembled programs, for the generators' tests.
+#[cfg(test)]
+pub mod listing {
+    use super::VAL;
+    use crate::attribution::bpf::asm::{self, Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, W};
+    use crate::attribution::bpf::layout::{
+        Field, VALUE_BOOT_NS, VALUE_COMM, VALUE_TGID, VALUE_UID,
+    };
+
+    /// Whether the op at `i` is followed by a call of `helper`.
+    pub fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
+        ops.get(i + 1).map(|&(_, op)| op) == Some(Op::Call(helper))
+    }
+
+    /// What a program writes into its stack: `(offset from the frame pointer, bytes)` for
+    /// each store, and for each helper that fills a buffer (`probe_read_kernel`,
+    /// `get_current_comm`) the buffer it was given, from the `r1 = fp; r1 += to; r2 = len`
+    /// that sets up its call.
+    pub fn stack_writes(ops: &[(usize, Op)]) -> Vec<(i16, usize)> {
+        let mut out = Vec::new();
+        for (i, &(at, op)) in ops.iter().enumerate() {
+            match op {
+                Op::StoreMem { size, dst, off, .. } | Op::StoreImm { size, dst, off, .. }
+                    if dst == FP =>
+                {
+                    out.push((off, size.bytes()));
+                }
+                Op::Call(Helper::ProbeReadKernel | Helper::GetCurrentComm) => {
+                    let before = &ops[i.saturating_sub(6)..i];
+                    let find = |reg: Reg| {
+                        before.iter().rposition(|&(_, op)| match op {
+                            Op::AddImm { dst, .. } | Op::MovImm { dst, .. } => dst == reg,
+                            _ => false,
+                        })
+                    };
+                    let (Some(to), Some(len)) = (find(R1), find(R2)) else {
+                        panic!("a buffer call at {at} without its buffer set up");
+                    };
+                    assert_eq!(before[to - 1].1, Op::Mov { dst: R1, src: FP }, "at {at}");
+                    let (Op::AddImm { imm: to, .. }, Op::MovImm { imm: len, .. }) =
+                        (before[to].1, before[len].1)
+                    else {
+                        panic!("a buffer call at {at} not on the stack");
+                    };
+                    out.push((to as i16, len as usize));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The `(map fd, key on the stack, value on the stack)` of each map update, read from the
+    /// `r1 = map; r2 = fp + key; r3 = fp + value` that sets it up.
+    pub fn updates(ops: &[(usize, Op)]) -> Vec<(i32, i32, i32)> {
+        let mut out = Vec::new();
+        for (i, &(_, op)) in ops.iter().enumerate() {
+            if op != Op::Call(Helper::MapUpdateElem) {
+                continue;
+            }
+            let before: Vec<Op> = ops[i - 6..i].iter().map(|&(_, op)| op).collect();
+            let Op::LoadMapFd { dst: R1, fd } = before[0] else {
+                panic!("an update at {i} without its map: {before:?}");
+            };
+            let (Op::AddImm { dst: R2, imm: k }, Op::AddImm { dst: R3, imm: v }) =
+                (before[2], before[4])
+            else {
+                panic!("an update at {i} without its key and value: {before:?}");
+            };
+            assert_eq!(before[1], Op::Mov { dst: R2, src: FP });
+            assert_eq!(before[3], Op::Mov { dst: R3, src: FP });
+            // BPF_ANY: a new record replaces an older one with the same key.
+            assert_eq!(before[5], Op::MovImm { dst: R4, imm: 0 });
+            out.push((fd, k, v));
+        }
+        out
+    }
+
+    /// The current process goes into the value's fields, all of it before the record is
+    /// filed: tgid (the top half of `get_current_pid_tgid`), uid, boot time, comm.
+    pub fn assert_files_the_current_process(ops: &[(usize, Op)]) {
+        let op = |i: usize| ops.get(i).map(|&(_, op)| op);
+        let call = |h| {
+            ops.iter()
+                .position(|&(_, op)| op == Op::Call(h))
+                .unwrap_or_else(|| panic!("no call of {h:?}"))
+        };
+        let store = |size: asm::Size, f: Field| {
+            assert_eq!(size.bytes(), f.len);
+            Some(Op::StoreMem {
+                size,
+                dst: FP,
+                off: f.at(VAL),
+                src: R0,
+            })
+        };
+        let pid = call(Helper::GetCurrentPidTgid);
+        assert_eq!(op(pid + 1), Some(Op::RshImm { dst: R0, imm: 32 }));
+        assert_eq!(op(pid + 2), store(W, VALUE_TGID));
+        let uid = call(Helper::GetCurrentUidGid);
+        assert_eq!(op(uid + 1), store(W, VALUE_UID));
+        let time = call(Helper::KtimeGetBootNs);
+        assert_eq!(op(time + 1), store(DW, VALUE_BOOT_NS));
+        let comm = call(Helper::GetCurrentComm);
+        let comm_buf = (VALUE_COMM.at(VAL), VALUE_COMM.len);
+        assert!(stack_writes(&ops[..=comm]).contains(&comm_buf));
+        let update = call(Helper::MapUpdateElem);
+        assert!([pid, uid, time, comm].iter().all(|&c| c < update));
+    }
+}
