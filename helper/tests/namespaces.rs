@@ -1285,8 +1285,11 @@ fn unconnected_udp_one_shots_are_all_named_with_their_pid() {
     // sendto on a socket never connected, then exit: no socket is left to look up by the
     // time anyone could, and while it lived it had no peer. Only the kernel's record of the
     // send (the send hook, made before the packet left) names it.
+    // Each from a port of its own (by its pid): two one-shots that happened to get the same
+    // ephemeral port would be one conntrack entry, and one NEW event.
     let send = format!(
-        "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', 5355))",
+        "import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         s.bind(('', 20000 + os.getpid() % 30000)); s.sendto(b'x', ('{}', 5355))",
         net.b4()
     );
     let (pids, lines) = one_shots(&net, &h, 50, &["python3", "-c", &send], 5355);
