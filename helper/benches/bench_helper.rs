@@ -132,12 +132,7 @@ fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    common::status_kib(pid, "VmHWM").unwrap_or(0)
 }
 
 struct Burst {
@@ -749,12 +744,7 @@ fn main() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    common::status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 struct Abuse {

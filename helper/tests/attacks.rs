@@ -241,15 +241,6 @@ fn an_answer_nobody_asked_for_names_nothing() {
     assert!(v.get("host").is_none(), "{v}");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
 #[test]
 fn a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper() {
     let test = "a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper";
@@ -274,7 +265,7 @@ fn a_caller_flooding_stdin_with_huge_configs_cannot_grow_the_helper() {
             "ack {i} of 100"
         );
     }
-    let rss = rss_kib(h.pid());
+    let rss = common::status_kib(h.pid(), "VmRSS").unwrap_or(u64::MAX);
     // Two configurations of 1 MB (the pipeline's and the reader's) and the parse of one:
     // far below what a hundred queued copies would take.
     assert!(

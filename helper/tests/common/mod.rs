@@ -46,6 +46,15 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), when the process is there.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// The file the tests' `python3` really runs (through pyenv's shims, say), as the helper
 /// reports and verifies it.
 pub fn python_exe() -> String {
