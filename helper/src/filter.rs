@@ -90,20 +90,27 @@ pub fn process_matches(entry: &str, p: &Process) -> bool {
 
 /// The rules that need the process: process whitelist, `show_unknown`, `critical_only`, and
 /// last the repeat filter (so only flows that would be reported count as a repeat).
+///
+/// `alone`: the process is proven the only holder of the flow's socket, or a kernel record
+/// named it. A socket several processes hold may have been used by any of them, so a
+/// whitelist entry for one of them does not speak for the flow: a program that passes its
+/// socket to a trusted one (or runs one with it inherited) and sends on it is reported.
 pub fn after_attribution(
     cfg: &Config,
     sides: &Sides,
     process: Option<&Process>,
+    alone: bool,
     repeats: &mut RepeatFilter,
     now: Instant,
 ) -> Result<(), Skip> {
     match process {
         Some(p)
-            if cfg
-                .whitelist
-                .processes
-                .iter()
-                .any(|entry| process_matches(entry, p)) =>
+            if alone
+                && cfg
+                    .whitelist
+                    .processes
+                    .iter()
+                    .any(|entry| process_matches(entry, p)) =>
         {
             return Err(Skip::ProcessWhitelisted);
         }
@@ -223,7 +230,7 @@ mod tests {
 
     fn run(cfg: &Config, s: &Sides, p: Option<&Process>) -> Result<(), Skip> {
         before_attribution(cfg, s)?;
-        after_attribution(cfg, s, p, &mut RepeatFilter::new(16), Instant::now())
+        after_attribution(cfg, s, p, true, &mut RepeatFilter::new(16), Instant::now())
     }
 
     #[test]
@@ -381,8 +388,9 @@ mod tests {
         let mut rep = RepeatFilter::new(16);
         let t0 = Instant::now();
         let s = out(443);
-        let mut go =
-            |s: &Sides, p: Option<&Process>, t: Instant| after_attribution(&cfg, s, p, &mut rep, t);
+        let mut go = |s: &Sides, p: Option<&Process>, t: Instant| {
+            after_attribution(&cfg, s, p, true, &mut rep, t)
+        };
         assert_eq!(go(&s, Some(&curl), t0), Ok(()));
         assert_eq!(
             go(&s, Some(&curl), t0 + Duration::from_secs(10)),
@@ -408,7 +416,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(
-                after_attribution(&cfg, &out(443), None, &mut rep, t0),
+                after_attribution(&cfg, &out(443), None, true, &mut rep, t0),
                 Ok(())
             );
         }
@@ -422,16 +430,19 @@ mod tests {
         let t0 = Instant::now();
         for port in 1..=10 {
             assert_eq!(
-                after_attribution(&cfg, &out(port), None, &mut rep, t0),
+                after_attribution(&cfg, &out(port), None, true, &mut rep, t0),
                 Ok(())
             );
         }
         assert_eq!(rep.len(), 4);
         assert_eq!(rep.evicted(), 6);
         // Port 1 was forgotten, so it is reported again; port 10 is still remembered.
-        assert_eq!(after_attribution(&cfg, &out(1), None, &mut rep, t0), Ok(()));
         assert_eq!(
-            after_attribution(&cfg, &out(10), None, &mut rep, t0),
+            after_attribution(&cfg, &out(1), None, true, &mut rep, t0),
+            Ok(())
+        );
+        assert_eq!(
+            after_attribution(&cfg, &out(10), None, true, &mut rep, t0),
             Err(Skip::Repeat)
         );
     }
@@ -442,8 +453,26 @@ mod tests {
         cfg.whitelist.processes = vec!["firefox".into()];
         let mut rep = RepeatFilter::new(16);
         let ff = proc_("firefox", "/usr/lib/firefox/firefox");
-        let r = after_attribution(&cfg, &out(443), Some(&ff), &mut rep, Instant::now());
+        let r = after_attribution(&cfg, &out(443), Some(&ff), true, &mut rep, Instant::now());
         assert_eq!(r, Err(Skip::ProcessWhitelisted));
         assert!(rep.is_empty());
+    }
+
+    #[test]
+    fn a_shared_or_unchecked_socket_matches_no_whitelist_entry() {
+        let mut cfg = Config::default();
+        cfg.whitelist.processes = vec!["firefox".into(), "/usr/lib/firefox/firefox".into()];
+        let ff = proc_("firefox", "/usr/lib/firefox/firefox");
+        let mut rep = RepeatFilter::new(16);
+        let now = Instant::now();
+        assert_eq!(
+            after_attribution(&cfg, &out(443), Some(&ff), true, &mut rep, now),
+            Err(Skip::ProcessWhitelisted)
+        );
+        // The same process, its socket held by another too (or not every holder checked).
+        assert_eq!(
+            after_attribution(&cfg, &out(443), Some(&ff), false, &mut rep, now),
+            Ok(())
+        );
     }
 }
