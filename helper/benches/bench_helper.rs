@@ -207,6 +207,33 @@ fn lookup_series(src: std::net::IpAddr, dst: std::net::IpAddr, n: u16, held: usi
         // Apart, so the helper beside handles each flow on its own, as it would a program's.
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The same lookups with the helper quiet: fresh bound sockets that send nothing, so no
+    // flow reaches the helper and the two cores are the lookup's. Lines `q pipeline_us pid`.
+    for i in 0..n {
+        let s = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind");
+        let sport = s.local_addr().expect("addr").port();
+        let dport = 40_000 + i;
+        let sides = Sides {
+            direction: Direction::Outbound,
+            socket: Tuple {
+                proto: Proto::Udp,
+                src,
+                dst,
+                sport,
+                dport,
+                icmp: None,
+            },
+            local_ip: src,
+            local_port: sport,
+            remote_ip: dst,
+            remote_port: dport,
+        };
+        let t = Instant::now();
+        let p = pipeline.attribute(&sides);
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        writeln!(out, "q {us:.1} {}", p.map_or(0, |a| a.process.pid)).expect("out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     drop(out);
     drop(holder.stdin.take());
     let _ = holder.wait();
@@ -499,6 +526,9 @@ fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec
 struct HeldCost {
     pipeline_us: Vec<f64>,
     early_us: Vec<f64>,
+    /// The pipeline's lookups again, with the helper beside quiet.
+    quiet_us: Vec<f64>,
+    quiet_right: usize,
     /// Flows the library named with the series' own pid, of `tried`.
     lib_right: usize,
     tried: usize,
@@ -537,8 +567,16 @@ fn held_cost(held: usize, bound: bool, n: u16) -> HeldCost {
     assert!(line.starts_with("ready"), "generator: {line:?}");
     let before = thread_cpu_secs(h.pid());
     let (mut pipeline_us, mut early_us, mut lib_right) = (Vec::new(), Vec::new(), 0);
+    let (mut quiet_us, mut quiet_right) = (Vec::new(), 0);
     for l in out.lines().map_while(Result::ok) {
         let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 3 && f[0] == "q" {
+            quiet_us.push(f[1].parse().unwrap_or(f64::NAN));
+            if f[2].parse::<u64>().ok() == Some(series_pid) {
+                quiet_right += 1;
+            }
+            continue;
+        }
         if f.len() < 5 {
             continue;
         }
@@ -580,7 +618,10 @@ fn held_cost(held: usize, bound: bool, n: u16) -> HeldCost {
     };
     pipeline_us.sort_by(|a, b| a.partial_cmp(b).unwrap());
     early_us.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    quiet_us.sort_by(|a, b| a.partial_cmp(b).unwrap());
     HeldCost {
+        quiet_us,
+        quiet_right,
         tried: pipeline_us.len(),
         pipeline_us,
         early_us,
@@ -596,13 +637,17 @@ fn held_cost(held: usize, bound: bool, n: u16) -> HeldCost {
 fn held_row(label: &str, c: &HeldCost) -> String {
     let per = |cpu: f64| cpu * 1e3 / c.tried.max(1) as f64;
     format!(
-        "| (f) attribution with a process holding 10,000 sockets ({label}) | lookup median {:.0} µs, p99 {:.0} µs (early attributor: median {:.0} µs, p99 {:.0} µs), right pid {}/{}; helper beside: {:.2} ms CPU a flow (reader thread {:.2} ms), reported {}/{}, attributed {}, wrong pids {} | |",
+        "| (f) attribution with a process holding 10,000 sockets ({label}) | lookup median {:.0} µs, p99 {:.0} µs, right pid {}/{} (early attributor: median {:.0} µs, p99 {:.0} µs); helper quiet: median {:.0} µs, p99 {:.0} µs, right pid {}/{}; helper beside: {:.2} ms CPU a flow (reader thread {:.2} ms), reported {}/{}, attributed {}, wrong pids {} | |",
         percentile(&c.pipeline_us, 0.5),
         percentile(&c.pipeline_us, 0.99),
-        percentile(&c.early_us, 0.5),
-        percentile(&c.early_us, 0.99),
         c.lib_right,
         c.tried,
+        percentile(&c.early_us, 0.5),
+        percentile(&c.early_us, 0.99),
+        percentile(&c.quiet_us, 0.5),
+        percentile(&c.quiet_us, 0.99),
+        c.quiet_right,
+        c.quiet_us.len(),
         per(c.helper_cpu),
         per(c.reader_cpu),
         c.reported,
