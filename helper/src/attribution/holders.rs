@@ -41,6 +41,9 @@ pub struct Limits {
     pub pids: Option<usize>,
     /// Look for every holder, not just the first.
     pub all: bool,
+    /// Try the few pids handed out last before listing /proc (the reader's way: a program
+    /// that just sent and is about to exit is almost always one of them).
+    pub fast: bool,
 }
 
 /// A process and the fd at which it holds the socket.
@@ -119,9 +122,12 @@ impl HolderIndex {
         let last = src.last_pid();
         // 2. The reader's fast path, before /proc is listed at all: the few pids handed out
         //    last. A program that just connected and is about to exit is almost always one.
-        if !limits.all {
+        if limits.fast && found.is_empty() {
             if let Some(h) = self.fast_path(src, last, inode, &mut budget) {
-                return self.done(vec![h], false, budget);
+                if !limits.all {
+                    return self.done(vec![h], false, budget);
+                }
+                found.push(h);
             }
         }
         // 3. Every process, newest first, the owner's first.
@@ -449,12 +455,17 @@ mod tests {
         budget: 16_000,
         pids: None,
         all: true,
+        fast: false,
     };
+    /// The reader's, but stopping at the first holder.
     const EARLY: Limits = Limits {
         budget: 640,
         pids: Some(64),
         all: false,
+        fast: true,
     };
+    /// The reader's limits (see `procfs`).
+    const READER: Limits = Limits { all: true, ..EARLY };
 
     fn pids(s: &Search) -> Vec<i32> {
         s.holders.iter().map(|h| h.pid).collect()
@@ -475,6 +486,11 @@ mod tests {
         let s = HolderIndex::default().find(&mut w, 500, 1000, EARLY);
         assert_eq!(pids(&s), vec![30]);
         assert!(!s.complete);
+        // The reader's goes on among the newest processes, for a holder that sends and
+        // exits before the pipeline looks; with three processes it looked at them all.
+        let s = HolderIndex::default().find(&mut w, 500, 1000, READER);
+        assert_eq!(pids(&s), vec![10, 30]);
+        assert!(s.complete);
     }
 
     #[test]

@@ -493,7 +493,19 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         }
         let (inode, uid) = (h.inode, h.uid);
         let held = self.processes.holders(inode, uid);
+        // Holders the reader saw stay: one that sent and exited since held the socket then.
+        let mut seen = std::mem::take(&mut found.holders.others);
+        let more = found.holders.more;
         found.holders = Holders::of(&found.process, held, inode, uid);
+        seen.retain(|p| !found.holders.others.iter().any(|o| o.pid == p.pid));
+        found.holders.others.extend(seen);
+        let extra = found.holders.others.len().saturating_sub(HOLDERS_LISTED);
+        found.holders.others.truncate(HOLDERS_LISTED);
+        found.holders.more = found
+            .holders
+            .more
+            .max(more)
+            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
         found
     }
 
@@ -1141,6 +1153,15 @@ mod tests {
         // Nobody else: alone, once every process was looked at.
         a.processes.0.clear();
         assert!(a.complete(early.clone()).alone());
+        // One the reader saw, gone since, is still named.
+        let seen = Attribution {
+            holders: Holders {
+                others: vec![proc_(70, "gone")],
+                ..early.holders.clone()
+            },
+            ..early.clone()
+        };
+        assert_eq!(a.complete(seen).holders.others, vec![proc_(70, "gone")]);
         // A search cut short proves nothing.
         a.processes.1 = false;
         assert!(!a.complete(early).alone());

@@ -9,8 +9,10 @@
 //! and after they were read, so a reused pid is never reported.
 //!
 //! Two kinds of lookup: the pipeline's looks at every process, for every holder; the reader's
-//! (after [`ProcIndex::set_scan_limit`]) runs at real-time priority and stops at the first,
-//! within a small budget, leaving the rest to the pipeline ([`super::Attributor::complete`]).
+//! (after [`ProcIndex::set_scan_limit`]) runs at real-time priority, tries the pids handed out
+//! last first, and looks at the newest processes only, within a small budget: it sees a
+//! holder that sends and exits before the pipeline could, and leaves the rest to the
+//! pipeline ([`super::Attributor::complete`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -115,9 +117,9 @@ impl ProcIndex {
         }
     }
 
-    /// Makes this the reader's index: each lookup looks at no more than the `limit` newest
-    /// processes, within a budget in proportion, and stops at the first holder. `None` is the
-    /// pipeline's: every process, every holder, [`LOOKUP_BUDGET`].
+    /// Makes this the reader's index: each lookup tries the pids handed out last, then looks
+    /// at no more than the `limit` newest processes, within a budget in proportion. `None` is
+    /// the pipeline's: every process, [`LOOKUP_BUDGET`].
     pub fn set_scan_limit(&mut self, limit: Option<usize>) {
         self.scan_limit = limit;
     }
@@ -130,12 +132,14 @@ impl ProcIndex {
                     .saturating_mul(EARLY_UNITS_PER_PID)
                     .min(LOOKUP_BUDGET),
                 pids: Some(n),
-                all: false,
+                all: true,
+                fast: true,
             },
             None => Limits {
                 budget: LOOKUP_BUDGET,
                 pids: None,
                 all: true,
+                fast: false,
             },
         }
     }
@@ -449,7 +453,7 @@ mod tests {
         assert!(idx.limits().all);
         idx.set_scan_limit(Some(64));
         let l = idx.limits();
-        assert_eq!((l.budget, l.pids, l.all), (640, Some(64), false));
+        assert_eq!((l.budget, l.pids, l.fast), (640, Some(64), true));
         assert!(l.budget / Budget::READ < 10_000);
     }
 }
