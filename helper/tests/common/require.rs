@@ -20,6 +20,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("bash", "bash"),
     ("conntrack", "conntrack"),
+    // The attacks: a hostile program as `nobody`, with more fds than a default limit.
+    ("setpriv", "util-linux"),
+    ("prlimit", "util-linux"),
     // The applet's tests.
     ("dbus-daemon", "dbus-daemon"),
     ("Xvfb", "xvfb"),
