@@ -133,7 +133,7 @@ impl HolderIndex {
         // 3. Every process, newest first, the owner's first.
         let mut complete = true;
         let mut pids = self.listing(src, &mut budget);
-        super::procfs::sort_newest_first(&mut pids, last);
+        sort_newest_first(&mut pids, last);
         if let Some(limit) = limits.pids {
             if pids.len() > limit {
                 pids.truncate(limit);
@@ -335,7 +335,7 @@ impl HolderIndex {
     ) -> Vec<i32> {
         let last = src.last_pid();
         let mut pids = self.listing(src, budget);
-        super::procfs::sort_newest_first(&mut pids, last);
+        sort_newest_first(&mut pids, last);
         let mut out = Vec::new();
         let user = |pid: &i32| !self.tables.get(pid).is_some_and(|k| k.kernel);
         let pids: Vec<i32> = pids.into_iter().filter(user).take(n).collect();
@@ -374,6 +374,23 @@ impl HolderIndex {
                 total -= k.table.len();
             }
         }
+    }
+}
+
+/// Orders pids newest first. Pids are handed out upwards from the last one given and wrap
+/// around at `pid_max` (32768 on many systems), so "newest" is: downwards from the last pid
+/// handed out, then downwards from the top. Plain descending order put two old high-pid
+/// processes before every new one after a wrap, and short-lived programs were missed.
+pub fn sort_newest_first(pids: &mut [i32], last: Option<i32>) {
+    match last {
+        Some(last) => pids.sort_unstable_by_key(|&p| {
+            if p <= last {
+                (0, last - p)
+            } else {
+                (1, i32::MAX - p)
+            }
+        }),
+        None => pids.sort_unstable_by(|a, b| b.cmp(a)),
     }
 }
 
@@ -469,6 +486,15 @@ mod tests {
 
     fn pids(s: &Search) -> Vec<i32> {
         s.holders.iter().map(|h| h.pid).collect()
+    }
+
+    #[test]
+    fn newest_first_follows_the_pid_counter_around_its_wrap() {
+        let mut pids = vec![1, 300, 27171, 22113, 22196, 24169, 5];
+        sort_newest_first(&mut pids, Some(22196));
+        assert_eq!(pids, vec![22196, 22113, 300, 5, 1, 27171, 24169]);
+        sort_newest_first(&mut pids, None);
+        assert_eq!(pids, vec![27171, 24169, 22196, 22113, 300, 5, 1]);
     }
 
     #[test]

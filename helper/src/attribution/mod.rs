@@ -18,6 +18,7 @@ pub mod bpf;
 pub mod connect_hook;
 pub mod exe;
 pub mod fd_table;
+pub mod held;
 pub mod holders;
 pub mod proc_fds;
 pub mod procfs;
@@ -27,6 +28,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
+
+pub use held::{Held, Holders, HOLDERS_LISTED};
 
 use crate::direction::Sides;
 use crate::event::{AttributedBy, Process};
@@ -64,21 +67,6 @@ pub trait Sockets {
         listening_only: bool,
         local_port: u16,
     ) -> io::Result<Vec<SockEntry>>;
-}
-
-/// How many holders of a shared socket are described besides the one named; the rest are
-/// counted. A socket inherited by a pool of 100 workers makes one line, not 100 descriptions.
-pub const HOLDERS_LISTED: usize = 8;
-
-/// The processes found holding a socket inode ([`Processes::holders`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Held {
-    /// The first is the one [`Processes::by_inode`] names; at most 1 + [`HOLDERS_LISTED`].
-    pub processes: Vec<Process>,
-    /// Holders found beyond those described.
-    pub more: u32,
-    /// Every process was looked at, within the lookup's budget.
-    pub complete: bool,
 }
 
 /// Which process holds a socket inode.
@@ -175,55 +163,6 @@ impl Attribution {
     /// several processes hold could have been used by any of them.
     pub fn alone(&self) -> bool {
         self.holders.others.is_empty() && self.holders.more == 0 && self.holders.complete
-    }
-}
-
-/// The other processes holding a flow's socket, besides the one named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holders {
-    /// At most [`HOLDERS_LISTED`].
-    pub others: Vec<Process>,
-    /// Holders found beyond `others`.
-    pub more: u32,
-    /// Every process was looked at; when not, others may hold the socket unseen.
-    pub complete: bool,
-    /// The socket's inode and owner, to look again ([`Attributor::complete`]); inode 0 when
-    /// there is nothing to look at (a kernel record decided).
-    pub inode: u64,
-    pub uid: u32,
-}
-
-impl Holders {
-    /// No others to look for: a kernel record named the process.
-    pub fn decided() -> Holders {
-        Holders {
-            others: Vec::new(),
-            more: 0,
-            complete: true,
-            inode: 0,
-            uid: 0,
-        }
-    }
-
-    /// The holders of socket `inode` (owned by `uid`) besides `named`, from what a lookup
-    /// found.
-    fn of(named: &Process, held: Held, inode: u64, uid: u32) -> Holders {
-        let mut others: Vec<Process> = held
-            .processes
-            .into_iter()
-            .filter(|p| p.pid != named.pid)
-            .collect();
-        let extra = others.len().saturating_sub(HOLDERS_LISTED);
-        others.truncate(HOLDERS_LISTED);
-        Holders {
-            others,
-            more: held
-                .more
-                .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX)),
-            complete: held.complete,
-            inode,
-            uid,
-        }
     }
 }
 
@@ -494,18 +433,8 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         let (inode, uid) = (h.inode, h.uid);
         let held = self.processes.holders(inode, uid);
         // Holders the reader saw stay: one that sent and exited since held the socket then.
-        let mut seen = std::mem::take(&mut found.holders.others);
-        let more = found.holders.more;
-        found.holders = Holders::of(&found.process, held, inode, uid);
-        seen.retain(|p| !found.holders.others.iter().any(|o| o.pid == p.pid));
-        found.holders.others.extend(seen);
-        let extra = found.holders.others.len().saturating_sub(HOLDERS_LISTED);
-        found.holders.others.truncate(HOLDERS_LISTED);
-        found.holders.more = found
-            .holders
-            .more
-            .max(more)
-            .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
+        let seen = std::mem::replace(&mut found.holders, Holders::decided());
+        found.holders = Holders::of(&found.process, held, inode, uid).with(seen);
         found
     }
 

@@ -1,10 +1,11 @@
 //! [`ProcSource`] over the real /proc: the few system calls the holder search makes.
 //!
-//! Each is one call, relative to a directory already open: `statat(/proc, "<pid>/fd")` for a
+//! Each is one call, relative to a directory already open: `statat(/proc, "PID/fd")` for a
 //! process's fd count and owner, `getdents64` from a `lseek` position for a listing (the
-//! position of /proc/<pid>/fd is the fd number + 2, so a listing resumes where it stopped), and
-//! `readlinkat(<pid>/fd, "<n>")` for one fd. The fd directory of the process being read stays
-//! open until [`ProcFds::release`], so reading 100 of its fds walks no path 100 times.
+//! position in `/proc/<pid>/fd` is the fd number + 2, so a listing resumes where it
+//! stopped), and `readlinkat(PID/fd, "N")` for one fd. The fd directory of the process being
+//! read stays open until [`ProcFds::release`], so reading 100 of its fds walks no path 100
+//! times.
 
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -21,7 +22,7 @@ pub struct ProcFds {
     /// This process: its fd directory shows the directory this reads it through, which is
     /// left out, or every look at the helper itself would see a change.
     me: i32,
-    /// The kernel reports fd counts as the size of /proc/<pid>/fd (Linux ≥ 6.2).
+    /// The kernel reports fd counts as the size of `/proc/<pid>/fd` (Linux ≥ 6.2).
     counts: bool,
 }
 

@@ -27,6 +27,7 @@ use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
 use super::proc_fds::ProcFds;
 use super::{exe, Held, Processes, HOLDERS_LISTED};
+
 use crate::event::Process;
 
 /// How much of a command line is kept: the rest of a hostile 1 MB argv is cut, and the cut
@@ -311,23 +312,6 @@ impl Processes for ProcIndex {
     }
 }
 
-/// Orders pids newest first. Pids are handed out upwards from the last one given and wrap
-/// around at `pid_max` (32768 on many systems), so "newest" is: downwards from the last pid
-/// handed out, then downwards from the top. Plain descending order put two old high-pid
-/// processes before every new one after a wrap, and short-lived programs were missed.
-pub fn sort_newest_first(pids: &mut [i32], last: Option<i32>) {
-    match last {
-        Some(last) => pids.sort_unstable_by_key(|&p| {
-            if p <= last {
-                (0, last - p)
-            } else {
-                (1, i32::MAX - p)
-            }
-        }),
-        None => pids.sort_unstable_by(|a, b| b.cmp(a)),
-    }
-}
-
 /// Reads a NUL-separated command line, replacing invalid UTF-8 and cutting it at
 /// [`CMDLINE_LIMIT`] bytes.
 pub fn read_cmdline(path: &std::path::Path) -> Vec<String> {
@@ -364,15 +348,6 @@ pub fn owner_uid(path: &std::path::Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn newest_first_follows_the_pid_counter_around_its_wrap() {
-        let mut pids = vec![1, 300, 27171, 22113, 22196, 24169, 5];
-        sort_newest_first(&mut pids, Some(22196));
-        assert_eq!(pids, vec![22196, 22113, 300, 5, 1, 27171, 24169]);
-        sort_newest_first(&mut pids, None);
-        assert_eq!(pids, vec![27171, 24169, 22196, 22113, 300, 5, 1]);
-    }
 
     #[test]
     fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
