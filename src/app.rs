@@ -399,6 +399,28 @@ mod tests {
     }
 
     #[test]
+    fn a_whitelisted_program_sharing_its_socket_does_not_silence_the_connection() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = app(&dir);
+        a.settings.config.whitelist.processes = vec!["/usr/bin/curl".into()];
+        let now = Instant::now();
+        assert!(a
+            .on_event("h", ev(conn(443, "/usr/bin/curl")), now)
+            .is_empty());
+        let shared = Connection {
+            also_held_by: vec![fixtures::process("/tmp/evil")],
+            ..conn(444, "/usr/bin/curl")
+        };
+        assert!(!a.whitelisted(&shared));
+        assert!(!a.on_event("h", ev(shared), now).is_empty());
+        let unsure = Connection {
+            holders_incomplete: true,
+            ..conn(445, "/usr/bin/curl")
+        };
+        assert!(!a.whitelisted(&unsure));
+    }
+
+    #[test]
     fn whitelisting_a_name_silences_it_everywhere_it_resolves() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut a = app(&dir);

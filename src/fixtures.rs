@@ -27,6 +27,9 @@ pub fn connection(remote: &str, port: u16) -> Connection {
         mark: None,
         process: None,
         attributed_by: None,
+        also_held_by: Vec::new(),
+        also_held_by_more: 0,
+        holders_incomplete: false,
     }
 }
 

@@ -9,16 +9,25 @@
 //!    port, UDP one-shots (connected and unconnected), and long-lived connections;
 //! d. the helper's CPU time per event and peak RSS, and conntrack's;
 //! e. a 100,000-flow flood;
-//! f. what the kernel-side send records add to the cost of a UDP send.
+//! f. what the kernel-side send records add to the cost of a UDP send;
+//! g. what a caller can make the helper hold through its stdin (`abuse.rs`);
+//! h. attribution cost while one process holds 10,000 sockets (`sockets.rs`): the per-flow
+//!    lookup time of the library's attributor (median, p99), and the real helper's CPU per
+//!    flow beside it.
 //!
 //! The binary also serves as its own traffic generator: run with a first argument of
-//! `udp-burst`, `udp-same` or `connect-series` it sends traffic instead (re-executed inside a
-//! namespace). `BENCH_ONLY=latency|burst|udp-sendto|send-cost` runs one part alone.
+//! `udp-burst`, `udp-same`, `connect-series`, `hold-sockets` or `lookup-series` it sends
+//! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
+//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets` runs one part alone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
+#[path = "bench_helper/abuse.rs"]
+mod abuse;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "bench_helper/sockets.rs"]
+mod sockets;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -81,6 +90,20 @@ fn generator(args: &[String]) -> bool {
             println!("{}", start.elapsed().as_nanos() as f64 / f64::from(n));
             true
         }
+        Some("hold-sockets") => {
+            sockets::hold_sockets(args[1].parse().expect("count"), args[2] == "bound");
+            true
+        }
+        Some("lookup-series") => {
+            sockets::lookup_series(
+                args[1].parse().expect("ip"),
+                args[2].parse().expect("ip"),
+                args[3].parse().expect("count"),
+                args[4].parse().expect("held"),
+                args[5] == "bound",
+            );
+            true
+        }
         Some("connect-series") => {
             let dst: SocketAddr = args[1].parse().expect("addr");
             let n: u32 = args[2].parse().expect("count");
@@ -100,19 +123,6 @@ fn generator(args: &[String]) -> bool {
     }
 }
 
-fn proc_cpu_secs(pid: u32) -> f64 {
-    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
-/// utime + stime of a process's or thread's `stat` text, in seconds.
-fn stat_cpu_secs(stat: &str) -> f64 {
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// CPU seconds of each thread of `pid`, by thread name (threads of one name summed).
 fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
@@ -126,7 +136,7 @@ fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map(|(n, _)| n.to_string())
             .unwrap_or_default();
-        *out.entry(name).or_insert(0.0) += stat_cpu_secs(&stat);
+        *out.entry(name).or_insert(0.0) += common::stat_cpu_secs(&stat);
     }
     out
 }
@@ -195,7 +205,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
     let threads_before = thread_cpu_secs(h.pid());
     let ct_before = ct
         .as_ref()
-        .map(|(c, _)| proc_cpu_secs(c.id()))
+        .map(|(c, _)| common::cpu_secs(c.id()))
         .unwrap_or(0.0);
     let me = std::env::current_exe().expect("exe");
     let mut gen = Net::cmd(
@@ -265,7 +275,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
     };
     if let Some((ct, counter)) = ct {
         std::thread::sleep(Duration::from_secs(1));
-        out.conntrack_cpu = proc_cpu_secs(ct.id()) - ct_before;
+        out.conntrack_cpu = common::cpu_secs(ct.id()) - ct_before;
         out.conntrack_rss = peak_rss_kib(ct.id());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(ct.id() as i32),
@@ -531,8 +541,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
-        Some("abuse") => &["ip", "nft"],
-        Some("burst") => &["ip", "nft"],
+        Some("abuse" | "burst" | "sockets") => &["ip", "nft"],
         Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
@@ -543,8 +552,18 @@ fn main() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    if only.as_deref() == Some("sockets") {
+        for (label, bound) in [("unbound", false), ("bound UDP", true)] {
+            eprintln!("10,000 sockets held ({label})...");
+            println!(
+                "{}",
+                sockets::held_row(label, &sockets::held_cost(10_000, bound, 200))
+            );
+        }
+        return;
+    }
     if only.as_deref() == Some("abuse") {
-        let a = stdin_abuse();
+        let a = abuse::stdin_abuse();
         println!(
             "stdin abuse: RSS {:.1} MiB after 100 × 1 MB configs, {:.1} MiB after 200,000 pause/resume, peak {:.1} MiB",
             a.after_configs as f64 / 1024.0,
@@ -734,58 +753,14 @@ fn main() {
         flood.drained_ms
     );
     print_send_cost(cost);
-    let abuse = stdin_abuse();
+    let stdin = abuse::stdin_abuse();
     println!(
         "| (g) stdin abuse: 100 × 1 MB config commands, then 200,000 pause/resume | RSS {:.1} MiB after the configs, {:.1} MiB after pause/resume; peak {:.1} MiB | |",
-        abuse.after_configs as f64 / 1024.0,
-        abuse.after_toggles as f64 / 1024.0,
-        abuse.peak as f64 / 1024.0
+        stdin.after_configs as f64 / 1024.0,
+        stdin.after_toggles as f64 / 1024.0,
+        stdin.peak as f64 / 1024.0
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    common::status_kib(pid, "VmRSS").unwrap_or(0)
-}
-
-struct Abuse {
-    after_configs: u64,
-    after_toggles: u64,
-    peak: u64,
-}
-
-/// What a caller of the helper can make it hold: a hundred configurations of 1 MB each
-/// (10,000 whitelisted paths), then 200,000 pause/resume commands, while no flow comes.
-fn stdin_abuse() -> Abuse {
-    let net = Net::new();
-    let mut h = Helper::start(&net.a, &[]);
-    let paths: Vec<String> = (0..10_000).map(|i| format!("/opt/{i:0>94}")).collect();
-    let cmd = serde_json::json!({"cmd": "config", "config": {"whitelist": {"processes": paths}}})
-        .to_string();
-    for _ in 0..100 {
-        h.send(&cmd);
-    }
-    let acks = |h: &Helper, n: usize| {
-        (0..n)
-            .filter(|_| {
-                h.wait_for(Duration::from_secs(30), |v| v["type"] == "ack")
-                    .is_some()
-            })
-            .count()
-    };
-    let configs = acks(&h, 100);
-    let after_configs = rss_kib(h.pid());
-    for i in 0..200_000 {
-        h.send(if i % 2 == 0 {
-            r#"{"cmd":"pause"}"#
-        } else {
-            r#"{"cmd":"resume"}"#
-        });
-    }
-    let toggles = acks(&h, 200_000);
-    eprintln!("stdin abuse: {configs}/100 config acks, {toggles}/200000 pause/resume acks");
-    Abuse {
-        after_configs,
-        after_toggles: rss_kib(h.pid()),
-        peak: peak_rss_kib(h.pid()),
-    }
+    eprintln!("10,000 sockets held...");
+    let held = sockets::held_cost(10_000, true, 200);
+    println!("{}", sockets::held_row("bound UDP", &held));
 }

@@ -29,8 +29,9 @@ fn main() -> anyhow::Result<()> {
         println!("process: {:?}", ProcIndex::new().by_inode(e.inode, e.uid));
     }
     println!(
-        "dump: {:?}",
-        sd.dump(Family::of(&t.src), proto, false)?.len()
+        "dump of port {}: {:?}",
+        t.sport,
+        sd.dump(Family::of(&t.src), proto, false, t.sport)?.len()
     );
     Ok(())
 }

@@ -138,6 +138,23 @@ pub struct Connection {
     pub process: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributed_by: Option<AttributedBy>,
+    /// Other processes that held the flow's socket too (passed with `SCM_RIGHTS`, inherited
+    /// across `fork`) when no kernel record said which one used it: `process` is one of the
+    /// holders, not proven the sender, and no whitelist entry silences such a flow. At most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_held_by: Vec<Process>,
+    /// How many more holders there were beyond those in `also_held_by`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub also_held_by_more: u32,
+    /// Not every process could be looked at for other holders within the lookup's budget
+    /// (thousands of processes or fds changing at once): others may hold the socket unseen,
+    /// so the flow is not whitelisted either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holders_incomplete: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One line of the helper's output.

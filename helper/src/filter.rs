@@ -2,8 +2,9 @@
 //!
 //! The rules run in a fixed order, cheapest first, and split so that a flow dropped on
 //! protocol, direction, loopback or remote address never costs a process lookup:
-//! [`before_attribution`], then with the process (or none) [`host_rule`] (a name counts only
-//! once the process that looked it up is known) and [`after_attribution`].
+//! [`before_attribution`], then with the process (or none) [`process_rule`], so a
+//! whitelisted program's flow costs no name lookup, then [`host_rule`] (a name counts only
+//! once the process that looked it up is known), and last [`repeat_rule`].
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -97,7 +98,9 @@ fn host_whitelisted(
 /// reported before the person added an entry): the same rules as the helper's, on the same
 /// evidence.
 pub fn whitelisted(wl: &Whitelist, c: &Connection) -> bool {
-    let process = c.process.as_ref();
+    // A process that shared the socket with others is no evidence (see [`process_rule`]).
+    let alone = c.also_held_by.is_empty() && c.also_held_by_more == 0 && !c.holders_incomplete;
+    let process = c.process.as_ref().filter(|_| alone);
     process.is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)))
         || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
         || host_whitelisted(wl, process, c.host.as_deref().zip(c.host_source)).is_some()
@@ -121,22 +124,26 @@ pub fn process_matches(entry: &str, p: &Process) -> bool {
     }
 }
 
-/// The rules that need the process: process whitelist, `show_unknown`, `critical_only`, and
-/// last the repeat filter (so only flows that would be reported count as a repeat).
-pub fn after_attribution(
+/// The rules that need the process: process whitelist, `show_unknown`, `critical_only`.
+///
+/// `alone`: the process is proven the only holder of the flow's socket, or a kernel record
+/// named it. A socket several processes hold may have been used by any of them, so a
+/// whitelist entry for one of them does not speak for the flow: a program that passes its
+/// socket to a trusted one (or runs one with it inherited) and sends on it is reported.
+pub fn process_rule(
     cfg: &Config,
     sides: &Sides,
     process: Option<&Process>,
-    repeats: &mut RepeatFilter,
-    now: Instant,
+    alone: bool,
 ) -> Result<(), Skip> {
     match process {
         Some(p)
-            if cfg
-                .whitelist
-                .processes
-                .iter()
-                .any(|entry| process_matches(entry, p)) =>
+            if alone
+                && cfg
+                    .whitelist
+                    .processes
+                    .iter()
+                    .any(|entry| process_matches(entry, p)) =>
         {
             return Err(Skip::ProcessWhitelisted);
         }
@@ -146,6 +153,18 @@ pub fn after_attribution(
     if cfg.filter.critical_only && !is_critical(cfg, sides) {
         return Err(Skip::NotCritical);
     }
+    Ok(())
+}
+
+/// The last rule, the repeat filter: run only for flows that every other rule lets through,
+/// so only a flow that would be reported counts as a repeat.
+pub fn repeat_rule(
+    cfg: &Config,
+    sides: &Sides,
+    process: Option<&Process>,
+    repeats: &mut RepeatFilter,
+    now: Instant,
+) -> Result<(), Skip> {
     let window = Duration::from_secs(cfg.filter.repeat_after_secs);
     let key = RepeatKey {
         program: process.map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone())),
@@ -254,9 +273,22 @@ mod tests {
         }
     }
 
+    /// The rules after attribution, in the pipeline's order (no name).
+    fn after_attribution(
+        cfg: &Config,
+        s: &Sides,
+        p: Option<&Process>,
+        alone: bool,
+        repeats: &mut RepeatFilter,
+        now: Instant,
+    ) -> Result<(), Skip> {
+        process_rule(cfg, s, p, alone)?;
+        repeat_rule(cfg, s, p, repeats, now)
+    }
+
     fn run(cfg: &Config, s: &Sides, p: Option<&Process>) -> Result<(), Skip> {
         before_attribution(cfg, s)?;
-        after_attribution(cfg, s, p, &mut RepeatFilter::new(16), Instant::now())
+        after_attribution(cfg, s, p, true, &mut RepeatFilter::new(16), Instant::now())
     }
 
     #[test]
@@ -414,8 +446,9 @@ mod tests {
         let mut rep = RepeatFilter::new(16);
         let t0 = Instant::now();
         let s = out(443);
-        let mut go =
-            |s: &Sides, p: Option<&Process>, t: Instant| after_attribution(&cfg, s, p, &mut rep, t);
+        let mut go = |s: &Sides, p: Option<&Process>, t: Instant| {
+            after_attribution(&cfg, s, p, true, &mut rep, t)
+        };
         assert_eq!(go(&s, Some(&curl), t0), Ok(()));
         assert_eq!(
             go(&s, Some(&curl), t0 + Duration::from_secs(10)),
@@ -441,7 +474,7 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(
-                after_attribution(&cfg, &out(443), None, &mut rep, t0),
+                after_attribution(&cfg, &out(443), None, true, &mut rep, t0),
                 Ok(())
             );
         }
@@ -455,16 +488,19 @@ mod tests {
         let t0 = Instant::now();
         for port in 1..=10 {
             assert_eq!(
-                after_attribution(&cfg, &out(port), None, &mut rep, t0),
+                after_attribution(&cfg, &out(port), None, true, &mut rep, t0),
                 Ok(())
             );
         }
         assert_eq!(rep.len(), 4);
         assert_eq!(rep.evicted(), 6);
         // Port 1 was forgotten, so it is reported again; port 10 is still remembered.
-        assert_eq!(after_attribution(&cfg, &out(1), None, &mut rep, t0), Ok(()));
         assert_eq!(
-            after_attribution(&cfg, &out(10), None, &mut rep, t0),
+            after_attribution(&cfg, &out(1), None, true, &mut rep, t0),
+            Ok(())
+        );
+        assert_eq!(
+            after_attribution(&cfg, &out(10), None, true, &mut rep, t0),
             Err(Skip::Repeat)
         );
     }
@@ -475,8 +511,26 @@ mod tests {
         cfg.whitelist.processes = vec!["firefox".into()];
         let mut rep = RepeatFilter::new(16);
         let ff = proc_("firefox", "/usr/lib/firefox/firefox");
-        let r = after_attribution(&cfg, &out(443), Some(&ff), &mut rep, Instant::now());
+        let r = after_attribution(&cfg, &out(443), Some(&ff), true, &mut rep, Instant::now());
         assert_eq!(r, Err(Skip::ProcessWhitelisted));
         assert!(rep.is_empty());
+    }
+
+    #[test]
+    fn a_shared_or_unchecked_socket_matches_no_whitelist_entry() {
+        let mut cfg = Config::default();
+        cfg.whitelist.processes = vec!["firefox".into(), "/usr/lib/firefox/firefox".into()];
+        let ff = proc_("firefox", "/usr/lib/firefox/firefox");
+        let mut rep = RepeatFilter::new(16);
+        let now = Instant::now();
+        assert_eq!(
+            after_attribution(&cfg, &out(443), Some(&ff), true, &mut rep, now),
+            Err(Skip::ProcessWhitelisted)
+        );
+        // The same process, its socket held by another too (or not every holder checked).
+        assert_eq!(
+            after_attribution(&cfg, &out(443), Some(&ff), false, &mut rep, now),
+            Ok(())
+        );
     }
 }

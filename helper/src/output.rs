@@ -109,6 +109,20 @@ fn connection_line(c: &Connection) -> String {
         }
         None => line.push_str(" [unknown process]"),
     }
+    if !c.also_held_by.is_empty() {
+        let others: Vec<String> = c
+            .also_held_by
+            .iter()
+            .map(|p| format!("{}[{}]", sanitize(&p.comm), p.pid))
+            .collect();
+        let _ = write!(line, " also held by {}", others.join(", "));
+        if c.also_held_by_more > 0 {
+            let _ = write!(line, " and {} more", c.also_held_by_more);
+        }
+    }
+    if c.holders_incomplete {
+        line.push_str(" [other holders unchecked]");
+    }
     if c.critical {
         line.push_str(" [critical]");
     }
@@ -279,6 +293,9 @@ mod tests {
                 ..Default::default()
             }),
             attributed_by: None,
+            also_held_by: Vec::new(),
+            also_held_by_more: 0,
+            holders_incomplete: false,
         }
     }
 
@@ -318,6 +335,42 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&ev).expect("json");
         assert!(v["process"].is_null());
         assert!(text_line(&ev).contains("[unknown process]"));
+    }
+
+    #[test]
+    fn other_holders_are_in_the_text_line_and_the_json() {
+        let mut c = conn("python3", "/usr/bin/python3");
+        c.also_held_by = vec![Process {
+            pid: 7,
+            comm: "e\x1bvil".into(),
+            ..Default::default()
+        }];
+        c.also_held_by_more = 3;
+        let ev = Event::Connection(Box::new(c.clone()));
+        let text = text_line(&ev);
+        assert!(text.contains(" also held by e"), "{text}");
+        assert!(
+            text.contains("vil[7] and 3 more") && !text.contains('\x1b'),
+            "{text}"
+        );
+        assert!(!text.contains("unchecked"));
+        let json = |ev: &Event| -> serde_json::Value {
+            let mut out = Output::new(Format::Json, Vec::new(), None, false, "h".into());
+            out.emit(ev).expect("write");
+            serde_json::from_slice(&out.into_inner()).expect("json")
+        };
+        let v = json(&ev);
+        assert_eq!(v["also_held_by"][0]["pid"], 7);
+        assert_eq!(v["also_held_by_more"], 3);
+        assert!(v.get("holders_incomplete").is_none());
+        c.also_held_by.clear();
+        c.also_held_by_more = 0;
+        c.holders_incomplete = true;
+        let ev = Event::Connection(Box::new(c));
+        assert!(text_line(&ev).contains(" [other holders unchecked]"));
+        let v = json(&ev);
+        assert!(v.get("also_held_by").is_none() && v.get("also_held_by_more").is_none());
+        assert_eq!(v["holders_incomplete"], true);
     }
 
     #[test]

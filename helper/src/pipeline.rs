@@ -147,13 +147,24 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        let found = early.or_else(|| self.attributor.attribute_read_at(&sides, now));
+        // The reader stops at the first holder of a socket; the others are looked for here.
+        let found = match early {
+            Some(a) => Some(self.attributor.complete(a)),
+            None => self.attributor.attribute_read_at(&sides, now),
+        };
         if found.is_some() {
             self.stats.attributed += 1;
         } else {
             self.stats.unattributed += 1;
         }
         let process = found.as_ref().map(|a| &a.process);
+        let alone = found.as_ref().is_some_and(Attribution::alone);
+        // The rules that need only the process come before naming: a whitelisted program's
+        // flow costs no name lookup (and no PTR query leaves for it).
+        if let Err(skip) = filter::process_rule(&self.cfg, &sides, process, alone) {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
+        }
         // The name this process looked up, if it did: a name is never borrowed from another
         // program's lookup. For names no DNS answer gave, a PTR name if configured (marked;
         // it never whitelists).
@@ -171,13 +182,16 @@ impl<A: Attributor> Pipeline<A> {
                 (name, source)
             }
         };
-        if let Err(skip) = filter::host_rule(&self.cfg, process, host.as_deref().zip(host_source)) {
+        let host_rule = filter::host_rule(
+            &self.cfg,
+            process.filter(|_| alone),
+            host.as_deref().zip(host_source),
+        );
+        if let Err(skip) = host_rule {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        if let Err(skip) =
-            filter::after_attribution(&self.cfg, &sides, process, &mut self.repeats, now)
-        {
+        if let Err(skip) = filter::repeat_rule(&self.cfg, &sides, process, &mut self.repeats, now) {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
@@ -200,6 +214,12 @@ impl<A: Attributor> Pipeline<A> {
             zone: flow.zone,
             mark: flow.mark,
             attributed_by: found.as_ref().map(|a| a.by),
+            holders_incomplete: found.as_ref().is_some_and(|a| !a.holders.complete),
+            also_held_by_more: found.as_ref().map_or(0, |a| a.holders.more),
+            also_held_by: found
+                .as_ref()
+                .map(|a| a.holders.others.clone())
+                .unwrap_or_default(),
             process: found.map(|a| a.process),
         }))
     }
@@ -221,6 +241,7 @@ mod tests {
             self.0.get(&sides.socket.sport).map(|p| Attribution {
                 process: p.clone(),
                 by: AttributedBy::Socket,
+                holders: crate::attribution::Holders::decided(),
             })
         }
     }
@@ -386,6 +407,7 @@ mod tests {
                 ..Default::default()
             },
             by: AttributedBy::Socket,
+            holders: crate::attribution::Holders::decided(),
         };
         // Port 5555 is unknown to the pipeline's own attributor: the early one names it.
         let f = flow(Proto::Tcp, "10.0.0.1", 5555, "9.9.9.9", 443);
@@ -403,5 +425,86 @@ mod tests {
             Outcome::Ignored
         );
         assert_eq!(p.stats.flows, 0);
+    }
+
+    /// Finishes the reader's attributions as the pipeline's socket search would: with one
+    /// more holder found, or (`None`) with the search cut short by its budget.
+    struct Finish(Option<Process>);
+    impl Attributor for Finish {
+        fn attribute(&mut self, _: &Sides) -> Option<Attribution> {
+            None
+        }
+        fn complete(&mut self, mut found: Attribution) -> Attribution {
+            if let (false, Some(other)) = (found.holders.complete, &self.0) {
+                found.holders.others.push(other.clone());
+                found.holders.complete = true;
+            }
+            found
+        }
+    }
+
+    #[test]
+    fn a_whitelisted_process_sharing_its_socket_is_reported_with_every_holder() {
+        let ssh = Process {
+            pid: 5,
+            comm: "ssh".into(),
+            exe: Some("/usr/bin/ssh".into()),
+            exe_verified: true,
+            exe_system: true,
+            ..Default::default()
+        };
+        let evil = Process {
+            pid: 66,
+            comm: "python3".into(),
+            ..Default::default()
+        };
+        let mut cfg = Config::default();
+        cfg.whitelist.processes = vec!["ssh".into()];
+        let addrs = LocalAddrs::new(["10.0.0.1".parse().expect("ip")]);
+        let early = |complete| Attribution {
+            process: ssh.clone(),
+            by: AttributedBy::BoundSocket,
+            holders: crate::attribution::Holders {
+                others: Vec::new(),
+                more: 0,
+                complete,
+                inode: 77,
+                uid: 1000,
+            },
+        };
+        let now = Instant::now();
+        let at = SystemTime::now();
+        let mut p = Pipeline::new(
+            cfg.clone(),
+            addrs.clone(),
+            Finish(Some(evil.clone())),
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
+        // Alone: the whitelist entry silences it.
+        let alone = Attribution {
+            holders: crate::attribution::Holders::decided(),
+            ..early(true)
+        };
+        let f = flow(Proto::Tcp, "10.0.0.1", 40001, "9.9.9.9", 443);
+        assert_eq!(
+            p.flow(&f, at, now, Some(alone)),
+            Outcome::Skipped(Skip::ProcessWhitelisted)
+        );
+        // The reader found ssh first; the pipeline finds python3 holding the socket too.
+        let f = flow(Proto::Tcp, "10.0.0.1", 40002, "9.9.9.9", 443);
+        let c = report(p.flow(&f, at, now, Some(early(false))));
+        assert_eq!(c.process.map(|p| p.pid), Some(5));
+        assert_eq!(c.also_held_by, vec![evil]);
+        assert!(!c.holders_incomplete);
+        // A search that could not look at every process proves nothing either.
+        let mut p = Pipeline::new(
+            cfg,
+            addrs,
+            Finish(None),
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
+        let f = flow(Proto::Tcp, "10.0.0.1", 40003, "9.9.9.9", 443);
+        let c = report(p.flow(&f, at, now, Some(early(false))));
+        assert!(c.holders_incomplete && c.also_held_by.is_empty());
     }
 }

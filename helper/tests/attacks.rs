@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{config_file, root_or_skip, Helper, Net};
+use common::{config_file, root_or_skip, to_port, Helper, Net, PY};
 use serde_json::Value;
 
 /// Runs a shell script as `nobody` inside namespace `ns`; fails the test if it fails.
@@ -35,9 +35,6 @@ fn as_nobody(ns: &str, script: &str) {
     );
 }
 
-/// The system's python, which `nobody` can run (a python under /root may not be).
-const PY: &str = "/usr/bin/python3";
-
 fn connect_py(ip: &str, port: u16, comm: Option<&str>) -> String {
     let rename = comm
         .map(|c| format!("ctypes.CDLL(None).prctl(15, b'{c}', 0, 0, 0); "))
@@ -45,16 +42,6 @@ fn connect_py(ip: &str, port: u16, comm: Option<&str>) -> String {
     format!(
         "import ctypes, socket; {rename}s = socket.create_connection(('{ip}', {port}), 2); s.close()"
     )
-}
-
-fn connections(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|v| v["type"] == "connection").collect()
-}
-
-fn to_port(lines: &[Value], port: u16) -> Option<&Value> {
-    connections(lines)
-        .into_iter()
-        .find(|v| v["remote_port"] == port)
 }
 
 #[test]

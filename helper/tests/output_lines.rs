@@ -96,6 +96,9 @@ fn outbound_tcp() -> Connection {
             Some("alice"),
         )),
         attributed_by: Some(AttributedBy::Connect),
+        also_held_by: Vec::new(),
+        also_held_by_more: 0,
+        holders_incomplete: false,
     }
 }
 
@@ -125,6 +128,9 @@ fn an_inbound_ipv6_connection_named_by_ptr_whose_user_and_exe_are_unknown() {
         mark: None,
         process: Some(process("avahi-daemon", None, &[], None)),
         attributed_by: Some(AttributedBy::BoundSocket),
+        also_held_by: Vec::new(),
+        also_held_by_more: 0,
+        holders_incomplete: false,
     };
     insta::assert_snapshot!(
         "connection_inbound_ipv6_ptr",
@@ -157,6 +163,9 @@ fn a_connection_without_a_process() {
         mark: None,
         process: None,
         attributed_by: None,
+        also_held_by: Vec::new(),
+        also_held_by_more: 0,
+        holders_incomplete: false,
     };
     insta::assert_snapshot!(
         "connection_without_process",

@@ -1,11 +1,18 @@
-//! [`Processes`] over /proc: which process holds a socket inode.
+//! [`Processes`] over /proc: which processes hold a socket inode, and what they are.
 //!
-//! An inode → (pid, fd, start time) index is built from `/proc/*/fd` and refreshed on a miss.
-//! A hit is trusted only after the pid's fd still points at that inode and the pid's start
-//! time is the one recorded, so a reused pid is never reported. A refresh scans the newest pids
-//! first and stops at the first match: the flows that matter most come from programs that just
-//! started, and may be gone a millisecond later (a prototype that scanned in ascending order
-//! matched only 7–14 of 20 short-lived curls).
+//! The search is [`HolderIndex`]'s, over per-process fd tables kept up across lookups, within
+//! a budget per lookup: a process holding 10,000 sockets costs one stat a lookup once its
+//! table is known (bench row f: a lookup went from ~150 ms to under a millisecond), and a
+//! lookup that runs out of budget names nobody rather than stall; the flow is still reported,
+//! with `process: null`. A holder is named only after its fd was read pointing at the inode
+//! during this lookup, and its details are trusted only if its start time is the same before
+//! and after they were read, so a reused pid is never reported.
+//!
+//! Two kinds of lookup: the pipeline's looks at every process, for every holder; the reader's
+//! (after [`ProcIndex::set_scan_limit`]) runs at real-time priority, tries the pids handed out
+//! last first, and looks at the newest processes only, within a small budget: it sees a
+//! holder that sends and exits before the pipeline could, and leaves the rest to the
+//! pipeline ([`super::Attributor::complete`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,36 +23,46 @@ use std::path::{Path, PathBuf};
 use procfs::process::Stat;
 use procfs::FromRead;
 
-use super::{exe, Processes};
+use super::fd_table::Budget;
+use super::holders::{HolderIndex, Limits};
+use super::proc_fds::ProcFds;
+use super::{exe, Held, Processes, HOLDERS_LISTED};
+
 use crate::event::Process;
 
 /// How much of a command line is kept: the rest of a hostile 1 MB argv is cut, and the cut
 /// marked with a last element of "…".
 pub const CMDLINE_LIMIT: usize = 4096;
-/// Index entries kept before the index is rebuilt from scratch (bounded memory).
-const INDEX_LIMIT: usize = 1 << 16;
 const CACHE_LIMIT: usize = 4096;
 
-/// Where a socket inode was last seen open. `start` is the pid's start time once known; an
-/// entry indexed in passing (another socket of a scanned process) gets it on its first use.
-#[derive(Debug, Clone, Copy)]
-struct Holder {
-    pid: i32,
-    fd: i32,
-    start: Option<u64>,
-}
+/// The pipeline's budget for one lookup, in [`Budget`] units (about a microsecond each on the
+/// 2-core test VM): a full pass over a desktop's ~400 processes while nothing changed takes
+/// ~1,600; the rest reads what did (~2,800 fds, or lists 14,000). A process of 10,000 fds
+/// seen for the first time is read over about four lookups.
+pub const LOOKUP_BUDGET: u32 = 16_000;
+/// The reader's budget per process it may look at: 64 processes give 640 units, at most 128
+/// fds read, so the real-time thread cannot be made to read 10,000.
+const EARLY_UNITS_PER_PID: u32 = 10;
+/// How many of the newest processes the closed-socket search looks at.
+const CLOSED_SCAN_LIMIT: usize = 64;
 
+/// What the lookups did, for tests and `--debug`.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct ProcStats {
-    pub hits: u64,
-    pub scans: u64,
-    pub scanned_pids: u64,
+    pub lookups: u64,
+    /// Lookups that named a holder.
+    pub found: u64,
     pub misses: u64,
+    /// Lookups cut short by their budget.
+    pub exhausted: u64,
+    /// Lookups that found more than one holder.
+    pub shared: u64,
 }
 
 pub struct ProcIndex {
     root: PathBuf,
-    index: HashMap<u64, Holder>,
+    src: ProcFds,
+    index: HolderIndex,
     /// Process details by (pid, start time), with the identity of the file it ran;
     /// revalidated against `stat` and that file on every use (an execve keeps both keys).
     cache: HashMap<(i32, u64), (Process, Option<exe::FileId>)>,
@@ -55,11 +72,6 @@ pub struct ProcIndex {
     scan_limit: Option<usize>,
     pub stats: ProcStats,
 }
-
-/// How many of the pids handed out last are tried before /proc is listed.
-const FAST_PIDS: i32 = 4;
-/// How many of the newest processes the closed-socket search looks at.
-const CLOSED_SCAN_LIMIT: usize = 64;
 
 /// A TCP socket, not listening, with no peer, whose local end is `local`.
 fn is_closed_tcp_at(fd: &std::os::fd::OwnedFd, local: SocketAddr) -> bool {
@@ -96,7 +108,8 @@ impl ProcIndex {
     pub fn new() -> ProcIndex {
         ProcIndex {
             root: PathBuf::from("/proc"),
-            index: HashMap::new(),
+            src: ProcFds::new(),
+            index: HolderIndex::default(),
             cache: HashMap::new(),
             own_mnt: exe::mount_ns(Path::new("/proc/self")),
             users: HashMap::new(),
@@ -105,156 +118,53 @@ impl ProcIndex {
         }
     }
 
-    /// Pids under /proc, newest first (see [`sort_newest_first`]).
-    fn pids_newest_first_from(&self, last: Option<i32>) -> Vec<i32> {
-        let mut pids: Vec<i32> = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        sort_newest_first(&mut pids, last);
-        pids
-    }
-
-    fn pids_newest_first(&self) -> Vec<i32> {
-        self.pids_newest_first_from(self.last_pid())
-    }
-
-    /// Indexes every socket of `pid`; returns the holder of `want` if this pid has it.
-    fn index_pid(&mut self, pid: i32, want: u64) -> Option<Holder> {
-        for (fd, inode) in self.socket_fds(pid, Some(want)) {
-            let h = Holder {
-                pid,
-                fd,
-                start: None,
-            };
-            if self.index.len() >= INDEX_LIMIT {
-                self.index.clear();
-            }
-            self.index.insert(inode, h);
-            if inode == want {
-                return Some(h);
-            }
-        }
-        None
-    }
-
-    /// The socket fds of `pid` with their inodes, stopping after `until` if given.
-    ///
-    /// One `getdents` and one `readlink` per fd, nothing else: this runs while a short-lived
-    /// program may be closing its socket, and on this kind of VM each syscall costs microseconds.
-    fn socket_fds(&self, pid: i32, until: Option<u64>) -> Vec<(i32, u64)> {
-        let mut out = Vec::new();
-        let Ok(dir) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(link) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            if let Some(inode) = socket_inode(link.as_os_str().as_encoded_bytes()) {
-                out.push((fd, inode));
-                if until == Some(inode) {
-                    break;
-                }
-            }
-        }
-        out
-    }
-
-    /// The thread group (process) id of a task id, from its `status`.
-    fn tgid(&self, tid: i32) -> Option<i32> {
-        let status = std::fs::read_to_string(self.root.join(format!("{tid}/status"))).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
-    }
-
-    /// The last pid the kernel handed out, from `/proc/sys/kernel/ns_last_pid`.
-    fn last_pid(&self) -> Option<i32> {
-        let mut f = std::fs::File::open(self.root.join("sys/kernel/ns_last_pid")).ok()?;
-        let mut buf = [0u8; 16];
-        let n = f.read(&mut buf).ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
-    }
-
-    fn scan(&mut self, inode: u64, uid: u32) -> Option<Holder> {
-        self.stats.scans += 1;
-        // Fast path, before listing /proc at all: the few pids handed out last. A program
-        // that just connected and is about to exit is almost always one of them.
-        let last = self.last_pid();
-        if let Some(last) = last {
-            for pid in (last - FAST_PIDS + 1..=last).rev().filter(|p| *p > 0) {
-                if let Some(h) = self.index_pid(pid, inode) {
-                    // The last id handed out may be a thread's; /proc/<tid> shows its
-                    // process's fds. Name the process. (A thread that just ended tells
-                    // nothing: go on to the full scan.)
-                    match self.tgid(pid) {
-                        Some(tgid) if tgid != pid => {
-                            let h = Holder { pid: tgid, ..h };
-                            self.index.insert(inode, h);
-                            return Some(h);
-                        }
-                        Some(_) => return Some(h),
-                        None => {
-                            self.index.remove(&inode);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        let mut pids = self.pids_newest_first_from(last);
-        if let Some(limit) = self.scan_limit {
-            pids.truncate(limit);
-        }
-        let mut others = Vec::new();
-        // First the processes of the socket's owner, then the rest (a daemon may have changed
-        // its uid after opening the socket).
-        for pid in pids {
-            if owner_uid(&self.root.join(pid.to_string())) != Some(uid) {
-                others.push(pid);
-                continue;
-            }
-            self.stats.scanned_pids += 1;
-            if let Some(h) = self.index_pid(pid, inode) {
-                return Some(h);
-            }
-        }
-        for pid in others {
-            self.stats.scanned_pids += 1;
-            if let Some(h) = self.index_pid(pid, inode) {
-                return Some(h);
-            }
-        }
-        None
-    }
-
-    /// Scans at most the `limit` newest processes; `None` scans all.
+    /// Makes this the reader's index: each lookup tries the pids handed out last, then looks
+    /// at no more than the `limit` newest processes, within a budget in proportion. `None` is
+    /// the pipeline's: every process, [`LOOKUP_BUDGET`].
     pub fn set_scan_limit(&mut self, limit: Option<usize>) {
         self.scan_limit = limit;
     }
 
+    fn limits(&self) -> Limits {
+        match self.scan_limit {
+            Some(n) => Limits {
+                budget: u32::try_from(n)
+                    .unwrap_or(u32::MAX)
+                    .saturating_mul(EARLY_UNITS_PER_PID)
+                    .min(LOOKUP_BUDGET),
+                pids: Some(n),
+                all: true,
+                fast: true,
+            },
+            None => Limits {
+                budget: LOOKUP_BUDGET,
+                pids: None,
+                all: true,
+                fast: false,
+            },
+        }
+    }
+
     /// A process among the newest whose open TCP socket is closed and had `local` as its
     /// local end. Each candidate socket is looked at through a duplicate taken with
-    /// `pidfd_getfd` (what `ss` cannot show any more, the socket itself still knows).
+    /// `pidfd_getfd` (what `ss` cannot show any more, the socket itself still knows), newest
+    /// fds first, within the lookup's budget.
     fn closed_tcp_holder(&mut self, local: SocketAddr) -> Option<Process> {
-        let mut pids = self.pids_newest_first();
-        pids.truncate(
-            self.scan_limit
-                .unwrap_or(CLOSED_SCAN_LIMIT)
-                .min(CLOSED_SCAN_LIMIT),
-        );
+        let limits = self.limits();
+        let mut budget = Budget::new(limits.budget);
+        let n = limits
+            .pids
+            .unwrap_or(CLOSED_SCAN_LIMIT)
+            .min(CLOSED_SCAN_LIMIT);
+        let pids = self.index.newest(&mut self.src, n, &mut budget);
+        self.src.release();
         for pid in pids {
-            let sockets = self.socket_fds(pid, None);
-            if sockets.is_empty() {
+            let fds: Vec<i32> = self
+                .index
+                .table(pid)
+                .map(|t| t.sockets_newest_first().map(|(fd, _)| fd).collect())
+                .unwrap_or_default();
+            if fds.is_empty() {
                 continue;
             }
             let Some(rpid) = rustix::process::Pid::from_raw(pid) else {
@@ -264,7 +174,11 @@ impl ProcIndex {
             else {
                 continue;
             };
-            for (fd, _) in sockets {
+            for fd in fds {
+                if !budget.take(Budget::READ) {
+                    self.stats.exhausted += 1;
+                    return None;
+                }
                 let Ok(dup) = rustix::process::pidfd_getfd(
                     &pidfd,
                     fd,
@@ -283,27 +197,6 @@ impl ProcIndex {
 
     fn stat(&self, pid: i32) -> Option<Stat> {
         Stat::from_file(self.root.join(format!("{pid}/stat"))).ok()
-    }
-
-    /// The indexed holder still has the inode open at the same fd, and is the same process
-    /// (same start time) as when indexed. One readlink and one read of `stat`.
-    fn still_holds(&mut self, inode: u64) -> Option<Stat> {
-        let h = self.index.get(&inode).copied()?;
-        let link = std::fs::read_link(self.root.join(format!("{}/fd/{}", h.pid, h.fd))).ok()?;
-        if socket_inode(link.as_os_str().as_encoded_bytes()) != Some(inode) {
-            return None;
-        }
-        let stat = self.stat(h.pid)?;
-        match h.start {
-            Some(start) if start != stat.starttime => return None,
-            Some(_) => {}
-            None => {
-                if let Some(e) = self.index.get_mut(&inode) {
-                    e.start = Some(stat.starttime);
-                }
-            }
-        }
-        Some(stat)
     }
 
     fn user(&mut self, uid: u32) -> Option<String> {
@@ -361,21 +254,42 @@ impl ProcIndex {
 
 impl Processes for ProcIndex {
     fn by_inode(&mut self, inode: u64, uid: u32) -> Option<Process> {
-        if self.index.contains_key(&inode) {
-            if let Some(found) = self.still_holds(inode).and_then(|st| self.describe(st)) {
-                self.stats.hits += 1;
-                return Some(found);
+        self.holders(inode, uid).processes.into_iter().next()
+    }
+
+    fn holders(&mut self, inode: u64, uid: u32) -> Held {
+        self.stats.lookups += 1;
+        let limits = self.limits();
+        let search = self.index.find(&mut self.src, inode, uid, limits);
+        self.src.release();
+        if search.exhausted {
+            self.stats.exhausted += 1;
+        }
+        let mut processes = Vec::new();
+        let mut described = 0;
+        for h in &search.holders {
+            if processes.len() > HOLDERS_LISTED {
+                break;
             }
-            self.index.remove(&inode);
+            described += 1;
+            if let Some(p) = self.stat(h.pid).and_then(|st| self.describe(st)) {
+                processes.push(p);
+            }
         }
-        let found = self
-            .scan(inode, uid)
-            .and_then(|_| self.still_holds(inode))
-            .and_then(|st| self.describe(st));
-        if found.is_none() {
-            self.stats.misses += 1;
+        let more = search.holders.len() - described;
+        match processes.len() {
+            0 => self.stats.misses += 1,
+            1 => self.stats.found += 1,
+            _ => {
+                self.stats.found += 1;
+                self.stats.shared += 1;
+            }
         }
-        found
+        Held {
+            processes,
+            more: u32::try_from(more).unwrap_or(u32::MAX),
+            complete: search.complete,
+        }
     }
 
     fn by_closed_tcp(&mut self, local: SocketAddr) -> Option<Process> {
@@ -395,31 +309,6 @@ impl Processes for ProcIndex {
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
         self.user(uid)
-    }
-}
-
-/// The inode of a `socket:[N]` link target.
-fn socket_inode(link: &[u8]) -> Option<u64> {
-    std::str::from_utf8(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Orders pids newest first. Pids are handed out upwards from the last one given and wrap
-/// around at `pid_max` (32768 on many systems), so "newest" is: downwards from the last pid
-/// handed out, then downwards from the top. Plain descending order put two old high-pid
-/// processes before every new one after a wrap, and short-lived programs were missed.
-pub fn sort_newest_first(pids: &mut [i32], last: Option<i32>) {
-    match last {
-        Some(last) => pids.sort_unstable_by_key(|&p| {
-            if p <= last {
-                (0, last - p)
-            } else {
-                (1, i32::MAX - p)
-            }
-        }),
-        None => pids.sort_unstable_by(|a, b| b.cmp(a)),
     }
 }
 
@@ -459,15 +348,6 @@ pub fn owner_uid(path: &std::path::Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn newest_first_follows_the_pid_counter_around_its_wrap() {
-        let mut pids = vec![1, 300, 27171, 22113, 22196, 24169, 5];
-        sort_newest_first(&mut pids, Some(22196));
-        assert_eq!(pids, vec![22196, 22113, 300, 5, 1, 27171, 24169]);
-        sort_newest_first(&mut pids, None);
-        assert_eq!(pids, vec![27171, 24169, 22196, 22113, 300, 5, 1]);
-    }
 
     #[test]
     fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
@@ -531,13 +411,24 @@ mod tests {
         let uid = owner_uid(std::path::Path::new("/proc/self")).expect("uid");
         let p = idx.by_inode(inode, uid).expect("found");
         assert_eq!(p.pid, std::process::id());
-        assert_eq!(idx.stats.scans, 1);
-        // The second lookup is an index hit.
-        let again = idx.by_inode(inode, uid).expect("found again");
-        assert_eq!(again, p);
-        assert_eq!(idx.stats.hits, 1);
-        drop(sock);
+        // A dup is the same process twice over, not two holders.
+        let dup = sock.try_clone().expect("dup");
+        let held = idx.holders(inode, uid);
+        assert_eq!(held.processes, vec![p.clone()]);
+        assert_eq!(held.more, 0);
+        drop((sock, dup));
         // A socket nobody holds is a miss, not a guess.
         assert_eq!(idx.by_inode(u64::MAX - 1, uid), None);
+        assert_eq!((idx.stats.found, idx.stats.misses), (2, 1));
+    }
+
+    #[test]
+    fn the_reader_limits_make_a_small_budget_that_stops_at_the_first_holder() {
+        let mut idx = ProcIndex::new();
+        assert!(idx.limits().all);
+        idx.set_scan_limit(Some(64));
+        let l = idx.limits();
+        assert_eq!((l.budget, l.pids, l.fast), (640, Some(64), true));
+        assert!(l.budget / Budget::READ < 10_000);
     }
 }

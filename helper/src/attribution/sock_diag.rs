@@ -41,7 +41,14 @@ impl SockDiag {
         })
     }
 
-    fn request(&mut self, req: InetRequest, dump: bool) -> io::Result<Vec<SockEntry>> {
+    /// Sends `req` and collects the answers; with `port`, a dump answers only for sockets on
+    /// that local port (a filter the kernel runs, see [`port_filter`]).
+    fn request(
+        &mut self,
+        req: InetRequest,
+        dump: bool,
+        port: Option<u16>,
+    ) -> io::Result<Vec<SockEntry>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -51,6 +58,11 @@ impl SockDiag {
         msg.finalize();
         let mut out = vec![0; msg.buffer_len()];
         msg.serialize(&mut out);
+        if let Some(port) = port {
+            out.extend_from_slice(&port_filter(port));
+            let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+            out[..4].copy_from_slice(&len.to_ne_bytes());
+        }
         self.socket.send(&out, 0)?;
 
         let mut entries = Vec::new();
@@ -93,6 +105,36 @@ impl SockDiag {
             }
         }
     }
+}
+
+/// `INET_DIAG_REQ_BYTECODE`: the attribute of a dump request that filters in the kernel.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_NOP: u8 = 0;
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
+
+/// The attribute asking for sockets whose local port is `port`: "sport >= port, then
+/// sport <= port" (`S_EQ` only came in Linux 4.16). Each comparison is an op (code, bytes to
+/// jump when true, when false) followed by one that carries the port; jumping to the end
+/// accepts, jumping 4 past it rejects.
+///
+/// Why: a dump of every UDP socket ran for each UDP flow whose socket the exact lookup could
+/// not name, and with 10,000 sockets bound it took 10–22 ms (bench row f); filtered, the
+/// kernel sends one answer instead of 10,000.
+fn port_filter(port: u16) -> [u8; 20] {
+    let op = |code: u8, yes: u8, no: u16| {
+        let mut b = [code, yes, 0, 0];
+        b[2..].copy_from_slice(&no.to_ne_bytes());
+        b
+    };
+    let mut out = [0u8; 20];
+    out[..2].copy_from_slice(&20u16.to_ne_bytes());
+    out[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    out[4..8].copy_from_slice(&op(INET_DIAG_BC_S_GE, 8, 20));
+    out[8..12].copy_from_slice(&op(INET_DIAG_BC_NOP, 0, port));
+    out[12..16].copy_from_slice(&op(INET_DIAG_BC_S_LE, 8, 12));
+    out[16..20].copy_from_slice(&op(INET_DIAG_BC_NOP, 0, port));
+    out
 }
 
 fn proto_number(p: Proto) -> Option<u8> {
@@ -169,7 +211,7 @@ impl Sockets for SockDiag {
             states: StateFlags::all(),
             socket_id: id,
         };
-        Ok(self.request(req, false)?.pop().map(|mut e| {
+        Ok(self.request(req, false, None)?.pop().map(|mut e| {
             e.proto = t.proto;
             e
         }))
@@ -180,6 +222,7 @@ impl Sockets for SockDiag {
         family: Family,
         proto: Proto,
         listening_only: bool,
+        local_port: u16,
     ) -> io::Result<Vec<SockEntry>> {
         let Some(protocol) = proto_number(proto) else {
             return Ok(Vec::new());
@@ -197,7 +240,7 @@ impl Sockets for SockDiag {
             },
             socket_id: id,
         };
-        let mut entries = self.request(req, true)?;
+        let mut entries = self.request(req, true, Some(local_port))?;
         for e in &mut entries {
             e.proto = proto;
         }
@@ -209,5 +252,25 @@ fn unspecified(f: Family) -> IpAddr {
     match f {
         Family::Ipv4 => IpAddr::from([0u8; 4]),
         Family::Ipv6 => IpAddr::from([0u8; 16]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_filtered_by_port_answers_for_that_port_only() {
+        let mine = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let others: Vec<_> = (0..20)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let port = mine.local_addr().expect("addr").port();
+        let mut d = SockDiag::open().expect("sock_diag");
+        let got = d.dump(Family::Ipv4, Proto::Udp, false, port).expect("dump");
+        let inode = rustix::fs::fstat(&mine).expect("fstat").st_ino;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].sport, got[0].inode), (port, inode));
+        drop(others);
     }
 }

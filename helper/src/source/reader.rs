@@ -386,6 +386,7 @@ pub(crate) mod testing {
                     ..Default::default()
                 },
                 by: crate::event::AttributedBy::Socket,
+                holders: crate::attribution::Holders::decided(),
             })
         }
     }

@@ -55,6 +55,20 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// utime + stime of a process's or thread's `stat` text, in seconds.
+pub fn stat_cpu_secs(stat: &str) -> f64 {
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds process `pid` has used; 0 when it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
 /// The file the tests' `python3` really runs (through pyenv's shims, say), as the helper
 /// reports and verifies it.
 pub fn python_exe() -> String {
@@ -398,6 +412,21 @@ impl Drop for Helper {
 }
 
 /// A connection line to this remote port.
+/// The system's python, which `nobody` can run (a python under /root may not be).
+pub const PY: &str = "/usr/bin/python3";
+
+/// The `connection` lines of a stream.
+pub fn connections(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|v| v["type"] == "connection").collect()
+}
+
+/// The first connection to remote port `port`.
+pub fn to_port(lines: &[Value], port: u16) -> Option<&Value> {
+    connections(lines)
+        .into_iter()
+        .find(|v| v["remote_port"] == port)
+}
+
 pub fn is_conn_to(port: u16) -> impl Fn(&Value) -> bool {
     move |v| v["type"] == "connection" && v["remote_port"] == port
 }

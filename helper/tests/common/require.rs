@@ -20,8 +20,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("bash", "bash"),
     ("conntrack", "conntrack"),
+    // The attacks: a hostile program as `nobody`, in its own namespaces, with more fds than
+    // a default limit.
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
+    ("prlimit", "util-linux"),
     ("mount", "mount"),
     // The applet's tests.
     ("dbus-daemon", "dbus-daemon"),

@@ -1,0 +1,190 @@
+//! The kernel's records of who connected and who sent, and how far they are believed.
+//!
+//! A record names the process that called `connect()` or sent, as the kernel saw it then
+//! (see [`super::connect_hook`] and [`super::send_hook`]): it speaks for a flow over whoever
+//! holds the socket. This is the part of [`SocketAttributor`] that asks them, waits for a
+//! send record still on its way, and decides when a holder may still name a UDP flow.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::{Attribution, Processes, SocketAttributor, Sockets};
+use crate::event::{AttributedBy, Process};
+use crate::flow::{Proto, Tuple};
+
+/// The process that called `connect()` for a flow, as the kernel recorded it then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connector {
+    /// The thread group id: the process, not the thread.
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// When it connected, in CLOCK_BOOTTIME nanoseconds (the clock of /proc start times).
+    pub at_boot_ns: u64,
+}
+
+/// Records of who connected, by the connection's socket end (`src` local).
+pub trait Connects {
+    fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
+    /// Which UDP sends the kernel records. None, unless the source says so.
+    fn udp_records(&self) -> UdpRecords {
+        UdpRecords::default()
+    }
+}
+
+/// Which UDP sends leave a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpRecords {
+    /// A send on a connected socket: filed as the send returns, just after the packet (and
+    /// conntrack's event about it) left.
+    pub connected: bool,
+    /// A send to an address: filed before the packet exists.
+    pub unconnected: bool,
+}
+
+/// How long after a flow's event was read a send record may still be on its way: the record
+/// of a send on a connected socket is filed as `sendmsg` returns, after the packet, and the
+/// reader, at real-time priority, can read conntrack's event before the sender's CPU gets
+/// that far. Measured on a 2-core VM, 400 python processes each sending one 60 kB datagram
+/// (fragmented, so the send goes on well after conntrack's event) on a connected socket,
+/// half of them at nice 19 beside two busy loops: 4 records were not there when the reader
+/// first looked, and all 4 were there when its socket lookups ended, 25 to 37 µs later. Two
+/// milliseconds is fifty times that. The deadline counts from when the event was read, not
+/// from when the lookup runs, so a pipeline working through a queue of flows read long ago
+/// never waits: at most this much time is spent waiting per this much time of events.
+pub(super) const SEND_RECORD_WAIT: Duration = Duration::from_millis(2);
+/// Between two looks at the map while waiting; the thread sleeps, so the sender, maybe on
+/// the same CPU, gets to file its record.
+const SEND_RECORD_POLL: Duration = Duration::from_micros(10);
+
+/// A record from longer than this before the flow's event was read is not trusted for it: it
+/// may be an earlier connection with the same addresses and ports, whose record is still
+/// there when the new one's handshake has not filed its own yet. The helper reads an event
+/// within a millisecond of the connect, unless a flood has filled its queue; then the flow
+/// falls back to the socket lookups. Reusing a tuple within a second takes ~28,000 connects a
+/// second to one destination.
+const CONNECT_WINDOW_NS: u64 = 1_000_000_000;
+
+/// The same for a record of a UDP send, which is wider: a send record is the newest send
+/// under its tuple, so it is older than the flow's first packet only if that packet left no
+/// record, and a record older than the flow is from an earlier flow with the same tuple,
+/// which conntrack ends only after it has been idle 30 s (`nf_conntrack_udp_timeout`). And
+/// the reader, when the pipeline's queue is full, reads events late: in the benchmark's
+/// 50,000-flow burst (one socket, 33,000 datagrams a second) the last 2,578 flows were read
+/// more than a second after they were sent, and a 1 s window left them unnamed.
+const SEND_WINDOW_NS: u64 = 10_000_000_000;
+
+/// CLOCK_BOOTTIME now, in nanoseconds.
+pub(super) fn boot_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// How waiting for a send record ended.
+enum Wait {
+    Came(Attribution),
+    /// The deadline passed.
+    Never,
+    /// The records could not be read (counted in `errors`): the socket lookups answer, as
+    /// they would without records.
+    Unreadable,
+}
+
+impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
+    /// The connecting or sending process of an outbound TCP or UDP flow whose event was read
+    /// at `read`, from the kernel's record: the live process when it is still there, else
+    /// what the record says (pid, comm, uid).
+    pub(super) fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
+        let r = self.connects.as_mut()?.connector(t);
+        let c = self.note(r)??;
+        let read_boot_ns =
+            boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let window = match t.proto {
+            Proto::Udp | Proto::UdpLite => SEND_WINDOW_NS,
+            _ => CONNECT_WINDOW_NS,
+        };
+        if c.at_boot_ns.saturating_add(window) < read_boot_ns {
+            return None;
+        }
+        let process = match self.processes.by_pid(c.pid, &c.comm, c.at_boot_ns) {
+            Some(p) => p,
+            None => Process {
+                pid: c.pid,
+                user: self.processes.user_name(c.uid),
+                comm: c.comm,
+                exe: None,
+                cmdline: Vec::new(),
+                uid: c.uid,
+                exe_verified: false,
+                exe_unverified: Some("the process had exited before it could be read".into()),
+                exe_system: false,
+            },
+        };
+        Some(Attribution::new(process, AttributedBy::Connect))
+    }
+
+    /// An outbound UDP flow without a record (yet), whose socket lookups found `found`.
+    ///
+    /// On a connected socket the record lands just after the packet: it is waited for, and
+    /// when it comes it names the sender. A bound socket with no peer found for the flow
+    /// means a send to an address, which the send hook records before the packet leaves, or a
+    /// socket that was connected for the send and is not any more: the latter's record is
+    /// waited for too. When the kernel records such sends and no record came, the holder does
+    /// not name the flow (it is reported without a process): a socket may be held by a
+    /// process it was handed to, and a port shared by another socket (`SO_REUSEADDR`) or left
+    /// by a sender that closed its own; and a record that never came was evicted by a flood,
+    /// or is held back by a sender stalled on purpose before its send returned. Only where
+    /// the kernel records nothing (an older kernel) does the holder still name it. A sender
+    /// that is gone has filed its record: it is asked once more.
+    pub(super) fn udp_sender(
+        &mut self,
+        t: &Tuple,
+        read: Instant,
+        found: Option<Attribution>,
+    ) -> Option<Attribution> {
+        let Some(found) = found else {
+            return self.by_connect_record(t, read);
+        };
+        let records = self
+            .connects
+            .as_ref()
+            .map(|c| c.udp_records())
+            .unwrap_or_default();
+        let recorded = match found.by {
+            AttributedBy::BoundSocket => records.unconnected,
+            _ => records.connected,
+        };
+        // Without records of sends to an address, every such send ends here: no waiting.
+        let late = records.connected && (found.by != AttributedBy::BoundSocket || recorded);
+        if !late {
+            return (!recorded).then_some(found);
+        }
+        match self.wait_for_record(t, read) {
+            Wait::Came(sender) => Some(sender),
+            Wait::Unreadable => Some(found),
+            Wait::Never => (!recorded).then_some(found),
+        }
+    }
+
+    /// The record of a send that may still be on its way, looked for until
+    /// [`SEND_RECORD_WAIT`] after the flow was read.
+    fn wait_for_record(&mut self, t: &Tuple, read: Instant) -> Wait {
+        let deadline = read + SEND_RECORD_WAIT;
+        loop {
+            let errors = self.errors;
+            if let Some(found) = self.by_connect_record(t, read) {
+                return Wait::Came(found);
+            }
+            if self.errors > errors {
+                return Wait::Unreadable;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Wait::Never;
+            };
+            std::thread::sleep(left.min(SEND_RECORD_POLL));
+        }
+    }
+}
