@@ -93,7 +93,14 @@ pub fn serve<A: Attributor, W: Write>(
         let ev = select! {
             recv(inputs.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
             recv(ticks) -> _ => {
+                // What the tick found (capture drops, a stopped capture) is told now, not
+                // with the next flow, which may be long in coming.
                 pipeline.names_mut().tick(Instant::now());
+                for message in pipeline.take_notices() {
+                    if out.emit(&Event::Error { message }).is_err() {
+                        return Stop::StdoutClosed;
+                    }
+                }
                 None
             },
             recv(inputs.cmds) -> c => match c {

@@ -504,3 +504,57 @@ fn the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one() {
     );
     assert!(attached(&b), "the other helper's programs went too: {b:?}");
 }
+
+/// A flood of DNS packets faster than the capture can read them (here: while the helper is
+/// stopped, 60,000 answers from a server's port 53, far more than the capture's buffer holds)
+/// loses names, and the helper says so instead of going quiet: the kernel's drop counter
+/// (`PACKET_STATISTICS`) becomes an `error` line once the helper runs again.
+#[test]
+fn a_dns_flood_that_overflows_the_capture_is_reported() {
+    let test = "a_dns_flood_that_overflows_the_capture_is_reported";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "python3", "kill"]) {
+        return;
+    }
+    let net = Net::new();
+    let h = Helper::start(&net.a, &[]);
+    let (a4, b4) = (net.a4(), net.b4());
+    let stop = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &h.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    stop("-STOP");
+    let flood = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{b4}', 53))\n\
+         m = bytes.fromhex('123481800001000000000000') + b'\\x01x\\x04test\\x00\\x00\\x01\\x00\\x01'\n\
+         for i in range(60000):\n\
+         \x20   s.sendto(m, ('{a4}', 40053))\n"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.b, PY, "-c", &flood])
+        .output()
+        .expect("flood");
+    stop("-CONT");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let told = h.wait_for(Duration::from_secs(10), |v| {
+        v["type"] == "error"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("DNS capture dropped"))
+    });
+    let told = told.expect("the capture's drops are reported");
+    let n: u64 = told["message"]
+        .as_str()
+        .and_then(|m| m.split("dropped ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(n > 1000, "{told}");
+}

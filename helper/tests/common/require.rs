@@ -25,6 +25,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("prlimit", "util-linux"),
+    ("kill", "procps"),
     ("mount", "mount"),
     // The applet's tests.
     ("dbus-daemon", "dbus-daemon"),
