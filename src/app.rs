@@ -9,20 +9,25 @@ use std::time::{Duration, Instant};
 use conntrack_tray_helper::commands::Command;
 use conntrack_tray_helper::{Connection, Event};
 
+use crate::alerts::{self, Alerts, Decision, Shown};
 use crate::history::{History, Seen};
 use crate::lost::Lost;
-use crate::notify::{self, Caps, Flood, Note, Verdict};
-use crate::settings::{Edit, Settings};
+use crate::notify::{self, Caps, Note};
+use crate::novelty::{self, Learned, Novelty};
+use crate::settings::{AlertOn, Edit, Settings};
 use crate::text;
 use crate::tray::{self, RecentAction, RecentView, View};
 
 /// Something for `main` to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Show notification `id`, in place of the one on screen under that id if any.
     Notify {
         id: u64,
         note: Note,
     },
+    /// Close notification `id` if it is still on screen.
+    Close(u64),
     /// The filter settings changed: send them to every helper.
     SendConfig,
     /// Tell every helper to pause (true) or resume.
@@ -47,49 +52,75 @@ pub enum Effect {
 
 const NOTE_MEMORY: usize = 256;
 const MUTE: Duration = Duration::from_secs(3600);
+/// What was learned is written at most this often (and when the applet quits).
+const SAVE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct App {
     pub settings: Settings,
     pub history: History,
+    pub learned: Learned,
     pub caps: Caps,
-    flood: Flood,
-    /// Which connection each shown notification was about, for its buttons.
-    notes: HashMap<u64, Seen>,
+    alerts: Alerts,
+    /// The latest news each notification is about, for its buttons and its text.
+    notes: HashMap<u64, (Seen, Novelty)>,
     note_order: VecDeque<u64>,
-    next_id: u64,
+    /// When what was learned is next written, if anything is waiting.
+    save_at: Option<Instant>,
     pub unseen: bool,
     today: (String, u64),
     pub lost: Lost,
 }
 
 impl App {
-    pub fn new(settings: Settings, history: History, caps: Caps) -> App {
-        let n = &settings.config.notify;
-        let flood = Flood::new(n.per_minute, n.coalesce_secs);
+    pub fn new(settings: Settings, history: History, learned: Learned, caps: Caps) -> App {
+        let alerts = Alerts::new(settings.config.notify.per_minute);
         App {
             settings,
             history,
+            learned,
             caps,
-            flood,
+            alerts,
             notes: HashMap::new(),
             note_order: VecDeque::new(),
-            next_id: 0,
+            save_at: None,
             unseen: false,
             today: (String::new(), 0),
             lost: Lost::default(),
         }
     }
 
-    fn note_id(&mut self, seen: Seen) -> u64 {
-        self.next_id += 1;
-        if self.note_order.len() == NOTE_MEMORY {
-            if let Some(old) = self.note_order.pop_front() {
-                self.notes.remove(&old);
+    /// Remembers what notification `id` is about now.
+    fn remember(&mut self, id: u64, seen: Seen, novelty: Novelty) {
+        if self.notes.insert(id, (seen, novelty)).is_none() {
+            self.note_order.push_back(id);
+            if self.note_order.len() > NOTE_MEMORY {
+                if let Some(old) = self.note_order.pop_front() {
+                    self.notes.remove(&old);
+                }
             }
         }
-        self.note_order.push_back(self.next_id);
-        self.notes.insert(self.next_id, seen);
-        self.next_id
+    }
+
+    /// The notification `id` as it is to be shown at `now`.
+    fn note_for(&self, id: u64, now: Instant) -> Option<Note> {
+        match self.alerts.shown(id)? {
+            Shown::Group(g) => Some(text::group_note(g)),
+            Shown::Program(live) => {
+                let (seen, novelty) = self.notes.get(&id)?;
+                let age = now.saturating_duration_since(live.opened);
+                Some(text::program_note(
+                    live, &seen.conn, *novelty, age, &seen.host, &self.caps,
+                ))
+            }
+        }
+    }
+
+    /// A notification of its own, outside the alerts (details, notices).
+    fn own_note(&mut self, note: Note) -> Effect {
+        Effect::Notify {
+            id: self.alerts.new_id(),
+            note,
+        }
     }
 
     /// The applet's own check of the whitelist: the helper filters too, but a config change
@@ -145,26 +176,55 @@ impl App {
         if !self.settings.config.notify.enabled {
             return effects;
         }
-        let program = seen
-            .conn
-            .process
-            .as_ref()
-            .map(|p| p.identity().to_string())
-            .unwrap_or_default();
-        if self.flood.decide(&program, seen.conn.remote_ip, now) == Verdict::Show {
-            let note = text::connection_note(&seen.conn, host, &self.caps);
-            let id = self.note_id(seen);
-            effects.push(Effect::Notify { id, note });
+        let novelty = self.learned.learn(&seen.conn);
+        self.save_at.get_or_insert(now + SAVE_EVERY);
+        let news = match self.settings.config.notify.alert_on {
+            AlertOn::Every => true,
+            AlertOn::NewDestination => novelty != Novelty::Known,
+            AlertOn::NewProgram => novelty == Novelty::NewProgram,
+        };
+        let key = novelty::program_key(&seen.conn);
+        let name = text::program(&seen.conn);
+        let destination = text::destination(&seen.conn);
+        let s = alerts::Seen {
+            key: &key,
+            name: &name,
+            destination: &destination,
+            novelty,
+            critical: seen.conn.critical,
+            news,
+        };
+        match self.alerts.decide(&s, now) {
+            Decision::Show(id) => {
+                if news || !self.notes.contains_key(&id) {
+                    self.remember(id, seen, novelty);
+                }
+                effects.extend(self.note_for(id, now).map(|note| Effect::Notify { id, note }));
+            }
+            Decision::Folded(id) => {
+                if news {
+                    self.remember(id, seen, novelty);
+                }
+            }
+            Decision::Quiet | Decision::Muted => {}
         }
         effects
     }
 
-    /// Once a second: an edited config file, and the flood summary when one is due.
+    /// When [`App::on_tick`] next has something to do (a notification to update or close,
+    /// what was learned to write, a lost-events notice due); the main loop sleeps till then.
+    pub fn next_due(&self) -> Option<Instant> {
+        [self.alerts.next_due(), self.save_at, self.lost.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When something is due (see [`App::next_due`]), and when the config file changed.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = match self.settings.reload_if_changed() {
             Some(Ok(())) => {
-                let n = &self.settings.config.notify;
-                self.flood.configure(n.per_minute, n.coalesce_secs);
+                self.alerts.configure(self.settings.config.notify.per_minute);
                 vec![Effect::SendConfig]
             }
             Some(Err(e)) => vec![Effect::Tell(format!(
@@ -173,29 +233,50 @@ impl App {
             ))],
             None => Vec::new(),
         };
-        effects.extend(self.flood_summary(now));
+        let (show, close) = self.alerts.due(now);
+        for id in show {
+            effects.extend(self.note_for(id, now).map(|note| Effect::Notify { id, note }));
+        }
+        effects.extend(close.into_iter().map(Effect::Close));
+        if self.save_at.is_some_and(|t| t <= now) {
+            effects.extend(self.save_learned());
+        }
         effects.extend(self.lost.due(now).map(Effect::Tell));
         effects
     }
 
-    fn flood_summary(&mut self, now: Instant) -> Vec<Effect> {
-        match self.flood.summary(now) {
-            Some((n, m)) if self.settings.config.notify.enabled => {
-                self.next_id += 1;
-                vec![Effect::Notify {
-                    id: self.next_id,
-                    note: text::summary_note(n, m),
-                }]
-            }
-            _ => Vec::new(),
-        }
+    /// Writes what was learned (due, or the applet quits).
+    pub fn save_learned(&mut self) -> Option<Effect> {
+        self.save_at = None;
+        self.learned.save().err().map(|e| {
+            Effect::Tell(format!(
+                "cannot write what was learned: {}",
+                text::line(&e.to_string())
+            ))
+        })
+    }
+
+    /// The applet quits: its notifications go with it, and what it learned is kept.
+    pub fn on_quit(&mut self) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = self
+            .alerts
+            .on_screen()
+            .into_iter()
+            .map(Effect::Close)
+            .collect();
+        effects.extend(self.save_learned());
+        effects
+    }
+
+    /// The server closed notification `id` (the person dismissed it, or it expired).
+    pub fn on_closed(&mut self, id: u64) {
+        self.alerts.closed(id);
     }
 
     fn edit(&mut self, edit: Edit) -> Vec<Effect> {
         match self.settings.apply(&edit) {
             Ok(()) => {
-                let n = &self.settings.config.notify;
-                self.flood.configure(n.per_minute, n.coalesce_secs);
+                self.alerts.configure(self.settings.config.notify.per_minute);
                 match edit {
                     Edit::SetPaused(p) => vec![Effect::Pause(p)],
                     Edit::SetNotifications(_) => Vec::new(),
@@ -225,8 +306,8 @@ impl App {
                 self.edit(Edit::WhitelistRemote(c.remote_ip.to_string()))
             }
             RecentAction::Mute => {
-                if let Some(p) = &c.process {
-                    self.flood.mute(p.identity(), now + MUTE);
+                if c.process.is_some() {
+                    self.alerts.mute(&novelty::program_key(c), now + MUTE);
                 }
                 Vec::new()
             }
@@ -236,21 +317,19 @@ impl App {
 
     /// A button of notification `id` (or its body, `default`).
     pub fn on_action(&mut self, id: u64, action: &str, now: Instant) -> Vec<Effect> {
-        let Some(seen) = self.notes.get(&id).cloned() else {
+        let Some((seen, _)) = self.notes.get(&id).cloned() else {
             return Vec::new();
         };
         self.unseen = false;
         match action {
-            notify::ACTION_DETAILS => vec![Effect::Notify {
-                id: 0,
-                note: Note {
-                    summary: "Connection details".into(),
-                    body: text::details(&seen),
-                    critical: false,
-                    icon: "dialog-information",
-                    actions: Vec::new(),
-                },
-            }],
+            notify::ACTION_DETAILS => vec![self.own_note(Note {
+                summary: "Connection details".into(),
+                body: text::details(&seen),
+                critical: false,
+                icon: "dialog-information",
+                actions: Vec::new(),
+                expire: Duration::from_secs(60),
+            })],
             notify::ACTION_WL_PROGRAM => self.act_on(&seen, RecentAction::WhitelistProgram, now),
             notify::ACTION_WL_REMOTE => self.act_on(&seen, RecentAction::WhitelistRemote, now),
             notify::ACTION_MUTE => self.act_on(&seen, RecentAction::Mute, now),
@@ -288,6 +367,10 @@ impl App {
                 Some(p) => vec![Effect::Open(p)],
                 None => Vec::new(),
             },
+            tray::FORGET => {
+                self.learned.forget();
+                self.save_learned().into_iter().collect()
+            }
             tray::QUIT => vec![Effect::Quit],
             _ => Vec::new(),
         }
@@ -347,6 +430,7 @@ mod tests {
         App::new(
             s,
             History::open(None),
+            Learned::open(None),
             Caps {
                 actions: true,
                 markup: true,
@@ -479,27 +563,51 @@ mod tests {
     }
 
     #[test]
-    fn a_thousand_events_make_at_most_five_notifications_then_one_summary() {
+    fn a_thousand_events_from_nine_programs_make_five_notifications_and_one_group() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut a = app(&dir);
         let t0 = Instant::now();
-        let mut shown = 0;
+        let mut ids = std::collections::BTreeSet::new();
         for i in 0..1000u16 {
             let mut c = conn(1000 + i, &format!("/usr/bin/p{}", i % 9));
             c.remote_ip = std::net::IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
-            shown += a
-                .on_event("h", ev(c), t0)
-                .iter()
-                .filter(|e| matches!(e, Effect::Notify { .. }))
-                .count();
+            for e in a.on_event("h", ev(c), t0) {
+                if let Effect::Notify { id, .. } = e {
+                    ids.insert(id);
+                }
+            }
         }
-        assert_eq!(shown, 5);
-        assert!(a.on_tick(t0 + Duration::from_secs(10)).is_empty());
-        let fx = a.on_tick(t0 + Duration::from_secs(61));
+        // Five programs of their own (the limit), the other four in one group.
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        // A second later each is updated in place with its counts, never a new one.
+        let fx = a.on_tick(t0 + Duration::from_secs(1));
+        let updated: Vec<&Note> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify { id, note } if ids.contains(id) => Some(note),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updated.len(), 6, "{fx:?}");
         assert!(
-            matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary == "995 more connections from 9 programs"),
-            "{fx:?}"
+            updated
+                .iter()
+                .any(|n| n.summary.starts_with("4 new programs: /usr/bin/p5")
+                    || n.summary.starts_with("4 new programs: p5")),
+            "{updated:?}"
         );
+        assert!(updated.iter().any(|n| n
+            .summary
+            .contains("112 connections to 112 destinations in the last minute")));
+        // Ten seconds after their last news they are closed by the applet itself.
+        let fx = a.on_tick(t0 + alerts::EXPIRE + Duration::from_millis(1));
+        assert_eq!(
+            fx.iter().filter(|e| matches!(e, Effect::Close(_))).count(),
+            6
+        );
+        // Nothing left to do: no timer until the next event (what was learned was written).
+        assert_eq!(a.next_due(), None);
+        assert!(!a.learned.dirty());
     }
 
     #[test]

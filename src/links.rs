@@ -131,7 +131,12 @@ mod tests {
 
     fn app() -> App {
         let settings = Settings::distrusting("/nonexistent/config.toml".into());
-        App::new(settings, History::open(None), Caps::default())
+        App::new(
+            settings,
+            History::open(None),
+            crate::novelty::Learned::open(None),
+            Caps::default(),
+        )
     }
 
     fn hello(link: usize) -> Report {

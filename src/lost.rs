@@ -34,6 +34,14 @@ impl Lost {
         self.due(now)
     }
 
+    /// When a notice is next due: never while nothing is waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        if self.untold.is_empty() {
+            return None;
+        }
+        Some(self.told.map_or_else(Instant::now, |t| t + EVERY))
+    }
+
     /// The notice of what was not told yet, unless one was given less than [`EVERY`] ago.
     pub fn due(&mut self, now: Instant) -> Option<String> {
         let due = self

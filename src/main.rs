@@ -3,6 +3,7 @@
 //! signals, handing each to its part; the decisions are in `app` and `links`, the helper
 //! processes in `helper_proc`.
 
+mod alerts;
 mod app;
 mod desktop;
 mod files;
@@ -13,6 +14,7 @@ mod history;
 mod links;
 mod lost;
 mod notify;
+mod novelty;
 mod settings;
 mod text;
 mod tray;
@@ -94,9 +96,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let history = history::History::open(history::History::default_path());
-    let (action_tx, action_rx) = unbounded();
-    let notifier = Notifier::connect(action_tx);
-    let mut app = App::new(settings, history, notifier.caps.clone());
+    let learned = novelty::Learned::open(novelty::Learned::default_path());
+    let (reply_tx, reply_rx) = unbounded();
+    let mut notifier = Notifier::connect(&bus, reply_tx);
+    let mut app = App::new(settings, history, learned, notifier.caps.clone());
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
     if !tray::has_watcher(&bus) {
@@ -163,8 +166,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(e) => app.on_menu(e.id.0.as_str(), settings::autostart_enabled(), now),
                 Err(_) => Vec::new(),
             },
-            recv(action_rx) -> a => match a {
-                Ok((id, action)) => app.on_action(id, &action, now),
+            recv(reply_rx) -> r => match r {
+                Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
+                    Some(id) => app.on_action(id, &action, now),
+                    None => Vec::new(),
+                },
+                Ok(notify::Reply::Closed(server_id)) => {
+                    if let Some(id) = notifier.forget(server_id) {
+                        app.on_closed(id);
+                    }
+                    Vec::new()
+                }
                 Err(_) => Vec::new(),
             },
             recv(ticks) -> _ => {
@@ -176,25 +188,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &app, &mut helpers, &notifier);
+            quit |= perform(effect, &app, &mut helpers, &mut notifier);
         }
         refresh(&app, &helpers, tray.as_mut());
         if quit {
             break;
         }
     }
+    // Its notifications go with it: their buttons would do nothing.
+    for effect in app.on_quit() {
+        perform(effect, &app, &mut helpers, &mut notifier);
+    }
     helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
 /// Carries out one effect with the part it is for; true to quit.
-fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &Notifier) -> bool {
+fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &mut Notifier) -> bool {
     match effect {
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
                 eprintln!("conntrack-tray: cannot show a notification: {e}");
             }
         }
+        Effect::Close(id) => notifier.close(id),
         Effect::SendConfig => helpers.send_all(&links::config_command(&app.settings.config)),
         Effect::Pause(p) => helpers.send_all(&links::pause_command(p)),
         Effect::Send { link, command } => helpers.send(link, &command),

@@ -1,16 +1,20 @@
-//! Desktop notifications: what a notification is ([`Note`]), how floods are held back
-//! ([`Flood`]), and the thin layer that talks to the notification server (notify-rust over
-//! D-Bus).
+//! Desktop notifications: what a notification is ([`Note`]) and the thin layer that talks to
+//! the notification server over the session bus ([`Notifier`]). Which connections notify, and
+//! in which notification, is `alerts`'.
 //!
 //! A [`Note`] holds text already made for a person (`text` builds it with the one sanitizer);
 //! nothing here sanitizes it again. The one thing added here is the server's own need: for a
 //! server that renders body markup, `&`, `<` and `>` of the body are escaped as it is sent
 //! ([`markup_escaped`]). Summaries and button labels are plain text by the specification.
+//!
+//! The server is spoken to directly over one zbus connection (the applet's own, on which
+//! it also holds its name), with one thread that listens for the buttons and closes of all
+//! notifications. notify-rust, used before, opened a D-Bus connection per notification and
+//! kept a thread waiting on each one with buttons.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
@@ -58,6 +62,9 @@ pub struct Note {
     pub icon: &'static str,
     /// (action key, label)
     pub actions: Vec<(String, String)>,
+    /// The server removes it after this long; the applet closes its own live ones too (some
+    /// servers never expire critical notifications).
+    pub expire: Duration,
 }
 
 pub const ACTION_DETAILS: &str = "default";
@@ -66,167 +73,179 @@ pub const ACTION_WL_REMOTE: &str = "whitelist-remote";
 pub const ACTION_WL_HOST: &str = "whitelist-host";
 pub const ACTION_MUTE: &str = "mute";
 
-/// What the flood control decided for one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Show,
-    /// The same program and remote were shown within the coalescing window.
-    Coalesced,
-    /// Over the per-minute limit: counted for the summary.
-    Limited,
-    /// The person muted this program.
-    Muted,
-}
-
-/// Flood control: per (program, remote) coalescing, then a per-minute limit whose overflow
-/// becomes one summary notification. Pure: time comes in as an argument.
-pub struct Flood {
-    per_minute: usize,
-    coalesce: Duration,
-    shown: VecDeque<Instant>,
-    last: HashMap<(String, IpAddr), Instant>,
-    muted: HashMap<String, Instant>,
-    held: u64,
-    held_programs: HashSet<String>,
-}
-
-const WINDOW: Duration = Duration::from_secs(60);
-const MEMORY: usize = 4096;
-
-impl Flood {
-    pub fn new(per_minute: u32, coalesce_secs: u64) -> Flood {
-        Flood {
-            per_minute: per_minute.max(1) as usize,
-            coalesce: Duration::from_secs(coalesce_secs),
-            shown: VecDeque::new(),
-            last: HashMap::new(),
-            muted: HashMap::new(),
-            held: 0,
-            held_programs: HashSet::new(),
-        }
-    }
-
-    pub fn configure(&mut self, per_minute: u32, coalesce_secs: u64) {
-        self.per_minute = per_minute.max(1) as usize;
-        self.coalesce = Duration::from_secs(coalesce_secs);
-    }
-
-    fn prune(&mut self, now: Instant) {
-        while self
-            .shown
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
-        {
-            self.shown.pop_front();
-        }
-        self.muted.retain(|_, until| *until > now);
-    }
-
-    pub fn mute(&mut self, program: &str, until: Instant) {
-        self.muted.insert(program.to_string(), until);
-    }
-
-    pub fn decide(&mut self, program: &str, remote: IpAddr, now: Instant) -> Verdict {
-        self.prune(now);
-        if self.muted.contains_key(program) {
-            return Verdict::Muted;
-        }
-        let key = (program.to_string(), remote);
-        if let Some(t) = self.last.get(&key) {
-            if now.saturating_duration_since(*t) < self.coalesce {
-                return Verdict::Coalesced;
-            }
-        }
-        if self.shown.len() >= self.per_minute {
-            self.held += 1;
-            self.held_programs.insert(program.to_string());
-            return Verdict::Limited;
-        }
-        if self.last.len() >= MEMORY {
-            self.last.clear();
-        }
-        self.last.insert(key, now);
-        self.shown.push_back(now);
-        Verdict::Show
-    }
-
-    /// When the limit has room again and connections were held back: (connections, programs)
-    /// for one summary, which counts as a notification shown.
-    pub fn summary(&mut self, now: Instant) -> Option<(u64, usize)> {
-        self.prune(now);
-        if self.held == 0 || self.shown.len() >= self.per_minute {
-            return None;
-        }
-        self.shown.push_back(now);
-        let out = (self.held, self.held_programs.len());
-        self.held = 0;
-        self.held_programs.clear();
-        Some(out)
-    }
-}
-
-/// The notification server, through notify-rust.
+/// The notification server, over the applet's session bus connection.
 pub struct Notifier {
     pub caps: Caps,
-    actions: Sender<(u64, String)>,
+    proxy: Option<zbus::blocking::Proxy<'static>>,
+    /// The server's id of each of our notifications on screen, to replace or close it.
+    server_ids: HashMap<u64, u32>,
+    ours: HashMap<u32, u64>,
+    told: u64,
 }
 
+const TOLD_IDS: u64 = 1 << 62;
+
+/// What the person did with a notification, by the server's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Action(u32, String),
+    Closed(u32),
+}
+
+const DEST: &str = "org.freedesktop.Notifications";
+const PATH: &str = "/org/freedesktop/Notifications";
+/// Our notifications remembered for replacing and for their buttons.
+const REMEMBERED: usize = 512;
+
 impl Notifier {
-    /// Asks the server for its capabilities. `actions` receives (note id, action key) when
-    /// the person clicks a button.
-    pub fn connect(actions: Sender<(u64, String)>) -> Notifier {
-        let caps = notify_rust::get_capabilities()
+    /// Asks the server for its capabilities over `conn`, and starts the one thread that sends
+    /// every ActionInvoked and NotificationClosed on to `replies`. Without a server there are
+    /// no capabilities, and showing reports an error.
+    pub fn connect(conn: &zbus::blocking::Connection, replies: Sender<Reply>) -> Notifier {
+        let proxy = zbus::blocking::Proxy::new(conn, DEST, PATH, DEST).ok();
+        let caps = proxy
+            .as_ref()
+            .and_then(|p| p.call::<_, _, Vec<String>>("GetCapabilities", &()).ok())
             .map(|c| Caps::from_list(&c))
             .unwrap_or_default();
-        Notifier { caps, actions }
+        if let Err(e) = listen(conn, replies) {
+            eprintln!("conntrack-tray: cannot listen to notification buttons: {e}");
+        }
+        Notifier {
+            caps,
+            proxy,
+            server_ids: HashMap::new(),
+            ours: HashMap::new(),
+            told: 0,
+        }
     }
 
-    /// Shows a note (its body escaped for a markup server); a thread waits for its action
-    /// (bounded by the flood limit).
-    pub fn show(&self, id: u64, note: &Note) -> Result<(), String> {
-        let mut n = notify_rust::Notification::new();
-        n.appname("conntrack-tray")
-            .summary(&note.summary)
-            .body(&markup_escaped(&note.body, self.caps.markup))
-            .icon(note.icon)
-            .urgency(if note.critical {
-                notify_rust::Urgency::Critical
-            } else {
-                notify_rust::Urgency::Normal
-            });
-        for (key, label) in &note.actions {
-            n.action(key, label);
+    /// Our id for the server's `id`, if it is one of ours.
+    pub fn ours(&self, server_id: u32) -> Option<u64> {
+        self.ours.get(&server_id).copied()
+    }
+
+    /// Shows note `id`, in place of the one on screen under the same id if there is one.
+    pub fn show(&mut self, id: u64, note: &Note) -> Result<(), String> {
+        let proxy = self
+            .proxy
+            .as_ref()
+            .ok_or_else(|| "no notification server".to_string())?;
+        let replaces = self.server_ids.get(&id).copied().unwrap_or(0);
+        let actions: Vec<&str> = note
+            .actions
+            .iter()
+            .flat_map(|(key, label)| [key.as_str(), label.as_str()])
+            .collect();
+        let mut hints: HashMap<&str, zbus::zvariant::Value> = HashMap::new();
+        hints.insert("urgency", zbus::zvariant::Value::U8(if note.critical { 2 } else { 1 }));
+        hints.insert("desktop-entry", zbus::zvariant::Value::from("conntrack-tray"));
+        hints.insert("category", zbus::zvariant::Value::from("network"));
+        let expire = i32::try_from(note.expire.as_millis()).unwrap_or(i32::MAX);
+        let body = markup_escaped(&note.body, self.caps.markup);
+        let server_id: u32 = proxy
+            .call(
+                "Notify",
+                &(
+                    "conntrack-tray",
+                    replaces,
+                    note.icon,
+                    note.summary.as_str(),
+                    body.as_ref(),
+                    actions,
+                    hints,
+                    expire,
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+        if replaces != server_id {
+            self.ours.remove(&replaces);
         }
-        let handle = n.show().map_err(|e| e.to_string())?;
-        if !note.actions.is_empty() {
-            let tx = self.actions.clone();
-            std::thread::Builder::new()
-                .name("notify-action".into())
-                .spawn(move || {
-                    handle.wait_for_action(|action| {
-                        if action != "__closed" {
-                            let _ = tx.send((id, action.to_string()));
-                        }
-                    });
-                })
-                .map_err(|e| e.to_string())?;
+        if self.server_ids.len() >= REMEMBERED && !self.server_ids.contains_key(&id) {
+            // The oldest of ours (the smallest id) goes: it is long off the screen.
+            if let Some(old) = self.server_ids.keys().min().copied() {
+                if let Some(s) = self.server_ids.remove(&old) {
+                    self.ours.remove(&s);
+                }
+            }
         }
+        self.server_ids.insert(id, server_id);
+        self.ours.insert(server_id, id);
         Ok(())
+    }
+
+    /// Closes note `id` if it is on screen.
+    pub fn close(&mut self, id: u64) {
+        let Some(server_id) = self.server_ids.remove(&id) else {
+            return;
+        };
+        self.ours.remove(&server_id);
+        if let Some(p) = &self.proxy {
+            let _ = p.call::<_, _, ()>("CloseNotification", &(server_id,));
+        }
+    }
+
+    /// The server closed the server's notification `id` (expired, dismissed, or replaced).
+    pub fn forget(&mut self, server_id: u32) -> Option<u64> {
+        let ours = self.ours.remove(&server_id)?;
+        self.server_ids.remove(&ours);
+        Some(ours)
     }
 
     /// Says something once: on stderr and as a plain notification. `text` is already for a
     /// person: any outside string in it went through `text` (or `sanitize`) where it was put.
-    pub fn tell(&self, text: &str) {
+    pub fn tell(&mut self, text: &str) {
         eprintln!("conntrack-tray: {text}");
+        // Ids of their own, far from the applet's (which count up from 1).
+        self.told += 1;
+        let id = TOLD_IDS + self.told;
         let note = Note {
             summary: "conntrack-tray".into(),
             body: text.to_string(),
             critical: false,
             icon: "dialog-information",
             actions: Vec::new(),
+            expire: Duration::from_secs(15),
         };
-        let _ = self.show(0, &note);
+        let _ = self.show(id, &note);
     }
+}
+
+/// The thread that hears every button and close of the server's notifications, on `conn`.
+fn listen(conn: &zbus::blocking::Connection, replies: Sender<Reply>) -> zbus::Result<()> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface(DEST)?
+        .path(PATH)?
+        .build();
+    let messages = zbus::blocking::MessageIterator::for_match_rule(rule, conn, Some(64))?;
+    std::thread::Builder::new()
+        .name("notify-replies".into())
+        .spawn(move || {
+            for m in messages.flatten() {
+                let h = m.header();
+                let reply = match h.member().map(|m| m.as_str()) {
+                    Some("ActionInvoked") => m
+                        .body()
+                        .deserialize::<(u32, String)>()
+                        .ok()
+                        .map(|(id, key)| Reply::Action(id, key)),
+                    Some("NotificationClosed") => m
+                        .body()
+                        .deserialize::<(u32, u32)>()
+                        .ok()
+                        .map(|(id, _)| Reply::Closed(id)),
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    if replies.send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -244,46 +263,5 @@ mod tests {
         // Sanitized text keeps its visible escapes; markup escaping adds only entities.
         let shown = conntrack_tray_helper::sanitize::display("<x>\u{202e}", 80);
         assert_eq!(markup_escaped(&shown, true), "&lt;x&gt;\\u{202e}");
-    }
-
-    #[test]
-    fn coalescing_then_rate_limit_then_one_summary() {
-        let mut f = Flood::new(5, 60);
-        let t0 = Instant::now();
-        let ip: IpAddr = "9.9.9.9".parse().expect("ip");
-        assert_eq!(f.decide("curl", ip, t0), Verdict::Show);
-        assert_eq!(
-            f.decide("curl", ip, t0 + Duration::from_secs(1)),
-            Verdict::Coalesced
-        );
-        let mut shown = 1;
-        for i in 0..1000u32 {
-            let remote = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
-            if f.decide(
-                &format!("p{}", i % 7),
-                remote,
-                t0 + Duration::from_millis(i.into()),
-            ) == Verdict::Show
-            {
-                shown += 1;
-            }
-        }
-        assert_eq!(shown, 5, "at most 5 a minute");
-        assert_eq!(f.summary(t0 + Duration::from_secs(30)), None, "no room yet");
-        assert_eq!(f.summary(t0 + Duration::from_secs(61)), Some((1000 - 4, 7)));
-        assert_eq!(f.summary(t0 + Duration::from_secs(62)), None, "once");
-    }
-
-    #[test]
-    fn muted_programs_are_silent_for_the_hour() {
-        let mut f = Flood::new(5, 0);
-        let t0 = Instant::now();
-        let ip: IpAddr = "9.9.9.9".parse().expect("ip");
-        f.mute("curl", t0 + Duration::from_secs(3600));
-        assert_eq!(f.decide("curl", ip, t0), Verdict::Muted);
-        assert_eq!(
-            f.decide("curl", ip, t0 + Duration::from_secs(3601)),
-            Verdict::Show
-        );
     }
 }

@@ -51,18 +51,35 @@ pub struct UserConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     pub enabled: bool,
+    pub alert_on: AlertOn,
     pub per_minute: u32,
-    pub coalesce_secs: u64,
+    /// Read and ignored: files of older versions have it, and an unknown key would make
+    /// the whole file unreadable (a program's notification is now updated in place instead).
+    #[serde(skip_serializing)]
+    pub coalesce_secs: Option<u64>,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
         NotifyConfig {
             enabled: true,
+            alert_on: AlertOn::NewDestination,
             per_minute: 5,
-            coalesce_secs: 60,
+            coalesce_secs: None,
         }
     }
+}
+
+/// Which connections interrupt the person (the others go to the history and the menu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertOn {
+    /// A program's first connection ever.
+    NewProgram,
+    /// That, and a known program's first contact with a destination.
+    NewDestination,
+    /// Every reported connection (still one notification per program on screen).
+    Every,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -23,7 +23,11 @@ pub use conntrack_tray_helper::output::endpoint;
 use conntrack_tray_helper::sanitize::{self, HOST_LIMIT, LINE_LIMIT, PROGRAM_LIMIT};
 use conntrack_tray_helper::{Connection, Direction};
 
+use std::time::Duration;
+
+use crate::alerts::{self, Group, Live};
 use crate::history::Seen;
+use crate::novelty::Novelty;
 use crate::notify::{
     Caps, Note, ACTION_DETAILS, ACTION_MUTE, ACTION_WL_HOST, ACTION_WL_PROGRAM, ACTION_WL_REMOTE,
 };
@@ -120,29 +124,6 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
     if c.critical {
         body.push("critical port".into());
     }
-    let mut actions = Vec::new();
-    if caps.actions {
-        actions.push((ACTION_DETAILS.into(), "Details".into()));
-        if let Some(name) = exe_name(c) {
-            actions.push((ACTION_WL_PROGRAM.into(), format!("Whitelist {name}")));
-        }
-        actions.push((
-            ACTION_WL_REMOTE.into(),
-            format!("Whitelist {}", c.remote_ip),
-        ));
-        // Only a name the system's resolver gave this program can be whitelisted.
-        let whitelistable = c.host_source.is_some_and(HostSource::may_whitelist);
-        if let Some(name) = c
-            .host
-            .as_deref()
-            .filter(|h| whitelistable && h.parse::<HostPattern>().is_ok())
-        {
-            actions.push((ACTION_WL_HOST.into(), format!("Whitelist {}", host(name))));
-        }
-        if c.process.is_some() {
-            actions.push((ACTION_MUTE.into(), "Mute 1 h".into()));
-        }
-    }
     Note {
         summary: headline(c),
         body: body.join("\n"),
@@ -150,25 +131,116 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
         icon: if c.critical {
             "dialog-warning"
         } else {
-            "network-wired"
+            APP_ICON
         },
-        actions,
+        actions: buttons(c, caps),
+        expire: alerts::EXPIRE,
     }
 }
 
-/// The one notification that sums up what the flood control held back.
-pub fn summary_note(connections: u64, programs: usize) -> Note {
+/// The applet's own icon, for notifications that need no warning.
+pub const APP_ICON: &str = "conntrack-tray";
+
+/// At most three buttons (GNOME and others show no more), the most important first: trust
+/// the program, silence it for an hour, trust the destination (its name, when the system's
+/// resolver gave it, else its address). Clicking the body shows the details.
+fn buttons(c: &Connection, caps: &Caps) -> Vec<(String, String)> {
+    let mut actions = Vec::new();
+    if !caps.actions {
+        return actions;
+    }
+    actions.push((ACTION_DETAILS.into(), "Details".into()));
+    if let Some(name) = exe_name(c) {
+        actions.push((ACTION_WL_PROGRAM.into(), format!("Whitelist {name}")));
+    }
+    if c.process.is_some() {
+        actions.push((ACTION_MUTE.into(), "Mute 1 h".into()));
+    }
+    // Only a name the system's resolver gave this program can be whitelisted.
+    let whitelistable = c.host_source.is_some_and(HostSource::may_whitelist);
+    match c
+        .host
+        .as_deref()
+        .filter(|h| whitelistable && h.parse::<HostPattern>().is_ok())
+    {
+        Some(name) => actions.push((ACTION_WL_HOST.into(), format!("Whitelist {}", host(name)))),
+        None => actions.push((
+            ACTION_WL_REMOTE.into(),
+            format!("Whitelist {}", c.remote_ip),
+        )),
+    }
+    actions
+}
+
+/// A program's notification while it is on screen (see `alerts`): its latest connection
+/// `c`, and, once it has several, how many and to how many destinations since it opened
+/// (`age` ago). The destination stays first, as in [`headline`].
+pub fn program_note(
+    live: &Live,
+    c: &Connection,
+    novelty: Novelty,
+    age: Duration,
+    machine: &str,
+    caps: &Caps,
+) -> Note {
+    let mut note = connection_note(c, machine, caps);
+    if live.connections > 1 {
+        let minutes = age.as_secs().div_ceil(60).max(1);
+        let span = if minutes == 1 {
+            "the last minute".to_string()
+        } else {
+            format!("the last {minutes} minutes")
+        };
+        note.summary = format!(
+            "{} · {} connections to {} destination{} in {span}",
+            note.summary,
+            live.connections,
+            live.destinations(),
+            if live.destinations() == 1 { "" } else { "s" },
+        );
+    }
+    let news = match novelty {
+        Novelty::NewProgram => "New program",
+        Novelty::NewDestination => "New destination",
+        Novelty::Known => "Seen before",
+    };
+    note.body = format!("{news}\n{}", note.body);
+    // Critical urgency only for news on a critical port; known traffic there is a warning.
+    note.critical = live.critical;
+    if live.critical {
+        note.expire = alerts::EXPIRE_CRITICAL;
+    }
+    note
+}
+
+/// The notification programs share past the global limit: it names the first few.
+pub fn group_note(g: &Group) -> Note {
+    let n = g.names.len();
+    let mut names: Vec<String> = g
+        .names
+        .iter()
+        .take(alerts::GROUP_NAMED)
+        .map(|p| program_name(p))
+        .collect();
+    if n > alerts::GROUP_NAMED {
+        names.push(format!("and {} more", n - alerts::GROUP_NAMED));
+    }
+    let what = if g.all_new {
+        format!("new program{}", if n == 1 { "" } else { "s" })
+    } else {
+        format!("program{} with news", if n == 1 { "" } else { "s" })
+    };
     Note {
-        summary: format!(
-            "{connections} more connection{} from {programs} program{}",
-            if connections == 1 { "" } else { "s" },
-            if programs == 1 { "" } else { "s" }
+        summary: format!("{n} {what}: {}", names.join(", ")),
+        body: format!(
+            "{} connection{} in all. Many programs at once share this notification; the tray menu lists each.",
+            g.connections,
+            if g.connections == 1 { "" } else { "s" }
         ),
-        body: "Held back to keep notifications readable; the tray menu lists the recent ones."
-            .into(),
         critical: false,
-        icon: "network-wired",
+        icon: APP_ICON,
         actions: Vec::new(),
+        expire: alerts::EXPIRE,
     }
 }
 
@@ -266,8 +338,8 @@ mod tests {
             vec![
                 "Details",
                 "Whitelist curl",
-                "Whitelist 93.184.216.34",
-                "Mute 1 h"
+                "Mute 1 h",
+                "Whitelist 93.184.216.34"
             ]
         );
         // Without actions on the server, no buttons.
@@ -419,14 +491,26 @@ mod tests {
     }
 
     #[test]
-    fn summary_wording() {
-        assert_eq!(
-            summary_note(1, 1).summary,
-            "1 more connection from 1 program"
-        );
-        assert_eq!(
-            summary_note(996, 7).summary,
-            "996 more connections from 7 programs"
-        );
+    fn a_group_names_its_first_programs_and_counts_the_rest() {
+        let mut a = crate::alerts::Alerts::new(1);
+        let t = std::time::Instant::now();
+        let mut id = 0;
+        for p in ["a", "b", "c", "d", "e\u{202e}"] {
+            let s = crate::alerts::Seen {
+                key: p,
+                name: p,
+                destination: "x:1",
+                novelty: Novelty::NewProgram,
+                critical: false,
+                news: true,
+            };
+            if let crate::alerts::Decision::Show(i) = a.decide(&s, t) {
+                id = i;
+            }
+        }
+        let Some(crate::alerts::Shown::Group(g)) = a.shown(id) else {
+            panic!("grouped")
+        };
+        assert_eq!(group_note(g).summary, "4 new programs: b, c, d, and 1 more");
     }
 }

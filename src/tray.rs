@@ -69,6 +69,7 @@ pub const AUTOSTART: &str = "autostart";
 pub const START: &str = "start";
 pub const EDIT: &str = "edit";
 pub const LOG: &str = "log";
+pub const FORGET: &str = "forget";
 pub const QUIT: &str = "quit";
 
 /// A click on a recent connection's submenu.
@@ -172,6 +173,7 @@ pub fn menu(v: &View) -> Vec<Entry> {
     items.push(Entry::Separator);
     items.push(action(EDIT, "Edit whitelist…"));
     items.push(action(LOG, "Open log"));
+    items.push(action(FORGET, "Forget what was learned"));
     items.push(action(QUIT, "Quit"));
     items
 }
@@ -347,6 +349,7 @@ mod tests {
                 "-",
                 "Edit whitelist…",
                 "Open log",
+                "Forget what was learned",
                 "Quit"
             ]
         );

@@ -1,0 +1,436 @@
+//! Which connections interrupt the person, and in which notification: one live notification
+//! per program, updated in place while it is on screen, so a chatty program never buries the
+//! one new program that matters. Pure: time comes in as an argument, the text is `text`'s.
+//!
+//! - A connection that is news (`novelty`, per the `[notify] alert_on` policy) opens its
+//!   program's notification, or, while that is on screen, updates it in place.
+//! - A program's further connections while its notification is up are counted into it (an
+//!   update at most once a [`UPDATE_EVERY`]); they never open a new one.
+//! - The global limit (`per_minute` new notifications) is the last defence against many
+//!   distinct programs at once: past it, programs share one grouped notification naming the
+//!   first few and the count. A new program or destination on a critical port always gets
+//!   its own.
+//! - Every notification expires ([`EXPIRE`], [`EXPIRE_CRITICAL`] after its last news); the
+//!   applet closes it then itself, since some servers never expire critical ones.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::novelty::Novelty;
+
+/// How long a notification stays after its last news.
+pub const EXPIRE: Duration = Duration::from_secs(10);
+pub const EXPIRE_CRITICAL: Duration = Duration::from_secs(30);
+/// At most one in-place update of a notification this often; the rest are folded in.
+pub const UPDATE_EVERY: Duration = Duration::from_secs(1);
+/// Destinations counted per notification (the count stops growing past it).
+const DESTINATIONS: usize = 1000;
+/// Programs named in a grouped notification's list (the rest are counted).
+pub const GROUP_NAMED: usize = 3;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// What one connection does to the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// History and menu only.
+    Quiet,
+    /// The person muted this program.
+    Muted,
+    /// Show notification `id` (new, or again in place of itself).
+    Show(u64),
+    /// Counted into notification `id`, shown with its next update.
+    Folded(u64),
+}
+
+/// A program's notification while it is on screen.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub id: u64,
+    /// The program's name as shown.
+    pub name: String,
+    pub connections: u64,
+    destinations: HashSet<String>,
+    pub latest: String,
+    pub opened: Instant,
+    /// A new program or destination on a critical port is in it.
+    pub critical: bool,
+    /// Its first connection was the program's first ever.
+    pub new_program: bool,
+    expires: Instant,
+    sent: Instant,
+    pending: bool,
+}
+
+impl Live {
+    pub fn destinations(&self) -> usize {
+        self.destinations.len()
+    }
+}
+
+/// The notification programs share past the global limit.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: u64,
+    /// Program names in the order they came, each once.
+    pub names: Vec<String>,
+    keys: HashSet<String>,
+    pub connections: u64,
+    /// Every program in it was new.
+    pub all_new: bool,
+    expires: Instant,
+    sent: Instant,
+    pending: bool,
+}
+
+/// A notification the applet has on screen.
+pub enum Shown<'a> {
+    Program(&'a Live),
+    Group(&'a Group),
+}
+
+/// One connection as the alerts see it.
+pub struct Seen<'a> {
+    /// The program's key (see `novelty::program_key`).
+    pub key: &'a str,
+    pub name: &'a str,
+    pub destination: &'a str,
+    pub novelty: Novelty,
+    /// The connection is to a critical port.
+    pub critical: bool,
+    /// The policy makes this connection news.
+    pub news: bool,
+}
+
+pub struct Alerts {
+    per_minute: usize,
+    live: HashMap<String, Live>,
+    group: Option<Group>,
+    /// When each notification of the last minute was opened (the global limit).
+    opened: VecDeque<Instant>,
+    muted: HashMap<String, Instant>,
+    next_id: u64,
+}
+
+impl Alerts {
+    pub fn new(per_minute: u32) -> Alerts {
+        Alerts {
+            per_minute: per_minute.max(1) as usize,
+            live: HashMap::new(),
+            group: None,
+            opened: VecDeque::new(),
+            muted: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn configure(&mut self, per_minute: u32) {
+        self.per_minute = per_minute.max(1) as usize;
+    }
+
+    /// A fresh notification id (also for notes outside the alerts: details, notices).
+    pub fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn mute(&mut self, key: &str, until: Instant) {
+        self.muted.insert(key.to_string(), until);
+    }
+
+    /// What `s` does to the screen at `now`.
+    pub fn decide(&mut self, s: &Seen, now: Instant) -> Decision {
+        self.muted.retain(|_, until| *until > now);
+        if self.muted.contains_key(s.key) {
+            return Decision::Muted;
+        }
+        let urgent = s.critical && s.novelty != Novelty::Known;
+        if let Some(live) = self.live.get_mut(s.key) {
+            live.connections += 1;
+            if live.destinations.len() < DESTINATIONS {
+                live.destinations.insert(s.destination.to_string());
+            }
+            if s.news {
+                live.latest = s.destination.to_string();
+                live.critical |= urgent;
+                live.expires = now + if live.critical { EXPIRE_CRITICAL } else { EXPIRE };
+            }
+            // A critical novelty is shown at once; the rest at most once a second.
+            return if (urgent && s.news) || now.saturating_duration_since(live.sent) >= UPDATE_EVERY
+            {
+                live.sent = now;
+                live.pending = false;
+                Decision::Show(live.id)
+            } else {
+                live.pending = true;
+                Decision::Folded(live.id)
+            };
+        }
+        if let Some(g) = self.group.as_mut().filter(|g| g.keys.contains(s.key)) {
+            g.connections += 1;
+            return fold_group(g, s.news, now);
+        }
+        if !s.news {
+            return Decision::Quiet;
+        }
+        while self
+            .opened
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
+            self.opened.pop_front();
+        }
+        if urgent || self.opened.len() < self.per_minute {
+            self.opened.push_back(now);
+            let id = self.new_id();
+            let mut destinations = HashSet::new();
+            destinations.insert(s.destination.to_string());
+            self.live.insert(
+                s.key.to_string(),
+                Live {
+                    id,
+                    name: s.name.to_string(),
+                    connections: 1,
+                    destinations,
+                    latest: s.destination.to_string(),
+                    opened: now,
+                    critical: urgent,
+                    new_program: s.novelty == Novelty::NewProgram,
+                    expires: now + if urgent { EXPIRE_CRITICAL } else { EXPIRE },
+                    sent: now,
+                    pending: false,
+                },
+            );
+            return Decision::Show(id);
+        }
+        // Past the limit: into the one grouped notification.
+        let new_program = s.novelty == Novelty::NewProgram;
+        match self.group.as_mut() {
+            Some(g) => {
+                g.keys.insert(s.key.to_string());
+                g.names.push(s.name.to_string());
+                g.connections += 1;
+                g.all_new &= new_program;
+                fold_group(g, true, now)
+            }
+            None => {
+                self.opened.push_back(now);
+                let id = self.new_id();
+                self.group = Some(Group {
+                    id,
+                    names: vec![s.name.to_string()],
+                    keys: HashSet::from([s.key.to_string()]),
+                    connections: 1,
+                    all_new: new_program,
+                    expires: now + EXPIRE,
+                    sent: now,
+                    pending: false,
+                });
+                Decision::Show(id)
+            }
+        }
+    }
+
+    /// The notification `id`, if it is on screen.
+    pub fn shown(&self, id: u64) -> Option<Shown<'_>> {
+        if let Some(g) = self.group.as_ref().filter(|g| g.id == id) {
+            return Some(Shown::Group(g));
+        }
+        self.live
+            .values()
+            .find(|l| l.id == id)
+            .map(Shown::Program)
+    }
+
+    /// At `now`: the notifications to show again (folded news) and those to close (expired).
+    pub fn due(&mut self, now: Instant) -> (Vec<u64>, Vec<u64>) {
+        let mut close = Vec::new();
+        self.live.retain(|_, l| {
+            let keep = l.expires > now;
+            if !keep {
+                close.push(l.id);
+            }
+            keep
+        });
+        if self.group.as_ref().is_some_and(|g| g.expires <= now) {
+            close.extend(self.group.take().map(|g| g.id));
+        }
+        let mut show = Vec::new();
+        for l in self.live.values_mut() {
+            if l.pending && now.saturating_duration_since(l.sent) >= UPDATE_EVERY {
+                l.pending = false;
+                l.sent = now;
+                show.push(l.id);
+            }
+        }
+        if let Some(g) = self.group.as_mut() {
+            if g.pending && now.saturating_duration_since(g.sent) >= UPDATE_EVERY {
+                g.pending = false;
+                g.sent = now;
+                show.push(g.id);
+            }
+        }
+        (show, close)
+    }
+
+    /// When [`Alerts::due`] next has something to do.
+    pub fn next_due(&self) -> Option<Instant> {
+        let lives = self.live.values().flat_map(|l| {
+            let update = l.pending.then_some(l.sent + UPDATE_EVERY);
+            std::iter::once(l.expires).chain(update)
+        });
+        let group = self.group.iter().flat_map(|g| {
+            let update = g.pending.then_some(g.sent + UPDATE_EVERY);
+            std::iter::once(g.expires).chain(update)
+        });
+        lives.chain(group).min()
+    }
+
+    /// The server closed notification `id` (the person dismissed it): the program's next
+    /// news opens a new one.
+    pub fn closed(&mut self, id: u64) {
+        self.live.retain(|_, l| l.id != id);
+        if self.group.as_ref().is_some_and(|g| g.id == id) {
+            self.group = None;
+        }
+    }
+
+    /// Every notification on screen (to close them when the applet quits).
+    pub fn on_screen(&self) -> Vec<u64> {
+        self.live
+            .values()
+            .map(|l| l.id)
+            .chain(self.group.as_ref().map(|g| g.id))
+            .collect()
+    }
+}
+
+fn fold_group(g: &mut Group, news: bool, now: Instant) -> Decision {
+    if news {
+        g.expires = now + EXPIRE;
+    }
+    if now.saturating_duration_since(g.sent) >= UPDATE_EVERY {
+        g.sent = now;
+        g.pending = false;
+        Decision::Show(g.id)
+    } else {
+        g.pending = true;
+        Decision::Folded(g.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen<'a>(key: &'a str, dest: &'a str, novelty: Novelty, critical: bool) -> Seen<'a> {
+        Seen {
+            key,
+            name: key,
+            destination: dest,
+            novelty,
+            critical,
+            news: novelty != Novelty::Known,
+        }
+    }
+
+    #[test]
+    fn a_program_keeps_one_notification_updated_at_most_once_a_second() {
+        let mut a = Alerts::new(5);
+        let t0 = Instant::now();
+        let Decision::Show(id) = a.decide(&seen("ff", "a:443", Novelty::NewProgram, false), t0)
+        else {
+            panic!("first shown")
+        };
+        let mut folded = 0;
+        for i in 1..100u64 {
+            let d = format!("h{i}:443");
+            match a.decide(
+                &seen("ff", &d, Novelty::NewDestination, false),
+                t0 + Duration::from_millis(i * 5),
+            ) {
+                Decision::Folded(f) => {
+                    assert_eq!(f, id);
+                    folded += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(folded, 99);
+        let (show, close) = a.due(t0 + Duration::from_millis(1000));
+        assert_eq!((show, close), (vec![id], vec![]));
+        let Some(Shown::Program(l)) = a.shown(id) else {
+            panic!("live")
+        };
+        assert_eq!((l.connections, l.destinations()), (100, 100));
+        assert_eq!(l.latest, "h99:443");
+        // Ten seconds after its last news it is closed.
+        let (_, close) = a.due(t0 + Duration::from_millis(495) + EXPIRE + Duration::from_millis(1));
+        assert_eq!(close, vec![id]);
+        assert!(a.next_due().is_none());
+    }
+
+    #[test]
+    fn a_new_program_mid_burst_gets_its_own_notification_and_repeats_are_quiet() {
+        let mut a = Alerts::new(5);
+        let t0 = Instant::now();
+        let Decision::Show(ff) = a.decide(&seen("ff", "a:443", Novelty::NewProgram, false), t0)
+        else {
+            panic!()
+        };
+        for i in 0..500 {
+            let d = format!("h{i}:443");
+            a.decide(&seen("ff", &d, Novelty::NewDestination, false), t0);
+        }
+        let d = a.decide(&seen("new", "x:443", Novelty::NewProgram, false), t0);
+        assert!(matches!(d, Decision::Show(id) if id != ff), "{d:?}");
+        // Once their notifications are gone, known pairs make none.
+        a.due(t0 + EXPIRE_CRITICAL + Duration::from_secs(1));
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(a.decide(&seen("ff", "a:443", Novelty::Known, false), later), Decision::Quiet);
+    }
+
+    #[test]
+    fn past_the_limit_programs_share_one_notification_but_critical_ones_do_not() {
+        let mut a = Alerts::new(2);
+        let t0 = Instant::now();
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let k = format!("p{i}");
+            if let Decision::Show(id) = a.decide(&seen(&k, "x:80", Novelty::NewProgram, false), t0)
+            {
+                ids.push(id);
+            }
+        }
+        assert_eq!(ids.len(), 3, "two own notifications and the group: {ids:?}");
+        let Some(Shown::Group(g)) = a.shown(ids[2]) else {
+            panic!("grouped")
+        };
+        assert_eq!(g.names.len(), 8);
+        assert!(g.all_new);
+        let d = a.decide(&seen("evil", "x:443", Novelty::NewProgram, true), t0);
+        assert!(matches!(d, Decision::Show(id) if !ids.contains(&id)), "{d:?}");
+        let Decision::Show(evil) = d else { panic!() };
+        let Some(Shown::Program(l)) = a.shown(evil) else {
+            panic!()
+        };
+        assert!(l.critical && l.new_program);
+    }
+
+    #[test]
+    fn a_dismissed_notification_is_opened_anew_and_muted_programs_never() {
+        let mut a = Alerts::new(5);
+        let t0 = Instant::now();
+        let Decision::Show(id) = a.decide(&seen("c", "a:1", Novelty::NewProgram, false), t0) else {
+            panic!()
+        };
+        a.closed(id);
+        let d = a.decide(&seen("c", "b:1", Novelty::NewDestination, false), t0);
+        assert!(matches!(d, Decision::Show(n) if n != id));
+        a.mute("c", t0 + Duration::from_secs(3600));
+        assert_eq!(
+            a.decide(&seen("c", "d:1", Novelty::NewDestination, false), t0),
+            Decision::Muted
+        );
+        assert_eq!(a.on_screen().len(), 1);
+    }
+}

@@ -1,0 +1,306 @@
+//! What the person has been told about: the programs and, for each, the destinations it has
+//! contacted. A connection is a [`Novelty::NewProgram`], a [`Novelty::NewDestination`] or
+//! [`Novelty::Known`], and only novelty interrupts the person (see `alerts`).
+//!
+//! Kept in `$XDG_STATE_HOME/conntrack-tray/learned.json` (0600 in a 0700 folder, written
+//! atomically), so a restart does not make every program new again.
+//!
+//! The keys are what the watched program cannot choose for someone else:
+//! - a program is its *verified* executable (the helper proved the file by device and inode);
+//!   an unverified one is kept apart under its reported path and name, so a copy or a
+//!   bind-mounted look-alike never counts as the real program already seen;
+//! - a destination is the name only when the system's resolver gave it to that program
+//!   (`HostSource::may_whitelist`); a name from the program's own DNS server, or a PTR name,
+//!   is the program's or the address owner's choice, so the address stands instead.
+//!
+//! Bounded: at most [`PROGRAMS`] programs and [`DESTINATIONS`] destinations each, the least
+//! recently seen forgotten first (forgetting only makes something new again, never quiet).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use conntrack_tray_helper::event::HostSource;
+use conntrack_tray_helper::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::files;
+
+pub const PROGRAMS: usize = 4096;
+pub const DESTINATIONS: usize = 4096;
+
+/// What a connection is to the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Novelty {
+    /// The program's first reported connection ever.
+    NewProgram,
+    /// A known program's first contact with this destination.
+    NewDestination,
+    /// A (program, destination) pair seen before.
+    Known,
+}
+
+/// The program key of a connection (see the module's rules).
+pub fn program_key(c: &Connection) -> String {
+    match &c.process {
+        Some(p) => match (&p.exe, p.exe_verified) {
+            (Some(exe), true) => exe.clone(),
+            (exe, _) => format!(
+                "unverified:{}:{}",
+                exe.as_deref().unwrap_or("-"),
+                p.comm
+            ),
+        },
+        None => "unknown".into(),
+    }
+}
+
+/// The destination key of a connection: name or address, and port.
+pub fn destination_key(c: &Connection) -> String {
+    let believed = c.host_source.is_some_and(HostSource::may_whitelist);
+    let at = match c.host.as_deref().filter(|_| believed) {
+        Some(name) => name.to_ascii_lowercase(),
+        None => c.remote_ip.to_string(),
+    };
+    match c.remote_port {
+        Some(port) => format!("{at}:{port}"),
+        None => format!("{at} {}", c.proto),
+    }
+}
+
+/// A program's destinations, by key, with the tick they were last seen at.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Program {
+    seen: u64,
+    destinations: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    #[serde(default)]
+    programs: BTreeMap<String, Program>,
+}
+
+/// The learned programs and destinations.
+pub struct Learned {
+    path: Option<PathBuf>,
+    programs: HashMap<String, Program>,
+    /// A counter that orders uses, for forgetting the least recent.
+    clock: u64,
+    dirty: bool,
+}
+
+impl Learned {
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "conntrack-tray")
+            .and_then(|d| d.state_dir().map(|s| s.join("learned.json")))
+    }
+
+    /// Reads what was learned from `path` (`None`: memory only). A missing or unreadable file
+    /// means nothing learned: everything is new, nothing is silenced by it.
+    pub fn open(path: Option<PathBuf>) -> Learned {
+        let stored: Stored = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let clock = stored
+            .programs
+            .values()
+            .flat_map(|p| std::iter::once(p.seen).chain(p.destinations.values().copied()))
+            .max()
+            .unwrap_or(0);
+        Learned {
+            path,
+            programs: stored.programs.into_iter().collect(),
+            clock,
+            dirty: false,
+        }
+    }
+
+    /// What `c` is, and learns it.
+    pub fn learn(&mut self, c: &Connection) -> Novelty {
+        self.clock += 1;
+        let now = self.clock;
+        let (program, destination) = (program_key(c), destination_key(c));
+        let novelty = match self.programs.get_mut(&program) {
+            Some(p) => {
+                p.seen = now;
+                match p.destinations.get_mut(&destination) {
+                    Some(t) => {
+                        *t = now;
+                        return Novelty::Known;
+                    }
+                    None => {
+                        if p.destinations.len() >= DESTINATIONS {
+                            forget_oldest(&mut p.destinations);
+                        }
+                        p.destinations.insert(destination, now);
+                        Novelty::NewDestination
+                    }
+                }
+            }
+            None => {
+                if self.programs.len() >= PROGRAMS {
+                    let oldest = self
+                        .programs
+                        .iter()
+                        .min_by_key(|(_, p)| p.seen)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        self.programs.remove(&k);
+                    }
+                }
+                let mut p = Program {
+                    seen: now,
+                    ..Default::default()
+                };
+                p.destinations.insert(destination, now);
+                self.programs.insert(program, p);
+                Novelty::NewProgram
+            }
+        };
+        self.dirty = true;
+        novelty
+    }
+
+    /// "Forget what was learned": everything is new again.
+    pub fn forget(&mut self) {
+        self.programs.clear();
+        self.dirty = true;
+    }
+
+    pub fn programs(&self) -> usize {
+        self.programs.len()
+    }
+
+    /// Writes the file if anything new was learned since the last save.
+    pub fn save(&mut self) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            write(path, &self.programs)?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+}
+
+fn forget_oldest(m: &mut HashMap<String, u64>) {
+    let oldest = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        m.remove(&k);
+    }
+}
+
+fn write(path: &Path, programs: &HashMap<String, Program>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        files::own_dir(dir)?;
+    }
+    let stored = Stored {
+        programs: programs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
+    files::write_atomically(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use conntrack_tray_helper::Process;
+
+    fn conn(exe: &str, remote: &str, port: u16) -> Connection {
+        Connection {
+            process: Some(fixtures::process(exe)),
+            ..fixtures::connection(remote, port)
+        }
+    }
+
+    #[test]
+    fn first_program_then_new_destination_then_known() {
+        let mut l = Learned::open(None);
+        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::NewProgram);
+        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::Known);
+        assert_eq!(
+            l.learn(&conn("/usr/bin/curl", "9.9.9.9", 80)),
+            Novelty::NewDestination
+        );
+        assert_eq!(
+            l.learn(&conn("/usr/bin/wget", "9.9.9.9", 443)),
+            Novelty::NewProgram
+        );
+        l.forget();
+        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::NewProgram);
+    }
+
+    #[test]
+    fn an_unverified_look_alike_is_not_the_program_already_seen() {
+        let mut l = Learned::open(None);
+        l.learn(&conn("/usr/bin/ssh", "9.9.9.9", 22));
+        let mut fake = conn("/usr/bin/ssh", "9.9.9.9", 22);
+        fake.process = Some(Process {
+            exe_verified: false,
+            ..fixtures::process("/usr/bin/ssh")
+        });
+        assert_eq!(l.learn(&fake), Novelty::NewProgram);
+    }
+
+    #[test]
+    fn a_name_from_the_programs_own_resolver_is_no_destination_of_its_own() {
+        let mut l = Learned::open(None);
+        let named = |host: &str, source| Connection {
+            host: Some(host.into()),
+            host_source: Some(source),
+            ..conn("/usr/bin/curl", "6.6.6.6", 443)
+        };
+        l.learn(&named("github.com", HostSource::Dns));
+        // The same address under a name the program chose is the address, not github.com.
+        assert_eq!(destination_key(&named("github.com", HostSource::OwnResolver)), "6.6.6.6:443");
+        assert_eq!(
+            l.learn(&named("github.com", HostSource::OwnResolver)),
+            Novelty::NewDestination
+        );
+        assert_eq!(l.learn(&named("GitHub.com", HostSource::Dns)), Novelty::Known);
+    }
+
+    #[test]
+    fn what_was_learned_survives_a_restart_in_a_private_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state/learned.json");
+        let mut l = Learned::open(Some(path.clone()));
+        l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443));
+        l.save().expect("save");
+        assert!(!l.dirty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut again = Learned::open(Some(path));
+        assert_eq!(again.programs(), 1);
+        assert_eq!(again.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::Known);
+    }
+
+    #[test]
+    fn bounded_and_the_least_recent_goes_first() {
+        let mut l = Learned::open(None);
+        for i in 0..(DESTINATIONS + 10) {
+            let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            l.learn(&conn("/usr/bin/curl", &ip, 443));
+        }
+        let p = &l.programs["/usr/bin/curl"];
+        assert_eq!(p.destinations.len(), DESTINATIONS);
+        assert!(!p.destinations.contains_key("10.0.0.0:443"));
+        assert!(p.destinations.contains_key(&format!(
+            "10.0.{}.{}:443",
+            (DESTINATIONS + 9) / 256 % 256,
+            (DESTINATIONS + 9) % 256
+        )));
+    }
+}
