@@ -46,16 +46,12 @@ pub enum Decision {
 #[derive(Debug, Clone)]
 pub struct Live {
     pub id: u64,
-    /// The program's name as shown.
-    pub name: String,
     pub connections: u64,
     destinations: HashSet<String>,
     pub latest: String,
     pub opened: Instant,
     /// A new program or destination on a critical port is in it.
     pub critical: bool,
-    /// Its first connection was the program's first ever.
-    pub new_program: bool,
     expires: Instant,
     sent: Instant,
     pending: bool,
@@ -152,7 +148,12 @@ impl Alerts {
             if s.news {
                 live.latest = s.destination.to_string();
                 live.critical |= urgent;
-                live.expires = now + if live.critical { EXPIRE_CRITICAL } else { EXPIRE };
+                live.expires = now
+                    + if live.critical {
+                        EXPIRE_CRITICAL
+                    } else {
+                        EXPIRE
+                    };
             }
             // A critical novelty is shown at once; the rest at most once a second.
             return if (urgent && s.news) || now.saturating_duration_since(live.sent) >= UPDATE_EVERY
@@ -188,13 +189,11 @@ impl Alerts {
                 s.key.to_string(),
                 Live {
                     id,
-                    name: s.name.to_string(),
                     connections: 1,
                     destinations,
                     latest: s.destination.to_string(),
                     opened: now,
                     critical: urgent,
-                    new_program: s.novelty == Novelty::NewProgram,
                     expires: now + if urgent { EXPIRE_CRITICAL } else { EXPIRE },
                     sent: now,
                     pending: false,
@@ -235,10 +234,7 @@ impl Alerts {
         if let Some(g) = self.group.as_ref().filter(|g| g.id == id) {
             return Some(Shown::Group(g));
         }
-        self.live
-            .values()
-            .find(|l| l.id == id)
-            .map(Shown::Program)
+        self.live.values().find(|l| l.id == id).map(Shown::Program)
     }
 
     /// At `now`: the notifications to show again (folded news) and those to close (expired).
@@ -386,7 +382,10 @@ mod tests {
         // Once their notifications are gone, known pairs make none.
         a.due(t0 + EXPIRE_CRITICAL + Duration::from_secs(1));
         let later = t0 + Duration::from_secs(120);
-        assert_eq!(a.decide(&seen("ff", "a:443", Novelty::Known, false), later), Decision::Quiet);
+        assert_eq!(
+            a.decide(&seen("ff", "a:443", Novelty::Known, false), later),
+            Decision::Quiet
+        );
     }
 
     #[test]
@@ -408,12 +407,15 @@ mod tests {
         assert_eq!(g.names.len(), 8);
         assert!(g.all_new);
         let d = a.decide(&seen("evil", "x:443", Novelty::NewProgram, true), t0);
-        assert!(matches!(d, Decision::Show(id) if !ids.contains(&id)), "{d:?}");
+        assert!(
+            matches!(d, Decision::Show(id) if !ids.contains(&id)),
+            "{d:?}"
+        );
         let Decision::Show(evil) = d else { panic!() };
         let Some(Shown::Program(l)) = a.shown(evil) else {
             panic!()
         };
-        assert!(l.critical && l.new_program);
+        assert!(l.critical);
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl App {
                 if news || !self.notes.contains_key(&id) {
                     self.remember(id, seen, novelty);
                 }
-                effects.extend(self.note_for(id, now).map(|note| Effect::Notify { id, note }));
+                effects.extend(
+                    self.note_for(id, now)
+                        .map(|note| Effect::Notify { id, note }),
+                );
             }
             Decision::Folded(id) => {
                 if news {
@@ -224,7 +227,8 @@ impl App {
     pub fn on_tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = match self.settings.reload_if_changed() {
             Some(Ok(())) => {
-                self.alerts.configure(self.settings.config.notify.per_minute);
+                self.alerts
+                    .configure(self.settings.config.notify.per_minute);
                 vec![Effect::SendConfig]
             }
             Some(Err(e)) => vec![Effect::Tell(format!(
@@ -235,7 +239,10 @@ impl App {
         };
         let (show, close) = self.alerts.due(now);
         for id in show {
-            effects.extend(self.note_for(id, now).map(|note| Effect::Notify { id, note }));
+            effects.extend(
+                self.note_for(id, now)
+                    .map(|note| Effect::Notify { id, note }),
+            );
         }
         effects.extend(close.into_iter().map(Effect::Close));
         if self.save_at.is_some_and(|t| t <= now) {
@@ -276,7 +283,8 @@ impl App {
     fn edit(&mut self, edit: Edit) -> Vec<Effect> {
         match self.settings.apply(&edit) {
             Ok(()) => {
-                self.alerts.configure(self.settings.config.notify.per_minute);
+                self.alerts
+                    .configure(self.settings.config.notify.per_minute);
                 match edit {
                     Edit::SetPaused(p) => vec![Effect::Pause(p)],
                     Edit::SetNotifications(_) => Vec::new(),

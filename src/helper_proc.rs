@@ -381,7 +381,7 @@ impl Helpers {
         failed
     }
 
-    /// Once a second: restarts the helpers whose back-off is over. One that cannot be
+    /// When due (see [`Helpers::next_due`]): restarts the helpers whose back-off is over. One that cannot be
     /// restarted counts as closed again, so it waits a longer back-off.
     pub fn restart_due(&mut self, now: Instant) -> Vec<StartError> {
         let mut failed = Vec::new();
@@ -398,6 +398,17 @@ impl Helpers {
             }
         }
         failed
+    }
+
+    /// When [`Helpers::restart_due`] next has a helper to start.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter_map(|l| match &l.state {
+                State::Restarting { at, .. } => Some(*at),
+                _ => None,
+            })
+            .min()
     }
 
     /// Keeps the books for a reader thread's message and says what it means; `None` for a

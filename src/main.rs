@@ -18,14 +18,15 @@ mod novelty;
 mod settings;
 mod text;
 mod tray;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use crossbeam_channel::{select, tick, unbounded};
+use crossbeam_channel::{after, bounded, never, select, unbounded};
 
 use app::{App, Effect};
 use helper_proc::{Helpers, Launch, Msg};
@@ -145,30 +146,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         })?;
 
     let menu_rx = tray_icon::menu::MenuEvent::receiver();
-    let ticks = tick(Duration::from_secs(1));
+    let (settings_tx, settings_rx) = bounded(1);
+    if let Err(e) = watch::settings(app.settings.path(), settings_tx) {
+        told.push(format!(
+            "cannot watch the settings file for changes ({e}): edits made outside the applet are read only after a restart"
+        ));
+    }
     for t in told.drain(..) {
         notifier.tell(&t);
     }
     refresh(&app, &helpers, tray.as_mut());
 
     loop {
-        let now = Instant::now();
+        // No timer runs unless something is due: an idle applet sleeps until an event.
+        let due = [app.next_due(), helpers.next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        let timer = match due {
+            Some(t) => after(t.saturating_duration_since(Instant::now())),
+            None => never(),
+        };
         let effects = select! {
             recv(sig_rx) -> _ => break,
             recv(helper_rx) -> m => match m {
-                Ok(msg) => match helpers.receive(msg, now) {
-                    Some(report) => links::on_report(&mut app, report, now),
+                Ok(msg) => match helpers.receive(msg, Instant::now()) {
+                    Some(report) => links::on_report(&mut app, report, Instant::now()),
                     None => Vec::new(),
                 },
                 Err(_) => break,
             },
             recv(menu_rx) -> e => match e {
-                Ok(e) => app.on_menu(e.id.0.as_str(), settings::autostart_enabled(), now),
+                Ok(e) => app.on_menu(e.id.0.as_str(), settings::autostart_enabled(), Instant::now()),
                 Err(_) => Vec::new(),
             },
             recv(reply_rx) -> r => match r {
                 Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
-                    Some(id) => app.on_action(id, &action, now),
+                    Some(id) => app.on_action(id, &action, Instant::now()),
                     None => Vec::new(),
                 },
                 Ok(notify::Reply::Closed(server_id)) => {
@@ -179,7 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(_) => Vec::new(),
             },
-            recv(ticks) -> _ => {
+            recv(settings_rx) -> _ => app.on_tick(Instant::now()),
+            recv(timer) -> _ => {
+                let now = Instant::now();
                 for e in helpers.restart_due(now) {
                     notifier.tell(&text::line(&e.to_string()));
                 }

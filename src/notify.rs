@@ -138,8 +138,14 @@ impl Notifier {
             .flat_map(|(key, label)| [key.as_str(), label.as_str()])
             .collect();
         let mut hints: HashMap<&str, zbus::zvariant::Value> = HashMap::new();
-        hints.insert("urgency", zbus::zvariant::Value::U8(if note.critical { 2 } else { 1 }));
-        hints.insert("desktop-entry", zbus::zvariant::Value::from("conntrack-tray"));
+        hints.insert(
+            "urgency",
+            zbus::zvariant::Value::U8(if note.critical { 2 } else { 1 }),
+        );
+        hints.insert(
+            "desktop-entry",
+            zbus::zvariant::Value::from("conntrack-tray"),
+        );
         hints.insert("category", zbus::zvariant::Value::from("network"));
         let expire = i32::try_from(note.expire.as_millis()).unwrap_or(i32::MAX);
         let body = markup_escaped(&note.body, self.caps.markup);

@@ -44,11 +44,7 @@ pub fn program_key(c: &Connection) -> String {
     match &c.process {
         Some(p) => match (&p.exe, p.exe_verified) {
             (Some(exe), true) => exe.clone(),
-            (exe, _) => format!(
-                "unverified:{}:{}",
-                exe.as_deref().unwrap_or("-"),
-                p.comm
-            ),
+            (exe, _) => format!("unverified:{}:{}", exe.as_deref().unwrap_or("-"), p.comm),
         },
         None => "unknown".into(),
     }
@@ -169,6 +165,7 @@ impl Learned {
         self.dirty = true;
     }
 
+    #[cfg(test)]
     pub fn programs(&self) -> usize {
         self.programs.len()
     }
@@ -185,6 +182,7 @@ impl Learned {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn dirty(&self) -> bool {
         self.dirty
     }
@@ -227,8 +225,14 @@ mod tests {
     #[test]
     fn first_program_then_new_destination_then_known() {
         let mut l = Learned::open(None);
-        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::NewProgram);
-        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::Known);
+        assert_eq!(
+            l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)),
+            Novelty::NewProgram
+        );
+        assert_eq!(
+            l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)),
+            Novelty::Known
+        );
         assert_eq!(
             l.learn(&conn("/usr/bin/curl", "9.9.9.9", 80)),
             Novelty::NewDestination
@@ -238,7 +242,10 @@ mod tests {
             Novelty::NewProgram
         );
         l.forget();
-        assert_eq!(l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::NewProgram);
+        assert_eq!(
+            l.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)),
+            Novelty::NewProgram
+        );
     }
 
     #[test]
@@ -263,12 +270,18 @@ mod tests {
         };
         l.learn(&named("github.com", HostSource::Dns));
         // The same address under a name the program chose is the address, not github.com.
-        assert_eq!(destination_key(&named("github.com", HostSource::OwnResolver)), "6.6.6.6:443");
+        assert_eq!(
+            destination_key(&named("github.com", HostSource::OwnResolver)),
+            "6.6.6.6:443"
+        );
         assert_eq!(
             l.learn(&named("github.com", HostSource::OwnResolver)),
             Novelty::NewDestination
         );
-        assert_eq!(l.learn(&named("GitHub.com", HostSource::Dns)), Novelty::Known);
+        assert_eq!(
+            l.learn(&named("GitHub.com", HostSource::Dns)),
+            Novelty::Known
+        );
     }
 
     #[test]
@@ -284,7 +297,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let mut again = Learned::open(Some(path));
         assert_eq!(again.programs(), 1);
-        assert_eq!(again.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)), Novelty::Known);
+        assert_eq!(
+            again.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)),
+            Novelty::Known
+        );
     }
 
     #[test]

@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use crate::alerts::{self, Group, Live};
 use crate::history::Seen;
-use crate::novelty::Novelty;
 use crate::notify::{
     Caps, Note, ACTION_DETAILS, ACTION_MUTE, ACTION_WL_HOST, ACTION_WL_PROGRAM, ACTION_WL_REMOTE,
 };
+use crate::novelty::Novelty;
 
 /// A program's name for a person.
 pub fn program_name(name: &str) -> String {

@@ -53,8 +53,8 @@ fn a_disguised_process_name_shows_escaped_and_the_destination_first() {
         "{}",
         first.summary
     );
-    // pid and user, the flow, and nothing forged in between.
-    assert_eq!(first.body.lines().count(), 2, "{}", first.body);
+    // What is new, pid and user, the flow, and nothing forged in between.
+    assert_eq!(first.body.lines().count(), 3, "{}", first.body);
     assert!(
         second
             .summary
@@ -62,11 +62,11 @@ fn a_disguised_process_name_shows_escaped_and_the_destination_first() {
         "{}",
         second.summary
     );
-    assert_eq!(second.body.lines().count(), 3, "{}", second.body);
+    assert_eq!(second.body.lines().count(), 4, "{}", second.body);
     assert!(
         second
             .body
-            .starts_with("/tmp/innocent\\u{202e}txt.exe\\x0a"),
+            .starts_with("New program\n/tmp/innocent\\u{202e}txt.exe\\x0a"),
         "{}",
         second.body
     );

@@ -115,14 +115,42 @@ pub struct Notified {
     pub body: String,
     pub actions: Vec<String>,
     pub urgency: Option<u8>,
+    /// The id it asked to replace (0: a new notification).
+    pub replaces: u32,
+    /// `expire_timeout` in ms (-1: the server's default, 0: never).
+    pub expire: i32,
+    pub desktop_entry: Option<String>,
+    pub category: Option<String>,
+    /// The unique bus name of the sender: one connection for every notification.
+    pub sender: String,
 }
 
 #[derive(Clone, Default)]
-pub struct Recorder(pub Arc<Mutex<Vec<Notified>>>);
+pub struct Recorder(pub Arc<Mutex<Vec<Notified>>>, pub Arc<Mutex<Vec<u32>>>);
 
 impl Recorder {
+    /// Every Notify call, in order (a replacement is a call of its own).
     pub fn all(&self) -> Vec<Notified> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The ids CloseNotification was called with.
+    pub fn closed(&self) -> Vec<u32> {
+        self.1.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The notifications as the screen has them: the last call for each id.
+    pub fn on_screen(&self) -> Vec<Notified> {
+        let closed = self.closed();
+        let mut out: Vec<Notified> = Vec::new();
+        for n in self.all() {
+            match out.iter_mut().find(|o| o.id == n.id) {
+                Some(o) => *o = n,
+                None => out.push(n),
+            }
+        }
+        out.retain(|n| !closed.contains(&n.id));
+        out
     }
 }
 
@@ -141,18 +169,29 @@ impl Notifications {
     #[allow(clippy::too_many_arguments)]
     fn notify(
         &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
         app_name: String,
-        _replaces_id: u32,
+        replaces_id: u32,
         app_icon: String,
         summary: String,
         body: String,
         actions: Vec<String>,
         hints: HashMap<String, OwnedValue>,
-        _expire_timeout: i32,
+        expire_timeout: i32,
     ) -> u32 {
         let mut v = self.seen.0.lock().expect("lock");
-        let id = v.len() as u32 + 1;
+        let known = replaces_id != 0 && v.iter().any(|n| n.id == replaces_id);
+        let id = if known {
+            replaces_id
+        } else {
+            v.iter().map(|n| n.id).max().unwrap_or(0) + 1
+        };
         let urgency = hints.get("urgency").and_then(|u| u8::try_from(u).ok());
+        let text = |k: &str| {
+            hints
+                .get(k)
+                .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+        };
         v.push(Notified {
             id,
             app_name,
@@ -161,11 +200,18 @@ impl Notifications {
             body,
             actions,
             urgency,
+            replaces: replaces_id,
+            expire: expire_timeout,
+            desktop_entry: text("desktop-entry"),
+            category: text("category"),
+            sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
         });
         id
     }
 
-    fn close_notification(&self, _id: u32) {}
+    fn close_notification(&self, id: u32) {
+        self.seen.1.lock().expect("lock").push(id);
+    }
 
     fn get_server_information(&self) -> (String, String, String, String) {
         (
