@@ -39,6 +39,10 @@ pub enum Effect {
     },
     /// "Start monitoring…": start the helpers that are not running.
     StartHelpers,
+    /// Start the helper of this link now (it was waiting to be restarted).
+    RestartNow(usize),
+    /// Do not restart the helper of this link until the person starts it.
+    Hold(usize),
     Autostart(bool),
     /// Open a file with the desktop's default program (xdg-open).
     Open(std::path::PathBuf),
@@ -51,6 +55,8 @@ pub enum Effect {
 }
 
 const NOTE_MEMORY: usize = 256;
+pub const ACTION_RESTART: &str = "restart-now";
+pub const ACTION_NO_RESTART: &str = "no-restart";
 const MUTE: Duration = Duration::from_secs(3600);
 /// What was learned is written at most this often (and when the applet quits).
 const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -66,6 +72,8 @@ pub struct App {
     note_order: VecDeque<u64>,
     /// When what was learned is next written, if anything is waiting.
     save_at: Option<Instant>,
+    /// The restart notices on screen, by notification id: the link each is about.
+    restart_notes: HashMap<u64, usize>,
     pub unseen: bool,
     today: (String, u64),
     pub lost: Lost,
@@ -83,6 +91,7 @@ impl App {
             notes: HashMap::new(),
             note_order: VecDeque::new(),
             save_at: None,
+            restart_notes: HashMap::new(),
             unseen: false,
             today: (String::new(), 0),
             lost: Lost::default(),
@@ -323,8 +332,44 @@ impl App {
         }
     }
 
+    /// The helper of `link` stopped and will be started again through pkexec in `wait`: the
+    /// person is told first (the prompt must not come out of the blue) and may decline.
+    pub fn restart_notice(&mut self, link: usize, why: &str, wait: Duration) -> Effect {
+        let id = self.alerts.new_id();
+        self.restart_notes.insert(id, link);
+        let mut actions = Vec::new();
+        if self.caps.actions {
+            actions.push((ACTION_RESTART.to_string(), "Start now".to_string()));
+            actions.push((ACTION_NO_RESTART.to_string(), "Don't restart".to_string()));
+        }
+        Effect::Notify {
+            id,
+            note: Note {
+                summary: format!("Monitoring stopped: the helper {why}"),
+                body: format!(
+                    "Starting it again needs your password; the prompt comes in {} s. Until then nothing is watched.",
+                    wait.as_secs()
+                ),
+                critical: false,
+                icon: "dialog-warning",
+                actions,
+                expire: wait,
+            },
+        }
+    }
+
     /// A button of notification `id` (or its body, `default`).
     pub fn on_action(&mut self, id: u64, action: &str, now: Instant) -> Vec<Effect> {
+        if let Some(link) = self.restart_notes.remove(&id) {
+            return match action {
+                ACTION_RESTART => vec![Effect::RestartNow(link)],
+                ACTION_NO_RESTART => vec![Effect::Hold(link)],
+                _ => {
+                    self.restart_notes.insert(id, link);
+                    Vec::new()
+                }
+            };
+        }
         let Some((seen, _)) = self.notes.get(&id).cloned() else {
             return Vec::new();
         };

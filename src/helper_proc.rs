@@ -28,7 +28,7 @@ const HELPER_PATHS: [&str; 2] = [
 
 /// The helper binary: `given` (from `--helper`), else the installed one, else the one next
 /// to this binary.
-fn helper_path(given: Option<&Path>) -> PathBuf {
+pub fn helper_path(given: Option<&Path>) -> PathBuf {
     if let Some(p) = given {
         return p.to_path_buf();
     }
@@ -141,6 +141,10 @@ pub struct Link {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A helper started through pkexec that stopped is started again only this long after the
+/// person was told (the password prompt must never come out of the blue), unless they choose
+/// to start it at once or not at all.
+pub const PASSWORD_NOTICE: Duration = Duration::from_secs(15);
 
 impl Link {
     pub fn new(launch: Launch) -> Link {
@@ -262,8 +266,14 @@ impl Link {
         {
             self.backoff = Duration::from_secs(1);
         }
+        // Through pkexec a restart may ask for the password: the person is told first.
+        let wait = if pkexec && was_running {
+            self.backoff.max(PASSWORD_NOTICE)
+        } else {
+            self.backoff
+        };
         self.state = State::Restarting {
-            at: now + self.backoff,
+            at: now + wait,
             why: match code {
                 Some(c) => format!("exited with status {c}"),
                 None => "was killed".into(),
@@ -315,7 +325,12 @@ pub enum Report {
     /// A line that was not an event.
     Garbage { host: String, line: String },
     /// The helper's stdout closed; it was reaped, and `state` is what happens next.
-    Closed { state: State },
+    /// `asks_password`: it is restarted through pkexec, which may ask for the password.
+    Closed {
+        link: usize,
+        state: State,
+        asks_password: bool,
+    },
 }
 
 /// A helper that could not be started; the text is what the person is told.
@@ -400,6 +415,25 @@ impl Helpers {
         failed
     }
 
+    /// "Start now": the helper of `link`, waiting to be restarted, is started at once.
+    pub fn restart_now(&mut self, link: usize, now: Instant) -> Vec<StartError> {
+        if let Some(l) = self.links.get_mut(link) {
+            if let State::Restarting { at, .. } = &mut l.state {
+                *at = now;
+            }
+        }
+        self.restart_due(now)
+    }
+
+    /// "Don't restart": the helper of `link` stays stopped until the person starts it.
+    pub fn hold(&mut self, link: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            if matches!(l.state, State::Restarting { .. }) {
+                l.state = State::Stopped;
+            }
+        }
+    }
+
     /// When [`Helpers::restart_due`] next has a helper to start.
     pub fn next_due(&self) -> Option<Instant> {
         self.links
@@ -443,7 +477,9 @@ impl Helpers {
                 let l = self.current(link, gen)?;
                 l.closed(now);
                 Some(Report::Closed {
+                    link,
                     state: l.state.clone(),
+                    asks_password: matches!(l.launch, Launch::Pkexec(_)),
                 })
             }
         }
@@ -588,7 +624,8 @@ mod tests {
         assert!(matches!(
             h.receive(Msg::Closed { link: 0, gen: 0 }, now),
             Some(Report::Closed {
-                state: State::Restarting { .. }
+                state: State::Restarting { .. },
+                ..
             })
         ));
         assert!(h.receive(Msg::Closed { link: 7, gen: 0 }, now).is_none());

@@ -61,10 +61,16 @@ pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
         ))],
         Report::Closed {
             state: State::Refused,
+            ..
         } => vec![Effect::Tell(
             "monitoring was not authorized; use \"Start monitoring…\" in the menu to try again"
                 .into(),
         )],
+        Report::Closed {
+            link,
+            state: State::Restarting { at, why },
+            asks_password: true,
+        } => vec![app.restart_notice(link, &why, at.saturating_duration_since(now))],
         Report::Closed { .. } => Vec::new(),
     }
 }
@@ -195,19 +201,45 @@ mod tests {
             )]
         );
         let refused = Report::Closed {
+            link: 0,
             state: State::Refused,
+            asks_password: true,
         };
         assert!(matches!(
             &on_report(&mut a, refused, now)[..],
             [Effect::Tell(t)] if t.contains("not authorized")
         ));
-        let restarting = Report::Closed {
+        let restarting = |asks_password| Report::Closed {
+            link: 0,
             state: State::Restarting {
-                at: now,
-                why: "was killed".into(),
+                at: now + std::time::Duration::from_secs(15),
+                why: "exited with status 1".into(),
             },
+            asks_password,
         };
-        assert!(on_report(&mut a, restarting, now).is_empty());
+        assert!(on_report(&mut a, restarting(false), now).is_empty());
+        // Through pkexec the person is told before the password prompt, and may decline.
+        let fx = on_report(&mut a, restarting(true), now);
+        let [Effect::Notify { id, note }] = &fx[..] else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(
+            note.summary,
+            "Monitoring stopped: the helper exited with status 1"
+        );
+        assert!(note.body.contains("needs your password"), "{}", note.body);
+        assert_eq!(
+            a.on_action(*id, crate::app::ACTION_NO_RESTART, now),
+            vec![Effect::Hold(0)]
+        );
+        let fx = on_report(&mut a, restarting(true), now);
+        let [Effect::Notify { id, .. }] = &fx[..] else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(
+            a.on_action(*id, crate::app::ACTION_RESTART, now),
+            vec![Effect::RestartNow(0)]
+        );
     }
 
     #[test]

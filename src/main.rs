@@ -44,8 +44,12 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     helper: Option<PathBuf>,
     /// Run the helper directly instead of through pkexec (it must be able to run as root).
-    #[arg(long)]
+    #[arg(long, overrides_with = "pkexec")]
     no_pkexec: bool,
+    /// Start the helper through pkexec even when the applet is root (the tests' way to try
+    /// the pkexec path with a stand-in pkexec on PATH).
+    #[arg(long, hide = true, overrides_with = "no_pkexec")]
+    pkexec: bool,
     /// Also watch USER@HOST over ssh (repeatable; adds to [remote] hosts of the config).
     #[arg(long, value_name = "USER@HOST")]
     remote: Vec<String>,
@@ -114,7 +118,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let local = Launch::local(cli.helper.as_deref(), cli.no_pkexec);
+    let local = if cli.pkexec {
+        Launch::Pkexec(helper_proc::helper_path(cli.helper.as_deref()))
+    } else {
+        Launch::local(cli.helper.as_deref(), cli.no_pkexec)
+    };
     let mut remotes = app.settings.config.remote.hosts.clone();
     remotes.extend(cli.remote.iter().cloned());
     remotes.dedup();
@@ -231,6 +239,12 @@ fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &mut Noti
         Effect::SendConfig => helpers.send_all(&links::config_command(&app.settings.config)),
         Effect::Pause(p) => helpers.send_all(&links::pause_command(p)),
         Effect::Send { link, command } => helpers.send(link, &command),
+        Effect::RestartNow(link) => {
+            for e in helpers.restart_now(link, Instant::now()) {
+                notifier.tell(&text::line(&e.to_string()));
+            }
+        }
+        Effect::Hold(link) => helpers.hold(link),
         Effect::StartHelpers => {
             for e in helpers.start_stopped() {
                 notifier.tell(&text::line(&e.to_string()));

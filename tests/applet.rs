@@ -7,6 +7,9 @@ mod common;
 // The trust issue: disguised names, private files, the history and the config.
 #[path = "applet/trust.rs"]
 mod trust;
+// Issue 11: novelty, one live notification per program, the restart notice.
+#[path = "applet/alerts.rs"]
+mod alerts;
 
 use std::time::Duration;
 
@@ -339,8 +342,9 @@ fn a_thousand_events_from_thirteen_programs_make_six_notifications_updated_in_pl
         let calls = all.iter().filter(|a| a.id == n.id).count() as u64;
         assert!(calls <= secs, "{calls} calls for {} in {secs} s", n.id);
     }
-    // All over one D-Bus connection.
+    // All over one D-Bus connection, and every one expires.
     assert!(all.iter().all(|n| n.sender == all[0].sender), "{all:?}");
+    assert!(all.iter().all(|n| n.expire > 0), "{all:?}");
 }
 
 #[test]

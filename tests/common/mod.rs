@@ -246,6 +246,19 @@ impl NotificationServer {
         NotificationServer { conn, seen }
     }
 
+    /// Emits NotificationClosed (reason 2: dismissed by the user) for notification `id`.
+    pub fn dismiss(&self, id: u32) {
+        self.conn
+            .emit_signal(
+                None::<()>,
+                "/org/freedesktop/Notifications",
+                "org.freedesktop.Notifications",
+                "NotificationClosed",
+                &(id, 2u32),
+            )
+            .expect("emit NotificationClosed");
+    }
+
     /// Emits ActionInvoked, as if the person clicked `key` on notification `id`.
     pub fn invoke(&self, id: u32, key: &str) {
         self.conn
