@@ -8,8 +8,11 @@
 //!   update at most once a [`UPDATE_EVERY`]); they never open a new one.
 //! - The global limit (`per_minute` new notifications) is the last defence against many
 //!   distinct programs at once: past it, programs share one grouped notification naming the
-//!   first few and the count. A new program or destination on a critical port always gets
-//!   its own.
+//!   first few and the count. A new program or destination on a critical port gets its own
+//!   past that limit too, up to [`CRITICAL_PER_MINUTE`] a minute: a script spawning a
+//!   thousand executables that each connect to port 443 must not bury the screen (and the
+//!   notification server) in a thousand critical notifications; past that, they share one
+//!   grouped notification of their own, with critical urgency.
 //! - Every notification expires ([`EXPIRE`], [`EXPIRE_CRITICAL`] after its last news); the
 //!   applet closes it then itself, since some servers never expire critical ones.
 
@@ -28,6 +31,10 @@ const DESTINATIONS: usize = 1000;
 /// Programs named in a grouped notification's list (the rest are counted).
 pub const GROUP_NAMED: usize = 3;
 const WINDOW: Duration = Duration::from_secs(60);
+/// New notifications a minute for news on critical ports, however many programs.
+pub const CRITICAL_PER_MINUTE: usize = 20;
+/// Programs remembered as members of a group (its count goes on past it).
+const GROUP_MEMBERS: usize = 4096;
 
 /// What one connection does to the screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,10 @@ pub struct Group {
     pub connections: u64,
     /// Every program in it was new.
     pub all_new: bool,
+    /// The group of news on critical ports (critical urgency).
+    pub critical: bool,
+    /// How many programs joined it (more than `names` holds past [`GROUP_MEMBERS`]).
+    pub programs: usize,
     expires: Instant,
     sent: Instant,
     pending: bool,
@@ -101,8 +112,11 @@ pub struct Alerts {
     per_minute: usize,
     live: HashMap<String, Live>,
     group: Option<Group>,
+    critical_group: Option<Group>,
     /// When each notification of the last minute was opened (the global limit).
     opened: VecDeque<Instant>,
+    /// The same for notifications of news on critical ports.
+    opened_critical: VecDeque<Instant>,
     muted: HashMap<String, Instant>,
     next_id: u64,
 }
@@ -113,7 +127,9 @@ impl Alerts {
             per_minute: per_minute.max(1) as usize,
             live: HashMap::new(),
             group: None,
+            critical_group: None,
             opened: VecDeque::new(),
+            opened_critical: VecDeque::new(),
             muted: HashMap::new(),
             next_id: 0,
         }
@@ -166,22 +182,31 @@ impl Alerts {
                 Decision::Folded(live.id)
             };
         }
-        if let Some(g) = self.group.as_mut().filter(|g| g.keys.contains(s.key)) {
-            g.connections += 1;
-            return fold_group(g, s.news, now);
+        for g in [self.group.as_mut(), self.critical_group.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if g.keys.contains(s.key) {
+                g.connections += 1;
+                return fold_group(g, s.news, now);
+            }
         }
         if !s.news {
             return Decision::Quiet;
         }
-        while self
-            .opened
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
-        {
-            self.opened.pop_front();
-        }
-        if urgent || self.opened.len() < self.per_minute {
-            self.opened.push_back(now);
+        prune(&mut self.opened, now);
+        prune(&mut self.opened_critical, now);
+        let room = if urgent {
+            self.opened_critical.len() < CRITICAL_PER_MINUTE
+        } else {
+            self.opened.len() < self.per_minute
+        };
+        if room {
+            if urgent {
+                self.opened_critical.push_back(now);
+            } else {
+                self.opened.push_back(now);
+            }
             let id = self.new_id();
             let mut destinations = HashSet::new();
             destinations.insert(s.destination.to_string());
@@ -201,26 +226,36 @@ impl Alerts {
             );
             return Decision::Show(id);
         }
-        // Past the limit: into the one grouped notification.
+        // Past the limit: into the one grouped notification (of its kind).
         let new_program = s.novelty == Novelty::NewProgram;
-        match self.group.as_mut() {
+        let slot = if urgent {
+            &mut self.critical_group
+        } else {
+            &mut self.group
+        };
+        match slot.as_mut() {
             Some(g) => {
-                g.keys.insert(s.key.to_string());
-                g.names.push(s.name.to_string());
+                g.programs += 1;
+                if g.keys.len() < GROUP_MEMBERS {
+                    g.keys.insert(s.key.to_string());
+                    g.names.push(s.name.to_string());
+                }
                 g.connections += 1;
                 g.all_new &= new_program;
                 fold_group(g, true, now)
             }
             None => {
-                self.opened.push_back(now);
-                let id = self.new_id();
-                self.group = Some(Group {
+                self.next_id += 1;
+                let id = self.next_id;
+                *slot = Some(Group {
                     id,
                     names: vec![s.name.to_string()],
                     keys: HashSet::from([s.key.to_string()]),
                     connections: 1,
                     all_new: new_program,
-                    expires: now + EXPIRE,
+                    critical: urgent,
+                    programs: 1,
+                    expires: now + if urgent { EXPIRE_CRITICAL } else { EXPIRE },
                     sent: now,
                     pending: false,
                 });
@@ -231,8 +266,10 @@ impl Alerts {
 
     /// The notification `id`, if it is on screen.
     pub fn shown(&self, id: u64) -> Option<Shown<'_>> {
-        if let Some(g) = self.group.as_ref().filter(|g| g.id == id) {
-            return Some(Shown::Group(g));
+        for g in self.group.iter().chain(self.critical_group.iter()) {
+            if g.id == id {
+                return Some(Shown::Group(g));
+            }
         }
         self.live.values().find(|l| l.id == id).map(Shown::Program)
     }
@@ -247,8 +284,10 @@ impl Alerts {
             }
             keep
         });
-        if self.group.as_ref().is_some_and(|g| g.expires <= now) {
-            close.extend(self.group.take().map(|g| g.id));
+        for slot in [&mut self.group, &mut self.critical_group] {
+            if slot.as_ref().is_some_and(|g| g.expires <= now) {
+                close.extend(slot.take().map(|g| g.id));
+            }
         }
         let mut show = Vec::new();
         for l in self.live.values_mut() {
@@ -258,7 +297,7 @@ impl Alerts {
                 show.push(l.id);
             }
         }
-        if let Some(g) = self.group.as_mut() {
+        for g in self.group.iter_mut().chain(self.critical_group.iter_mut()) {
             if g.pending && now.saturating_duration_since(g.sent) >= UPDATE_EVERY {
                 g.pending = false;
                 g.sent = now;
@@ -274,10 +313,14 @@ impl Alerts {
             let update = l.pending.then_some(l.sent + UPDATE_EVERY);
             std::iter::once(l.expires).chain(update)
         });
-        let group = self.group.iter().flat_map(|g| {
-            let update = g.pending.then_some(g.sent + UPDATE_EVERY);
-            std::iter::once(g.expires).chain(update)
-        });
+        let group = self
+            .group
+            .iter()
+            .chain(self.critical_group.iter())
+            .flat_map(|g| {
+                let update = g.pending.then_some(g.sent + UPDATE_EVERY);
+                std::iter::once(g.expires).chain(update)
+            });
         lives.chain(group).min()
     }
 
@@ -285,8 +328,10 @@ impl Alerts {
     /// news opens a new one.
     pub fn closed(&mut self, id: u64) {
         self.live.retain(|_, l| l.id != id);
-        if self.group.as_ref().is_some_and(|g| g.id == id) {
-            self.group = None;
+        for slot in [&mut self.group, &mut self.critical_group] {
+            if slot.as_ref().is_some_and(|g| g.id == id) {
+                *slot = None;
+            }
         }
     }
 
@@ -295,14 +340,28 @@ impl Alerts {
         self.live
             .values()
             .map(|l| l.id)
-            .chain(self.group.as_ref().map(|g| g.id))
+            .chain(
+                self.group
+                    .iter()
+                    .chain(self.critical_group.iter())
+                    .map(|g| g.id),
+            )
             .collect()
+    }
+}
+
+fn prune(opened: &mut VecDeque<Instant>, now: Instant) {
+    while opened
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+    {
+        opened.pop_front();
     }
 }
 
 fn fold_group(g: &mut Group, news: bool, now: Instant) -> Decision {
     if news {
-        g.expires = now + EXPIRE;
+        g.expires = now + if g.critical { EXPIRE_CRITICAL } else { EXPIRE };
     }
     if now.saturating_duration_since(g.sent) >= UPDATE_EVERY {
         g.sent = now;
@@ -416,6 +475,36 @@ mod tests {
             panic!()
         };
         assert!(l.critical);
+    }
+
+    #[test]
+    fn a_thousand_new_programs_on_a_critical_port_cannot_bury_the_screen() {
+        let mut a = Alerts::new(5);
+        let t0 = Instant::now();
+        let mut ids = HashSet::new();
+        for i in 0..1000 {
+            let k = format!("/tmp/x/p{i}");
+            if let Decision::Show(id) = a.decide(&seen(&k, "x:443", Novelty::NewProgram, true), t0)
+            {
+                ids.insert(id);
+            }
+        }
+        assert_eq!(
+            ids.len(),
+            CRITICAL_PER_MINUTE + 1,
+            "own ones, then one group"
+        );
+        let group = ids.iter().max().copied().expect("group");
+        let Some(Shown::Group(g)) = a.shown(group) else {
+            panic!("the critical group")
+        };
+        assert!(g.critical && g.all_new);
+        assert_eq!(g.programs, 1000 - CRITICAL_PER_MINUTE);
+        // Ordinary programs still get their own notifications beside them.
+        assert!(matches!(
+            a.decide(&seen("calm", "y:80", Novelty::NewProgram, false), t0),
+            Decision::Show(id) if !ids.contains(&id)
+        ));
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!   (`HostSource::may_whitelist`); a name from the program's own DNS server, or a PTR name,
 //!   is the program's or the address owner's choice, so the address stands instead.
 //!
-//! Bounded: at most [`PROGRAMS`] programs and [`DESTINATIONS`] destinations each, the least
-//! recently seen forgotten first (forgetting only makes something new again, never quiet).
+//! Bounded: at most [`PROGRAMS`] programs, [`DESTINATIONS`] destinations each and [`TOTAL`]
+//! in all (a hostile program can make thousands of programs each contact thousands of
+//! destinations), the least recently seen forgotten first (forgetting only makes something
+//! new again, never quiet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ use crate::files;
 
 pub const PROGRAMS: usize = 4096;
 pub const DESTINATIONS: usize = 4096;
+/// Destinations of all programs together (a few MB in memory and in the file).
+pub const TOTAL: usize = 65_536;
 
 /// What a connection is to the person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,8 @@ pub struct Learned {
     programs: HashMap<String, Program>,
     /// A counter that orders uses, for forgetting the least recent.
     clock: u64,
+    /// Destinations of all programs.
+    total: usize,
     dirty: bool,
 }
 
@@ -105,10 +111,13 @@ impl Learned {
             .flat_map(|p| std::iter::once(p.seen).chain(p.destinations.values().copied()))
             .max()
             .unwrap_or(0);
+        let programs: HashMap<String, Program> = stored.programs.into_iter().collect();
+        let total = programs.values().map(|p| p.destinations.len()).sum();
         Learned {
             path,
-            programs: stored.programs.into_iter().collect(),
+            programs,
             clock,
+            total,
             dirty: false,
         }
     }
@@ -129,39 +138,52 @@ impl Learned {
                     None => {
                         if p.destinations.len() >= DESTINATIONS {
                             forget_oldest(&mut p.destinations);
+                            self.total -= 1;
                         }
                         p.destinations.insert(destination, now);
+                        self.total += 1;
                         Novelty::NewDestination
                     }
                 }
             }
             None => {
                 if self.programs.len() >= PROGRAMS {
-                    let oldest = self
-                        .programs
-                        .iter()
-                        .min_by_key(|(_, p)| p.seen)
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = oldest {
-                        self.programs.remove(&k);
-                    }
+                    self.forget_least_recent(None);
                 }
                 let mut p = Program {
                     seen: now,
                     ..Default::default()
                 };
                 p.destinations.insert(destination, now);
-                self.programs.insert(program, p);
+                self.programs.insert(program.clone(), p);
+                self.total += 1;
                 Novelty::NewProgram
             }
         };
+        while self.total > TOTAL && self.programs.len() > 1 {
+            self.forget_least_recent(Some(&program));
+        }
         self.dirty = true;
         novelty
+    }
+
+    /// Forgets the program seen least recently (never `keep`).
+    fn forget_least_recent(&mut self, keep: Option<&str>) {
+        let oldest = self
+            .programs
+            .iter()
+            .filter(|(k, _)| Some(k.as_str()) != keep)
+            .min_by_key(|(_, p)| p.seen)
+            .map(|(k, _)| k.clone());
+        if let Some(p) = oldest.and_then(|k| self.programs.remove(&k)) {
+            self.total -= p.destinations.len();
+        }
     }
 
     /// "Forget what was learned": everything is new again.
     pub fn forget(&mut self) {
         self.programs.clear();
+        self.total = 0;
         self.dirty = true;
     }
 
@@ -301,6 +323,23 @@ mod tests {
             again.learn(&conn("/usr/bin/curl", "9.9.9.9", 443)),
             Novelty::Known
         );
+    }
+
+    #[test]
+    fn many_programs_with_many_destinations_stay_within_the_total() {
+        let mut l = Learned::open(None);
+        for p in 0..40 {
+            for d in 0..2000u32 {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 + d).to_string();
+                l.learn(&conn(&format!("/tmp/x/p{p}"), &ip, 443));
+            }
+        }
+        assert!(l.total <= TOTAL, "{}", l.total);
+        let counted: usize = l.programs.values().map(|p| p.destinations.len()).sum();
+        assert_eq!(counted, l.total);
+        // The newest program is all there; the oldest went first.
+        assert_eq!(l.programs["/tmp/x/p39"].destinations.len(), 2000);
+        assert!(!l.programs.contains_key("/tmp/x/p0"));
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub fn program_note(
 
 /// The notification programs share past the global limit: it names the first few.
 pub fn group_note(g: &Group) -> Note {
-    let n = g.names.len();
+    let n = g.programs;
     let mut names: Vec<String> = g
         .names
         .iter()
@@ -225,11 +225,14 @@ pub fn group_note(g: &Group) -> Note {
     if n > alerts::GROUP_NAMED {
         names.push(format!("and {} more", n - alerts::GROUP_NAMED));
     }
-    let what = if g.all_new {
+    let mut what = if g.all_new {
         format!("new program{}", if n == 1 { "" } else { "s" })
     } else {
         format!("program{} with news", if n == 1 { "" } else { "s" })
     };
+    if g.critical {
+        what.push_str(" on critical ports");
+    }
     Note {
         summary: format!("{n} {what}: {}", names.join(", ")),
         body: format!(
@@ -237,10 +240,14 @@ pub fn group_note(g: &Group) -> Note {
             g.connections,
             if g.connections == 1 { "" } else { "s" }
         ),
-        critical: false,
-        icon: APP_ICON,
+        critical: g.critical,
+        icon: if g.critical { "dialog-warning" } else { APP_ICON },
         actions: Vec::new(),
-        expire: alerts::EXPIRE,
+        expire: if g.critical {
+            alerts::EXPIRE_CRITICAL
+        } else {
+            alerts::EXPIRE
+        },
     }
 }
 
