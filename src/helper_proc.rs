@@ -12,13 +12,17 @@
 //! starts, restarts and commands. What to send and what to tell the person is decided in
 //! `links`, not here.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conntrack_tray_helper::{commands, Event};
 use crossbeam_channel::Sender;
+
+use crate::refusal;
 
 /// Where `make install` puts the helper, first match wins.
 const HELPER_PATHS: [&str; 2] = [
@@ -123,10 +127,17 @@ pub enum State {
         at: Instant,
         why: String,
     },
-    /// The password prompt was dismissed or refused: not retried until the person asks.
-    Refused,
+    /// Refused for good (the password prompt dismissed, a key that does not log in, sudo
+    /// asking for a password, no helper): not retried until the person asks. `why` is for a
+    /// person, and ends with the fix.
+    Refused {
+        why: String,
+    },
     Stopped,
 }
+
+/// The last lines a helper's process wrote on stderr, to say why it failed.
+const STDERR_KEPT: usize = 20;
 
 pub struct Link {
     pub launch: Launch,
@@ -136,8 +147,12 @@ pub struct Link {
     stdin: Option<ChildStdin>,
     gen: u64,
     backoff: Duration,
-    started: Option<Instant>,
     pub restarts: u32,
+    /// The host's own name, from its hello (a detail: the label is what the person typed).
+    pub hostname: Option<String>,
+    /// Since when and why the host is not watched, when it was watched before.
+    down: Option<(Instant, String)>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -156,8 +171,10 @@ impl Link {
             stdin: None,
             gen: 0,
             backoff: Duration::from_secs(1),
-            started: None,
             restarts: 0,
+            hostname: None,
+            down: None,
+            stderr: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
 
@@ -174,16 +191,18 @@ impl Link {
             .command()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()?;
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        if let Some(err) = child.stderr.take() {
+            self.read_stderr(link, err)?;
+        }
         self.stdin = child.stdin.take();
         self.child = Some(child);
         self.state = State::Starting;
-        self.started = Some(Instant::now());
         let tx = tx.clone();
         std::thread::Builder::new()
             .name(format!("helper-{link}"))
@@ -211,6 +230,31 @@ impl Link {
         Ok(())
     }
 
+    /// Keeps the last lines of the helper's (or ssh's, or sudo's) stderr, to classify a
+    /// failure, and passes them on to the applet's own stderr.
+    fn read_stderr(&mut self, link: usize, err: std::process::ChildStderr) -> std::io::Result<()> {
+        let kept = self.stderr.clone();
+        if let Ok(mut k) = kept.lock() {
+            k.clear();
+        }
+        let host = crate::text::host(&self.host);
+        std::thread::Builder::new()
+            .name(format!("helper-{link}-err"))
+            .spawn(move || {
+                for line in BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("conntrack-tray: {host}: {}", crate::text::line(&line));
+                    if let Ok(mut k) = kept.lock() {
+                        if k.len() == STDERR_KEPT {
+                            k.pop_front();
+                        }
+                        k.push_back(line);
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
     /// Sends one command in the helper's own wire form; a failure to write means the helper
     /// is gone (its Closed follows).
     pub fn send(&mut self, command: &commands::Command) {
@@ -234,9 +278,14 @@ impl Link {
         }
     }
 
-    /// The helper said hello: it is running, and a long run resets the back-off.
-    pub fn running(&mut self) {
+    /// The helper said hello: it is running, and the back-off starts again from a second.
+    /// Returns how long and why the host was not watched, if it was watched before.
+    pub fn running(&mut self, now: Instant) -> Option<(Duration, String)> {
         self.state = State::Running;
+        self.backoff = Duration::from_secs(1);
+        self.down
+            .take()
+            .map(|(since, why)| (now.saturating_duration_since(since), why))
     }
 
     /// Its stdout closed: reap it and decide what next. Returns the exit code.
@@ -256,15 +305,36 @@ impl Link {
         let code = status.and_then(|s| s.code());
         let was_running = self.state == State::Running;
         let pkexec = matches!(self.launch, Launch::Pkexec(_));
+        let lines: Vec<String> = self
+            .stderr
+            .lock()
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        let why = match code {
+            Some(c) => format!("exited with status {c}"),
+            None => "was killed".into(),
+        };
         if pkexec && !was_running && matches!(code, Some(126) | Some(127)) {
-            self.state = State::Refused;
+            self.state = State::Refused {
+                why: "not authorized".into(),
+            };
             return code;
         }
-        if self
-            .started
-            .is_some_and(|t| now.saturating_duration_since(t) > MAX_BACKOFF)
-        {
-            self.backoff = Duration::from_secs(1);
+        let refusal = match &self.launch {
+            Launch::Ssh(_) => refusal::classify(&lines, code),
+            _ => None,
+        };
+        // The host is not watched from now on (unless this outage began earlier), for the
+        // recovery notice.
+        if self.down.is_none() {
+            let cause = refusal.map_or_else(|| why.clone(), |r| r.reason().to_string());
+            self.down = Some((now, cause));
+        }
+        if let Some(r) = refusal.filter(|r| r.permanent()) {
+            self.state = State::Refused {
+                why: format!("{}; {}", r.reason(), r.fix(&self.target())),
+            };
+            return code;
         }
         // Through pkexec a restart may ask for the password: the person is told first.
         let wait = if pkexec && was_running {
@@ -274,13 +344,23 @@ impl Link {
         };
         self.state = State::Restarting {
             at: now + wait,
-            why: match code {
-                Some(c) => format!("exited with status {c}"),
-                None => "was killed".into(),
-            },
+            why: refusal.map_or(why, |r| r.reason().to_string()),
         };
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         code
+    }
+
+    /// The host as the person configured it (`USER@HOST`), or this machine's name.
+    pub fn target(&self) -> String {
+        match &self.launch {
+            Launch::Ssh(t) => t.clone(),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The host was first not watched at this time, when it was watched before.
+    pub fn down_since(&self) -> Option<Instant> {
+        self.down.as_ref().map(|(t, _)| *t)
     }
 
     pub fn due(&self, now: Instant) -> bool {
@@ -321,6 +401,8 @@ pub enum Report {
         link: usize,
         host: String,
         event: Box<Event>,
+        /// With a hello after an outage: how long the host was not watched, and why.
+        recovered: Option<(Duration, String)>,
     },
     /// A line that was not an event.
     Garbage { host: String, line: String },
@@ -328,8 +410,11 @@ pub enum Report {
     /// `asks_password`: it is restarted through pkexec, which may ask for the password.
     Closed {
         link: usize,
+        host: String,
         state: State,
         asks_password: bool,
+        /// The person has not been told of this outage yet.
+        news: bool,
     },
 }
 
@@ -384,7 +469,7 @@ impl Helpers {
     pub fn start_stopped(&mut self) -> Vec<StartError> {
         let mut failed = Vec::new();
         for (i, l) in self.links.iter_mut().enumerate() {
-            if matches!(l.state, State::Refused | State::Stopped) {
+            if matches!(l.state, State::Refused { .. } | State::Stopped) {
                 if let Err(source) = l.start(i, &self.tx) {
                     failed.push(StartError::Start {
                         host: l.host.clone(),
@@ -453,17 +538,22 @@ impl Helpers {
         match msg {
             Msg::Event { link, gen, event } => {
                 let l = self.current(link, gen)?;
+                let mut recovered = None;
                 if let Event::Hello { hostname, .. } = &*event {
-                    if !hostname.is_empty() {
-                        // Kept as the helper said it: `text` sanitizes it where it is shown.
+                    // Over ssh a detail: the label stays what the person typed (two hosts that
+                    // call themselves the same stay apart). This machine's helper names this
+                    // machine. `text` sanitizes it where shown.
+                    l.hostname = (!hostname.is_empty()).then(|| hostname.clone());
+                    if !matches!(l.launch, Launch::Ssh(_)) && !hostname.is_empty() {
                         l.host = hostname.clone();
                     }
-                    l.running();
+                    recovered = l.running(now);
                 }
                 Some(Report::Event {
                     link,
                     host: l.host.clone(),
                     event,
+                    recovered,
                 })
             }
             Msg::Garbage { link, gen, line } => {
@@ -475,11 +565,15 @@ impl Helpers {
             }
             Msg::Closed { link, gen } => {
                 let l = self.current(link, gen)?;
+                let was_down = l.down_since().is_some();
                 l.closed(now);
                 Some(Report::Closed {
                     link,
+                    host: l.host.clone(),
                     state: l.state.clone(),
                     asks_password: matches!(l.launch, Launch::Pkexec(_)),
+                    // Told once an outage: when it begins, or when it ends in a refusal.
+                    news: !was_down || matches!(l.state, State::Refused { .. }),
                 })
             }
         }
@@ -588,7 +682,7 @@ mod tests {
                 .expect("sh"),
         );
         assert_eq!(p.closed(t), Some(126));
-        assert_eq!(p.state, State::Refused);
+        assert!(matches!(p.state, State::Refused { .. }), "{:?}", p.state);
     }
 
     #[test]
@@ -611,7 +705,9 @@ mod tests {
             "not its generation"
         );
         assert!(h.receive(hello(0, "nas\x1b.lan"), now).is_some());
-        assert_eq!(h.states(), vec![("nas\x1b.lan", &State::Running)]);
+        // The label is what the person typed; the host's own name is a detail.
+        assert_eq!(h.states(), vec![("nas", &State::Running)]);
+        assert_eq!(h.links[0].hostname.as_deref(), Some("nas\x1b.lan"));
         let garbage = Msg::Garbage {
             link: 0,
             gen: 0,
@@ -619,7 +715,7 @@ mod tests {
         };
         assert!(matches!(
             h.receive(garbage, now),
-            Some(Report::Garbage { host, .. }) if host == "nas\x1b.lan"
+            Some(Report::Garbage { host, .. }) if host == "nas"
         ));
         assert!(matches!(
             h.receive(Msg::Closed { link: 0, gen: 0 }, now),

@@ -36,8 +36,20 @@ pub fn pause_command(paused: bool) -> Command {
 /// [`App::on_event`].
 pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
     match report {
-        Report::Event { link, host, event } => {
+        Report::Event {
+            link,
+            host,
+            event,
+            recovered,
+        } => {
             let mut effects = Vec::new();
+            if let Some((unwatched, why)) = recovered {
+                effects.push(Effect::Tell(format!(
+                    "{}: watched again, after {} not watched ({why})",
+                    text::host(&host),
+                    text::duration(unwatched)
+                )));
+            }
             if let Event::Hello { .. } = &*event {
                 let config = &app.settings.config;
                 effects.push(Effect::Send {
@@ -60,17 +72,32 @@ pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
             text::line(&line)
         ))],
         Report::Closed {
-            state: State::Refused,
-            ..
-        } => vec![Effect::Tell(
-            "monitoring was not authorized; use \"Start monitoring…\" in the menu to try again"
-                .into(),
-        )],
-        Report::Closed {
             link,
             state: State::Restarting { at, why },
             asks_password: true,
+            ..
         } => vec![app.restart_notice(link, &why, at.saturating_duration_since(now))],
+        Report::Closed {
+            host,
+            state,
+            news: true,
+            ..
+        } => match state {
+            State::Refused { why } if why == "not authorized" => vec![Effect::Tell(
+                "monitoring was not authorized; use \"Start monitoring…\" in the menu to try again"
+                    .into(),
+            )],
+            State::Refused { why } => vec![Effect::Tell(format!(
+                "{}: not watched: {why}. Choose \"Retry\" in the menu once it is fixed.",
+                text::host(&host)
+            ))],
+            State::Restarting { at, why } => vec![Effect::Tell(format!(
+                "{}: not watched ({why}); trying again in {}",
+                text::host(&host),
+                text::duration(at.saturating_duration_since(now))
+            ))],
+            _ => Vec::new(),
+        },
         Report::Closed { .. } => Vec::new(),
     }
 }
@@ -89,36 +116,49 @@ pub struct Status {
 /// The status for the links' hosts and states (in link order): why nothing is monitored, or
 /// what is and how much was seen today. The hosts are the helpers' own names (a remote one
 /// says its name in its hello), shown sanitized like every outside string.
-pub fn status(app: &App, links: &[(&str, &State)]) -> Status {
+pub fn status(app: &App, links: &[(&str, &State)], now: Instant) -> Status {
     let running = links.iter().any(|(_, s)| **s == State::Running);
     let can_start = links
         .iter()
-        .any(|(_, s)| matches!(s, State::Refused | State::Stopped));
-    let hosts: Vec<String> = links.iter().map(|(h, _)| text::host(h)).collect();
-    let text = if !running {
-        let why = hosts
-            .iter()
-            .zip(links)
-            .map(|(host, (_, state))| match state {
-                State::Restarting { why, .. } => format!("{host}: helper {why}, restarting"),
-                State::Refused => format!("{host}: not authorized"),
-                State::Starting => format!("{host}: starting"),
+        .any(|(_, s)| matches!(s, State::Refused { .. } | State::Stopped));
+    let watched: Vec<String> = links
+        .iter()
+        .filter(|(_, s)| **s == State::Running)
+        .map(|(h, _)| text::host(h))
+        .collect();
+    // Every host not watched, with its state: nothing unwatched goes unsaid.
+    let unwatched: Vec<String> = links
+        .iter()
+        .filter(|(_, s)| **s != State::Running)
+        .map(|(h, state)| {
+            let host = text::host(h);
+            match state {
+                State::Restarting { at, why } => format!(
+                    "{host}: {why}, reconnecting (next try in {})",
+                    text::duration(at.saturating_duration_since(now))
+                ),
+                State::Refused { why } => format!("{host}: refused ({why})"),
+                State::Starting => format!("{host}: connecting"),
                 State::Stopped => format!("{host}: stopped"),
                 State::Running => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        format!("Not monitoring — {why}")
+            }
+        })
+        .collect();
+    let mut text = if !running {
+        format!("Not monitoring — {}", unwatched.join("; "))
     } else if app.settings.config.applet.paused {
-        format!("Paused — {}", hosts.join(", "))
+        format!("Paused — {}", watched.join(", "))
     } else {
         format!(
             "Monitoring {} — {} today, {} lost",
-            hosts.join(", "),
+            watched.join(", "),
             app.events_today(),
             app.lost.total
         )
     };
+    if running && !unwatched.is_empty() {
+        text.push_str(&format!("; {}", unwatched.join("; ")));
+    }
     Status {
         text,
         can_start,
@@ -155,6 +195,7 @@ mod tests {
                 pid: 1,
                 config: Box::default(),
             }),
+            recovered: None,
         }
     }
 
@@ -202,37 +243,75 @@ mod tests {
         );
         let refused = Report::Closed {
             link: 0,
-            state: State::Refused,
+            host: "laptop".into(),
+            state: State::Refused {
+                why: "not authorized".into(),
+            },
             asks_password: true,
+            news: true,
         };
         assert!(matches!(
             &on_report(&mut a, refused, now)[..],
             [Effect::Tell(t)] if t.contains("not authorized")
         ));
-        let restarting = |asks_password| Report::Closed {
+        let restarting = |asks_password, news| Report::Closed {
             link: 0,
+            host: "nas".into(),
             state: State::Restarting {
                 at: now + std::time::Duration::from_secs(15),
-                why: "exited with status 1".into(),
+                why: "ssh connection lost".into(),
             },
             asks_password,
+            news,
         };
-        assert!(on_report(&mut a, restarting(false), now).is_empty());
+        // Over ssh: told once an outage, when it begins.
+        assert_eq!(
+            on_report(&mut a, restarting(false, true), now),
+            vec![Effect::Tell(
+                "nas: not watched (ssh connection lost); trying again in 15 s".into()
+            )]
+        );
+        assert!(on_report(&mut a, restarting(false, false), now).is_empty());
+        // And once when it ends.
+        let mut back = hello(1);
+        if let Report::Event { recovered, .. } = &mut back {
+            *recovered = Some((
+                std::time::Duration::from_secs(16),
+                "ssh connection lost".into(),
+            ));
+        }
+        assert!(on_report(&mut a, back, now).contains(&Effect::Tell(
+            "nas: watched again, after 16 s not watched (ssh connection lost)".into()
+        )));
+        // A refusal for good says why and what to do.
+        let refused = Report::Closed {
+            link: 1,
+            host: "nas".into(),
+            state: State::Refused {
+                why: "sudo wants a password; add the sudoers line".into(),
+            },
+            asks_password: false,
+            news: true,
+        };
+        assert!(matches!(
+            &on_report(&mut a, refused, now)[..],
+            [Effect::Tell(t)] if t.starts_with("nas: not watched: sudo wants a password; add the sudoers line. Choose \"Retry\"")
+        ));
         // Through pkexec the person is told before the password prompt, and may decline.
-        let fx = on_report(&mut a, restarting(true), now);
+        let fx = on_report(&mut a, restarting(true, true), now);
         let [Effect::Notify { id, note }] = &fx[..] else {
             panic!("{fx:?}")
         };
         assert_eq!(
             note.summary,
-            "Monitoring stopped: the helper exited with status 1"
+            "Monitoring stopped: the helper ssh connection lost"
         );
         assert!(note.body.contains("needs your password"), "{}", note.body);
         assert_eq!(
             a.on_action(*id, crate::app::ACTION_NO_RESTART, now),
             vec![Effect::Hold(0)]
         );
-        let fx = on_report(&mut a, restarting(true), now);
+        let fx = on_report(&mut a, restarting(true, false), now);
         let [Effect::Notify { id, .. }] = &fx[..] else {
             panic!("{fx:?}")
         };
@@ -245,25 +324,36 @@ mod tests {
     #[test]
     fn the_status_says_why_nothing_is_monitored_or_what_is() {
         let mut a = app();
-        let refused = State::Refused;
-        let restarting = State::Restarting {
-            at: Instant::now(),
-            why: "exited with status 1".into(),
+        let now = Instant::now();
+        let refused = State::Refused {
+            why: "not authorized".into(),
         };
-        let s = status(&a, &[("laptop", &refused), ("nas", &restarting)]);
+        let restarting = State::Restarting {
+            at: now + std::time::Duration::from_secs(8),
+            why: "ssh connection lost".into(),
+        };
+        let s = status(&a, &[("laptop", &refused), ("nas", &restarting)], now);
         assert_eq!(
             s.text,
-            "Not monitoring — laptop: not authorized; nas: helper exited with status 1, restarting"
+            "Not monitoring — laptop: refused (not authorized); nas: ssh connection lost, reconnecting (next try in 8 s)"
         );
         assert!(s.can_start && !s.running);
         let running = State::Running;
-        let s = status(&a, &[("laptop", &running), ("nas", &restarting)]);
-        assert_eq!(s.text, "Monitoring laptop, nas — 0 today, 0 lost");
+        let s = status(&a, &[("laptop", &running), ("nas", &restarting)], now);
+        assert_eq!(
+            s.text,
+            "Monitoring laptop — 0 today, 0 lost; nas: ssh connection lost, reconnecting (next try in 8 s)"
+        );
         assert!(!s.can_start && s.running);
+        let s = status(&a, &[("laptop", &running), ("nas", &running)], now);
+        assert_eq!(s.text, "Monitoring laptop, nas — 0 today, 0 lost");
         a.settings.config.applet.paused = true;
-        assert_eq!(status(&a, &[("laptop", &running)]).text, "Paused — laptop");
+        assert_eq!(
+            status(&a, &[("laptop", &running)], now).text,
+            "Paused — laptop"
+        );
         // A helper's name is outside text: shown sanitized.
-        let s = status(&a, &[("lap\u{202e}top\n   x", &running)]);
+        let s = status(&a, &[("lap\u{202e}top\n   x", &running)], now);
         assert_eq!(s.text, "Paused — lap\\u{202e}top\\x0a x");
     }
 }

@@ -15,6 +15,7 @@ mod links;
 mod lost;
 mod notify;
 mod novelty;
+mod refusal;
 mod settings;
 mod text;
 mod tray;
@@ -279,7 +280,7 @@ fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &mut Noti
 /// Shows the menu, icon and tooltip for the current state (the tray skips an unchanged one).
 fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     let Some(tray) = tray else { return };
-    let status = links::status(app, &helpers.states());
+    let status = links::status(app, &helpers.states(), Instant::now());
     let view = app.view(
         status.text.clone(),
         status.can_start,

@@ -138,6 +138,18 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
     }
 }
 
+/// A span of time for a person: `16 s`, `3 min 5 s`, `2 h 4 min` (rounded up to a second, so
+/// a wait is never told as 0 s).
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// The applet's own icon, for notifications that need no warning.
 pub const APP_ICON: &str = "conntrack-tray";
 
@@ -495,6 +507,14 @@ mod tests {
             d.lines().all(|l| l.chars().count() <= 20 + LINE_LIMIT),
             "{d}"
         );
+    }
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        assert_eq!(duration(Duration::from_millis(15_200)), "16 s");
+        assert_eq!(duration(Duration::from_secs(60)), "1 min");
+        assert_eq!(duration(Duration::from_secs(185)), "3 min 5 s");
+        assert_eq!(duration(Duration::from_secs(7440)), "2 h 4 min");
     }
 
     #[test]
