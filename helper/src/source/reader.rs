@@ -30,6 +30,11 @@ pub const BURST_NAP: Duration = Duration::from_micros(500);
 const BATCH_LIMIT: usize = 256;
 /// Consecutive socket errors after which the reader gives up.
 const MAX_FAILURES: u32 = 5;
+/// While the kernel reports congestion, how long the reader waits for an event before it
+/// looks at the drop counter anyway: the kernel reports congestion once (ENOBUFS), then
+/// counts drops silently until it clears. Otherwise it waits for the next event, however long
+/// that takes, so an idle helper does not wake.
+pub const CONGESTED_WAKE: Duration = Duration::from_millis(500);
 
 /// What the reader thread hands to the pipeline.
 #[derive(Debug, Clone)]
@@ -139,6 +144,12 @@ pub trait EventSource {
     fn backoff(&self, failures: u32) -> Duration {
         Duration::from_millis(100 * u64::from(failures))
     }
+    /// Makes `recv` fail with `WouldBlock` (or `TimedOut`) after `after` without an event;
+    /// `None`: it waits for one. Kept across `reopen`.
+    fn set_idle_wake(&mut self, after: Option<Duration>) -> io::Result<()> {
+        let _ = after;
+        Ok(())
+    }
 }
 
 impl EventSource for EventSocket {
@@ -153,6 +164,9 @@ impl EventSource for EventSocket {
     }
     fn reopen(&mut self) -> io::Result<()> {
         EventSocket::reopen(self)
+    }
+    fn set_idle_wake(&mut self, after: Option<Duration>) -> io::Result<()> {
+        EventSocket::set_idle_wake(self, after)
     }
 }
 
@@ -257,7 +271,14 @@ pub fn run<S: EventSource, A: Attributor>(
         congested: false,
         last_flow: Instant::now() - BURST_GAP,
     };
+    // Whether `recv` gives up after CONGESTED_WAKE: only while congested.
+    let mut waking = false;
     loop {
+        if r.congested != waking {
+            waking = r.congested;
+            // Should it fail, the drops are counted at the next event instead.
+            let _ = source.set_idle_wake(waking.then_some(CONGESTED_WAKE));
+        }
         let mut msgs: Vec<Incoming> = Vec::new();
         let mut nap = false;
         match source.recv(&mut buf) {
@@ -293,7 +314,7 @@ pub fn run<S: EventSource, A: Attributor>(
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
             {
-                // Idle: report drops counted since the last ENOBUFS, once.
+                // Idle while congested: report drops counted since the last ENOBUFS, once.
                 if std::mem::take(&mut r.congested) {
                     let lost = source.take_lost(false);
                     if lost > 0 {
@@ -517,6 +538,64 @@ mod tests {
             kinds.iter().filter(|k| **k == "reopened").count(),
             1 + MAX_FAILURES as usize
         );
+    }
+
+    /// Plays a script and keeps the idle wakes it was asked for.
+    struct Waking {
+        script: Script,
+        wakes: std::sync::Arc<std::sync::Mutex<Vec<Option<Duration>>>>,
+    }
+
+    impl EventSource for Waking {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.script.recv(buf)
+        }
+        fn take_lost(&mut self, after_enobufs: bool) -> u64 {
+            self.script.take_lost(after_enobufs)
+        }
+        fn reopen(&mut self) -> io::Result<()> {
+            self.script.reopen()
+        }
+        fn backoff(&self, failures: u32) -> Duration {
+            self.script.backoff(failures)
+        }
+        fn set_idle_wake(&mut self, after: Option<Duration>) -> io::Result<()> {
+            self.wakes.lock().expect("lock").push(after);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_reader_waits_for_events_and_wakes_on_its_own_only_while_congested() {
+        let wakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let source = Waking {
+            script: Script {
+                steps: VecDeque::from([
+                    Ok(TCP4_NEW.to_vec()),
+                    Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
+                    Ok(TCP4_NEW.to_vec()),
+                    // CONGESTED_WAKE passed without an event.
+                    Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                    Ok(TCP4_NEW.to_vec()),
+                ]),
+                reopened: 0,
+                lost: 0,
+            },
+            wakes: wakes.clone(),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let urx = std::sync::Arc::new(EarlyUpdates::default());
+        let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
+        run(source, tx, early, urx, false);
+        assert_eq!(
+            rx.try_iter()
+                .filter(|m| matches!(m, Incoming::Flow { .. }))
+                .count(),
+            3
+        );
+        // Blocking from the start; a timeout from the ENOBUFS until the reader found the
+        // socket idle; blocking again after that (the script's end, EBADF, changes nothing).
+        assert_eq!(*wakes.lock().expect("lock"), [Some(CONGESTED_WAKE), None],);
     }
 
     #[test]
