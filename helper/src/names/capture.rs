@@ -27,6 +27,7 @@ use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 
 use super::dns::{self, Segment};
 use super::table::{NameTable, QueryKey};
+use super::ResolvConfs;
 use crate::direction::Sides;
 use crate::flow::{Direction, Proto, Tuple};
 
@@ -86,6 +87,9 @@ pub struct Shared {
     cv: Condvar,
     /// The packet socket, for the pipeline to see whether anything is still queued.
     fd: Option<Arc<OwnedFd>>,
+    /// Which servers are the system's resolvers: taken in by whoever reads answers, before
+    /// judging them (locked before `state` when both are).
+    resolv_confs: Mutex<ResolvConfs>,
 }
 
 struct State {
@@ -117,6 +121,23 @@ impl Shared {
             }),
             cv: Condvar::new(),
             fd,
+            resolv_confs: Mutex::new(ResolvConfs::default()),
+        }
+    }
+
+    /// Judges answers by the resolvers `files` list, read now and again whenever they change.
+    pub fn set_resolv_confs(&self, files: ResolvConfs) {
+        *self.resolv_confs.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        self.refresh_resolvers();
+    }
+
+    /// Re-reads the resolver files when one changed (by its modification time). The lock on
+    /// the files is held until the table has the servers, so that of two threads refreshing
+    /// at once, the older reading cannot land last.
+    pub fn refresh_resolvers(&self) {
+        let mut files = self.resolv_confs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(servers) = files.changed() {
+            self.lock().table.set_system_resolvers(servers);
         }
     }
 
@@ -275,6 +296,10 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         }
         shared.lock().busy = true;
         let mut emptied = false;
+        // Whether this batch's answers are judged by the resolvers listed now: the files are
+        // looked at before the first answer, so a changed resolver counts from the next answer
+        // on, and an idle helper does not look at them at all.
+        let mut fresh = false;
         for _ in 0..BATCH {
             let (len, addr) = match nix::sys::socket::recvfrom::<nix::sys::socket::LinkAddr>(
                 fd.as_raw_fd(),
@@ -297,6 +322,9 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
                     shared.lock().table.query(key, pid, Instant::now());
                 }
                 Some(Seen::Answer(key, msg)) => {
+                    if !std::mem::replace(&mut fresh, true) {
+                        shared.refresh_resolvers();
+                    }
                     shared.lock().table.answer(&key, &msg, Instant::now());
                 }
                 None => {}

@@ -37,11 +37,44 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The resolver files, and their modification times when they were last read.
+#[derive(Debug, Default)]
+pub struct ResolvConfs {
+    files: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+impl ResolvConfs {
+    pub fn new(files: Vec<PathBuf>) -> ResolvConfs {
+        ResolvConfs {
+            files: files.into_iter().map(|f| (f, None)).collect(),
+        }
+    }
+
+    /// Every server the files list, when one of them changed since the last call (the first
+    /// call reads them); `None` when none did. Two `stat` calls, so cheap enough to make
+    /// before every batch of answers.
+    pub fn changed(&mut self) -> Option<Vec<IpAddr>> {
+        let mut changed = false;
+        for (path, seen) in &mut self.files {
+            let mtime = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
+            if mtime != *seen {
+                changed = true;
+                *seen = mtime;
+            }
+        }
+        changed.then(|| {
+            self.files
+                .iter()
+                .filter_map(|(p, _)| std::fs::read_to_string(p).ok())
+                .flat_map(|t| nameservers(&t))
+                .collect()
+        })
+    }
+}
+
 /// Where the names come from.
 pub struct Names {
     shared: Arc<Shared>,
-    /// The resolver files and when they were last read (their modification times).
-    resolv_confs: Vec<(PathBuf, Option<SystemTime>)>,
     /// Started the first time the configuration asks for reverse lookups (on the pipeline's
     /// thread, so the worker inherits its restricted capabilities); `Err` once starting failed.
     reverse: Option<Result<Reverse, ()>>,
@@ -60,9 +93,9 @@ impl Names {
 
     /// As [`Names::new`], with other resolver files (tests).
     pub fn with_resolv_confs(shared: Arc<Shared>, files: Vec<PathBuf>) -> Names {
+        shared.set_resolv_confs(ResolvConfs::new(files));
         let mut n = Names {
             shared,
-            resolv_confs: files.into_iter().map(|f| (f, None)).collect(),
             reverse: None,
             notices: Vec::new(),
             told_drops: None,
@@ -72,25 +105,10 @@ impl Names {
         n
     }
 
-    /// Re-reads the resolver files when they changed; takes the capture's troubles in.
+    /// Re-reads the resolver files when they changed (the capture does too, before it judges
+    /// answers); takes the capture's troubles in.
     pub fn tick(&mut self, now: Instant) {
-        let mut changed = false;
-        for (path, seen) in &mut self.resolv_confs {
-            let mtime = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
-            if mtime != *seen {
-                changed = true;
-                *seen = mtime;
-            }
-        }
-        if changed {
-            let servers: Vec<IpAddr> = self
-                .resolv_confs
-                .iter()
-                .filter_map(|(p, _)| std::fs::read_to_string(p).ok())
-                .flat_map(|t| nameservers(&t))
-                .collect();
-            self.shared.with_table(|t| t.set_system_resolvers(servers));
-        }
+        self.shared.refresh_resolvers();
         let (dropped, stopped) = self.shared.take_trouble();
         self.dropped += dropped;
         if let Some(why) = stopped {
