@@ -23,6 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 
 use super::dns::{self, Segment};
@@ -90,6 +91,9 @@ pub struct Shared {
     /// Which servers are the system's resolvers: taken in by whoever reads answers, before
     /// judging them (locked before `state` when both are).
     resolv_confs: Mutex<ResolvConfs>,
+    /// Rung (a channel of one message) when there is trouble to tell, drops or a stop: the
+    /// main loop waits on it instead of looking now and then.
+    bell: (Sender<()>, Receiver<()>),
 }
 
 struct State {
@@ -122,7 +126,27 @@ impl Shared {
             cv: Condvar::new(),
             fd,
             resolv_confs: Mutex::new(ResolvConfs::default()),
+            bell: bounded(1),
         }
+    }
+
+    /// Receives a message when there is trouble to take in with [`Shared::take_trouble`]
+    /// (one message for any number of troubles since the last).
+    pub fn bell(&self) -> Receiver<()> {
+        self.bell.1.clone()
+    }
+
+    /// Counts `dropped` packets and, if given, why the capture stopped; rings the bell.
+    pub(crate) fn trouble(&self, dropped: u64, stopped: Option<String>) {
+        {
+            let mut s = self.lock();
+            s.dropped += dropped;
+            if stopped.is_some() {
+                s.stopped = stopped;
+            }
+        }
+        // Full: a message is waiting already, and it tells of this trouble too.
+        let _ = self.bell.0.try_send(());
     }
 
     /// Judges answers by the resolvers `files` list, read now and again whenever they change.
@@ -289,7 +313,7 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                shared.lock().stopped = Some(format!("the DNS capture stopped: {e}"));
+                shared.trouble(0, Some(format!("the DNS capture stopped: {e}")));
                 shared.cv.notify_all();
                 return;
             }
@@ -332,7 +356,6 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         }
         let drops = packet_drops(fd).unwrap_or(0);
         let mut s = shared.lock();
-        s.dropped += drops;
         s.busy = false;
         // Caught up: a flood no longer keeps it behind, so flows may wait for it again.
         if emptied {
@@ -340,6 +363,9 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         }
         drop(s);
         shared.cv.notify_all();
+        if drops > 0 {
+            shared.trouble(drops, None);
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use crate::event::HostSource;
 use capture::Shared;
 use reverse::Reverse;
 
+/// At most one notice of the capture's drops in this time, so a flood makes one a minute.
+const DROPS_EVERY: Duration = Duration::from_secs(60);
+
 /// Where the system's resolvers are listed: the resolver configuration, and for
 /// systemd-resolved the upstream servers its stub forwards to.
 pub const RESOLV_CONFS: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
@@ -79,7 +82,7 @@ pub struct Names {
     /// thread, so the worker inherits its restricted capabilities); `Err` once starting failed.
     reverse: Option<Result<Reverse, ()>>,
     notices: Vec<String>,
-    /// When drops of the capture were last told, so a flood makes one notice a minute.
+    /// When drops of the capture were last told (see [`DROPS_EVERY`]).
     told_drops: Option<Instant>,
     dropped: u64,
 }
@@ -118,7 +121,7 @@ impl Names {
         if self.dropped > 0
             && self
                 .told_drops
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                .is_none_or(|t| now.duration_since(t) >= DROPS_EVERY)
         {
             self.notices.push(format!(
                 "the DNS capture dropped {} packets (its buffer was full): some connections may be shown without their name",
@@ -126,6 +129,24 @@ impl Names {
             ));
             self.told_drops = Some(now);
         }
+    }
+
+    /// Receives a message when the capture has trouble to tell (drops, a stop): call
+    /// [`Names::tick`] then. The main loop waits on it, so an idle helper does not poll.
+    pub fn bell(&self) -> crossbeam_channel::Receiver<()> {
+        self.shared.bell()
+    }
+
+    /// When [`Names::tick`] is due although the bell did not ring: drops held back by the
+    /// one-notice-a-minute limit may be told then.
+    pub fn due(&self) -> Option<Instant> {
+        if self.dropped == 0 {
+            return None;
+        }
+        Some(
+            self.told_drops
+                .map_or_else(Instant::now, |t| t + DROPS_EVERY),
+        )
     }
 
     /// Waits until the answers that arrived before now are taken in (bounded; see
@@ -207,6 +228,49 @@ mod tests {
             ]
         );
         assert!(nameservers("nameserver bogus\n").is_empty());
+    }
+
+    #[test]
+    fn drops_ring_the_bell_and_are_told_at_once_then_once_a_minute() {
+        let mut n = Names::new(Shared::without_capture());
+        let bell = n.bell();
+        assert!(bell.try_recv().is_err());
+        assert_eq!(n.due(), None, "nothing to tell, no timer");
+        let t0 = Instant::now();
+        n.shared().trouble(3, None);
+        assert!(bell.try_recv().is_ok());
+        n.tick(t0);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("dropped 3 packets"),
+            "{told:?}"
+        );
+        assert_eq!(n.due(), None);
+        // More within the minute: held back until it is over, and the timer says when.
+        n.shared().trouble(2, None);
+        n.shared().trouble(4, None);
+        assert!(bell.try_recv().is_ok());
+        assert!(bell.try_recv().is_err(), "one ring for both");
+        n.tick(t0 + Duration::from_secs(1));
+        assert!(n.take_notices().is_empty());
+        assert_eq!(n.due(), Some(t0 + DROPS_EVERY));
+        n.tick(t0 + DROPS_EVERY);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("dropped 6 packets"),
+            "{told:?}"
+        );
+        assert_eq!(n.due(), None);
+        // A stopped capture is told on the next tick, whatever the minute.
+        n.shared()
+            .trouble(0, Some("the DNS capture stopped: gone".into()));
+        assert!(bell.try_recv().is_ok());
+        n.tick(t0 + DROPS_EVERY);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("stopped: gone"),
+            "{told:?}"
+        );
     }
 
     #[test]
