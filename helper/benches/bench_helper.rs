@@ -13,12 +13,13 @@
 //! g. what a caller can make the helper hold through its stdin (`abuse.rs`);
 //! h. attribution cost while one process holds 10,000 sockets (`sockets.rs`): the per-flow
 //!    lookup time of the library's attributor (median, p99), and the real helper's CPU per
-//!    flow beside it.
+//!    flow beside it;
+//! i. wakeups of an idle helper, per thread, over 30 s with no connection (`idle.rs`).
 //!
 //! The binary also serves as its own traffic generator: run with a first argument of
 //! `udp-burst`, `udp-same`, `connect-series`, `hold-sockets` or `lookup-series` it sends
 //! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
-//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets` runs one part alone.
+//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle` runs one part alone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
@@ -26,6 +27,8 @@
 mod abuse;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "bench_helper/idle.rs"]
+mod idle;
 #[path = "bench_helper/sockets.rs"]
 mod sockets;
 
@@ -541,7 +544,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
-        Some("abuse" | "burst" | "sockets") => &["ip", "nft"],
+        Some("abuse" | "burst" | "sockets" | "idle") => &["ip", "nft"],
         Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
@@ -560,6 +563,10 @@ fn main() {
                 sockets::held_row(label, &sockets::held_cost(10_000, bound, 200))
             );
         }
+        return;
+    }
+    if only.as_deref() == Some("idle") {
+        println!("{}", idle::idle_row(&idle::idle_wakeups()));
         return;
     }
     if only.as_deref() == Some("abuse") {
@@ -763,4 +770,6 @@ fn main() {
     eprintln!("10,000 sockets held...");
     let held = sockets::held_cost(10_000, true, 200);
     println!("{}", sockets::held_row("bound UDP", &held));
+    eprintln!("idle helper (33 s)...");
+    println!("{}", idle::idle_row(&idle::idle_wakeups()));
 }

@@ -1,13 +1,15 @@
 //! The helper's main loop: one thread that owns the pipeline and the output.
 //!
 //! Everything else runs on threads of its own and feeds a channel: the reader's flows (see
-//! [`crate::source::reader`]), stdin commands, signals and address changes. The loop selects
-//! over them, runs each flow through the [`Pipeline`] and writes what it reports, and sends the
-//! reader the settings its early attribution must follow. It owns no OS resource itself, so
+//! [`crate::source::reader`]), stdin commands, signals, address changes and the DNS capture's
+//! troubles. The loop selects over them, runs each flow through the [`Pipeline`] and writes
+//! what it reports, and sends the reader the settings its early attribution must follow. It
+//! has no timer of its own but the one the names ask for ([`crate::names::Names::due`]), so
+//! an idle helper sleeps until something happens. It owns no OS resource itself, so
 //! it is tested with a scripted event source and an in-memory writer.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver};
 
@@ -18,9 +20,6 @@ use crate::event::Event;
 use crate::output::Output;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::source::reader::{EarlyUpdates, Incoming};
-
-/// How often the DNS capture is read while no flow comes to do it.
-const NAMES_TICK: Duration = Duration::from_millis(500);
 
 /// One line read from stdin: a command, a line that was not one, or `None` at end of input.
 pub type CommandLine = Option<Result<Command, CommandError>>;
@@ -71,7 +70,7 @@ pub fn serve<A: Attributor, W: Write>(
     startup: Vec<String>,
     debug: bool,
 ) -> Stop {
-    let ticks = crossbeam_channel::tick(NAMES_TICK);
+    let names_bell = pipeline.names_mut().bell();
     let hello = Event::Hello {
         version: speaker.version,
         hostname: speaker.hostname,
@@ -90,18 +89,19 @@ pub fn serve<A: Attributor, W: Write>(
         return Stop::StdoutClosed;
     }
     loop {
+        let names_due = pipeline
+            .names_mut()
+            .due()
+            .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let ev = select! {
             recv(inputs.sigs) -> s => return Stop::Signal(s.unwrap_or(libc::SIGTERM)),
-            recv(ticks) -> _ => {
-                // What the tick found (capture drops, a stopped capture) is told now, not
-                // with the next flow, which may be long in coming.
-                pipeline.names_mut().tick(Instant::now());
-                for message in pipeline.take_notices() {
-                    if out.emit(&Event::Error { message }).is_err() {
-                        return Stop::StdoutClosed;
-                    }
-                }
-                None
+            recv(names_bell) -> _ => match names_tick(pipeline, out) {
+                Ok(()) => None,
+                Err(stop) => return stop,
+            },
+            recv(names_due) -> _ => match names_tick(pipeline, out) {
+                Ok(()) => None,
+                Err(stop) => return stop,
             },
             recv(inputs.cmds) -> c => match c {
                 Ok(Some(Ok(cmd))) => {
@@ -138,6 +138,20 @@ pub fn serve<A: Attributor, W: Write>(
             return Stop::StdoutClosed;
         }
     }
+}
+
+/// Takes in the DNS capture's troubles and tells them now, not with the next flow, which may
+/// be long in coming.
+fn names_tick<A: Attributor, W: Write>(
+    pipeline: &mut Pipeline<A>,
+    out: &mut Output<W>,
+) -> Result<(), Stop> {
+    pipeline.names_mut().tick(Instant::now());
+    for message in pipeline.take_notices() {
+        out.emit(&Event::Error { message })
+            .map_err(|_| Stop::StdoutClosed)?;
+    }
+    Ok(())
 }
 
 /// What one message of the reader becomes.
@@ -349,6 +363,40 @@ mod tests {
         assert!(
             held.early.take().0.is_some(),
             "the reader gets the new settings"
+        );
+    }
+
+    #[test]
+    fn the_captures_troubles_are_told_when_it_rings_with_no_flow_coming() {
+        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (inputs, held) = inputs(flow_rx);
+        let shared = crate::names::capture::Shared::without_capture();
+        let mut p = Pipeline::new(
+            Config::default(),
+            local_addrs(),
+            Nobody,
+            Names::new(shared.clone()),
+        );
+        shared.trouble(1234, None);
+        // The signal comes later, so that the loop has met the bell first.
+        let sigs = held.sigs.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = sigs.send(libc::SIGTERM);
+        });
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
+        stopper.join().expect("the stopper ends");
+        assert_eq!(stop, Stop::Signal(libc::SIGTERM));
+        let l = lines(out);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert_eq!(l[1]["type"], "error");
+        assert!(
+            l[1]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("dropped 1234 packets")),
+            "{}",
+            l[1]
         );
     }
 

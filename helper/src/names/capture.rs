@@ -23,10 +23,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 
 use super::dns::{self, Segment};
 use super::table::{NameTable, QueryKey};
+use super::ResolvConfs;
 use crate::direction::Sides;
 use crate::flow::{Direction, Proto, Tuple};
 
@@ -86,6 +88,12 @@ pub struct Shared {
     cv: Condvar,
     /// The packet socket, for the pipeline to see whether anything is still queued.
     fd: Option<Arc<OwnedFd>>,
+    /// Which servers are the system's resolvers: taken in by whoever reads answers, before
+    /// judging them (locked before `state` when both are).
+    resolv_confs: Mutex<ResolvConfs>,
+    /// Rung (a channel of one message) when there is trouble to tell, drops or a stop: the
+    /// main loop waits on it instead of looking now and then.
+    bell: (Sender<()>, Receiver<()>),
 }
 
 struct State {
@@ -117,6 +125,43 @@ impl Shared {
             }),
             cv: Condvar::new(),
             fd,
+            resolv_confs: Mutex::new(ResolvConfs::default()),
+            bell: bounded(1),
+        }
+    }
+
+    /// Receives a message when there is trouble to take in with [`Shared::take_trouble`]
+    /// (one message for any number of troubles since the last).
+    pub fn bell(&self) -> Receiver<()> {
+        self.bell.1.clone()
+    }
+
+    /// Counts `dropped` packets and, if given, why the capture stopped; rings the bell.
+    pub(crate) fn trouble(&self, dropped: u64, stopped: Option<String>) {
+        {
+            let mut s = self.lock();
+            s.dropped += dropped;
+            if stopped.is_some() {
+                s.stopped = stopped;
+            }
+        }
+        // Full: a message is waiting already, and it tells of this trouble too.
+        let _ = self.bell.0.try_send(());
+    }
+
+    /// Judges answers by the resolvers `files` list, read now and again whenever they change.
+    pub fn set_resolv_confs(&self, files: ResolvConfs) {
+        *self.resolv_confs.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        self.refresh_resolvers();
+    }
+
+    /// Re-reads the resolver files when one changed (by its modification time). The lock on
+    /// the files is held until the table has the servers, so that of two threads refreshing
+    /// at once, the older reading cannot land last.
+    pub fn refresh_resolvers(&self) {
+        let mut files = self.resolv_confs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(servers) = files.changed() {
+            self.lock().table.set_system_resolvers(servers);
         }
     }
 
@@ -268,13 +313,17 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
-                shared.lock().stopped = Some(format!("the DNS capture stopped: {e}"));
+                shared.trouble(0, Some(format!("the DNS capture stopped: {e}")));
                 shared.cv.notify_all();
                 return;
             }
         }
         shared.lock().busy = true;
         let mut emptied = false;
+        // Whether this batch's answers are judged by the resolvers listed now: the files are
+        // looked at before the first answer, so a changed resolver counts from the next answer
+        // on, and an idle helper does not look at them at all.
+        let mut fresh = false;
         for _ in 0..BATCH {
             let (len, addr) = match nix::sys::socket::recvfrom::<nix::sys::socket::LinkAddr>(
                 fd.as_raw_fd(),
@@ -297,6 +346,9 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
                     shared.lock().table.query(key, pid, Instant::now());
                 }
                 Some(Seen::Answer(key, msg)) => {
+                    if !std::mem::replace(&mut fresh, true) {
+                        shared.refresh_resolvers();
+                    }
                     shared.lock().table.answer(&key, &msg, Instant::now());
                 }
                 None => {}
@@ -304,7 +356,6 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         }
         let drops = packet_drops(fd).unwrap_or(0);
         let mut s = shared.lock();
-        s.dropped += drops;
         s.busy = false;
         // Caught up: a flood no longer keeps it behind, so flows may wait for it again.
         if emptied {
@@ -312,6 +363,9 @@ fn run(fd: &OwnedFd, shared: &Shared, mut asker: Asker) {
         }
         drop(s);
         shared.cv.notify_all();
+        if drops > 0 {
+            shared.trouble(drops, None);
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use crate::event::HostSource;
 use capture::Shared;
 use reverse::Reverse;
 
+/// At most one notice of the capture's drops in this time, so a flood makes one a minute.
+const DROPS_EVERY: Duration = Duration::from_secs(60);
+
 /// Where the system's resolvers are listed: the resolver configuration, and for
 /// systemd-resolved the upstream servers its stub forwards to.
 pub const RESOLV_CONFS: [&str; 2] = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"];
@@ -37,16 +40,49 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The resolver files, and their modification times when they were last read.
+#[derive(Debug, Default)]
+pub struct ResolvConfs {
+    files: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+impl ResolvConfs {
+    pub fn new(files: Vec<PathBuf>) -> ResolvConfs {
+        ResolvConfs {
+            files: files.into_iter().map(|f| (f, None)).collect(),
+        }
+    }
+
+    /// Every server the files list, when one of them changed since the last call (the first
+    /// call reads them); `None` when none did. Two `stat` calls, so cheap enough to make
+    /// before every batch of answers.
+    pub fn changed(&mut self) -> Option<Vec<IpAddr>> {
+        let mut changed = false;
+        for (path, seen) in &mut self.files {
+            let mtime = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
+            if mtime != *seen {
+                changed = true;
+                *seen = mtime;
+            }
+        }
+        changed.then(|| {
+            self.files
+                .iter()
+                .filter_map(|(p, _)| std::fs::read_to_string(p).ok())
+                .flat_map(|t| nameservers(&t))
+                .collect()
+        })
+    }
+}
+
 /// Where the names come from.
 pub struct Names {
     shared: Arc<Shared>,
-    /// The resolver files and when they were last read (their modification times).
-    resolv_confs: Vec<(PathBuf, Option<SystemTime>)>,
     /// Started the first time the configuration asks for reverse lookups (on the pipeline's
     /// thread, so the worker inherits its restricted capabilities); `Err` once starting failed.
     reverse: Option<Result<Reverse, ()>>,
     notices: Vec<String>,
-    /// When drops of the capture were last told, so a flood makes one notice a minute.
+    /// When drops of the capture were last told (see [`DROPS_EVERY`]).
     told_drops: Option<Instant>,
     dropped: u64,
 }
@@ -60,9 +96,9 @@ impl Names {
 
     /// As [`Names::new`], with other resolver files (tests).
     pub fn with_resolv_confs(shared: Arc<Shared>, files: Vec<PathBuf>) -> Names {
+        shared.set_resolv_confs(ResolvConfs::new(files));
         let mut n = Names {
             shared,
-            resolv_confs: files.into_iter().map(|f| (f, None)).collect(),
             reverse: None,
             notices: Vec::new(),
             told_drops: None,
@@ -72,25 +108,10 @@ impl Names {
         n
     }
 
-    /// Re-reads the resolver files when they changed; takes the capture's troubles in.
+    /// Re-reads the resolver files when they changed (the capture does too, before it judges
+    /// answers); takes the capture's troubles in.
     pub fn tick(&mut self, now: Instant) {
-        let mut changed = false;
-        for (path, seen) in &mut self.resolv_confs {
-            let mtime = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
-            if mtime != *seen {
-                changed = true;
-                *seen = mtime;
-            }
-        }
-        if changed {
-            let servers: Vec<IpAddr> = self
-                .resolv_confs
-                .iter()
-                .filter_map(|(p, _)| std::fs::read_to_string(p).ok())
-                .flat_map(|t| nameservers(&t))
-                .collect();
-            self.shared.with_table(|t| t.set_system_resolvers(servers));
-        }
+        self.shared.refresh_resolvers();
         let (dropped, stopped) = self.shared.take_trouble();
         self.dropped += dropped;
         if let Some(why) = stopped {
@@ -100,7 +121,7 @@ impl Names {
         if self.dropped > 0
             && self
                 .told_drops
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                .is_none_or(|t| now.duration_since(t) >= DROPS_EVERY)
         {
             self.notices.push(format!(
                 "the DNS capture dropped {} packets (its buffer was full): some connections may be shown without their name",
@@ -108,6 +129,24 @@ impl Names {
             ));
             self.told_drops = Some(now);
         }
+    }
+
+    /// Receives a message when the capture has trouble to tell (drops, a stop): call
+    /// [`Names::tick`] then. The main loop waits on it, so an idle helper does not poll.
+    pub fn bell(&self) -> crossbeam_channel::Receiver<()> {
+        self.shared.bell()
+    }
+
+    /// When [`Names::tick`] is due although the bell did not ring: drops held back by the
+    /// one-notice-a-minute limit may be told then.
+    pub fn due(&self) -> Option<Instant> {
+        if self.dropped == 0 {
+            return None;
+        }
+        Some(
+            self.told_drops
+                .map_or_else(Instant::now, |t| t + DROPS_EVERY),
+        )
     }
 
     /// Waits until the answers that arrived before now are taken in (bounded; see
@@ -189,6 +228,49 @@ mod tests {
             ]
         );
         assert!(nameservers("nameserver bogus\n").is_empty());
+    }
+
+    #[test]
+    fn drops_ring_the_bell_and_are_told_at_once_then_once_a_minute() {
+        let mut n = Names::new(Shared::without_capture());
+        let bell = n.bell();
+        assert!(bell.try_recv().is_err());
+        assert_eq!(n.due(), None, "nothing to tell, no timer");
+        let t0 = Instant::now();
+        n.shared().trouble(3, None);
+        assert!(bell.try_recv().is_ok());
+        n.tick(t0);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("dropped 3 packets"),
+            "{told:?}"
+        );
+        assert_eq!(n.due(), None);
+        // More within the minute: held back until it is over, and the timer says when.
+        n.shared().trouble(2, None);
+        n.shared().trouble(4, None);
+        assert!(bell.try_recv().is_ok());
+        assert!(bell.try_recv().is_err(), "one ring for both");
+        n.tick(t0 + Duration::from_secs(1));
+        assert!(n.take_notices().is_empty());
+        assert_eq!(n.due(), Some(t0 + DROPS_EVERY));
+        n.tick(t0 + DROPS_EVERY);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("dropped 6 packets"),
+            "{told:?}"
+        );
+        assert_eq!(n.due(), None);
+        // A stopped capture is told on the next tick, whatever the minute.
+        n.shared()
+            .trouble(0, Some("the DNS capture stopped: gone".into()));
+        assert!(bell.try_recv().is_ok());
+        n.tick(t0 + DROPS_EVERY);
+        let told = n.take_notices();
+        assert!(
+            told.len() == 1 && told[0].contains("stopped: gone"),
+            "{told:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
+use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -270,6 +271,8 @@ pub struct EventSocket {
     groups: Vec<u32>,
     /// The socket's drop counter when last read, to turn ENOBUFS into a count of lost events.
     drops_seen: u64,
+    /// How long `recv` waits before it gives up with `WouldBlock`; `None`: until an event.
+    idle_wake: Option<Duration>,
 }
 
 impl EventSocket {
@@ -291,14 +294,6 @@ impl EventSocket {
         {
             socket.set_rx_buf_sz(size)?;
         }
-        // Wake up now and then even when idle, to collect drops counted after the last ENOBUFS
-        // (the kernel reports congestion once, then counts silently until it clears).
-        let tick = nix::sys::time::TimeVal::new(0, 500_000);
-        nix::sys::socket::setsockopt(
-            &socket.as_fd(),
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &tick,
-        )?;
         let inode = nix::sys::stat::fstat(socket.as_fd())
             .map(|s| s.st_ino)
             .unwrap_or(0);
@@ -308,6 +303,7 @@ impl EventSocket {
             rcvbuf,
             groups: groups.to_vec(),
             drops_seen: 0,
+            idle_wake: None,
         };
         s.drops_seen = s.kernel_drops().unwrap_or(0);
         Ok(s)
@@ -315,7 +311,24 @@ impl EventSocket {
 
     /// A new subscription like this one, in its place.
     pub fn reopen(&mut self) -> io::Result<()> {
+        let wake = self.idle_wake;
         *self = EventSocket::open(&self.groups, self.rcvbuf)?;
+        self.set_idle_wake(wake)
+    }
+
+    /// Makes `recv` give up with `WouldBlock` after `after` without an event (`None`: wait
+    /// for one however long it takes, the default).
+    pub fn set_idle_wake(&mut self, after: Option<Duration>) -> io::Result<()> {
+        // A zero timeout means none.
+        use nix::sys::time::{TimeVal, TimeValLike};
+        let micros = after.unwrap_or(Duration::ZERO).as_micros();
+        let tv = TimeVal::microseconds(i64::try_from(micros).unwrap_or(i64::MAX));
+        nix::sys::socket::setsockopt(
+            &self.socket.as_fd(),
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &tv,
+        )?;
+        self.idle_wake = after;
         Ok(())
     }
 

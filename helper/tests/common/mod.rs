@@ -13,6 +13,7 @@ mod require;
 #[allow(unused_imports)] // a target that includes both modules uses one of them
 pub use require::require;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -67,6 +68,50 @@ pub fn stat_cpu_secs(stat: &str) -> f64 {
 /// CPU seconds process `pid` has used; 0 when it is gone.
 pub fn cpu_secs(pid: u32) -> f64 {
     stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// Context switches of each thread of `pid` so far (voluntary and not, from
+/// `/proc/PID/task/*/status`), by thread name, threads of one name summed: every switch is a
+/// time the thread went to sleep or was put aside, so the growth over an idle period counts
+/// its wakeups. Empty when the process is gone.
+pub fn wakeups(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let switches: u64 = ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+            .iter()
+            .filter_map(|f| field(f)?.parse::<u64>().ok())
+            .sum();
+        let name = field("Name").unwrap_or("?").to_string();
+        *out.entry(name).or_insert(0) += switches;
+    }
+    out
+}
+
+/// The wakeups per thread name between two [`wakeups`] readings (a thread started meanwhile
+/// counts from zero).
+pub fn wakeups_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, n)| {
+            let was = before.get(name).copied().unwrap_or(0);
+            (name.clone(), n.saturating_sub(was))
+        })
+        .collect()
 }
 
 /// The file the tests' `python3` really runs (through pyenv's shims, say), as the helper

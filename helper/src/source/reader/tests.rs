@@ -1,0 +1,227 @@
+//! The reader loop's tests, over scripted event sources.
+
+use super::testing::{Everyone, Script};
+use super::*;
+use crate::direction::Sides;
+use std::collections::VecDeque;
+
+const TCP4_NEW: &[u8] = include_bytes!("../../../tests/data/tcp4_new.bin");
+
+/// Wakeups, each with the datagrams queued at that moment: `recv` waits for the next
+/// wakeup and returns its first datagram, `recv_nowait` the rest of the current one.
+struct Batches {
+    wakeups: VecDeque<VecDeque<Vec<u8>>>,
+    current: VecDeque<Vec<u8>>,
+}
+
+impl EventSource for Batches {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.current = self
+            .wakeups
+            .pop_front()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        self.recv_nowait(buf)
+    }
+    fn recv_nowait(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let bytes = self
+            .current
+            .pop_front()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+    fn take_lost(&mut self, _: bool) -> u64 {
+        0
+    }
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn backoff(&self, _: u32) -> Duration {
+        Duration::ZERO
+    }
+}
+
+#[test]
+fn one_wakeup_reads_everything_queued_and_only_a_lone_flow_is_attributed_early() {
+    let Ok(Message::Flow(flow)) = parse_datagram(TCP4_NEW).remove(0) else {
+        panic!("the captured message is a flow");
+    };
+    let mut cfg = Config::default();
+    cfg.filter.ignore_loopback = false;
+    let early = Early::new(cfg, LocalAddrs::new([flow.orig.src]), Everyone);
+    let source = Batches {
+        wakeups: VecDeque::from([
+            VecDeque::from([TCP4_NEW.to_vec()]),
+            VecDeque::from(vec![TCP4_NEW.to_vec(); 5]),
+        ]),
+        current: VecDeque::new(),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let urx = std::sync::Arc::new(EarlyUpdates::default());
+    run(source, tx, early, urx, false);
+    let early: Vec<bool> = rx
+        .try_iter()
+        .filter_map(|m| match m {
+            Incoming::Flow { early, .. } => Some(early.is_some()),
+            _ => None,
+        })
+        .collect();
+    // All five of the second wakeup are read (`recv` alone would have lost four). The lone
+    // flow is named by the reader; in a batch, all but the first are left to the pipeline
+    // (the first too when it comes within BURST_GAP of the last, as it does unless this
+    // test stalls).
+    assert_eq!(early.len(), 6, "{early:?}");
+    assert!(early[0]);
+    assert_eq!(early[2..], [false; 4]);
+}
+
+struct Nobody;
+impl Attributor for Nobody {
+    fn attribute(&mut self, _: &Sides) -> Option<Attribution> {
+        None
+    }
+}
+
+#[test]
+fn a_socket_error_reopens_and_reading_goes_on() {
+    let script = Script {
+        steps: VecDeque::from([
+            Ok(TCP4_NEW.to_vec()),
+            Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(TCP4_NEW.to_vec()),
+            Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
+            Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Ok(vec![1, 2, 3]),
+        ]),
+        reopened: 0,
+        lost: 7,
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let urx = std::sync::Arc::new(EarlyUpdates::default());
+    let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
+    // The script ends in EBADF forever: the loop gives up after MAX_FAILURES.
+    run(script, tx, early, urx, false);
+    let got: Vec<Incoming> = rx.try_iter().collect();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|m| match m {
+            Incoming::Flow { .. } => "flow",
+            Incoming::Lost(_) => "lost",
+            Incoming::Reopened(_) => "reopened",
+            Incoming::Garbled(_) => "garbled",
+        })
+        .collect();
+    // flow; EIO: the 7 counted drops, reopened; flow; ENOBUFS: at least one lost; the bytes
+    // 1 2 3 are too short for a header (nothing); then EBADF reopens until it gives up.
+    assert_eq!(
+        &kinds[..5],
+        ["flow", "lost", "reopened", "flow", "lost"],
+        "{kinds:?}"
+    );
+    assert!(matches!(got[1], Incoming::Lost(7)));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "reopened").count(),
+        1 + MAX_FAILURES as usize
+    );
+}
+
+/// Plays a script and keeps the idle wakes it was asked for.
+struct Waking {
+    script: Script,
+    wakes: std::sync::Arc<std::sync::Mutex<Vec<Option<Duration>>>>,
+}
+
+impl EventSource for Waking {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.script.recv(buf)
+    }
+    fn take_lost(&mut self, after_enobufs: bool) -> u64 {
+        self.script.take_lost(after_enobufs)
+    }
+    fn reopen(&mut self) -> io::Result<()> {
+        self.script.reopen()
+    }
+    fn backoff(&self, failures: u32) -> Duration {
+        self.script.backoff(failures)
+    }
+    fn set_idle_wake(&mut self, after: Option<Duration>) -> io::Result<()> {
+        self.wakes.lock().expect("lock").push(after);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_reader_waits_for_events_and_wakes_on_its_own_only_while_congested() {
+    let wakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let source = Waking {
+        script: Script {
+            steps: VecDeque::from([
+                Ok(TCP4_NEW.to_vec()),
+                Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
+                Ok(TCP4_NEW.to_vec()),
+                // CONGESTED_WAKE passed without an event.
+                Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                Ok(TCP4_NEW.to_vec()),
+            ]),
+            reopened: 0,
+            lost: 0,
+        },
+        wakes: wakes.clone(),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let urx = std::sync::Arc::new(EarlyUpdates::default());
+    let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
+    run(source, tx, early, urx, false);
+    assert_eq!(
+        rx.try_iter()
+            .filter(|m| matches!(m, Incoming::Flow { .. }))
+            .count(),
+        3
+    );
+    // Blocking from the start; a timeout from the ENOBUFS until the reader found the
+    // socket idle; blocking again after that (the script's end, EBADF, changes nothing).
+    assert_eq!(*wakes.lock().expect("lock"), [Some(CONGESTED_WAKE), None],);
+}
+
+#[test]
+fn early_attribution_skips_flows_the_cheap_rules_drop() {
+    let mut e = Early::new(
+        Config::default(),
+        LocalAddrs::new(["10.0.0.1".parse().expect("ip")]),
+        Everyone,
+    );
+    let tcp =
+        crate::flow::fixtures::flow(crate::flow::Proto::Tcp, "10.0.0.1", 40000, "9.9.9.9", 443);
+    assert!(e.attribute(&tcp).is_some());
+    // UDP is not watched by default, loopback is ignored: no lookup is made.
+    assert!(e
+        .attribute(&crate::flow::fixtures::flow(
+            crate::flow::Proto::Udp,
+            "10.0.0.1",
+            40000,
+            "9.9.9.9",
+            53
+        ))
+        .is_none());
+    assert!(e
+        .attribute(&crate::flow::fixtures::flow(
+            crate::flow::Proto::Tcp,
+            "127.0.0.1",
+            40000,
+            "127.0.0.1",
+            80
+        ))
+        .is_none());
+    let mut all = Config::default();
+    all.monitor.protocols = vec![crate::config::ProtoSel::All];
+    e.set_config(all);
+    assert!(e
+        .attribute(&crate::flow::fixtures::flow(
+            crate::flow::Proto::Udp,
+            "10.0.0.1",
+            40000,
+            "9.9.9.9",
+            53
+        ))
+        .is_some());
+}
