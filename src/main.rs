@@ -168,7 +168,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     loop {
         // No timer runs unless something is due: an idle applet sleeps until an event.
-        let due = [app.next_due(), helpers.next_due()]
+        // While a host waits to reconnect, its countdown in the status line moves each second.
+        let countdown = helpers
+            .states()
+            .iter()
+            .any(|(_, s)| matches!(s, helper_proc::State::Restarting { .. }))
+            .then(|| Instant::now() + std::time::Duration::from_secs(1));
+        let due = [app.next_due(), helpers.next_due(), countdown]
             .into_iter()
             .flatten()
             .min();
