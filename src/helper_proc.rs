@@ -591,6 +591,24 @@ impl Helpers {
         }
     }
 
+    /// Whether any helper runs over ssh (they get heartbeats).
+    pub fn any_remote(&self) -> bool {
+        self.links
+            .iter()
+            .any(|l| matches!(l.launch, Launch::Ssh(_)))
+    }
+
+    /// Sends a heartbeat to every helper running over ssh: one that hears none for
+    /// [`commands::HEARTBEAT_TIMEOUT`] exits, so a laptop that vanished without closing the
+    /// link leaves no root helper behind. (A local helper sees its stdin close instead.)
+    pub fn heartbeat(&mut self) {
+        for l in &mut self.links {
+            if matches!(l.launch, Launch::Ssh(_)) && l.state == State::Running {
+                l.send(&commands::Command::Heartbeat);
+            }
+        }
+    }
+
     /// Sends a command to every helper.
     pub fn send_all(&mut self, command: &commands::Command) {
         for l in &mut self.links {

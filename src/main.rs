@@ -166,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     refresh(&app, &helpers, tray.as_mut());
 
+    let mut next_beat = Instant::now() + conntrack_tray_helper::commands::HEARTBEAT_EVERY;
     loop {
         // No timer runs unless something is due: an idle applet sleeps until an event.
         // While a host waits to reconnect, its countdown in the status line moves each second.
@@ -174,7 +175,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|(_, s)| matches!(s, helper_proc::State::Restarting { .. }))
             .then(|| Instant::now() + std::time::Duration::from_secs(1));
-        let due = [app.next_due(), helpers.next_due(), countdown]
+        let beat = helpers.any_remote().then_some(next_beat);
+        let due = [app.next_due(), helpers.next_due(), countdown, beat]
             .into_iter()
             .flatten()
             .min();
@@ -211,6 +213,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recv(settings_rx) -> _ => app.on_tick(Instant::now()),
             recv(timer) -> _ => {
                 let now = Instant::now();
+                if now >= next_beat {
+                    helpers.heartbeat();
+                    next_beat = now + conntrack_tray_helper::commands::HEARTBEAT_EVERY;
+                }
                 for e in helpers.restart_due(now) {
                     notifier.tell(&text::line(&e.to_string()));
                 }

@@ -19,7 +19,8 @@ use crate::config::Config;
 pub const MAX_LINE: usize = 1 << 20;
 
 /// One command. It serializes to exactly the wire form [`parse`] accepts:
-/// `{"cmd":"config","config":{...}}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`.
+/// `{"cmd":"config","config":{...}}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`,
+/// `{"cmd":"heartbeat"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Command {
@@ -29,7 +30,17 @@ pub enum Command {
     },
     Pause,
     Resume,
+    /// "The applet is still there." After the first one the helper expects another within
+    /// [`HEARTBEAT_TIMEOUT`] and exits (removing its table) when none comes: a laptop that
+    /// vanished without closing the ssh link leaves no root helper behind. Not acknowledged.
+    Heartbeat,
 }
+
+/// How long a helper that has heard a heartbeat waits for the next before it exits.
+pub const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the applet sends one: twice within the timeout, and an idle helper wakes for it
+/// (its stdin thread and its loop) 0.14 times a second, within the idle target of 0.2.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(14);
 
 /// The wire form: `{"cmd": NAME, ...arguments}`. Parsed in two steps so that unknown keys
 /// are refused for every command (serde cannot deny them on internally tagged unit variants).
@@ -57,6 +68,7 @@ impl Command {
             Command::Config { .. } => "config",
             Command::Pause => "pause",
             Command::Resume => "resume",
+            Command::Heartbeat => "heartbeat",
         }
     }
 
@@ -79,9 +91,12 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         ("config", None) => invalid("`config` needs a `config` object"),
         ("pause", None) => Ok(Command::Pause),
         ("resume", None) => Ok(Command::Resume),
-        ("pause" | "resume", Some(_)) => invalid("only `config` takes a `config` object"),
+        ("heartbeat", None) => Ok(Command::Heartbeat),
+        ("pause" | "resume" | "heartbeat", Some(_)) => {
+            invalid("only `config` takes a `config` object")
+        }
         _ => Err(CommandError::Invalid(format!(
-            "unknown command `{}` (expected config, pause or resume)",
+            "unknown command `{}` (expected config, pause, resume or heartbeat)",
             crate::sanitize::escape(&raw.cmd)
         ))),
     }
@@ -125,6 +140,11 @@ mod tests {
     fn parses_the_three_commands() {
         assert_eq!(parse(br#"{"cmd":"pause"}"#), Ok(Command::Pause));
         assert_eq!(parse(br#" {"cmd":"resume"} "#), Ok(Command::Resume));
+        assert_eq!(parse(br#"{"cmd":"heartbeat"}"#), Ok(Command::Heartbeat));
+        assert_eq!(
+            Command::Heartbeat.to_line().expect("json"),
+            r#"{"cmd":"heartbeat"}"#
+        );
         let c = parse(br#"{"cmd":"config","config":{"filter":{"critical_only":true}}}"#)
             .expect("config");
         match c {

@@ -425,6 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         sigs: sig_rx,
         addrs: addr_rx,
         early: early_tx,
+        heartbeat_timeout: conntrack_tray_helper::commands::HEARTBEAT_TIMEOUT,
     };
     let speaker = Speaker {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -454,6 +455,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(match stop {
         Stop::StdinClosed | Stop::StdoutClosed => ExitCode::SUCCESS,
         Stop::Signal(_) => ExitCode::SUCCESS,
+        Stop::Silent => {
+            eprintln!("conntrack-tray-helper: {stop}");
+            ExitCode::SUCCESS
+        }
         Stop::ReaderFailed(e) => {
             eprintln!("conntrack-tray-helper: {e}");
             ExitCode::from(1)

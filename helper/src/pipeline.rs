@@ -106,6 +106,8 @@ impl<A: Attributor> Pipeline<A> {
             }
             Command::Pause => self.paused = true,
             Command::Resume => self.paused = false,
+            // The service loop keeps the heartbeat's time; nothing in the filter changes.
+            Command::Heartbeat => {}
         }
         Event::Ack { cmd: name }
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::{select, Receiver};
 
 use crate::attribution::Attributor;
-use crate::commands::{Command, CommandError};
+use crate::commands::{Command, CommandError, HEARTBEAT_TIMEOUT};
 use crate::direction::LocalAddrs;
 use crate::event::Event;
 use crate::output::Output;
@@ -31,6 +31,8 @@ pub enum Stop {
     Signal(i32),
     StdoutClosed,
     ReaderFailed(String),
+    /// Heartbeats stopped coming (see [`Command::Heartbeat`]).
+    Silent,
 }
 
 impl std::fmt::Display for Stop {
@@ -40,6 +42,11 @@ impl std::fmt::Display for Stop {
             Stop::Signal(n) => write!(f, "signal {n}"),
             Stop::StdoutClosed => f.write_str("stdout closed"),
             Stop::ReaderFailed(e) => f.write_str(e),
+            Stop::Silent => write!(
+                f,
+                "no heartbeat for {} s: the applet is gone",
+                HEARTBEAT_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -51,6 +58,8 @@ pub struct Inputs {
     pub sigs: Receiver<i32>,
     pub addrs: Receiver<LocalAddrs>,
     pub early: std::sync::Arc<EarlyUpdates>,
+    /// [`HEARTBEAT_TIMEOUT`], but in tests.
+    pub heartbeat_timeout: std::time::Duration,
 }
 
 /// Who is speaking, for the hello line.
@@ -88,7 +97,12 @@ pub fn serve<A: Attributor, W: Write>(
     if out.flush().is_err() {
         return Stop::StdoutClosed;
     }
+    // Armed by the first heartbeat: when the next one is due at the latest.
+    let mut heard: Option<Instant> = None;
     loop {
+        let silent = heard.map_or_else(crossbeam_channel::never, |t| {
+            crossbeam_channel::at(t + inputs.heartbeat_timeout)
+        });
         let names_due = pipeline
             .names_mut()
             .due()
@@ -103,7 +117,12 @@ pub fn serve<A: Attributor, W: Write>(
                 Ok(()) => None,
                 Err(stop) => return stop,
             },
+            recv(silent) -> _ => return Stop::Silent,
             recv(inputs.cmds) -> c => match c {
+                Ok(Some(Ok(Command::Heartbeat))) => {
+                    heard = Some(Instant::now());
+                    None
+                }
                 Ok(Some(Ok(cmd))) => {
                     let ack = pipeline.command(cmd);
                     let cfg = Box::new(pipeline.config().clone());
@@ -272,6 +291,7 @@ mod tests {
             sigs: sig_rx,
             addrs: addr_rx,
             early: early_tx,
+            heartbeat_timeout: std::time::Duration::from_millis(300),
         };
         let held = Held {
             cmds,
@@ -364,6 +384,35 @@ mod tests {
             held.early.take().0.is_some(),
             "the reader gets the new settings"
         );
+    }
+
+    #[test]
+    fn heartbeats_are_not_acknowledged_and_their_silence_ends_the_loop() {
+        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (inputs, held) = inputs(flow_rx);
+        let mut p = Pipeline::new(
+            Config::default(),
+            local_addrs(),
+            Nobody,
+            Names::new(crate::names::capture::Shared::without_capture()),
+        );
+        // Three heartbeats 100 ms apart keep it going; then nothing for the timeout.
+        let cmds = held.cmds.clone();
+        let beater = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let _ = cmds.send(Some(Ok(Command::Heartbeat)));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let stop = serve(&mut p, &mut out, &inputs, speaker(), vec![], false);
+        beater.join().expect("the beater ends");
+        assert_eq!(stop, Stop::Silent);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+        let l = lines(out);
+        assert_eq!(l.len(), 1, "only the hello: {l:?}");
+        // Without a first heartbeat, silence is fine (sudo, systemd, old applets).
     }
 
     #[test]
