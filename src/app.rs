@@ -3,7 +3,7 @@
 //! so the whole behaviour is tested with plain values. The decisions about the helper links
 //! themselves (hello, refusal, the status line) are in `links`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use conntrack_tray_helper::commands::Command;
@@ -74,6 +74,11 @@ pub struct App {
     save_at: Option<Instant>,
     /// The restart notices on screen, by notification id: the link each is about.
     restart_notes: HashMap<u64, usize>,
+    /// The hosts watched over ssh (their labels), and the applet's own ssh processes and
+    /// their local ports, to know its own links (see `own`).
+    remote_hosts: HashSet<String>,
+    own_pids: HashSet<u32>,
+    own_ports: HashMap<String, HashSet<u16>>,
     pub unseen: bool,
     today: (String, u64),
     pub lost: Lost,
@@ -92,6 +97,9 @@ impl App {
             note_order: VecDeque::new(),
             save_at: None,
             restart_notes: HashMap::new(),
+            remote_hosts: HashSet::new(),
+            own_pids: HashSet::new(),
+            own_ports: HashMap::new(),
             unseen: false,
             today: (String::new(), 0),
             lost: Lost::default(),
@@ -117,9 +125,13 @@ impl App {
             Shown::Program(live) => {
                 let (seen, novelty) = self.notes.get(&id)?;
                 let age = now.saturating_duration_since(live.opened);
-                Some(text::program_note(
-                    live, &seen.conn, *novelty, age, &seen.host, &self.caps,
-                ))
+                let mut note =
+                    text::program_note(live, &seen.conn, *novelty, age, &seen.host, &self.caps);
+                // Which machine, where it is read first.
+                if self.remote_hosts.contains(&seen.host) {
+                    note.summary = format!("{} · on {}", note.summary, text::host(&seen.host));
+                }
+                Some(note)
             }
         }
     }
@@ -161,6 +173,29 @@ impl App {
         }
     }
 
+    /// The ssh links now: each remote host's label with the pid of its ssh process.
+    pub fn set_links(&mut self, remote: Vec<(String, Option<u32>)>) {
+        self.remote_hosts = remote.iter().map(|(h, _)| h.clone()).collect();
+        self.own_pids = remote.iter().filter_map(|(_, p)| *p).collect();
+        self.own_ports = remote
+            .into_iter()
+            .filter_map(|(h, p)| Some((h, crate::own::local_ports(&[p?]))))
+            .collect();
+    }
+
+    /// Whether `c`, seen on `host`, is the applet's own ssh link: from one of its ssh
+    /// processes here, or, on the watched host, to one of their sockets.
+    fn own(&self, host: &str, c: &Connection) -> bool {
+        if self.remote_hosts.contains(host) {
+            return c
+                .remote_port
+                .is_some_and(|p| self.own_ports.get(host).is_some_and(|s| s.contains(&p)));
+        }
+        c.process
+            .as_ref()
+            .is_some_and(|p| self.own_pids.contains(&p.pid))
+    }
+
     fn on_connection(&mut self, host: &str, c: Connection, now: Instant) -> Vec<Effect> {
         if self.whitelisted(&c) || self.settings.config.applet.paused {
             return Vec::new();
@@ -170,10 +205,11 @@ impl App {
             self.today = (day, 0);
         }
         self.today.1 += 1;
-        self.unseen = true;
+        let own = self.own(host, &c);
         let seen = Seen {
             host: host.to_string(),
             conn: c,
+            own,
         };
         let mut effects = Vec::new();
         if let Err(e) = self.history.push(seen.clone()) {
@@ -182,9 +218,11 @@ impl App {
                 text::line(&e.to_string())
             )));
         }
-        if !self.settings.config.notify.enabled {
+        // Its own link is not news: a notice each reconnect would teach to ignore them.
+        if own || !self.settings.config.notify.enabled {
             return effects;
         }
+        self.unseen = true;
         let novelty = self.learned.learn(&seen.conn);
         self.save_at.get_or_insert(now + SAVE_EVERY);
         let news = match self.settings.config.notify.alert_on {
@@ -555,6 +593,37 @@ mod tests {
             ..conn(445, "/usr/bin/curl")
         };
         assert!(!a.whitelisted(&unsure));
+    }
+
+    #[test]
+    fn the_applets_own_ssh_link_is_kept_marked_and_not_notified_on_either_end() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = app(&dir);
+        let server = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let link = std::net::TcpStream::connect(server.local_addr().expect("addr")).expect("tcp");
+        let port = link.local_addr().expect("addr").port();
+        // This test process stands in for the ssh process of the link to "nas".
+        a.set_links(vec![("nas".into(), Some(std::process::id()))]);
+        let now = Instant::now();
+        let mut here = conn(22, "/usr/bin/ssh");
+        if let Some(p) = here.process.as_mut() {
+            p.pid = std::process::id();
+        }
+        assert!(a.on_event("laptop", ev(here), now).is_empty());
+        let mut there = conn(22, "/usr/sbin/sshd");
+        there.direction = conntrack_tray_helper::Direction::Inbound;
+        there.remote_port = Some(port);
+        assert!(a.on_event("nas", ev(there.clone()), now).is_empty());
+        assert!(a.history.recent().all(|s| s.own), "kept, marked");
+        assert!(text::recent_label(a.history.recent().next().expect("one"))
+            .ends_with("(this applet's ssh link)"));
+        // Another sshd connection there is news, with the host in the summary.
+        there.remote_port = Some(port.wrapping_add(1));
+        let fx = a.on_event("nas", ev(there), now);
+        assert!(
+            matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary.ends_with("· on nas")),
+            "{fx:?}"
+        );
     }
 
     #[test]

@@ -45,6 +45,50 @@ pub fn helper_path(given: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(HELPER_PATHS[0]))
 }
 
+/// The remote targets without repeats: `nas`, `ssh://nas`, `ssh://nas:22` and `NAS` are one
+/// host (one helper, every event once); the first spelling is kept as the label.
+pub fn distinct_targets(targets: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    targets
+        .into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && seen.insert(target_key(t)))
+        .collect()
+}
+
+/// `[ssh://][user@]host[:port]` in one spelling: lower-case host, port 22 left out.
+fn target_key(t: &str) -> String {
+    let t = t.strip_prefix("ssh://").unwrap_or(t);
+    let (user, rest) = match t.rsplit_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, t),
+    };
+    let rest = rest
+        .strip_suffix(":22")
+        .unwrap_or(rest)
+        .to_ascii_lowercase();
+    match user {
+        Some(u) => format!("{u}@{rest}"),
+        None => rest,
+    }
+}
+
+/// Where the remote helper is, unless `[remote] helper` says otherwise: the .deb's place.
+pub const REMOTE_HELPER: &str = "/usr/libexec/conntrack-tray/conntrack-tray-helper";
+
+/// ssh never prompts (a prompt nobody sees would hang the link), gives up on a dead link
+/// within 45 s, and on a host that does not answer within 10 s.
+pub const SSH_OPTIONS: [&str; 8] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ServerAliveInterval=15",
+    "-o",
+    "ServerAliveCountMax=3",
+    "-o",
+    "ConnectTimeout=10",
+];
+
 /// How a helper is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
@@ -52,8 +96,9 @@ pub enum Launch {
     Pkexec(PathBuf),
     /// The helper itself (when the applet is root, or with --no-pkexec).
     Direct(PathBuf),
-    /// `ssh USER@HOST sudo conntrack-tray-helper --format json`.
-    Ssh(String),
+    /// `ssh -o BatchMode=yes … USER@HOST sudo -n HELPER --format json`: the one fixed
+    /// invocation a sudoers line can pin (see `remote setup`).
+    Ssh { target: String, helper: String },
 }
 
 impl Launch {
@@ -75,17 +120,11 @@ impl Launch {
                 c
             }
             Launch::Direct(p) => Command::new(p),
-            Launch::Ssh(target) => {
+            Launch::Ssh { target, helper } => {
                 let mut c = Command::new("ssh");
-                c.args([
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "ServerAliveInterval=15",
-                    "--",
-                    target,
-                ])
-                .args(["sudo", "conntrack-tray-helper"]);
+                c.args(SSH_OPTIONS)
+                    .args(["--", target])
+                    .args(["sudo", "-n", helper]);
                 c
             }
         };
@@ -96,7 +135,10 @@ impl Launch {
     /// The host name shown for this helper's events.
     pub fn host(&self) -> String {
         match self {
-            Launch::Ssh(target) => target.rsplit('@').next().unwrap_or(target).to_string(),
+            Launch::Ssh { target, .. } => {
+                let t = target.strip_prefix("ssh://").unwrap_or(target);
+                t.rsplit('@').next().unwrap_or(t).to_string()
+            }
             _ => nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "localhost".into()),
@@ -321,7 +363,7 @@ impl Link {
             return code;
         }
         let refusal = match &self.launch {
-            Launch::Ssh(_) => refusal::classify(&lines, code),
+            Launch::Ssh { .. } => refusal::classify(&lines, code),
             _ => None,
         };
         // The host is not watched from now on (unless this outage began earlier), for the
@@ -353,7 +395,7 @@ impl Link {
     /// The host as the person configured it (`USER@HOST`), or this machine's name.
     pub fn target(&self) -> String {
         match &self.launch {
-            Launch::Ssh(t) => t.clone(),
+            Launch::Ssh { target, .. } => target.clone(),
             _ => self.host.clone(),
         }
     }
@@ -544,7 +586,7 @@ impl Helpers {
                     // call themselves the same stay apart). This machine's helper names this
                     // machine. `text` sanitizes it where shown.
                     l.hostname = (!hostname.is_empty()).then(|| hostname.clone());
-                    if !matches!(l.launch, Launch::Ssh(_)) && !hostname.is_empty() {
+                    if !matches!(l.launch, Launch::Ssh { .. }) && !hostname.is_empty() {
                         l.host = hostname.clone();
                     }
                     recovered = l.running(now);
@@ -591,11 +633,20 @@ impl Helpers {
         }
     }
 
+    /// Each helper over ssh: its label, and the pid of its ssh process while it runs.
+    pub fn ssh_links(&self) -> Vec<(String, Option<u32>)> {
+        self.links
+            .iter()
+            .filter(|l| matches!(l.launch, Launch::Ssh { .. }))
+            .map(|l| (l.host.clone(), l.child.as_ref().map(|c| c.id())))
+            .collect()
+    }
+
     /// Whether any helper runs over ssh (they get heartbeats).
     pub fn any_remote(&self) -> bool {
         self.links
             .iter()
-            .any(|l| matches!(l.launch, Launch::Ssh(_)))
+            .any(|l| matches!(l.launch, Launch::Ssh { .. }))
     }
 
     /// Sends a heartbeat to every helper running over ssh: one that hears none for
@@ -603,7 +654,7 @@ impl Helpers {
     /// link leaves no root helper behind. (A local helper sees its stdin close instead.)
     pub fn heartbeat(&mut self) {
         for l in &mut self.links {
-            if matches!(l.launch, Launch::Ssh(_)) && l.state == State::Running {
+            if matches!(l.launch, Launch::Ssh { .. }) && l.state == State::Running {
                 l.send(&commands::Command::Heartbeat);
             }
         }
@@ -650,7 +701,11 @@ mod tests {
                 "json"
             ]
         );
-        let c = Launch::Ssh("alice@nas".into()).command();
+        let nas = Launch::Ssh {
+            target: "alice@nas".into(),
+            helper: REMOTE_HELPER.into(),
+        };
+        let c = nas.command();
         let args: Vec<_> = c
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -659,11 +714,13 @@ mod tests {
             "--".into(),
             "alice@nas".into(),
             "sudo".into(),
-            "conntrack-tray-helper".into(),
+            "-n".into(),
+            REMOTE_HELPER.into(),
             "--format".into(),
             "json".into()
         ]));
-        assert_eq!(Launch::Ssh("alice@nas".into()).host(), "nas");
+        assert!(args.starts_with(&["-o".into(), "BatchMode=yes".into()]));
+        assert_eq!(nas.host(), "nas");
     }
 
     #[test]
@@ -704,9 +761,30 @@ mod tests {
     }
 
     #[test]
+    fn the_same_host_named_twice_is_one_link() {
+        let t = |v: &[&str]| distinct_targets(v.iter().map(|s| s.to_string()));
+        assert_eq!(
+            t(&[
+                "alice@nas",
+                "ssh://alice@NAS:22",
+                "alice@nas ",
+                "bob@nas",
+                "nas:2222"
+            ]),
+            vec!["alice@nas", "bob@nas", "nas:2222"]
+        );
+    }
+
+    #[test]
     fn helpers_drop_a_replaced_helpers_lines_and_keep_the_books_for_the_current_one() {
         let (tx, _rx) = crossbeam_channel::unbounded();
-        let mut h = Helpers::new([Launch::Ssh("alice@nas".into())], tx);
+        let mut h = Helpers::new(
+            [Launch::Ssh {
+                target: "alice@nas".into(),
+                helper: REMOTE_HELPER.into(),
+            }],
+            tx,
+        );
         let hello = |gen, hostname: &str| Msg::Event {
             link: 0,
             gen,

@@ -29,6 +29,9 @@ pub struct Seen {
     pub host: String,
     #[serde(rename = "connection")]
     pub conn: Connection,
+    /// The applet's own ssh link to a watched host: kept, never notified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
 }
 
 /// The line format before the connection was nested: its fields beside the machine's `host`.
@@ -48,6 +51,7 @@ fn parse_line(line: &str) -> Option<Seen> {
         Some(Seen {
             host: f.host,
             conn: f.conn,
+            own: false,
         })
     })
 }
@@ -159,6 +163,7 @@ mod tests {
         Seen {
             host: "localhost".into(),
             conn: fixtures::connection("9.9.9.9", port),
+            own: false,
         }
     }
 

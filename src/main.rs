@@ -15,8 +15,10 @@ mod links;
 mod lost;
 mod notify;
 mod novelty;
+mod own;
 mod refusal;
 mod settings;
+mod setup;
 mod text;
 mod tray;
 mod watch;
@@ -57,10 +59,45 @@ struct Cli {
     /// The configuration file [default: $XDG_CONFIG_HOME/conntrack-tray/config.toml].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Watching other hosts over ssh.
+    Remote {
+        #[command(subcommand)]
+        what: RemoteCmd,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum RemoteCmd {
+    /// Checks that USER@HOST can be watched (ssh login without a prompt, the helper there,
+    /// sudo without a password) and prints the sudoers line and the config lines it needs.
+    Setup {
+        /// USER@HOST, HOST, or ssh://USER@HOST:PORT.
+        target: String,
+    },
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Some(Sub::Remote {
+        what: RemoteCmd::Setup { target },
+    }) = &cli.command
+    {
+        let (report, ready) = setup::check(&mut setup::RealSsh, target);
+        print!("{report}");
+        return if ready {
+            println!("\n{target} is ready to be watched.");
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("conntrack-tray: {e:#}");
@@ -124,12 +161,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         Launch::local(cli.helper.as_deref(), cli.no_pkexec)
     };
-    let mut remotes = app.settings.config.remote.hosts.clone();
-    remotes.extend(cli.remote.iter().cloned());
-    remotes.dedup();
+    let remote_helper = app
+        .settings
+        .config
+        .remote
+        .helper
+        .clone()
+        .unwrap_or_else(|| helper_proc::REMOTE_HELPER.to_string());
+    let remotes = helper_proc::distinct_targets(
+        app.settings
+            .config
+            .remote
+            .hosts
+            .iter()
+            .chain(cli.remote.iter())
+            .cloned(),
+    );
     let (helper_tx, helper_rx) = unbounded::<Msg>();
     let mut helpers = Helpers::new(
-        std::iter::once(local).chain(remotes.into_iter().map(Launch::Ssh)),
+        std::iter::once(local).chain(remotes.into_iter().map(|target| Launch::Ssh {
+            target,
+            helper: remote_helper.clone(),
+        })),
         helper_tx,
     );
     told.extend(
@@ -138,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|e| text::line(&e.to_string())),
     );
+    app.set_links(helpers.ssh_links());
 
     let (sig_tx, sig_rx) = unbounded();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -188,7 +242,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recv(sig_rx) -> _ => break,
             recv(helper_rx) -> m => match m {
                 Ok(msg) => match helpers.receive(msg, Instant::now()) {
-                    Some(report) => links::on_report(&mut app, report, Instant::now()),
+                    Some(report) => {
+                        // A link that says hello has its ssh connection up: know it as ours.
+                        if matches!(&report, helper_proc::Report::Event { event, .. }
+                            if matches!(**event, conntrack_tray_helper::Event::Hello { .. }))
+                        {
+                            app.set_links(helpers.ssh_links());
+                        }
+                        links::on_report(&mut app, report, Instant::now())
+                    }
                     None => Vec::new(),
                 },
                 Err(_) => break,
@@ -220,12 +282,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for e in helpers.restart_due(now) {
                     notifier.tell(&text::line(&e.to_string()));
                 }
+                app.set_links(helpers.ssh_links());
                 app.on_tick(now)
             },
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &app, &mut helpers, &mut notifier);
+            quit |= perform(effect, &mut app, &mut helpers, &mut notifier);
         }
         refresh(&app, &helpers, tray.as_mut());
         if quit {
@@ -234,14 +297,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // Its notifications go with it: their buttons would do nothing.
     for effect in app.on_quit() {
-        perform(effect, &app, &mut helpers, &mut notifier);
+        perform(effect, &mut app, &mut helpers, &mut notifier);
     }
     helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
 /// Carries out one effect with the part it is for; true to quit.
-fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &mut Notifier) -> bool {
+fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut Notifier) -> bool {
     match effect {
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
@@ -256,12 +319,14 @@ fn perform(effect: Effect, app: &App, helpers: &mut Helpers, notifier: &mut Noti
             for e in helpers.restart_now(link, Instant::now()) {
                 notifier.tell(&text::line(&e.to_string()));
             }
+            app.set_links(helpers.ssh_links());
         }
         Effect::Hold(link) => helpers.hold(link),
         Effect::StartHelpers => {
             for e in helpers.start_stopped() {
                 notifier.tell(&text::line(&e.to_string()));
             }
+            app.set_links(helpers.ssh_links());
         }
         Effect::Autostart(on) => {
             if let Err(e) = settings::set_autostart(on) {

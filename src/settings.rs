@@ -86,6 +86,8 @@ pub enum AlertOn {
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteConfig {
     pub hosts: Vec<String>,
+    /// The helper's path on the remote hosts, when not the .deb's.
+    pub helper: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -85,7 +85,12 @@ pub fn headline(c: &Connection) -> String {
 
 /// The menu's label for a connection seen on `machine`.
 pub fn recent_label(s: &Seen) -> String {
-    format!("{}, on {}", headline(&s.conn), host(&s.host))
+    let own = if s.own {
+        " (this applet's ssh link)"
+    } else {
+        ""
+    };
+    format!("{}, on {}{own}", headline(&s.conn), host(&s.host))
 }
 
 /// The name a "Whitelist" button shows for the connection's exe (whose path it adds), when
@@ -490,6 +495,7 @@ mod tests {
         let s = Seen {
             host: "nas\nfake".into(),
             conn: c,
+            own: false,
         };
         assert_eq!(
             recent_label(&s),
