@@ -161,6 +161,9 @@ impl Alerts {
             if live.destinations.len() < DESTINATIONS {
                 live.destinations.insert(s.destination.to_string());
             }
+            // The first critical novelty in it is shown at once (it changes the urgency); the
+            // rest at most once a second, however many a program makes.
+            let escalates = urgent && s.news && !live.critical;
             if s.news {
                 live.latest = s.destination.to_string();
                 live.critical |= urgent;
@@ -171,9 +174,7 @@ impl Alerts {
                         EXPIRE
                     };
             }
-            // A critical novelty is shown at once; the rest at most once a second.
-            return if (urgent && s.news) || now.saturating_duration_since(live.sent) >= UPDATE_EVERY
-            {
+            return if escalates || now.saturating_duration_since(live.sent) >= UPDATE_EVERY {
                 live.sent = now;
                 live.pending = false;
                 Decision::Show(live.id)
@@ -505,6 +506,23 @@ mod tests {
             a.decide(&seen("calm", "y:80", Novelty::NewProgram, false), t0),
             Decision::Show(id) if !ids.contains(&id)
         ));
+    }
+
+    #[test]
+    fn a_programs_first_critical_news_is_shown_at_once_and_the_rest_folded() {
+        let mut a = Alerts::new(5);
+        let t0 = Instant::now();
+        let Decision::Show(id) = a.decide(&seen("c", "a:80", Novelty::NewProgram, false), t0)
+        else {
+            panic!()
+        };
+        let d = a.decide(&seen("c", "b:443", Novelty::NewDestination, true), t0);
+        assert_eq!(d, Decision::Show(id), "escalated at once");
+        for i in 0..100 {
+            let dest = format!("h{i}:443");
+            let d = a.decide(&seen("c", &dest, Novelty::NewDestination, true), t0);
+            assert_eq!(d, Decision::Folded(id));
+        }
     }
 
     #[test]
