@@ -387,10 +387,19 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
                 return Some(found);
             }
         }
-        let found = self.by_socket(sides, read);
         if outbound && udp {
+            let records = self
+                .connects
+                .as_ref()
+                .map(|c| c.udp_records())
+                .unwrap_or_default();
+            if records.connected && records.unconnected {
+                return self.recorded_udp_sender(sides, read);
+            }
+            let found = self.by_socket(sides, read);
             return self.udp_sender(&t, read, found);
         }
+        let found = self.by_socket(sides, read);
         // The kernel files a TCP record when the connection leaves SYN_SENT: a program that
         // is gone by now has done that.
         if found.is_none() && outbound && t.proto == Proto::Tcp {

@@ -576,8 +576,10 @@ fn a_bound_sockets_holder_does_not_name_a_send_the_kernel_records() {
     let flow = sides(Proto::Udp, "10.0.0.1", 5353, "224.0.0.251", 5353);
     let bound = || {
         let mut s = FakeSockets::default();
-        s.all
-            .push(sock(Proto::Udp, 7, "0.0.0.0", 5353, "0.0.0.0", 0, 9));
+        let avahi = sock(Proto::Udp, 7, "0.0.0.0", 5353, "0.0.0.0", 0, 9);
+        // The kernel's exact lookup finds a wildcard-bound socket too.
+        s.exact.insert((Family::Ipv4, 5353), avahi.clone());
+        s.all.push(avahi);
         s
     };
     let procs = [(9, proc_(7, "avahi"))];
