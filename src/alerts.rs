@@ -97,6 +97,8 @@ pub enum Shown<'a> {
 
 /// One connection as the alerts see it.
 pub struct Seen<'a> {
+    /// The machine it was seen on (a mute may be for one).
+    pub host: &'a str,
     /// The program's key (see `novelty::program_key`).
     pub key: &'a str,
     pub name: &'a str,
@@ -145,14 +147,17 @@ impl Alerts {
         self.next_id
     }
 
-    pub fn mute(&mut self, key: &str, until: Instant) {
-        self.muted.insert(key.to_string(), until);
+    /// Mutes program `key` until `until`, on `host` only or (None) everywhere.
+    pub fn mute(&mut self, host: Option<&str>, key: &str, until: Instant) {
+        self.muted.insert(mute_key(host, key), until);
     }
 
     /// What `s` does to the screen at `now`.
     pub fn decide(&mut self, s: &Seen, now: Instant) -> Decision {
         self.muted.retain(|_, until| *until > now);
-        if self.muted.contains_key(s.key) {
+        if self.muted.contains_key(&mute_key(None, s.key))
+            || self.muted.contains_key(&mute_key(Some(s.host), s.key))
+        {
             return Decision::Muted;
         }
         let urgent = s.critical && s.novelty != Novelty::Known;
@@ -351,6 +356,14 @@ impl Alerts {
     }
 }
 
+/// A mute's key: the program's, and the host's when it is for one host.
+fn mute_key(host: Option<&str>, key: &str) -> String {
+    match host {
+        Some(h) => format!("{h}\n{key}"),
+        None => key.to_string(),
+    }
+}
+
 fn prune(opened: &mut VecDeque<Instant>, now: Instant) {
     while opened
         .front()
@@ -380,6 +393,7 @@ mod tests {
 
     fn seen<'a>(key: &'a str, dest: &'a str, novelty: Novelty, critical: bool) -> Seen<'a> {
         Seen {
+            host: "h",
             key,
             name: key,
             destination: dest,
@@ -535,7 +549,7 @@ mod tests {
         a.closed(id);
         let d = a.decide(&seen("c", "b:1", Novelty::NewDestination, false), t0);
         assert!(matches!(d, Decision::Show(n) if n != id));
-        a.mute("c", t0 + Duration::from_secs(3600));
+        a.mute(None, "c", t0 + Duration::from_secs(3600));
         assert_eq!(
             a.decide(&seen("c", "d:1", Novelty::NewDestination, false), t0),
             Decision::Muted

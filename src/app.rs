@@ -127,9 +127,11 @@ impl App {
                 let age = now.saturating_duration_since(live.opened);
                 let mut note =
                     text::program_note(live, &seen.conn, *novelty, age, &seen.host, &self.caps);
-                // Which machine, where it is read first.
+                // Which machine, where it is read first; its buttons act on that host only
+                // (the menu offers "everywhere" too).
                 if self.remote_hosts.contains(&seen.host) {
                     note.summary = format!("{} · on {}", note.summary, text::host(&seen.host));
+                    note.actions = text::buttons_on_host(&seen.conn, &seen.host, &self.caps);
                 }
                 Some(note)
             }
@@ -146,8 +148,8 @@ impl App {
 
     /// The applet's own check of the whitelist: the helper filters too, but a config change
     /// takes a moment to reach it (and a remote helper may be older).
-    fn whitelisted(&self, c: &Connection) -> bool {
-        conntrack_tray_helper::filter::whitelisted(&self.settings.config.whitelist, c)
+    fn whitelisted(&self, host: &str, c: &Connection) -> bool {
+        conntrack_tray_helper::filter::whitelisted(&self.settings.config.whitelist_on(host), c)
     }
 
     pub fn events_today(&self) -> u64 {
@@ -197,7 +199,7 @@ impl App {
     }
 
     fn on_connection(&mut self, host: &str, c: Connection, now: Instant) -> Vec<Effect> {
-        if self.whitelisted(&c) || self.settings.config.applet.paused {
+        if self.whitelisted(host, &c) || self.settings.config.applet.paused {
             return Vec::new();
         }
         let day = c.ts.get(..10).unwrap_or("").to_string();
@@ -234,6 +236,7 @@ impl App {
         let name = text::program(&seen.conn);
         let destination = text::destination(&seen.conn);
         let s = alerts::Seen {
+            host: &seen.host,
             key: &key,
             name: &name,
             destination: &destination,
@@ -362,7 +365,29 @@ impl App {
             }
             RecentAction::Mute => {
                 if c.process.is_some() {
-                    self.alerts.mute(&novelty::program_key(c), now + MUTE);
+                    self.alerts.mute(None, &novelty::program_key(c), now + MUTE);
+                }
+                Vec::new()
+            }
+            RecentAction::WhitelistProgramOnHost => {
+                match c.process.as_ref().and_then(|p| p.exe.clone()) {
+                    Some(exe) => self.edit(Edit::WhitelistProcessOn {
+                        host: seen.host.clone(),
+                        process: exe,
+                    }),
+                    None => vec![Effect::Tell(
+                        "this connection's program has no known path".into(),
+                    )],
+                }
+            }
+            RecentAction::WhitelistRemoteOnHost => self.edit(Edit::WhitelistRemoteOn {
+                host: seen.host.clone(),
+                remote: c.remote_ip.to_string(),
+            }),
+            RecentAction::MuteOnHost => {
+                if c.process.is_some() {
+                    let key = novelty::program_key(c);
+                    self.alerts.mute(Some(&seen.host), &key, now + MUTE);
                 }
                 Vec::new()
             }
@@ -424,6 +449,13 @@ impl App {
             notify::ACTION_WL_PROGRAM => self.act_on(&seen, RecentAction::WhitelistProgram, now),
             notify::ACTION_WL_REMOTE => self.act_on(&seen, RecentAction::WhitelistRemote, now),
             notify::ACTION_MUTE => self.act_on(&seen, RecentAction::Mute, now),
+            notify::ACTION_WL_PROGRAM_ON_HOST => {
+                self.act_on(&seen, RecentAction::WhitelistProgramOnHost, now)
+            }
+            notify::ACTION_WL_REMOTE_ON_HOST => {
+                self.act_on(&seen, RecentAction::WhitelistRemoteOnHost, now)
+            }
+            notify::ACTION_MUTE_ON_HOST => self.act_on(&seen, RecentAction::MuteOnHost, now),
             notify::ACTION_WL_HOST => match seen.conn.host.clone() {
                 Some(host) => self.edit(Edit::WhitelistHost(host)),
                 None => Vec::new(),
@@ -479,6 +511,10 @@ impl App {
                     label: text::recent_label(s),
                     program: text::exe_name(&s.conn),
                     remote: s.conn.remote_ip.to_string(),
+                    on: self
+                        .remote_hosts
+                        .contains(&s.host)
+                        .then(|| text::host(&s.host)),
                 })
                 .collect(),
             can_start,
@@ -586,13 +622,13 @@ mod tests {
             also_held_by: vec![fixtures::process("/tmp/evil")],
             ..conn(444, "/usr/bin/curl")
         };
-        assert!(!a.whitelisted(&shared));
+        assert!(!a.whitelisted("h", &shared));
         assert!(!a.on_event("h", ev(shared), now).is_empty());
         let unsure = Connection {
             holders_incomplete: true,
             ..conn(445, "/usr/bin/curl")
         };
-        assert!(!a.whitelisted(&unsure));
+        assert!(!a.whitelisted("h", &unsure));
     }
 
     #[test]
@@ -623,6 +659,73 @@ mod tests {
         assert!(
             matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary.ends_with("· on nas")),
             "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn a_remote_connection_is_whitelisted_on_its_host_only_or_everywhere() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = app(&dir);
+        a.set_links(vec![("nas".into(), None)]);
+        let now = Instant::now();
+        let fx = a.on_event("nas", ev(conn(443, "/usr/bin/curl")), now);
+        let Effect::Notify { id, note } = fx[0].clone() else {
+            panic!("{fx:?}")
+        };
+        let labels: Vec<&str> = note.actions.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "Details",
+                "Whitelist curl on nas",
+                "Mute 1 h on nas",
+                "Whitelist 9.9.9.9 on nas"
+            ]
+        );
+        assert_eq!(
+            a.on_action(id, notify::ACTION_WL_PROGRAM_ON_HOST, now),
+            vec![Effect::SendConfig]
+        );
+        let text = std::fs::read_to_string(a.settings.path()).expect("config");
+        assert!(text.contains("[remote.on.nas]"), "{text}");
+        assert!(a.settings.config.whitelist.processes.is_empty());
+        assert_eq!(
+            a.settings
+                .config
+                .helper_config_on("nas")
+                .whitelist
+                .processes,
+            ["/usr/bin/curl"]
+        );
+        // Silent on nas, still reported here.
+        assert!(a.whitelisted("nas", &conn(8443, "/usr/bin/curl")));
+        assert!(!a.whitelisted("laptop", &conn(8443, "/usr/bin/curl")));
+        // The menu offers both scopes for a connection seen on nas.
+        let v = a.view("s".into(), false, false);
+        let menu = tray::menu(&v);
+        let tray::Entry::Sub { items, .. } = &menu[2] else {
+            panic!("recent")
+        };
+        let labels: Vec<String> = items
+            .iter()
+            .filter_map(|e| match e {
+                tray::Entry::Sub { label, items } if label.contains("on nas") => Some(
+                    items
+                        .iter()
+                        .filter_map(|i| match i {
+                            tray::Entry::Action { label, .. } => Some(label.clone()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                ),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            labels.iter().any(|l| l
+                == "Whitelist curl on nas | Whitelist curl everywhere | Whitelist 9.9.9.9 on nas | Whitelist 9.9.9.9 everywhere | Mute 1 h on nas | Mute 1 h everywhere | Copy details"),
+            "{labels:?}"
         );
     }
 

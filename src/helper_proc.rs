@@ -660,6 +660,14 @@ impl Helpers {
         }
     }
 
+    /// Sends each helper the command `make` makes for its host's label.
+    pub fn send_each(&mut self, make: impl Fn(&str) -> commands::Command) {
+        for l in &mut self.links {
+            let command = make(&l.host);
+            l.send(&command);
+        }
+    }
+
     /// Sends a command to every helper.
     pub fn send_all(&mut self, command: &commands::Command) {
         for l in &mut self.links {

@@ -15,10 +15,11 @@ use crate::helper_proc::{Report, State};
 use crate::settings::UserConfig;
 use crate::text;
 
-/// The command that gives a helper the filter part of `config`.
-pub fn config_command(config: &UserConfig) -> Command {
+/// The command that gives the helper on `host` the filter part of `config` (with the entries
+/// for that host only).
+pub fn config_command(config: &UserConfig, host: &str) -> Command {
     Command::Config {
-        config: Box::new(config.helper_config()),
+        config: Box::new(config.helper_config_on(host)),
     }
 }
 
@@ -54,7 +55,7 @@ pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
                 let config = &app.settings.config;
                 effects.push(Effect::Send {
                     link,
-                    command: config_command(config),
+                    command: config_command(config, &host),
                 });
                 if config.applet.paused {
                     effects.push(Effect::Send {
@@ -203,7 +204,7 @@ mod tests {
     fn a_helper_that_says_hello_gets_the_settings_and_the_pause() {
         let mut a = app();
         let now = Instant::now();
-        let config = config_command(&a.settings.config);
+        let config = config_command(&a.settings.config, "nas");
         assert_eq!(
             on_report(&mut a, hello(1), now),
             vec![Effect::Send {

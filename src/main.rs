@@ -312,7 +312,10 @@ fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut 
             }
         }
         Effect::Close(id) => notifier.close(id),
-        Effect::SendConfig => helpers.send_all(&links::config_command(&app.settings.config)),
+        Effect::SendConfig => {
+            let config = &app.settings.config;
+            helpers.send_each(|host| links::config_command(config, host));
+        }
         Effect::Pause(p) => helpers.send_all(&links::pause_command(p)),
         Effect::Send { link, command } => helpers.send(link, &command),
         Effect::RestartNow(link) => {

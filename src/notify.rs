@@ -72,6 +72,10 @@ pub const ACTION_WL_PROGRAM: &str = "whitelist-program";
 pub const ACTION_WL_REMOTE: &str = "whitelist-remote";
 pub const ACTION_WL_HOST: &str = "whitelist-host";
 pub const ACTION_MUTE: &str = "mute";
+/// The same on the watched host the connection was seen on only.
+pub const ACTION_WL_PROGRAM_ON_HOST: &str = "whitelist-program-on-host";
+pub const ACTION_WL_REMOTE_ON_HOST: &str = "whitelist-remote-on-host";
+pub const ACTION_MUTE_ON_HOST: &str = "mute-on-host";
 
 /// The notification server, over the applet's session bus connection.
 pub struct Notifier {

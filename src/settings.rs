@@ -88,6 +88,9 @@ pub struct RemoteConfig {
     pub hosts: Vec<String>,
     /// The helper's path on the remote hosts, when not the .deb's.
     pub helper: Option<String>,
+    /// Whitelist entries for one watched host only, by its label (the host as configured):
+    /// `[remote.on."nas"] processes = ["/usr/bin/curl"]`. They add to `[whitelist]` there.
+    pub on: std::collections::BTreeMap<String, Whitelist>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -97,6 +100,26 @@ pub struct AppletConfig {
 }
 
 impl UserConfig {
+    /// The whitelist on `host`: `[whitelist]` and that host's `[remote.on]` entries.
+    pub fn whitelist_on(&self, host: &str) -> Whitelist {
+        let mut w = self.whitelist.clone();
+        if let Some(extra) = self.remote.on.get(host) {
+            w.processes.extend(extra.processes.iter().cloned());
+            w.remote.extend(extra.remote.iter().cloned());
+            w.hosts.extend(extra.hosts.iter().cloned());
+            w.program_hosts.extend(extra.program_hosts.iter().cloned());
+        }
+        w
+    }
+
+    /// The part the helper on `host` filters with.
+    pub fn helper_config_on(&self, host: &str) -> Config {
+        Config {
+            whitelist: self.whitelist_on(host),
+            ..self.helper_config()
+        }
+    }
+
     /// The part the helper filters with.
     pub fn helper_config(&self) -> Config {
         Config {
@@ -131,6 +154,16 @@ pub enum Edit {
     WhitelistRemote(String),
     /// Add a name to `whitelist.hosts`.
     WhitelistHost(String),
+    /// Add an exe path to `remote.on.HOST.processes`: on that watched host only.
+    WhitelistProcessOn {
+        host: String,
+        process: String,
+    },
+    /// Add an address to `remote.on.HOST.remote`.
+    WhitelistRemoteOn {
+        host: String,
+        remote: String,
+    },
     SetShowUnknown(bool),
     SetCriticalOnly(bool),
     SetAllProtocols(bool),
@@ -283,6 +316,26 @@ fn table<'a>(doc: &'a mut DocumentMut, name: &str) -> Result<&'a mut toml_edit::
         .ok_or_else(|| name.to_string())
 }
 
+/// `[remote.on."HOST"]`, made when missing (`remote.on` itself stays implicit).
+fn host_table<'a>(
+    doc: &'a mut DocumentMut,
+    host: &str,
+) -> Result<&'a mut toml_edit::Table, String> {
+    let on = table(doc, "remote")?
+        .entry("on")
+        .or_insert_with(|| {
+            let mut t = toml_edit::Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        })
+        .as_table_mut()
+        .ok_or_else(|| "remote.on".to_string())?;
+    on.entry(host)
+        .or_insert_with(|| Item::Table(toml_edit::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| format!("remote.on.{host}"))
+}
+
 fn push_unique(t: &mut toml_edit::Table, key: &str, value: &str, path: &str) -> Result<(), String> {
     let item = t
         .entry(key)
@@ -322,6 +375,15 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
         }
         Edit::WhitelistHost(h) => {
             push_unique(table(doc, "whitelist")?, "hosts", h, "whitelist.hosts")
+        }
+        Edit::WhitelistProcessOn { host, process } => push_unique(
+            host_table(doc, host)?,
+            "processes",
+            process,
+            "remote.on.processes",
+        ),
+        Edit::WhitelistRemoteOn { host, remote } => {
+            push_unique(host_table(doc, host)?, "remote", remote, "remote.on.remote")
         }
         Edit::SetShowUnknown(b) => {
             set_bool(table(doc, "filter")?, "show_unknown", *b);

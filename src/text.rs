@@ -28,7 +28,8 @@ use std::time::Duration;
 use crate::alerts::{self, Group, Live};
 use crate::history::Seen;
 use crate::notify::{
-    Caps, Note, ACTION_DETAILS, ACTION_MUTE, ACTION_WL_HOST, ACTION_WL_PROGRAM, ACTION_WL_REMOTE,
+    Caps, Note, ACTION_DETAILS, ACTION_MUTE, ACTION_MUTE_ON_HOST, ACTION_WL_HOST,
+    ACTION_WL_PROGRAM, ACTION_WL_PROGRAM_ON_HOST, ACTION_WL_REMOTE, ACTION_WL_REMOTE_ON_HOST,
 };
 use crate::novelty::Novelty;
 
@@ -186,6 +187,31 @@ fn buttons(c: &Connection, caps: &Caps) -> Vec<(String, String)> {
             format!("Whitelist {}", c.remote_ip),
         )),
     }
+    actions
+}
+
+/// The buttons of a connection seen on watched host `on`: the same three, for that host only
+/// (a program trusted there is not trusted here).
+pub fn buttons_on_host(c: &Connection, on: &str, caps: &Caps) -> Vec<(String, String)> {
+    let mut actions = Vec::new();
+    if !caps.actions {
+        return actions;
+    }
+    let on = host(on);
+    actions.push((ACTION_DETAILS.into(), "Details".into()));
+    if let Some(name) = exe_name(c) {
+        actions.push((
+            ACTION_WL_PROGRAM_ON_HOST.into(),
+            format!("Whitelist {name} on {on}"),
+        ));
+    }
+    if c.process.is_some() {
+        actions.push((ACTION_MUTE_ON_HOST.into(), format!("Mute 1 h on {on}")));
+    }
+    actions.push((
+        ACTION_WL_REMOTE_ON_HOST.into(),
+        format!("Whitelist {} on {on}", c.remote_ip),
+    ));
     actions
 }
 
@@ -530,6 +556,7 @@ mod tests {
         let mut id = 0;
         for p in ["a", "b", "c", "d", "e\u{202e}"] {
             let s = crate::alerts::Seen {
+                host: "h",
                 key: p,
                 name: p,
                 destination: "x:1",

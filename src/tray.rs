@@ -44,6 +44,8 @@ pub struct RecentView {
     pub label: String,
     pub program: Option<String>,
     pub remote: String,
+    /// The watched host it was seen on, when not this machine.
+    pub on: Option<String>,
 }
 
 /// Everything the menu depends on.
@@ -78,6 +80,10 @@ pub enum RecentAction {
     WhitelistProgram,
     WhitelistRemote,
     Mute,
+    /// The same, on the watched host the connection was seen on only.
+    WhitelistProgramOnHost,
+    WhitelistRemoteOnHost,
+    MuteOnHost,
     Copy,
 }
 
@@ -86,6 +92,9 @@ pub fn recent_id(i: usize, a: RecentAction) -> String {
         RecentAction::WhitelistProgram => "wl-program",
         RecentAction::WhitelistRemote => "wl-remote",
         RecentAction::Mute => "mute",
+        RecentAction::WhitelistProgramOnHost => "wl-program-here",
+        RecentAction::WhitelistRemoteOnHost => "wl-remote-here",
+        RecentAction::MuteOnHost => "mute-here",
         RecentAction::Copy => "copy",
     };
     format!("recent/{i}/{a}")
@@ -98,6 +107,9 @@ pub fn parse_recent_id(id: &str) -> Option<(usize, RecentAction)> {
         "wl-program" => RecentAction::WhitelistProgram,
         "wl-remote" => RecentAction::WhitelistRemote,
         "mute" => RecentAction::Mute,
+        "wl-program-here" => RecentAction::WhitelistProgramOnHost,
+        "wl-remote-here" => RecentAction::WhitelistRemoteOnHost,
+        "mute-here" => RecentAction::MuteOnHost,
         "copy" => RecentAction::Copy,
         _ => return None,
     };
@@ -134,18 +146,38 @@ pub fn menu(v: &View) -> Vec<Entry> {
             .enumerate()
             .map(|(i, r)| {
                 let mut sub = Vec::new();
+                // Seen on a watched host: each rule for that host, or everywhere.
+                let (here, everywhere) = match &r.on {
+                    Some(h) => (format!(" on {h}"), " everywhere"),
+                    None => (String::new(), ""),
+                };
+                let both = |sub: &mut Vec<Entry>, on, all, label: &str| {
+                    if r.on.is_some() {
+                        sub.push(action(&recent_id(i, on), &format!("{label}{here}")));
+                    }
+                    sub.push(action(&recent_id(i, all), &format!("{label}{everywhere}")));
+                };
                 if let Some(p) = &r.program {
-                    sub.push(action(
-                        &recent_id(i, RecentAction::WhitelistProgram),
+                    both(
+                        &mut sub,
+                        RecentAction::WhitelistProgramOnHost,
+                        RecentAction::WhitelistProgram,
                         &format!("Whitelist {p}"),
-                    ));
+                    );
                 }
-                sub.push(action(
-                    &recent_id(i, RecentAction::WhitelistRemote),
+                both(
+                    &mut sub,
+                    RecentAction::WhitelistRemoteOnHost,
+                    RecentAction::WhitelistRemote,
                     &format!("Whitelist {}", r.remote),
-                ));
+                );
                 if r.program.is_some() {
-                    sub.push(action(&recent_id(i, RecentAction::Mute), "Mute 1 h"));
+                    both(
+                        &mut sub,
+                        RecentAction::MuteOnHost,
+                        RecentAction::Mute,
+                        "Mute 1 h",
+                    );
                 }
                 sub.push(action(&recent_id(i, RecentAction::Copy), "Copy details"));
                 Entry::Sub {
@@ -328,6 +360,7 @@ mod tests {
                 label: "curl → 9.9.9.9:443".into(),
                 program: Some("curl".into()),
                 remote: "9.9.9.9".into(),
+                on: None,
             }],
             notifications: true,
             ..Default::default()
@@ -392,6 +425,9 @@ mod tests {
             RecentAction::WhitelistProgram,
             RecentAction::WhitelistRemote,
             RecentAction::Mute,
+            RecentAction::WhitelistProgramOnHost,
+            RecentAction::WhitelistRemoteOnHost,
+            RecentAction::MuteOnHost,
             RecentAction::Copy,
         ] {
             assert_eq!(parse_recent_id(&recent_id(7, a)), Some((7, a)));

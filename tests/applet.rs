@@ -495,8 +495,9 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
     let ssh = wait_until(WAIT, || std::fs::read_to_string(&ssh_log).ok()).expect("ssh was run");
     assert!(ssh.contains("-o BatchMode=yes"), "{ssh}");
     assert!(
-        ssh.trim_end()
-            .ends_with("-- alice@nas sudo conntrack-tray-helper --format json"),
+        ssh.trim_end().ends_with(
+            "-- alice@nas sudo -n /usr/libexec/conntrack-tray/conntrack-tray-helper --format json"
+        ),
         "{ssh}"
     );
     let remote_log = dir.path().join("helper.log.remote");
@@ -513,6 +514,16 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
     applet.emit_remote(&connection("/usr/bin/rsync", "9.9.9.9", 873, false));
     let n = wait_until(WAIT, || notes.seen.all().into_iter().next()).expect("a notification");
     assert!(n.body.contains("on nas"), "{}", n.body);
+    assert!(
+        n.summary.ends_with("· on nas"),
+        "the host in the summary: {}",
+        n.summary
+    );
+    assert!(
+        n.actions.contains(&"Whitelist rsync on nas".to_string()),
+        "{:?}",
+        n.actions
+    );
     let service = wait_until(WAIT, || watcher.items().first().cloned()).expect("tray");
     let conn = bus.connect();
     let status = wait_until(WAIT, || {
@@ -534,6 +545,23 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
         (std::fs::read_to_string(&ssh_log).ok()?.lines().count() >= 2).then_some(())
     });
     assert!(again.is_some(), "not reconnected");
+    // Told once when it dropped, and once when it was back, with how long.
+    let told = |what: &str| {
+        wait_until(WAIT, || {
+            notes
+                .seen
+                .all()
+                .into_iter()
+                .find(|n| n.body.starts_with(what))
+        })
+    };
+    let down = told("nas: not watched (exited with status 3)").expect("a drop notice");
+    let up = told("nas: watched again, after").expect("a recovery notice");
+    assert!(
+        up.body.ends_with("not watched (exited with status 3)"),
+        "{up:?}"
+    );
+    assert!(down.id != up.id);
 }
 
 #[test]
