@@ -10,6 +10,7 @@ mod files;
 mod fixtures;
 mod helper_proc;
 mod history;
+mod icons;
 mod links;
 mod lost;
 mod notify;

@@ -7,6 +7,8 @@
 
 use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 
+use crate::icons;
+
 /// What the icon shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IconState {
@@ -176,36 +178,6 @@ pub fn menu(v: &View) -> Vec<Entry> {
     items
 }
 
-/// A 22×22 RGBA icon for a state: a filled disc whose colour reads on light and dark panels
-/// (each has a dark outline).
-pub fn icon_rgba(state: IconState) -> Vec<u8> {
-    let (r, g, b) = match state {
-        IconState::Monitoring => (0x2e, 0x9e, 0x4f),
-        IconState::Alert => (0xe6, 0x6a, 0x00),
-        IconState::Paused => (0x8a, 0x8a, 0x8a),
-        IconState::Stopped => (0xc6, 0x28, 0x28),
-    };
-    let n = ICON_SIZE as i32;
-    let mut px = Vec::with_capacity((n * n * 4) as usize);
-    for y in 0..n {
-        for x in 0..n {
-            let (dx, dy) = (x * 2 - n + 1, y * 2 - n + 1);
-            let d2 = dx * dx + dy * dy;
-            let (outer, inner) = ((n - 1) * (n - 1), (n - 5) * (n - 5));
-            if d2 <= inner {
-                px.extend_from_slice(&[r, g, b, 0xff]);
-            } else if d2 <= outer {
-                px.extend_from_slice(&[0x20, 0x20, 0x20, 0xff]);
-            } else {
-                px.extend_from_slice(&[0, 0, 0, 0]);
-            }
-        }
-    }
-    px
-}
-
-pub const ICON_SIZE: u32 = 22;
-
 /// The `tray-icon` menu for `entries`.
 fn build_muda(entries: &[Entry]) -> Result<Menu, tray_icon::menu::Error> {
     let menu = Menu::new();
@@ -273,9 +245,12 @@ impl Tray {
         Ok(Tray { icon, shown: None })
     }
 
+    /// The state's art (`icons`) at its smallest size, 22 px, the one most panels ask for:
+    /// tray-icon serves a single pixmap.
     fn icon(state: IconState) -> Result<tray_icon::Icon, String> {
-        tray_icon::Icon::from_rgba(icon_rgba(state), ICON_SIZE, ICON_SIZE)
-            .map_err(|e| e.to_string())
+        let art = icons::icon(state).map_err(|e| e.to_string())?;
+        let small = art.into_iter().next().ok_or("no icon art")?;
+        tray_icon::Icon::from_rgba(small.data, small.width, small.height).map_err(|e| e.to_string())
     }
 
     /// Shows the menu and icon for `entries` and `state`, if they changed.
@@ -395,14 +370,5 @@ mod tests {
         }
         assert_eq!(parse_recent_id("recent/x/mute"), None);
         assert_eq!(parse_recent_id("quit"), None);
-    }
-
-    #[test]
-    fn icons_differ_by_state_and_have_transparent_corners() {
-        let m = icon_rgba(IconState::Monitoring);
-        assert_eq!(m.len(), (ICON_SIZE * ICON_SIZE * 4) as usize);
-        assert_eq!(m[3], 0, "corner is transparent");
-        assert_ne!(m, icon_rgba(IconState::Alert));
-        assert_ne!(icon_rgba(IconState::Paused), icon_rgba(IconState::Stopped));
     }
 }

@@ -7,6 +7,9 @@ mod common;
 // The trust issue: disguised names, private files, the history and the config.
 #[path = "applet/trust.rs"]
 mod trust;
+// The tray shows the state: its art, a left click, today's count, a second launch.
+#[path = "applet/tray.rs"]
+mod tray;
 
 use std::time::Duration;
 

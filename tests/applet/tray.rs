@@ -1,0 +1,159 @@
+//! The tray shows the state (issue 11): the icon a StatusNotifierItem host reads is the
+//! shipped state art and follows the state, a left click opens the menu, today's count
+//! survives a restart, and a second launch has the running applet show itself.
+
+use super::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use zbus::zvariant::OwnedValue;
+
+const SNI: &str = "org.kde.StatusNotifierItem";
+
+/// One pixmap of the StatusNotifierItem spec: width, height, ARGB32 in network byte order.
+type Pixmap = (i32, i32, Vec<u8>);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A property of the applet's StatusNotifierItem.
+fn sni_property(conn: &zbus::blocking::Connection, service: &str, name: &str) -> OwnedValue {
+    let reply = conn
+        .call_method(
+            Some(service),
+            "/StatusNotifierItem",
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &(SNI, name),
+        )
+        .unwrap_or_else(|e| panic!("Get {name}: {e}"));
+    reply.body().deserialize().expect("a variant")
+}
+
+fn icon_pixmap(conn: &zbus::blocking::Connection, service: &str) -> Vec<Pixmap> {
+    Vec::<Pixmap>::try_from(sni_property(conn, service, "IconPixmap")).expect("a(iiay)")
+}
+
+/// The committed PNG of a state at `size`, decoded here on its own and turned into the
+/// pixmap the spec wants.
+fn art(state: &str, size: u32) -> Pixmap {
+    let path = root().join(format!(
+        "icons/hicolor/{size}x{size}/status/conntrack-tray-{state}.png"
+    ));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("png");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let frame = reader.next_frame(&mut buf).expect("frame");
+    // rsvg-convert writes 8-bit RGBA (icons/render.sh).
+    assert_eq!(
+        (frame.color_type, frame.bit_depth),
+        (png::ColorType::Rgba, png::BitDepth::Eight),
+        "{}",
+        path.display()
+    );
+    let argb = buf[..frame.buffer_size()]
+        .chunks_exact(4)
+        .flat_map(|p| [p[3], p[0], p[1], p[2]])
+        .collect();
+    (frame.width as i32, frame.height as i32, argb)
+}
+
+/// The state's art at the sizes the applet serves.
+fn state_art(state: &str) -> Vec<Pixmap> {
+    vec![art(state, 22)]
+}
+
+/// Waits until the served icon is `state`'s art.
+fn wait_icon(conn: &zbus::blocking::Connection, service: &str, state: &str) {
+    let want = state_art(state);
+    let got = wait_until(WAIT, || (icon_pixmap(conn, service) == want).then_some(()));
+    let now: Vec<(i32, i32)> = icon_pixmap(conn, service)
+        .iter()
+        .map(|(w, h, _)| (*w, *h))
+        .collect();
+    assert!(
+        got.is_some(),
+        "the icon is not the {state} art (sizes {now:?})"
+    );
+}
+
+#[test]
+fn the_icon_over_dbus_is_the_state_art_and_follows_the_state() {
+    let test = "the_icon_over_dbus_is_the_state_art_and_follows_the_state";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
+    let w = world();
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    wait_icon(&conn, &service, "monitoring");
+    // A connection not looked at yet.
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    w.notified(1);
+    wait_icon(&conn, &service, "alert");
+    // Paused (a menu click is also a look at the menu).
+    let pause = wait_until(WAIT, || {
+        get_layout(&conn, &service)
+            .find("Pause monitoring")
+            .map(|n| n.id)
+    })
+    .expect("Pause monitoring");
+    click(&conn, &service, pause);
+    wait_icon(&conn, &service, "paused");
+    // The helper dies: while it waits for its restart nothing is watched.
+    w.applet.emit("crash");
+    wait_icon(&conn, &service, "error");
+    // Restarted, still paused.
+    assert!(w.applet.wait_helper_started(2));
+    wait_icon(&conn, &service, "paused");
+}
+
+#[test]
+fn the_committed_pngs_are_the_svgs_rendered() {
+    let test = "the_committed_pngs_are_the_svgs_rendered";
+    if !require(test, &["rsvg-convert"]) {
+        return;
+    }
+    let out = tempfile::tempdir().expect("tmp");
+    for state in ["monitoring", "alert", "paused", "error"] {
+        for size in [16u32, 22, 24, 32, 48, 64] {
+            let fresh = out.path().join(format!("{state}-{size}.png"));
+            let status = Command::new("rsvg-convert")
+                .args(["-w", &size.to_string(), "-h", &size.to_string()])
+                .arg(root().join(format!("icons/conntrack-tray-{state}.svg")))
+                .arg("-o")
+                .arg(&fresh)
+                .status()
+                .expect("rsvg-convert");
+            assert!(status.success());
+            let committed = root().join(format!(
+                "icons/hicolor/{size}x{size}/status/conntrack-tray-{state}.png"
+            ));
+            let (a, b) = (decode(&fresh), decode(&committed));
+            assert_eq!(a.len(), b.len(), "{state} {size}");
+            // Another librsvg may round an edge differently, never draw another picture.
+            let off = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max();
+            assert!(
+                off <= Some(8),
+                "{} is not {state}.svg rendered (run icons/render.sh)",
+                committed.display()
+            );
+        }
+    }
+}
+
+fn decode(path: &Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("png");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let frame = reader.next_frame(&mut buf).expect("frame");
+    buf.truncate(frame.buffer_size());
+    buf
+}
