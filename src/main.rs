@@ -103,7 +103,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !tray::has_watcher(&bus) {
         told.push("no system tray (StatusNotifierWatcher) in this session: notifications only until one starts".into());
     }
-    let mut tray = match tray::Tray::new() {
+    // The sender stays here too, so the channel stays open without a tray.
+    let (menu_tx, menu_rx) = unbounded::<String>();
+    let mut tray = match tray::Tray::new(menu_tx.clone()) {
         Ok(t) => Some(t),
         Err(e) => {
             told.push(format!("no tray icon: {e}; notifications only"));
@@ -142,7 +144,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         })?;
 
-    let menu_rx = tray_icon::menu::MenuEvent::receiver();
     let ticks = tick(Duration::from_secs(1));
     for t in told.drain(..) {
         notifier.tell(&t);
@@ -160,8 +161,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 Err(_) => break,
             },
-            recv(menu_rx) -> e => match e {
-                Ok(e) => app.on_menu(e.id.0.as_str(), settings::autostart_enabled(), now),
+            recv(menu_rx) -> id => match id {
+                Ok(id) => app.on_menu(&id, settings::autostart_enabled(), now),
                 Err(_) => Vec::new(),
             },
             recv(action_rx) -> a => match a {

@@ -1,11 +1,12 @@
 //! The tray icon: its state, and its menu as data.
 //!
 //! [`menu`] is a pure function from what the applet knows to a list of entries; the tray is
-//! rebuilt from it whenever that changes, never patched item by item. [`Tray`] turns the
-//! entries into a `tray-icon` (ksni backend: StatusNotifierItem and com.canonical.dbusmenu
-//! over D-Bus, no GTK); [`has_watcher`] tells whether the session has a tray to show it in.
-
-use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
+//! rebuilt from it whenever that changes, never patched item by item. [`Tray`] serves the
+//! entries and the state's icon (`icons`) with ksni: a StatusNotifierItem and its
+//! com.canonical.dbusmenu over D-Bus, in pure Rust, no GTK. It uses ksni itself rather than
+//! tray-icon's ksni backend because only ksni can say the item is a menu (`ItemIsMenu`), so
+//! that a left click opens it too (tray-icon's `with_menu_on_left_click` is unsupported on
+//! Linux). [`has_watcher`] tells whether the session has a tray to show it in.
 
 use crate::icons;
 
@@ -178,42 +179,101 @@ pub fn menu(v: &View) -> Vec<Entry> {
     items
 }
 
-/// The `tray-icon` menu for `entries`.
-fn build_muda(entries: &[Entry]) -> Result<Menu, tray_icon::menu::Error> {
-    let menu = Menu::new();
-    append_entries(entries, &mut |item| menu.append(item))?;
-    Ok(menu)
+/// A dbusmenu label for `text`: in dbusmenu an underscore marks the next character as the
+/// access key and is not shown, so a program name's own underscores are doubled to be shown.
+fn label(text: &str) -> String {
+    text.replace('_', "__")
 }
 
-/// Turns entries into `tray-icon` items in order, handing each to `append` (a menu's or a
-/// submenu's append: the one conversion for both levels). A submenu is filled before it is
-/// appended.
-fn append_entries(
-    entries: &[Entry],
-    append: &mut dyn FnMut(&dyn IsMenuItem) -> Result<(), tray_icon::menu::Error>,
-) -> Result<(), tray_icon::menu::Error> {
-    for e in entries {
-        match e {
-            Entry::Label(l) => append(&MenuItem::new(l, false, None))?,
-            Entry::Separator => append(&PredefinedMenuItem::separator())?,
-            Entry::Action { id, label } => {
-                append(&MenuItem::with_id(id.as_str(), label, true, None))?
+/// Text for the tooltip's description, which hosts may render as a subset of HTML: `text`
+/// with its markup characters as entities (the names in it are outside strings).
+fn markup_free(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The ksni menu for `entries`: each item that can be clicked sends its id to the tray's
+/// channel, for the main loop.
+fn ksni_menu(entries: &[Entry]) -> Vec<ksni::MenuItem<Item>> {
+    use ksni::menu::{CheckmarkItem, StandardItem, SubMenu};
+    let clicks = |id: &str| {
+        let id = id.to_string();
+        Box::new(move |item: &mut Item| item.clicked(&id)) as Box<dyn Fn(&mut Item) + Send>
+    };
+    entries
+        .iter()
+        .map(|e| match e {
+            Entry::Label(l) => StandardItem {
+                label: label(l),
+                enabled: false,
+                ..Default::default()
             }
-            Entry::Check { id, label, checked } => append(&CheckMenuItem::with_id(
-                id.as_str(),
-                label,
-                true,
-                *checked,
-                None,
-            ))?,
-            Entry::Sub { label, items } => {
-                let sub = Submenu::new(label, true);
-                append_entries(items, &mut |item| sub.append(item))?;
-                append(&sub)?;
+            .into(),
+            Entry::Separator => ksni::MenuItem::Separator,
+            Entry::Action { id, label: l } => StandardItem {
+                label: label(l),
+                activate: clicks(id),
+                ..Default::default()
             }
-        }
+            .into(),
+            Entry::Check {
+                id,
+                label: l,
+                checked,
+            } => CheckmarkItem {
+                label: label(l),
+                checked: *checked,
+                activate: clicks(id),
+                ..Default::default()
+            }
+            .into(),
+            Entry::Sub { label: l, items } => SubMenu {
+                label: label(l),
+                submenu: ksni_menu(items),
+                ..Default::default()
+            }
+            .into(),
+        })
+        .collect()
+}
+
+/// The icons of every state, decoded once, as StatusNotifierItem pixmaps (ARGB32, network
+/// byte order), indexed by [`state_index`].
+type Art = [Vec<ksni::Icon>; 4];
+
+fn state_index(state: IconState) -> usize {
+    match state {
+        IconState::Monitoring => 0,
+        IconState::Alert => 1,
+        IconState::Paused => 2,
+        IconState::Stopped => 3,
     }
-    Ok(())
+}
+
+fn load_art() -> Result<Art, icons::ArtError> {
+    let pixmaps = |state| -> Result<Vec<ksni::Icon>, icons::ArtError> {
+        Ok(icons::icon(state)?.into_iter().map(argb).collect())
+    };
+    Ok([
+        pixmaps(IconState::Monitoring)?,
+        pixmaps(IconState::Alert)?,
+        pixmaps(IconState::Paused)?,
+        pixmaps(IconState::Stopped)?,
+    ])
+}
+
+/// An RGBA icon as the ARGB32 pixmap of the StatusNotifierItem spec.
+fn argb(icon: icons::Rgba) -> ksni::Icon {
+    let mut data = icon.data;
+    for px in data.chunks_exact_mut(4) {
+        px.rotate_right(1);
+    }
+    ksni::Icon {
+        width: i32::try_from(icon.width).unwrap_or(0),
+        height: i32::try_from(icon.height).unwrap_or(0),
+        data,
+    }
 }
 
 /// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
@@ -227,30 +287,85 @@ pub fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
     proxy.name_has_owner(name).unwrap_or(false)
 }
 
-/// The live tray icon.
+/// What the StatusNotifierItem serves; ksni reads it on the host's every request and sends
+/// the changes after each [`Tray::show`].
+struct Item {
+    entries: Vec<Entry>,
+    state: IconState,
+    tooltip: String,
+    art: Art,
+    clicks: crossbeam_channel::Sender<String>,
+}
+
+impl Item {
+    fn clicked(&self, id: &str) {
+        // A send fails only when the main loop is gone: the applet is quitting.
+        if self.clicks.send(id.to_string()).is_err() {
+            eprintln!("conntrack-tray: a menu click came after the applet stopped listening");
+        }
+    }
+}
+
+impl ksni::Tray for Item {
+    /// A left click (Activate) opens the menu, as a right click does: the item is a menu
+    /// (`ItemIsMenu`), with no window of its own to open.
+    const MENU_ON_ACTIVATE: bool = true;
+
+    fn id(&self) -> String {
+        "conntrack-tray".into()
+    }
+
+    fn title(&self) -> String {
+        "conntrack-tray".into()
+    }
+
+    fn icon_pixmap(&self) -> Vec<ksni::Icon> {
+        self.art[state_index(self.state)].clone()
+    }
+
+    fn tool_tip(&self) -> ksni::ToolTip {
+        ksni::ToolTip {
+            title: "conntrack-tray".into(),
+            description: markup_free(&self.tooltip),
+            icon_pixmap: self.icon_pixmap(),
+            icon_name: String::new(),
+        }
+    }
+
+    fn menu(&self) -> Vec<ksni::MenuItem<Self>> {
+        ksni_menu(&self.entries)
+    }
+}
+
+/// The live tray icon: a StatusNotifierItem with its dbusmenu, served by ksni on its own bus
+/// connection and thread. A click on an entry sends the entry's id to the channel given to
+/// [`Tray::new`].
 pub struct Tray {
-    icon: tray_icon::TrayIcon,
-    shown: Option<(Vec<Entry>, IconState)>,
+    handle: ksni::blocking::Handle<Item>,
+    shown: Option<(Vec<Entry>, IconState, String)>,
 }
 
 impl Tray {
-    pub fn new() -> Result<Tray, String> {
-        let icon = tray_icon::TrayIconBuilder::new()
-            .with_id("conntrack-tray")
-            .with_title("conntrack-tray")
-            .with_tooltip("conntrack-tray")
-            .with_icon(Self::icon(IconState::Stopped)?)
-            .build()
+    /// Serves the icon (stopped, with an empty menu until the first [`Tray::show`]) whether
+    /// or not a tray runs yet: one that starts later picks it up.
+    pub fn new(clicks: crossbeam_channel::Sender<String>) -> Result<Tray, String> {
+        use ksni::blocking::TrayMethods;
+        let art = load_art().map_err(|e| e.to_string())?;
+        let item = Item {
+            entries: Vec::new(),
+            state: IconState::Stopped,
+            tooltip: String::new(),
+            art,
+            clicks,
+        };
+        let handle = item
+            .assume_sni_available(true)
+            .spawn()
             .map_err(|e| e.to_string())?;
-        Ok(Tray { icon, shown: None })
-    }
-
-    /// The state's art (`icons`) at its smallest size, 22 px, the one most panels ask for:
-    /// tray-icon serves a single pixmap.
-    fn icon(state: IconState) -> Result<tray_icon::Icon, String> {
-        let art = icons::icon(state).map_err(|e| e.to_string())?;
-        let small = art.into_iter().next().ok_or("no icon art")?;
-        tray_icon::Icon::from_rgba(small.data, small.width, small.height).map_err(|e| e.to_string())
+        Ok(Tray {
+            handle,
+            shown: None,
+        })
     }
 
     /// Shows the menu and icon for `entries` and `state`, if they changed.
@@ -260,19 +375,26 @@ impl Tray {
         state: IconState,
         tooltip: &str,
     ) -> Result<(), String> {
-        if self.shown.as_ref() == Some(&(entries.clone(), state)) {
+        let next = (entries, state, tooltip.to_string());
+        if self.shown.as_ref() == Some(&next) {
             return Ok(());
         }
-        let menu = build_muda(&entries).map_err(|e| e.to_string())?;
-        self.icon.set_menu(Some(Box::new(menu)));
-        self.icon
-            .set_icon(Some(Self::icon(state)?))
-            .map_err(|e| e.to_string())?;
-        self.icon
-            .set_tooltip(Some(tooltip))
-            .map_err(|e| e.to_string())?;
-        self.shown = Some((entries, state));
+        let (entries, state, tooltip) = next.clone();
+        self.handle
+            .update(move |item| {
+                item.entries = entries;
+                item.state = state;
+                item.tooltip = tooltip;
+            })
+            .ok_or("the tray service stopped")?;
+        self.shown = Some(next);
         Ok(())
+    }
+}
+
+impl Drop for Tray {
+    fn drop(&mut self) {
+        self.handle.shutdown().wait();
     }
 }
 
@@ -370,5 +492,43 @@ mod tests {
         }
         assert_eq!(parse_recent_id("recent/x/mute"), None);
         assert_eq!(parse_recent_id("quit"), None);
+    }
+
+    #[test]
+    fn every_state_has_its_own_pixmaps_in_argb_order() {
+        let art = load_art().expect("art");
+        for state in [
+            IconState::Monitoring,
+            IconState::Alert,
+            IconState::Paused,
+            IconState::Stopped,
+        ] {
+            let rgba = icons::icon(state).expect("art");
+            let pixmaps = &art[state_index(state)];
+            assert_eq!(pixmaps.len(), rgba.len());
+            for (p, r) in pixmaps.iter().zip(&rgba) {
+                assert_eq!((p.width as u32, p.height as u32), (r.width, r.height));
+                // The centre pixel's R, G, B, A as A, R, G, B.
+                let centre = ((r.height / 2 * r.width + r.width / 2) * 4) as usize;
+                assert_eq!(
+                    p.data[centre..centre + 4],
+                    [
+                        r.data[centre + 3],
+                        r.data[centre],
+                        r.data[centre + 1],
+                        r.data[centre + 2]
+                    ]
+                );
+                assert_eq!(p.data[0], 0, "{state:?}: the corner is transparent");
+            }
+        }
+        assert_ne!(art[0][0].data, art[1][0].data);
+        assert_ne!(art[2][0].data, art[3][0].data);
+    }
+
+    #[test]
+    fn labels_show_underscores_and_the_tooltip_no_markup() {
+        assert_eq!(label("my_prog → 1.2.3.4"), "my__prog → 1.2.3.4");
+        assert_eq!(markup_free("<b>a&b</b>"), "&lt;b&gt;a&amp;b&lt;/b&gt;");
     }
 }

@@ -64,7 +64,7 @@ fn art(state: &str, size: u32) -> Pixmap {
 
 /// The state's art at the sizes the applet serves.
 fn state_art(state: &str) -> Vec<Pixmap> {
-    vec![art(state, 22)]
+    vec![art(state, 22), art(state, 48)]
 }
 
 /// Waits until the served icon is `state`'s art.
@@ -156,4 +156,43 @@ fn decode(path: &Path) -> Vec<u8> {
     let frame = reader.next_frame(&mut buf).expect("frame");
     buf.truncate(frame.buffer_size());
     buf
+}
+
+#[test]
+fn the_item_is_a_menu_so_a_left_click_opens_it() {
+    let test = "the_item_is_a_menu_so_a_left_click_opens_it";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
+    let mut w = world();
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    let is_menu = bool::try_from(sni_property(&conn, &service, "ItemIsMenu")).expect("b");
+    assert!(is_menu, "ItemIsMenu");
+    let menu = zbus::zvariant::OwnedObjectPath::try_from(sni_property(&conn, &service, "Menu"))
+        .expect("o");
+    assert_eq!(menu.as_str(), "/MenuBar");
+    // A left click is Activate. The item answers it with UnknownMethod, the answer on which
+    // hosts that do not read ItemIsMenu (GNOME's AppIndicator extension, Plasma before 6.4)
+    // open the menu instead; nothing else happens.
+    let err = conn
+        .call_method(
+            Some(service.as_str()),
+            "/StatusNotifierItem",
+            Some(SNI),
+            "Activate",
+            &(10i32, 10i32),
+        )
+        .expect_err("Activate is left to the host's menu");
+    assert!(
+        matches!(&err, zbus::Error::MethodError(name, _, _) if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod"),
+        "{err:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        w.applet.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    // The menu it opens is the applet's.
+    assert!(get_layout(&conn, &service).find("Quit").is_some());
 }
