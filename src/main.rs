@@ -98,6 +98,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (action_tx, action_rx) = unbounded();
     let notifier = Notifier::connect(action_tx);
     let mut app = App::new(settings, history, notifier.caps.clone());
+    let today = history::today();
+    let kept = app.history.count_day(&today);
+    app.set_today(today, kept);
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
     if !tray::has_watcher(&bus) {

@@ -6,6 +6,7 @@ use super::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 use zbus::zvariant::OwnedValue;
 
@@ -195,4 +196,69 @@ fn the_item_is_a_menu_so_a_left_click_opens_it() {
     );
     // The menu it opens is the applet's.
     assert!(get_layout(&conn, &service).find("Quit").is_some());
+}
+
+/// A history line of the applet's own format, for a connection at `ts`.
+fn history_line(ts: &str, port: u16) -> String {
+    let mut c = connection_value("/usr/bin/curl", "9.9.9.9", port, false);
+    c["ts"] = ts.into();
+    serde_json::json!({"on": "fakehost", "connection": c}).to_string()
+}
+
+fn utc_day(t: SystemTime) -> String {
+    conntrack_tray_helper::pipeline::timestamp(t)[..10].to_string()
+}
+
+fn status_label(w: &World, want: &str) -> String {
+    let service = w.menu_service();
+    let conn = w.bus.connect();
+    wait_until(WAIT, || {
+        let s = get_layout(&conn, &service).children.first()?.label.clone();
+        s.contains(want).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {want:?} in {:?}",
+            get_layout(&conn, &service).children.first()
+        )
+    })
+}
+
+#[test]
+fn todays_count_survives_a_restart() {
+    let test = "todays_count_survives_a_restart";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
+    let now = SystemTime::now();
+    let today = utc_day(now);
+    let yesterday = utc_day(now - Duration::from_secs(86_400));
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state/conntrack-tray");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    // The rotated file ends with the day's first event; the current one has two more, and
+    // lines of the day before in both.
+    let rotated = [
+        history_line(&format!("{yesterday}T23:00:00.000000Z"), 1),
+        history_line(&format!("{today}T00:00:01.000000Z"), 2),
+    ];
+    let current = [
+        history_line(&format!("{today}T00:10:00.000000Z"), 3),
+        history_line(&format!("{yesterday}T23:59:59.000000Z"), 4),
+        history_line(&format!("{today}T00:20:00.000000Z"), 5),
+    ];
+    std::fs::write(state.join("events.jsonl.1"), rotated.join("\n") + "\n").expect("write");
+    std::fs::write(state.join("events.jsonl"), current.join("\n") + "\n").expect("write");
+    let w = world_in(dir);
+    let label = status_label(&w, " today");
+    if utc_day(SystemTime::now()) != today {
+        eprintln!("SKIPPED the count: the UTC day changed during the test");
+        return;
+    }
+    assert_eq!(label, "Monitoring fakehost — 3 today, 0 lost");
+    // And the count goes on from there.
+    let mut next = connection_value("/usr/bin/curl", "9.9.9.10", 443, false);
+    next["ts"] = format!("{today}T00:30:00.000000Z").into();
+    w.applet.emit(&next.to_string());
+    status_label(&w, "— 4 today");
 }
