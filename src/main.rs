@@ -1,7 +1,7 @@
 //! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, the parts, and one
-//! event loop over helper lines, menu clicks, notification buttons, a one-second tick and
-//! signals, handing each to its part; the decisions are in `app` and `links`, the helper
-//! processes in `helper_proc`.
+//! event loop over helper lines, menu clicks, a second launch's `Show` (`instance`),
+//! notification buttons, a one-second tick and signals, handing each to its part; the
+//! decisions are in `app` and `links`, the helper processes in `helper_proc`.
 
 mod app;
 mod desktop;
@@ -11,6 +11,7 @@ mod fixtures;
 mod helper_proc;
 mod history;
 mod icons;
+mod instance;
 mod links;
 mod lost;
 mod notify;
@@ -24,15 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use crossbeam_channel::{select, tick, unbounded};
+use crossbeam_channel::{bounded, select, tick, unbounded};
 
 use app::{App, Effect};
 use helper_proc::{Helpers, Launch, Msg};
 use notify::Notifier;
 use settings::Settings;
-
-/// The D-Bus name that makes the applet one per session.
-const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
 
 /// Tray applet that tells you which program opened which network connection.
 #[derive(Parser, Debug)]
@@ -65,15 +63,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let bus = zbus::blocking::Connection::session()
         .context("no D-Bus session bus (is this a desktop session?)")?;
-    let flags = zbus::fdo::RequestNameFlags::DoNotQueue.into();
-    match bus.request_name_with_flags(BUS_NAME, flags) {
-        Ok(zbus::fdo::RequestNameReply::PrimaryOwner)
-        | Ok(zbus::fdo::RequestNameReply::AlreadyOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => {
-            println!("conntrack-tray is already running in this session");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(e) => return Err(e).context("cannot register on the session bus"),
+    // One per session: a second launch has the running one show itself.
+    let (show_tx, show_rx) = bounded(1);
+    if let instance::Claim::Taken = instance::claim(&bus, show_tx)? {
+        let owner = instance::show_running()?;
+        println!(
+            "conntrack-tray is already running in this session ({owner}): told it to show itself"
+        );
+        return Ok(ExitCode::SUCCESS);
     }
 
     let path = cli
@@ -167,6 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recv(menu_rx) -> id => match id {
                 Ok(id) => app.on_menu(&id, settings::autostart_enabled(), now),
                 Err(_) => Vec::new(),
+            },
+            recv(show_rx) -> _ => {
+                // For now the status line; later a connections window opens instead.
+                let status = links::status(&app, &helpers.states());
+                vec![Effect::Tell(format!("conntrack-tray is running — {}", status.text))]
             },
             recv(action_rx) -> a => match a {
                 Ok((id, action)) => app.on_action(id, &action, now),

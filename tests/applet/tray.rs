@@ -262,3 +262,91 @@ fn todays_count_survives_a_restart() {
     w.applet.emit(&next.to_string());
     status_label(&w, "— 4 today");
 }
+
+/// Runs a second `conntrack-tray` on the world's bus, as the person would.
+fn second_launch(w: &World) -> std::process::Output {
+    Command::new(common::APPLET)
+        .arg("--helper")
+        .arg(common::fake_helper())
+        .arg("--no-pkexec")
+        .env("DBUS_SESSION_BUS_ADDRESS", &w.bus.address)
+        .env("HOME", &w.applet.dir)
+        .env("XDG_CONFIG_HOME", w.applet.dir.join("config"))
+        .env("XDG_STATE_HOME", w.applet.dir.join("state"))
+        .output()
+        .expect("second launch")
+}
+
+#[test]
+fn show_calls_in_a_loop_make_at_most_one_notification_a_second() {
+    let test = "show_calls_in_a_loop_make_at_most_one_notification_a_second";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
+    let w = world();
+    w.menu_service();
+    let conn = w.bus.connect();
+    let shows = || {
+        w.notes
+            .seen
+            .all()
+            .iter()
+            .filter(|n| n.body.starts_with("conntrack-tray is running"))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        conn.call_method(
+            Some("io.github.conntrack_tray.Applet"),
+            "/io/github/conntrack_tray/Applet",
+            Some("io.github.conntrack_tray.Applet"),
+            "Show",
+            &(),
+        )
+        .expect("Show");
+    }
+    let took = started.elapsed();
+    assert!(wait_until(WAIT, || (shows() >= 1).then_some(())).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let allowed = 1 + took.as_secs() as usize + 1;
+    assert!(
+        shows() <= allowed,
+        "{} notifications for 200 calls in {took:?}",
+        shows()
+    );
+    // The second launch still works after the flood (a second later).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(second_launch(&w).status.code(), Some(0));
+}
+
+#[test]
+fn a_name_held_by_another_program_is_said_and_fails() {
+    let test = "a_name_held_by_another_program_is_said_and_fails";
+    if !require(test, &["dbus-daemon"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let bus = Bus::start(dir.path());
+    // A program of the session that took the applet's name first, with no Show.
+    let _squatter = zbus::blocking::connection::Builder::address(bus.address.as_str())
+        .expect("address")
+        .name("io.github.conntrack_tray.Applet")
+        .expect("name")
+        .build()
+        .expect("squatter");
+    let out = Command::new(common::APPLET)
+        .arg("--helper")
+        .arg(common::fake_helper())
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("HOME", dir.path())
+        .output()
+        .expect("applet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let me = std::process::id();
+    assert!(
+        err.contains(&format!("pid {me} holds io.github.conntrack_tray.Applet"))
+            && err.contains("did not take Show: no answer within 3 s"),
+        "{err}"
+    );
+}
