@@ -37,30 +37,35 @@ fn icon_pixmap(conn: &zbus::blocking::Connection, service: &str) -> Vec<Pixmap> 
     Vec::<Pixmap>::try_from(sni_property(conn, service, "IconPixmap")).expect("a(iiay)")
 }
 
-/// The committed PNG of a state at `size`, decoded here on its own and turned into the
-/// pixmap the spec wants.
-fn art(state: &str, size: u32) -> Pixmap {
-    let path = root().join(format!(
-        "icons/hicolor/{size}x{size}/status/conntrack-tray-{state}.png"
-    ));
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// A PNG file's pixels, decoded here on their own; rsvg-convert writes 8-bit RGBA
+/// (icons/render.sh), and nothing else is expected.
+fn decode(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader = png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
         .expect("png");
     let mut buf = vec![0; reader.output_buffer_size().expect("size")];
     let frame = reader.next_frame(&mut buf).expect("frame");
-    // rsvg-convert writes 8-bit RGBA (icons/render.sh).
     assert_eq!(
         (frame.color_type, frame.bit_depth),
         (png::ColorType::Rgba, png::BitDepth::Eight),
         "{}",
         path.display()
     );
-    let argb = buf[..frame.buffer_size()]
+    buf.truncate(frame.buffer_size());
+    (frame.width, frame.height, buf)
+}
+
+/// The committed PNG of a state at `size` as the pixmap the spec wants.
+fn art(state: &str, size: u32) -> Pixmap {
+    let (w, h, rgba) = decode(&root().join(format!(
+        "icons/hicolor/{size}x{size}/status/conntrack-tray-{state}.png"
+    )));
+    let argb = rgba
         .chunks_exact(4)
         .flat_map(|p| [p[3], p[0], p[1], p[2]])
         .collect();
-    (frame.width as i32, frame.height as i32, argb)
+    (w as i32, h as i32, argb)
 }
 
 /// The state's art at the sizes the applet serves.
@@ -135,7 +140,7 @@ fn the_committed_pngs_are_the_svgs_rendered() {
             let committed = root().join(format!(
                 "icons/hicolor/{size}x{size}/status/conntrack-tray-{state}.png"
             ));
-            let (a, b) = (decode(&fresh), decode(&committed));
+            let ((_, _, a), (_, _, b)) = (decode(&fresh), decode(&committed));
             assert_eq!(a.len(), b.len(), "{state} {size}");
             // Another librsvg may round an edge differently, never draw another picture.
             let off = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max();
@@ -146,17 +151,6 @@ fn the_committed_pngs_are_the_svgs_rendered() {
             );
         }
     }
-}
-
-fn decode(path: &Path) -> Vec<u8> {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .expect("png");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-    let frame = reader.next_frame(&mut buf).expect("frame");
-    buf.truncate(frame.buffer_size());
-    buf
 }
 
 #[test]
