@@ -26,6 +26,8 @@ HELPER  := $(TARGET)/conntrack-tray-helper
 POLICY  := io.github.conntrack-tray.policy
 SIZES   := 16 22 24 32 48 64 128 256
 STATES  := monitoring alert paused error
+# The tray state icons' PNG sizes (icons/render.sh), beside their SVGs.
+STATE_SIZES := 16 22 24 32 48 64
 HELPER_PATH := $(LIBEXECDIR)/conntrack-tray/conntrack-tray-helper
 
 # Every file install writes (relative to DESTDIR), so uninstall removes exactly these.
@@ -35,7 +37,8 @@ FILES := $(BINDIR)/conntrack-tray \
 	$(DATADIR)/applications/conntrack-tray.desktop \
 	$(DATADIR)/icons/hicolor/scalable/apps/conntrack-tray.svg \
 	$(foreach s,$(SIZES),$(DATADIR)/icons/hicolor/$(s)x$(s)/apps/conntrack-tray.png) \
-	$(foreach s,$(STATES),$(DATADIR)/icons/hicolor/scalable/status/conntrack-tray-$(s).svg)
+	$(foreach s,$(STATES),$(DATADIR)/icons/hicolor/scalable/status/conntrack-tray-$(s).svg) \
+	$(foreach z,$(STATE_SIZES),$(foreach s,$(STATES),$(DATADIR)/icons/hicolor/$(z)x$(z)/status/conntrack-tray-$(s).png))
 
 .PHONY: all install install-systemd uninstall files
 all: $(APPLET) $(HELPER)
@@ -59,6 +62,9 @@ install: $(APPLET) $(HELPER)
 		$(DESTDIR)$(DATADIR)/icons/hicolor/$${s}x$${s}/apps/conntrack-tray.png; done
 	for s in $(STATES); do install -D -m 0644 icons/conntrack-tray-$$s.svg \
 		$(DESTDIR)$(DATADIR)/icons/hicolor/scalable/status/conntrack-tray-$$s.svg; done
+	for z in $(STATE_SIZES); do for s in $(STATES); do \
+		install -D -m 0644 icons/hicolor/$${z}x$${z}/status/conntrack-tray-$$s.png \
+		$(DESTDIR)$(DATADIR)/icons/hicolor/$${z}x$${z}/status/conntrack-tray-$$s.png; done; done
 	install -d $(DESTDIR)$(SYSCONFDIR)/conntrack-tray
 	if [ -e $(DESTDIR)$(SYSCONFDIR)/conntrack-tray/config.toml ]; then \
 		install -m 0644 conf/conntrack-tray.toml $(DESTDIR)$(SYSCONFDIR)/conntrack-tray/config.toml.new; \

@@ -156,6 +156,12 @@ impl App {
         self.today.1
     }
 
+    /// Starts today's count at `count` events of `day` (UTC, "2026-11-25"): those the history
+    /// kept from before a restart (`History::count_day`).
+    pub fn set_today(&mut self, day: String, count: u64) {
+        self.today = (day, count);
+    }
+
     /// A line from the helper on `host`.
     pub fn on_event(&mut self, host: &str, ev: Event, now: Instant) -> Vec<Effect> {
         match ev {

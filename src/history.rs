@@ -56,6 +56,62 @@ fn parse_line(line: &str) -> Option<Seen> {
     })
 }
 
+/// Just the time of a line, either format: `ts` of the nested connection, or beside the
+/// machine's `host` in the flat one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Dated {
+    Nested { connection: Stamp },
+    Flat { ts: String },
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    ts: String,
+}
+
+impl Dated {
+    fn ts(&self) -> &str {
+        match self {
+            Dated::Nested { connection } => &connection.ts,
+            Dated::Flat { ts } => ts,
+        }
+    }
+}
+
+/// The UTC day of a timestamp as the helper writes it ("2026-11-25T10:00:00.000000Z" is on
+/// "2026-11-25"), which is how the applet counts "today".
+pub fn day_of(ts: &str) -> &str {
+    ts.get(..10).unwrap_or("")
+}
+
+/// Today, UTC, as [`day_of`] gives it: from the same formatter the helper's timestamps come
+/// from.
+pub fn today() -> String {
+    let now = conntrack_tray_helper::pipeline::timestamp(std::time::SystemTime::now());
+    day_of(&now).to_string()
+}
+
+/// How many lines of the file at `path` are events of `day`, read a line at a time, and
+/// whether its first event is of `day` (`None`: it has none, or there is no file).
+fn count_in(path: &Path, day: &str) -> (u64, Option<bool>) {
+    let Ok(f) = std::fs::File::open(path) else {
+        return (0, None);
+    };
+    let mut first = None;
+    let mut n = 0;
+    for dated in BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Dated>(&l).ok())
+    {
+        let on_day = day_of(dated.ts()) == day;
+        first.get_or_insert(on_day);
+        n += u64::from(on_day);
+    }
+    (n, first)
+}
+
 pub struct History {
     path: Option<PathBuf>,
     recent: VecDeque<Seen>,
@@ -107,6 +163,20 @@ impl History {
 
     pub fn get(&self, i: usize) -> Option<&Seen> {
         self.recent.get(i)
+    }
+
+    /// How many kept events are of `day` (see [`day_of`]), so "N today" survives a restart.
+    /// The log is read a line at a time, never whole; the rotated file only when the day began
+    /// before the current one (its first event is of the day, or it has none): older events
+    /// are not kept, and events are appended in order.
+    pub fn count_day(&self, day: &str) -> u64 {
+        let Some(path) = &self.path else {
+            return 0;
+        };
+        match count_in(path, day) {
+            (n, Some(false)) => n,
+            (n, _) => n + count_in(&rotated(path), day).0,
+        }
     }
 
     /// Records an event in memory and in the log. A failing disk loses the log line, not the
@@ -252,6 +322,72 @@ mod tests {
             "{text:?}"
         );
         assert_eq!(History::open(Some(path)).recent().next(), Some(&s));
+    }
+
+    fn seen_at(port: u16, ts: &str) -> Seen {
+        let mut s = seen(port);
+        s.conn.ts = ts.into();
+        s
+    }
+
+    #[test]
+    fn the_events_of_a_day_are_counted_in_both_files_and_formats() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("events.jsonl");
+        let line = |s: &Seen| serde_json::to_string(s).expect("json");
+        let mut flat =
+            serde_json::to_value(&seen_at(22, "2026-11-25T23:59:59.999999Z").conn).expect("json");
+        flat["host"] = "laptop".into();
+        // The rotated file: the day before, then the day's first events (one in the old format).
+        let old = [
+            line(&seen_at(1, "2026-11-24T23:59:59.999999Z")),
+            line(&seen_at(2, "2026-11-25T00:00:00.000000Z")),
+            flat.to_string(),
+        ];
+        std::fs::write(rotated(&path), old.join("\n") + "\n").expect("write");
+        let current = [
+            line(&seen_at(3, "2026-11-25T08:00:00.000000Z")),
+            "not json".to_string(),
+            line(&seen_at(4, "2026-11-25T09:00:00.000000Z")),
+        ];
+        std::fs::write(&path, current.join("\n") + "\n").expect("write");
+        let h = History::open(Some(path.clone()));
+        assert_eq!(h.count_day("2026-11-25"), 4);
+        assert_eq!(
+            h.count_day("2026-11-24"),
+            0,
+            "the day is over before the current file"
+        );
+        assert_eq!(h.count_day("2026-11-26"), 0);
+        // The day began in the current file: the rotated one is not read.
+        std::fs::write(
+            &path,
+            [
+                line(&seen_at(5, "2026-11-24T22:00:00.000000Z")),
+                current.join("\n"),
+            ]
+            .join("\n"),
+        )
+        .expect("write");
+        assert_eq!(h.count_day("2026-11-25"), 2);
+        // No current file yet (just rotated): the rotated one holds the day.
+        std::fs::remove_file(&path).expect("rm");
+        assert_eq!(h.count_day("2026-11-25"), 2);
+        assert_eq!(History::open(None).count_day("2026-11-25"), 0);
+    }
+
+    #[test]
+    fn today_is_the_utc_day_of_a_helper_timestamp() {
+        assert_eq!(day_of("2026-11-25T10:00:00.000000Z"), "2026-11-25");
+        assert_eq!(day_of("short"), "");
+        let t = today();
+        assert_eq!(t.len(), 10);
+        assert_eq!(
+            day_of(&conntrack_tray_helper::pipeline::timestamp(
+                std::time::SystemTime::now()
+            )),
+            t
+        );
     }
 
     #[test]

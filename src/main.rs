@@ -1,7 +1,7 @@
 //! conntrack-tray: the unprivileged tray applet. Wiring only: the CLI, the parts, and one
-//! event loop over helper lines, menu clicks, notification buttons, a one-second tick and
-//! signals, handing each to its part; the decisions are in `app` and `links`, the helper
-//! processes in `helper_proc`.
+//! event loop over helper lines, menu clicks, a second launch's `Show` (`instance`),
+//! notification buttons, a one-second tick and signals, handing each to its part; the
+//! decisions are in `app` and `links`, the helper processes in `helper_proc`.
 
 mod alerts;
 mod app;
@@ -11,6 +11,8 @@ mod files;
 mod fixtures;
 mod helper_proc;
 mod history;
+mod icons;
+mod instance;
 mod links;
 mod lost;
 mod notify;
@@ -35,9 +37,6 @@ use app::{App, Effect};
 use helper_proc::{Helpers, Launch, Msg};
 use notify::Notifier;
 use settings::Settings;
-
-/// The D-Bus name that makes the applet one per session.
-const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
 
 /// Tray applet that tells you which program opened which network connection.
 #[derive(Parser, Debug)]
@@ -109,15 +108,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let bus = zbus::blocking::Connection::session()
         .context("no D-Bus session bus (is this a desktop session?)")?;
-    let flags = zbus::fdo::RequestNameFlags::DoNotQueue.into();
-    match bus.request_name_with_flags(BUS_NAME, flags) {
-        Ok(zbus::fdo::RequestNameReply::PrimaryOwner)
-        | Ok(zbus::fdo::RequestNameReply::AlreadyOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => {
-            println!("conntrack-tray is already running in this session");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(e) => return Err(e).context("cannot register on the session bus"),
+    // One per session: a second launch has the running one show itself.
+    let (show_tx, show_rx) = bounded(1);
+    if let instance::Claim::Taken = instance::claim(&bus, show_tx)? {
+        let owner = instance::show_running()?;
+        println!(
+            "conntrack-tray is already running in this session ({owner}): told it to show itself"
+        );
+        return Ok(ExitCode::SUCCESS);
     }
 
     let path = cli
@@ -143,12 +141,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (reply_tx, reply_rx) = unbounded();
     let mut notifier = Notifier::connect(&bus, reply_tx);
     let mut app = App::new(settings, history, learned, notifier.caps.clone());
+    let today = history::today();
+    let kept = app.history.count_day(&today);
+    app.set_today(today, kept);
 
     // The icon is served either way: a tray that starts later (a panel restart) picks it up.
     if !tray::has_watcher(&bus) {
         told.push("no system tray (StatusNotifierWatcher) in this session: notifications only until one starts".into());
     }
-    let mut tray = match tray::Tray::new() {
+    // The sender stays here too, so the channel stays open without a tray.
+    let (menu_tx, menu_rx) = unbounded::<String>();
+    let mut tray = match tray::Tray::new(menu_tx.clone()) {
         Ok(t) => Some(t),
         Err(e) => {
             told.push(format!("no tray icon: {e}; notifications only"));
@@ -208,7 +211,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         })?;
 
-    let menu_rx = tray_icon::menu::MenuEvent::receiver();
     let (settings_tx, settings_rx) = bounded(1);
     if let Err(e) = watch::settings(app.settings.path(), settings_tx) {
         told.push(format!(
@@ -255,9 +257,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 Err(_) => break,
             },
-            recv(menu_rx) -> e => match e {
-                Ok(e) => app.on_menu(e.id.0.as_str(), settings::autostart_enabled(), Instant::now()),
+            recv(menu_rx) -> id => match id {
+                Ok(id) => app.on_menu(&id, settings::autostart_enabled(), Instant::now()),
                 Err(_) => Vec::new(),
+            },
+            recv(show_rx) -> _ => {
+                // For now the status line; later a connections window opens instead.
+                let status = links::status(&app, &helpers.states(), Instant::now());
+                vec![Effect::Tell(format!("conntrack-tray is running — {}", status.text))]
             },
             recv(reply_rx) -> r => match r {
                 Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {

@@ -1,11 +1,14 @@
 //! The tray icon: its state, and its menu as data.
 //!
 //! [`menu`] is a pure function from what the applet knows to a list of entries; the tray is
-//! rebuilt from it whenever that changes, never patched item by item. [`Tray`] turns the
-//! entries into a `tray-icon` (ksni backend: StatusNotifierItem and com.canonical.dbusmenu
-//! over D-Bus, no GTK); [`has_watcher`] tells whether the session has a tray to show it in.
+//! rebuilt from it whenever that changes, never patched item by item. [`Tray`] serves the
+//! entries and the state's icon (`icons`) with ksni: a StatusNotifierItem and its
+//! com.canonical.dbusmenu over D-Bus, in pure Rust, no GTK. It uses ksni itself rather than
+//! tray-icon's ksni backend because only ksni can say the item is a menu (`ItemIsMenu`), so
+//! that a left click opens it too (tray-icon's `with_menu_on_left_click` is unsupported on
+//! Linux). [`has_watcher`] tells whether the session has a tray to show it in.
 
-use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
+use crate::icons;
 
 /// What the icon shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,72 +213,101 @@ pub fn menu(v: &View) -> Vec<Entry> {
     items
 }
 
-/// A 22×22 RGBA icon for a state: a filled disc whose colour reads on light and dark panels
-/// (each has a dark outline).
-pub fn icon_rgba(state: IconState) -> Vec<u8> {
-    let (r, g, b) = match state {
-        IconState::Monitoring => (0x2e, 0x9e, 0x4f),
-        IconState::Alert => (0xe6, 0x6a, 0x00),
-        IconState::Paused => (0x8a, 0x8a, 0x8a),
-        IconState::Stopped => (0xc6, 0x28, 0x28),
+/// A dbusmenu label for `text`: in dbusmenu an underscore marks the next character as the
+/// access key and is not shown, so a program name's own underscores are doubled to be shown.
+fn label(text: &str) -> String {
+    text.replace('_', "__")
+}
+
+/// Text for the tooltip's description, which hosts may render as a subset of HTML: `text`
+/// with its markup characters as entities (the names in it are outside strings).
+fn markup_free(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The ksni menu for `entries`: each item that can be clicked sends its id to the tray's
+/// channel, for the main loop.
+fn ksni_menu(entries: &[Entry]) -> Vec<ksni::MenuItem<Item>> {
+    use ksni::menu::{CheckmarkItem, StandardItem, SubMenu};
+    let clicks = |id: &str| {
+        let id = id.to_string();
+        Box::new(move |item: &mut Item| item.clicked(&id)) as Box<dyn Fn(&mut Item) + Send>
     };
-    let n = ICON_SIZE as i32;
-    let mut px = Vec::with_capacity((n * n * 4) as usize);
-    for y in 0..n {
-        for x in 0..n {
-            let (dx, dy) = (x * 2 - n + 1, y * 2 - n + 1);
-            let d2 = dx * dx + dy * dy;
-            let (outer, inner) = ((n - 1) * (n - 1), (n - 5) * (n - 5));
-            if d2 <= inner {
-                px.extend_from_slice(&[r, g, b, 0xff]);
-            } else if d2 <= outer {
-                px.extend_from_slice(&[0x20, 0x20, 0x20, 0xff]);
-            } else {
-                px.extend_from_slice(&[0, 0, 0, 0]);
+    entries
+        .iter()
+        .map(|e| match e {
+            Entry::Label(l) => StandardItem {
+                label: label(l),
+                enabled: false,
+                ..Default::default()
             }
-        }
-    }
-    px
+            .into(),
+            Entry::Separator => ksni::MenuItem::Separator,
+            Entry::Action { id, label: l } => StandardItem {
+                label: label(l),
+                activate: clicks(id),
+                ..Default::default()
+            }
+            .into(),
+            Entry::Check {
+                id,
+                label: l,
+                checked,
+            } => CheckmarkItem {
+                label: label(l),
+                checked: *checked,
+                activate: clicks(id),
+                ..Default::default()
+            }
+            .into(),
+            Entry::Sub { label: l, items } => SubMenu {
+                label: label(l),
+                submenu: ksni_menu(items),
+                ..Default::default()
+            }
+            .into(),
+        })
+        .collect()
 }
 
-pub const ICON_SIZE: u32 = 22;
+/// The icons of every state, decoded once, as StatusNotifierItem pixmaps (ARGB32, network
+/// byte order), indexed by [`state_index`].
+type Art = [Vec<ksni::Icon>; 4];
 
-/// The `tray-icon` menu for `entries`.
-fn build_muda(entries: &[Entry]) -> Result<Menu, tray_icon::menu::Error> {
-    let menu = Menu::new();
-    append_entries(entries, &mut |item| menu.append(item))?;
-    Ok(menu)
+fn state_index(state: IconState) -> usize {
+    match state {
+        IconState::Monitoring => 0,
+        IconState::Alert => 1,
+        IconState::Paused => 2,
+        IconState::Stopped => 3,
+    }
 }
 
-/// Turns entries into `tray-icon` items in order, handing each to `append` (a menu's or a
-/// submenu's append: the one conversion for both levels). A submenu is filled before it is
-/// appended.
-fn append_entries(
-    entries: &[Entry],
-    append: &mut dyn FnMut(&dyn IsMenuItem) -> Result<(), tray_icon::menu::Error>,
-) -> Result<(), tray_icon::menu::Error> {
-    for e in entries {
-        match e {
-            Entry::Label(l) => append(&MenuItem::new(l, false, None))?,
-            Entry::Separator => append(&PredefinedMenuItem::separator())?,
-            Entry::Action { id, label } => {
-                append(&MenuItem::with_id(id.as_str(), label, true, None))?
-            }
-            Entry::Check { id, label, checked } => append(&CheckMenuItem::with_id(
-                id.as_str(),
-                label,
-                true,
-                *checked,
-                None,
-            ))?,
-            Entry::Sub { label, items } => {
-                let sub = Submenu::new(label, true);
-                append_entries(items, &mut |item| sub.append(item))?;
-                append(&sub)?;
-            }
-        }
+fn load_art() -> Result<Art, icons::ArtError> {
+    let pixmaps = |state| -> Result<Vec<ksni::Icon>, icons::ArtError> {
+        Ok(icons::icon(state)?.into_iter().map(argb).collect())
+    };
+    Ok([
+        pixmaps(IconState::Monitoring)?,
+        pixmaps(IconState::Alert)?,
+        pixmaps(IconState::Paused)?,
+        pixmaps(IconState::Stopped)?,
+    ])
+}
+
+/// An RGBA icon as the ARGB32 pixmap of the StatusNotifierItem spec.
+fn argb(icon: icons::Rgba) -> ksni::Icon {
+    let mut data = icon.data;
+    for px in data.chunks_exact_mut(4) {
+        px.rotate_right(1);
     }
-    Ok(())
+    ksni::Icon {
+        width: i32::try_from(icon.width).unwrap_or(0),
+        height: i32::try_from(icon.height).unwrap_or(0),
+        data,
+    }
 }
 
 /// True when this session has a StatusNotifierWatcher (a tray to show the icon in).
@@ -289,27 +321,85 @@ pub fn has_watcher(bus: &zbus::blocking::Connection) -> bool {
     proxy.name_has_owner(name).unwrap_or(false)
 }
 
-/// The live tray icon.
+/// What the StatusNotifierItem serves; ksni reads it on the host's every request and sends
+/// the changes after each [`Tray::show`].
+struct Item {
+    entries: Vec<Entry>,
+    state: IconState,
+    tooltip: String,
+    art: Art,
+    clicks: crossbeam_channel::Sender<String>,
+}
+
+impl Item {
+    fn clicked(&self, id: &str) {
+        // A send fails only when the main loop is gone: the applet is quitting.
+        if self.clicks.send(id.to_string()).is_err() {
+            eprintln!("conntrack-tray: a menu click came after the applet stopped listening");
+        }
+    }
+}
+
+impl ksni::Tray for Item {
+    /// A left click (Activate) opens the menu, as a right click does: the item is a menu
+    /// (`ItemIsMenu`), with no window of its own to open.
+    const MENU_ON_ACTIVATE: bool = true;
+
+    fn id(&self) -> String {
+        "conntrack-tray".into()
+    }
+
+    fn title(&self) -> String {
+        "conntrack-tray".into()
+    }
+
+    fn icon_pixmap(&self) -> Vec<ksni::Icon> {
+        self.art[state_index(self.state)].clone()
+    }
+
+    fn tool_tip(&self) -> ksni::ToolTip {
+        ksni::ToolTip {
+            title: "conntrack-tray".into(),
+            description: markup_free(&self.tooltip),
+            icon_pixmap: self.icon_pixmap(),
+            icon_name: String::new(),
+        }
+    }
+
+    fn menu(&self) -> Vec<ksni::MenuItem<Self>> {
+        ksni_menu(&self.entries)
+    }
+}
+
+/// The live tray icon: a StatusNotifierItem with its dbusmenu, served by ksni on its own bus
+/// connection and thread. A click on an entry sends the entry's id to the channel given to
+/// [`Tray::new`].
 pub struct Tray {
-    icon: tray_icon::TrayIcon,
-    shown: Option<(Vec<Entry>, IconState)>,
+    handle: ksni::blocking::Handle<Item>,
+    shown: Option<(Vec<Entry>, IconState, String)>,
 }
 
 impl Tray {
-    pub fn new() -> Result<Tray, String> {
-        let icon = tray_icon::TrayIconBuilder::new()
-            .with_id("conntrack-tray")
-            .with_title("conntrack-tray")
-            .with_tooltip("conntrack-tray")
-            .with_icon(Self::icon(IconState::Stopped)?)
-            .build()
+    /// Serves the icon (stopped, with an empty menu until the first [`Tray::show`]) whether
+    /// or not a tray runs yet: one that starts later picks it up.
+    pub fn new(clicks: crossbeam_channel::Sender<String>) -> Result<Tray, String> {
+        use ksni::blocking::TrayMethods;
+        let art = load_art().map_err(|e| e.to_string())?;
+        let item = Item {
+            entries: Vec::new(),
+            state: IconState::Stopped,
+            tooltip: String::new(),
+            art,
+            clicks,
+        };
+        let handle = item
+            .assume_sni_available(true)
+            .spawn()
             .map_err(|e| e.to_string())?;
-        Ok(Tray { icon, shown: None })
-    }
-
-    fn icon(state: IconState) -> Result<tray_icon::Icon, String> {
-        tray_icon::Icon::from_rgba(icon_rgba(state), ICON_SIZE, ICON_SIZE)
-            .map_err(|e| e.to_string())
+        Ok(Tray {
+            handle,
+            shown: None,
+        })
     }
 
     /// Shows the menu and icon for `entries` and `state`, if they changed.
@@ -319,19 +409,26 @@ impl Tray {
         state: IconState,
         tooltip: &str,
     ) -> Result<(), String> {
-        if self.shown.as_ref() == Some(&(entries.clone(), state)) {
+        let next = (entries, state, tooltip.to_string());
+        if self.shown.as_ref() == Some(&next) {
             return Ok(());
         }
-        let menu = build_muda(&entries).map_err(|e| e.to_string())?;
-        self.icon.set_menu(Some(Box::new(menu)));
-        self.icon
-            .set_icon(Some(Self::icon(state)?))
-            .map_err(|e| e.to_string())?;
-        self.icon
-            .set_tooltip(Some(tooltip))
-            .map_err(|e| e.to_string())?;
-        self.shown = Some((entries, state));
+        let (entries, state, tooltip) = next.clone();
+        self.handle
+            .update(move |item| {
+                item.entries = entries;
+                item.state = state;
+                item.tooltip = tooltip;
+            })
+            .ok_or("the tray service stopped")?;
+        self.shown = Some(next);
         Ok(())
+    }
+}
+
+impl Drop for Tray {
+    fn drop(&mut self) {
+        self.handle.shutdown().wait();
     }
 }
 
@@ -437,11 +534,40 @@ mod tests {
     }
 
     #[test]
-    fn icons_differ_by_state_and_have_transparent_corners() {
-        let m = icon_rgba(IconState::Monitoring);
-        assert_eq!(m.len(), (ICON_SIZE * ICON_SIZE * 4) as usize);
-        assert_eq!(m[3], 0, "corner is transparent");
-        assert_ne!(m, icon_rgba(IconState::Alert));
-        assert_ne!(icon_rgba(IconState::Paused), icon_rgba(IconState::Stopped));
+    fn every_state_has_its_own_pixmaps_in_argb_order() {
+        let art = load_art().expect("art");
+        for state in [
+            IconState::Monitoring,
+            IconState::Alert,
+            IconState::Paused,
+            IconState::Stopped,
+        ] {
+            let rgba = icons::icon(state).expect("art");
+            let pixmaps = &art[state_index(state)];
+            assert_eq!(pixmaps.len(), rgba.len());
+            for (p, r) in pixmaps.iter().zip(&rgba) {
+                assert_eq!((p.width as u32, p.height as u32), (r.width, r.height));
+                // The centre pixel's R, G, B, A as A, R, G, B.
+                let centre = ((r.height / 2 * r.width + r.width / 2) * 4) as usize;
+                assert_eq!(
+                    p.data[centre..centre + 4],
+                    [
+                        r.data[centre + 3],
+                        r.data[centre],
+                        r.data[centre + 1],
+                        r.data[centre + 2]
+                    ]
+                );
+                assert_eq!(p.data[0], 0, "{state:?}: the corner is transparent");
+            }
+        }
+        assert_ne!(art[0][0].data, art[1][0].data);
+        assert_ne!(art[2][0].data, art[3][0].data);
+    }
+
+    #[test]
+    fn labels_show_underscores_and_the_tooltip_no_markup() {
+        assert_eq!(label("my_prog → 1.2.3.4"), "my__prog → 1.2.3.4");
+        assert_eq!(markup_free("<b>a&b</b>"), "&lt;b&gt;a&amp;b&lt;/b&gt;");
     }
 }

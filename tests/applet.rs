@@ -10,6 +10,9 @@ mod trust;
 // Issue 11: novelty, one live notification per program, the restart notice.
 #[path = "applet/alerts.rs"]
 mod alerts;
+// The tray shows the state: its art, a left click, today's count, a second launch.
+#[path = "applet/tray.rs"]
+mod tray;
 
 use std::time::Duration;
 
@@ -436,12 +439,14 @@ fn no_helper_is_left_running_after_the_applet_quits_or_is_killed() {
 }
 
 #[test]
-fn a_second_instance_says_so_and_exits_0() {
-    let test = "a_second_instance_says_so_and_exits_0";
+fn a_second_instance_has_the_running_one_show_itself_and_exits_0() {
+    let test = "a_second_instance_has_the_running_one_show_itself_and_exits_0";
     if !require(test, &["dbus-daemon", "python3"]) {
         return;
     }
     let w = world();
+    // Running: it has said hello and got its config.
+    assert!(w.wait_log("{\"cmd\":\"config\""));
     let out = std::process::Command::new(common::APPLET)
         .arg("--helper")
         .arg(common::fake_helper())
@@ -449,7 +454,27 @@ fn a_second_instance_says_so_and_exits_0() {
         .output()
         .expect("second");
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already running"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let pid = w.applet.child.id();
+    assert!(
+        said.contains(&format!(
+            "already running in this session (pid {pid}): told it to show itself"
+        )),
+        "{said}"
+    );
+    let shown = wait_until(WAIT, || {
+        w.notes
+            .seen
+            .all()
+            .into_iter()
+            .find(|n| n.body.starts_with("conntrack-tray is running"))
+    })
+    .unwrap_or_else(|| panic!("{:?}", w.notes.seen.all()));
+    assert_eq!(
+        shown.body,
+        "conntrack-tray is running — Monitoring fakehost — 0 today, 0 lost"
+    );
+    assert!(w.applet.helper_pids().len() == 1, "no second helper");
 }
 
 #[test]

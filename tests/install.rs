@@ -167,7 +167,8 @@ fn make_install_writes_exactly_the_listed_files_and_uninstall_removes_them() {
         v.sort();
         v
     };
-    assert_eq!(expected.len(), 18, "{expected:?}");
+    // 18 files, and the four tray state icons at six PNG sizes.
+    assert_eq!(expected.len(), 18 + 24, "{expected:?}");
     make(&["install"]);
     assert_eq!(files_under(dest.path()), expected);
     // The helper is off users' PATH, the policy names it, the config is the documented default.
@@ -274,8 +275,16 @@ fn the_deb_holds_the_same_files_and_installs_and_purges_cleanly() {
         .iter()
         .map(|s| format!("/usr/share/icons/hicolor/scalable/status/conntrack-tray-{s}.svg"))
         .collect();
+    let state_pngs: Vec<String> = [16, 22, 24, 32, 48, 64]
+        .iter()
+        .flat_map(|z| {
+            ["alert", "error", "monitoring", "paused"]
+                .map(|s| format!("/usr/share/icons/hicolor/{z}x{z}/status/conntrack-tray-{s}.png"))
+        })
+        .collect();
     expected.extend(pngs.iter().map(String::as_str));
     expected.extend(states.iter().map(String::as_str));
+    expected.extend(state_pngs.iter().map(String::as_str));
     expected.sort();
     assert_eq!(files, expected);
     let info = String::from_utf8_lossy(&run(Command::new("dpkg-deb").arg("-I").arg(&deb)).stdout)

@@ -33,6 +33,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dunst", "dunst"),
     ("dunstctl", "dunst"),
     ("desktop-file-validate", "desktop-file-utils"),
+    ("rsvg-convert", "librsvg2-bin"),
     ("xmllint", "libxml2-utils"),
     ("pkaction", "polkitd"),
     ("make", "make"),
