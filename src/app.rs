@@ -78,7 +78,7 @@ pub struct App {
     /// their local ports, to know its own links (see `own`).
     remote_hosts: HashSet<String>,
     own_pids: HashSet<u32>,
-    own_ports: HashMap<String, HashSet<u16>>,
+    own_ports: HashMap<String, HashSet<(u16, u16)>>,
     pub unseen: bool,
     today: (String, u64),
     pub lost: Lost,
@@ -195,9 +195,14 @@ impl App {
     /// processes here, or, on the watched host, to one of their sockets.
     fn own(&self, host: &str, c: &Connection) -> bool {
         if self.remote_hosts.contains(host) {
-            return c
-                .remote_port
-                .is_some_and(|p| self.own_ports.get(host).is_some_and(|s| s.contains(&p)));
+            // There: sshd's end is its local end, ours the remote one.
+            let (Some(ours), Some(sshd)) = (c.remote_port, c.local_port) else {
+                return false;
+            };
+            return self
+                .own_ports
+                .get(host)
+                .is_some_and(|s| s.contains(&(ours, sshd)));
         }
         c.process
             .as_ref()

@@ -94,6 +94,7 @@ fn the_applets_own_ssh_link_is_kept_marked_and_not_notified_on_either_end() {
     let server = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let link = std::net::TcpStream::connect(server.local_addr().expect("addr")).expect("tcp");
     let port = link.local_addr().expect("addr").port();
+    let sshd = link.peer_addr().expect("addr").port();
     // This test process stands in for the ssh process of the link to "nas".
     a.set_links(vec![("nas".into(), Some(std::process::id()))]);
     let now = Instant::now();
@@ -105,17 +106,21 @@ fn the_applets_own_ssh_link_is_kept_marked_and_not_notified_on_either_end() {
     let mut there = conn(22, "/usr/sbin/sshd");
     there.direction = conntrack_tray_helper::Direction::Inbound;
     there.remote_port = Some(port);
+    there.local_port = Some(sshd);
     assert!(a.on_event("nas", ev(there.clone()), now).is_empty());
     assert!(a.history.recent().all(|s| s.own), "kept, marked");
     assert!(text::recent_label(a.history.recent().next().expect("one"))
         .ends_with("(this applet's ssh link)"));
-    // Another sshd connection there is news, with the host in the summary.
-    there.remote_port = Some(port.wrapping_add(1));
-    let fx = a.on_event("nas", ev(there), now);
+    // A program there that connects to the link's port here from another port of its own
+    // (it cannot have sshd's) is news, with the host in the summary.
+    let mut fake = there.clone();
+    fake.local_port = Some(50_000);
+    let fx = a.on_event("nas", ev(fake), now);
     assert!(
         matches!(&fx[..], [Effect::Notify { note, .. }] if note.summary.ends_with("· on nas")),
         "{fx:?}"
     );
+    assert!(!a.history.recent().next().expect("newest").own);
 }
 
 #[test]
