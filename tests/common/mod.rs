@@ -123,6 +123,8 @@ pub struct Notified {
     pub category: Option<String>,
     /// The unique bus name of the sender: one connection for every notification.
     pub sender: String,
+    /// When the server received the call (the wall clock, to compare with other processes').
+    pub at: std::time::SystemTime,
 }
 
 #[derive(Clone, Default)]
@@ -179,6 +181,7 @@ impl Notifications {
         hints: HashMap<String, OwnedValue>,
         expire_timeout: i32,
     ) -> u32 {
+        let at = std::time::SystemTime::now();
         let mut v = self.seen.0.lock().expect("lock");
         let known = replaces_id != 0 && v.iter().any(|n| n.id == replaces_id);
         let id = if known {
@@ -205,6 +208,7 @@ impl Notifications {
             desktop_entry: text("desktop-entry"),
             category: text("category"),
             sender: header.sender().map(|s| s.to_string()).unwrap_or_default(),
+            at,
         });
         id
     }
