@@ -50,7 +50,8 @@ pub fn per_second(
         .filter(|(_, r)| *r > 0.0)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = threads.iter().map(|(_, r)| r).sum();
+    // A fold from 0.0: an empty `sum()` of floats is -0.0, printed "-0.00".
+    let total: f64 = threads.iter().fold(0.0, |t, (_, r)| t + r);
     let list: Vec<String> = threads
         .iter()
         .map(|(n, r)| format!("`{n}` {r:.2}"))
