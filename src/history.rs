@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::files;
 
 pub const RECENT: usize = 20;
-pub const ROTATE_BYTES: u64 = 1 << 20;
+/// 8 MiB: thousands of events even with the longest command lines (4 KiB, a history line
+/// about 4.5 KB), where 1 MiB held under 300 and a single burst pushed out what had just been
+/// notified.
+pub const ROTATE_BYTES: u64 = 8 << 20;
 
 /// A reported connection and the machine (the helper's host) it was seen on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +120,8 @@ pub struct History {
     recent: VecDeque<Seen>,
     /// The directory was made the applet's own (created or tightened to 0700).
     dir_ready: bool,
+    /// [`ROTATE_BYTES`], but in tests.
+    rotate_bytes: u64,
 }
 
 impl History {
@@ -153,6 +158,7 @@ impl History {
             path,
             recent,
             dir_ready: false,
+            rotate_bytes: ROTATE_BYTES,
         }
     }
 
@@ -194,7 +200,7 @@ impl History {
             files::own_dir(parent(path))?;
             self.dir_ready = true;
         }
-        append(path, &json_line(&line))
+        append(path, &json_line(&line), self.rotate_bytes)
     }
 }
 
@@ -212,11 +218,11 @@ fn rotated(p: &Path) -> PathBuf {
 
 /// Appends one line, rotating first when the file is full (the rotated file keeps the
 /// current one's 0600).
-fn append(path: &Path, line: &str) -> std::io::Result<()> {
+fn append(path: &Path, line: &str, rotate_bytes: u64) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path)
         .map(|m| m.len())
         .unwrap_or(0)
-        >= ROTATE_BYTES
+        >= rotate_bytes
     {
         std::fs::rename(path, rotated(path))?;
     }
@@ -395,7 +401,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("events.jsonl");
         let mut h = History::open(Some(path.clone()));
-        let n = (3 * ROTATE_BYTES / 300) as u16;
+        const LIMIT: u64 = 1 << 20;
+        h.rotate_bytes = LIMIT;
+        let n = (3 * LIMIT / 300) as u16;
         for port in 0..n {
             h.push(seen(port)).expect("push");
         }
@@ -404,10 +412,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let mode = std::fs::metadata(rotated(&path)).expect("rotated").mode();
         assert_eq!(mode & 0o777, 0o600, "the rotated file is private too");
-        assert!(
-            size <= ROTATE_BYTES + 1024 && old <= ROTATE_BYTES + 1024,
-            "{size} {old}"
-        );
+        assert!(size <= LIMIT + 1024 && old <= LIMIT + 1024, "{size} {old}");
         assert_eq!(
             History::open(Some(path))
                 .recent()
