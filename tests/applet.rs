@@ -495,8 +495,9 @@ fn a_remote_host_over_ssh_is_merged_and_named_and_reconnected() {
     let ssh = wait_until(WAIT, || std::fs::read_to_string(&ssh_log).ok()).expect("ssh was run");
     assert!(ssh.contains("-o BatchMode=yes"), "{ssh}");
     assert!(
-        ssh.trim_end()
-            .ends_with("-- alice@nas sudo conntrack-tray-helper --format json"),
+        ssh.trim_end().ends_with(
+            "-- alice@nas sudo -n /usr/libexec/conntrack-tray/conntrack-tray-helper --format json"
+        ),
         "{ssh}"
     );
     let remote_log = dir.path().join("helper.log.remote");
