@@ -88,7 +88,7 @@ pub fn on_report(app: &mut App, report: Report, now: Instant) -> Vec<Effect> {
                     .into(),
             )],
             State::Refused { why } => vec![Effect::Tell(format!(
-                "{}: not watched: {why}. Choose \"Retry\" in the menu once it is fixed.",
+                "{}: not watched: {why}. Choose \"Start monitoring…\" in the menu once it is fixed.",
                 text::host(&host)
             ))],
             State::Restarting { at, why } => vec![Effect::Tell(format!(
@@ -295,7 +295,7 @@ mod tests {
         };
         assert!(matches!(
             &on_report(&mut a, refused, now)[..],
-            [Effect::Tell(t)] if t.starts_with("nas: not watched: sudo wants a password; add the sudoers line. Choose \"Retry\"")
+            [Effect::Tell(t)] if t.starts_with("nas: not watched: sudo wants a password; add the sudoers line. Choose \"Start monitoring…\"")
         ));
         // Through pkexec the person is told before the password prompt, and may decline.
         let fx = on_report(&mut a, restarting(true, true), now);
