@@ -427,7 +427,12 @@ fn refusals_are_told_with_their_fix_and_not_retried_and_setup_gets_the_host_read
     std::thread::sleep(window.saturating_duration_since(Instant::now()));
     for (w, host, _) in &cases {
         let told: Vec<String> = w.all().into_iter().map(|n| n.body).collect();
-        assert_eq!(w.ssh_runs().len(), 1, "{host}: {:?} {told:#?}", w.ssh_runs());
+        assert_eq!(
+            w.ssh_runs().len(),
+            1,
+            "{host}: {:?} {told:#?}",
+            w.ssh_runs()
+        );
     }
     // Fixed, the host is watched once the person asks.
     let (w, _, _) = &cases[1];
