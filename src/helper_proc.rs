@@ -60,6 +60,9 @@ pub enum State {
 
 /// The last lines a helper's process wrote on stderr, to say why it failed.
 const STDERR_KEPT: usize = 20;
+/// How long a closed helper's stderr is waited for, to its end (a process it left behind may
+/// hold the pipe open).
+const STDERR_GRACE: Duration = Duration::from_millis(500);
 
 pub struct Link {
     pub launch: Launch,
@@ -75,6 +78,8 @@ pub struct Link {
     /// Since when and why the host is not watched, when it was watched before.
     down: Option<(Instant, String)>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnected once the stderr reader has read to the end (its sender dropped).
+    stderr_eof: Option<crossbeam_channel::Receiver<()>>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -97,6 +102,7 @@ impl Link {
             hostname: None,
             down: None,
             stderr: Arc::new(Mutex::new(VecDeque::new())),
+            stderr_eof: None,
         }
     }
 
@@ -160,9 +166,12 @@ impl Link {
             k.clear();
         }
         let host = crate::text::host(&self.host);
+        let (eof, eof_rx) = crossbeam_channel::bounded::<()>(0);
+        self.stderr_eof = Some(eof_rx);
         std::thread::Builder::new()
             .name(format!("helper-{link}-err"))
             .spawn(move || {
+                let _eof = eof;
                 for line in BufReader::new(err).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("conntrack-tray: {host}: {}", crate::text::line(&line));
@@ -224,6 +233,12 @@ impl Link {
             let _ = c.kill();
             c.wait().ok()
         });
+        // Its last words may still be in the pipe: the reader thread can lag behind the exit
+        // (on a busy machine "Permission denied" came after the close, and a refusal was
+        // taken for a lost connection and tried again).
+        if let Some(eof) = self.stderr_eof.take() {
+            let _ = eof.recv_timeout(STDERR_GRACE);
+        }
         let code = status.and_then(|s| s.code());
         let was_running = self.state == State::Running;
         let pkexec = matches!(self.launch, Launch::Pkexec(_));

@@ -87,7 +87,20 @@ fn main() -> ExitCode {
         what: RemoteCmd::Setup { target },
     }) = &cli.command
     {
-        let (report, ready) = setup::check(&mut setup::RealSsh, target);
+        // The helper the applet would run there: `[remote] helper` of its configuration.
+        let configured = cli
+            .config
+            .clone()
+            .or_else(Settings::default_path)
+            .map(Settings::load)
+            .and_then(|s| match s {
+                Ok(s) => s.config.remote.helper,
+                Err(e) => {
+                    eprintln!("conntrack-tray: {e:#}; looking in the default places");
+                    None
+                }
+            });
+        let (report, ready) = setup::check(&mut setup::RealSsh, target, configured.as_deref());
         print!("{report}");
         return if ready {
             println!("\n{target} is ready to be watched.");

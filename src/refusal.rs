@@ -2,9 +2,9 @@
 //! link ended, with the fix in one line. Pure: the lines come in, a [`Refusal`] goes out.
 //!
 //! A permanent refusal (a key that does not log in, an unknown host key, sudo asking for a
-//! password, no helper, a helper too old) is not retried until the person chooses *Start monitoring…* in the menu:
-//! retrying it every minute would only fill the remote's auth log. Anything else (the host
-//! unreachable, the connection lost) is retried with back-off.
+//! password, no helper, a helper too old) is not retried until the person chooses *Start
+//! monitoring…* in the menu: retrying it every minute would only fill the remote's auth log.
+//! Anything else (the host unreachable, the connection lost) is retried with back-off.
 
 /// How a link failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

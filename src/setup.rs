@@ -3,7 +3,9 @@
 //!
 //! 1. the login works with a key and no prompt (`ssh -o BatchMode=yes`, as the applet runs
 //!    it), with the host key known;
-//! 2. the helper is installed on the host (the .deb's place or `make install`'s);
+//! 2. the helper is installed on the host: at `[remote] helper` when the applet's
+//!    configuration sets it (that is the path the applet runs), else at the .deb's place or
+//!    `make install`'s;
 //! 3. sudo runs it without a password, exactly as the applet will run it; if not, the one
 //!    sudoers line that allows that invocation and nothing else: the path and
 //!    `--format json`, with no wildcard, so the user cannot run the helper as root with any
@@ -54,8 +56,14 @@ impl Ssh for RealSsh {
     }
 }
 
-/// The report for a person, and whether the host is ready to be watched.
-pub fn check(ssh: &mut dyn Ssh, target: &str) -> (String, bool) {
+/// `s` as one word for the remote shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The report for a person, and whether the host is ready to be watched. `configured` is the
+/// configuration's `[remote] helper`: the one place looked at when given.
+pub fn check(ssh: &mut dyn Ssh, target: &str, configured: Option<&str>) -> (String, bool) {
     let mut out = String::new();
     let fail = |out: &mut String, ran: &Ran| {
         let lines: Vec<String> = ran.stderr.lines().map(String::from).collect();
@@ -89,9 +97,17 @@ pub fn check(ssh: &mut dyn Ssh, target: &str) -> (String, bool) {
     let _ = writeln!(out, "  ok, logged in as {user}");
 
     let _ = writeln!(out, "2. the helper on the host");
+    let places: Vec<&str> = match configured {
+        Some(p) => vec![p],
+        None => REMOTE_HELPERS.to_vec(),
+    };
     let find = format!(
         "for p in {}; do if [ -x \"$p\" ]; then echo \"$p\"; exit 0; fi; done; exit 1",
-        REMOTE_HELPERS.join(" ")
+        places
+            .iter()
+            .map(|p| quote(p))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let helper = match ssh.run(target, &find) {
         Ok(r) if r.code == Some(0) => r.stdout.trim().to_string(),
@@ -99,7 +115,7 @@ pub fn check(ssh: &mut dyn Ssh, target: &str) -> (String, bool) {
             let _ = writeln!(
                 out,
                 "  not found in {}: install conntrack-tray on the host first",
-                REMOTE_HELPERS.join(" or ")
+                places.join(" or ")
             );
             return (out, false);
         }
@@ -182,7 +198,7 @@ mod tests {
             ],
             Vec::new(),
         );
-        let (text, ready) = check(&mut s, "alice@nas");
+        let (text, ready) = check(&mut s, "alice@nas", None);
         assert!(!ready);
         assert!(
             text.contains("    alice ALL=(root) NOPASSWD: /usr/local/libexec/conntrack-tray/conntrack-tray-helper --format json\n"),
@@ -205,12 +221,25 @@ mod tests {
             }],
             Vec::new(),
         );
-        let (text, ready) = check(&mut s, "alice@nas");
+        let (text, ready) = check(&mut s, "alice@nas", None);
         assert!(
             !ready && text.contains("ssh authentication failed"),
             "{text}"
         );
         assert_eq!(s.1.len(), 1);
+    }
+
+    #[test]
+    fn the_configured_helper_is_the_one_looked_for() {
+        let mut s = Script(vec![ok("alice\n"), Ran::default()], Vec::new());
+        let (text, ready) = check(&mut s, "alice@nas", Some("/opt/it's/helper"));
+        assert!(!ready);
+        assert!(
+            s.1[1].starts_with("for p in '/opt/it'\\''s/helper'; do"),
+            "{}",
+            s.1[1]
+        );
+        assert!(text.contains("not found in /opt/it's/helper:"), "{text}");
     }
 
     #[test]
@@ -223,7 +252,7 @@ mod tests {
             ],
             Vec::new(),
         );
-        let (text, ready) = check(&mut s, "alice@nas");
+        let (text, ready) = check(&mut s, "alice@nas", None);
         assert!(ready, "{text}");
         assert!(!text.contains("helper = "), "{text}");
     }

@@ -15,6 +15,10 @@ mod require;
 #[allow(unused_imports)] // a target that includes both modules uses one of them
 pub use require::require;
 
+mod files;
+#[allow(unused_imports)] // not every target looks at files
+pub use files::{mode, nobody_reads};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -452,6 +456,19 @@ impl Applet {
         helper: &Path,
         extra: &[&str],
     ) -> Applet {
+        Applet::start_env(bus, dir, prefix, helper, extra, &[])
+    }
+
+    /// As [`Applet::start_full`], with `env` set after the tests' own variables: a `PATH`
+    /// there replaces the one with the scripted `ssh`.
+    pub fn start_env(
+        bus: &Bus,
+        dir: &Path,
+        prefix: &[&str],
+        helper: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Applet {
         let events = dir.join("events.jsonl");
         let log = dir.join("helper.log");
         std::fs::write(&events, "").expect("events");
@@ -475,6 +492,7 @@ impl Applet {
             .env("HOME", dir)
             .env("FAKE_EVENTS", &events)
             .env("FAKE_LOG", &log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -571,40 +589,4 @@ pub fn connection_value(exe: &str, remote: &str, port: u16, critical: bool) -> s
         "process": {"pid": 4242, "comm": comm, "exe": exe, "cmdline": [comm], "uid": 1000,
             "user": "alice", "exe_verified": true, "exe_system": true}
     })
-}
-
-/// A file's permission bits.
-pub fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.mode() & 0o7777)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Whether user `nobody` (uid and gid 65534, no groups) can read `path`, by running `cat` as
-/// it with setpriv: `Some(true)` read, `Some(false)` refused with "Permission denied", `None`
-/// when this cannot be tried (not root, or no setpriv). Any other failure panics.
-pub fn nobody_reads(path: &Path) -> Option<bool> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    // setpriv is util-linux's, on every Debian system; require.rs does not list it yet.
-    let out = match Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
-        .arg(path)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED the read as nobody: setpriv: {e} (install util-linux)");
-            return None;
-        }
-        Err(e) => panic!("setpriv (util-linux) must run under CI=true: {e}"),
-    };
-    let err = String::from_utf8_lossy(&out.stderr);
-    match out.status.success() {
-        true => Some(true),
-        false if err.contains("Permission denied") => Some(false),
-        false => panic!("setpriv cat {}: {err}", path.display()),
-    }
 }

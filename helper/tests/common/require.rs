@@ -43,6 +43,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("apt-get", "apt"),
     ("cargo", "cargo"),
     ("cargo-deb", "cargo install cargo-deb"),
+    // Watching a host over ssh: a real sshd, the client, sudo on the host, the test user.
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("sudo", "sudo"),
+    ("visudo", "sudo"),
+    ("useradd", "passwd"),
+    ("userdel", "passwd"),
 ];
 
 /// How to get `tool`, as the skip message says it. A tool missing from [`PACKAGES`] is a
