@@ -578,6 +578,21 @@ impl Helpers {
             .collect()
     }
 
+    /// Each link's label for the status line, with a remote host's own name beside it when
+    /// that differs (`nas (backup-vm)`), and its state, in link order.
+    pub fn status_states(&self) -> Vec<(String, &State)> {
+        self.links
+            .iter()
+            .map(|l| {
+                let label = match (&l.launch, &l.hostname) {
+                    (Launch::Ssh { .. }, Some(h)) if *h != l.host => format!("{} ({h})", l.host),
+                    _ => l.host.clone(),
+                };
+                (label, &l.state)
+            })
+            .collect()
+    }
+
     /// Stops every helper (see [`Link::stop`]).
     pub fn stop_all(&mut self) {
         for l in &mut self.links {

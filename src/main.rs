@@ -276,7 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             recv(show_rx) -> _ => {
                 // For now the status line; later a connections window opens instead.
-                let status = links::status(&app, &helpers.states(), Instant::now());
+                let status = status_of(&app, &helpers);
                 vec![Effect::Tell(format!("conntrack-tray is running — {}", status.text))]
             },
             recv(reply_rx) -> r => match r {
@@ -380,7 +380,7 @@ fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut 
 /// Shows the menu, icon and tooltip for the current state (the tray skips an unchanged one).
 fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     let Some(tray) = tray else { return };
-    let status = links::status(app, &helpers.states(), Instant::now());
+    let status = status_of(app, &helpers);
     let view = app.view(
         status.text.clone(),
         status.can_start,
@@ -393,4 +393,12 @@ fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     ) {
         eprintln!("conntrack-tray: cannot update the tray: {e}");
     }
+}
+
+/// The status of the links now: their labels (a remote host's own name beside it) and states.
+fn status_of(app: &App, helpers: &Helpers) -> links::Status {
+    let owned = helpers.status_states();
+    let states: Vec<(&str, &helper_proc::State)> =
+        owned.iter().map(|(h, s)| (h.as_str(), *s)).collect();
+    links::status(app, &states, Instant::now())
 }

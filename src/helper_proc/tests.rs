@@ -114,6 +114,8 @@ fn helpers_drop_a_replaced_helpers_lines_and_keep_the_books_for_the_current_one(
     // The label is what the person typed; the host's own name is a detail.
     assert_eq!(h.states(), vec![("nas", &State::Running)]);
     assert_eq!(h.links[0].hostname.as_deref(), Some("nas\x1b.lan"));
+    // The status line shows the host's own name beside the label.
+    assert_eq!(h.status_states()[0].0, "nas (nas\x1b.lan)");
     let garbage = Msg::Garbage {
         link: 0,
         gen: 0,
