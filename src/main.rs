@@ -380,7 +380,7 @@ fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut 
 /// Shows the menu, icon and tooltip for the current state (the tray skips an unchanged one).
 fn refresh(app: &App, helpers: &Helpers, tray: Option<&mut tray::Tray>) {
     let Some(tray) = tray else { return };
-    let status = status_of(app, &helpers);
+    let status = status_of(app, helpers);
     let view = app.view(
         status.text.clone(),
         status.can_start,
