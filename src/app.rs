@@ -213,12 +213,15 @@ impl App {
         if self.whitelisted(host, &c) || self.settings.config.applet.paused {
             return Vec::new();
         }
+        let own = self.own(host, &c);
+        // The applet's own link is kept, not counted: "N today" is what the watched did.
         let day = c.ts.get(..10).unwrap_or("").to_string();
         if self.today.0 != day {
             self.today = (day, 0);
         }
-        self.today.1 += 1;
-        let own = self.own(host, &c);
+        if !own {
+            self.today.1 += 1;
+        }
         let seen = Seen {
             host: host.to_string(),
             conn: c,
