@@ -64,7 +64,12 @@ fn parse_line(line: &str) -> Option<Seen> {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Dated {
-    Nested { connection: Stamp },
+    Nested {
+        connection: Stamp,
+        /// The applet's own link: kept, not counted.
+        #[serde(default)]
+        own: bool,
+    },
     Flat { ts: String },
 }
 
@@ -76,7 +81,7 @@ struct Stamp {
 impl Dated {
     fn ts(&self) -> &str {
         match self {
-            Dated::Nested { connection } => &connection.ts,
+            Dated::Nested { connection, .. } => &connection.ts,
             Dated::Flat { ts } => ts,
         }
     }
@@ -110,7 +115,8 @@ fn count_in(path: &Path, day: &str) -> (u64, Option<bool>) {
     {
         let on_day = day_of(dated.ts()) == day;
         first.get_or_insert(on_day);
-        n += u64::from(on_day);
+        let own = matches!(dated, Dated::Nested { own: true, .. });
+        n += u64::from(on_day && !own);
     }
     (n, first)
 }
