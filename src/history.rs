@@ -70,7 +70,9 @@ enum Dated {
         #[serde(default)]
         own: bool,
     },
-    Flat { ts: String },
+    Flat {
+        ts: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -44,11 +44,16 @@ fn world_with_config(config: Option<&str>) -> World {
 
 /// The world in a directory the test prepared (its HOME, with config/ and state/ in it).
 fn world_in(dir: tempfile::TempDir) -> World {
+    world_with_args(dir, &[])
+}
+
+/// The same, the applet started with `extra` arguments.
+fn world_with_args(dir: tempfile::TempDir, extra: &[&str]) -> World {
     let bus = Bus::start(dir.path());
     // Both servers are on the bus before the applet asks for them.
     let notes = NotificationServer::start(&bus);
     let watcher = SniWatcher::start(&bus);
-    let applet = Applet::start(&bus, dir.path());
+    let applet = Applet::start_full(&bus, dir.path(), &[], &common::fake_helper(), extra);
     assert!(applet.wait_helper_started(1), "the helper was not started");
     World {
         _dir: dir,

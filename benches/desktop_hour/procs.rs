@@ -6,33 +6,8 @@ use std::path::Path;
 
 use super::{wall, Run};
 
-/// Context switches (voluntary and not) of each thread of `pid`, summed by thread name: each
-/// is a time the thread stopped running, so the difference over an idle spell counts its
-/// wakeups. (The helper's tests have no such reader on this branch yet.)
-pub fn wakeups(pid: u32) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
-            continue; // the thread ended meanwhile
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-        };
-        let switches: u64 = ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
-            .iter()
-            .filter_map(|f| field(f)?.parse::<u64>().ok())
-            .sum();
-        let name = field("Name").unwrap_or("?").to_string();
-        *out.entry(name).or_insert(0) += switches;
-    }
-    out
-}
+/// Context switches of each thread of `pid` by name: the helper tests' reader.
+pub use super::nets::wakeups;
 
 /// Wakeups per second between two readings: the total, and the threads that woke, busiest
 /// first.
@@ -41,12 +16,9 @@ pub fn per_second(
     after: &BTreeMap<String, u64>,
     secs: f64,
 ) -> String {
-    let mut threads: Vec<(String, f64)> = after
-        .iter()
-        .map(|(name, n)| {
-            let was = before.get(name).copied().unwrap_or(0);
-            (name.clone(), n.saturating_sub(was) as f64 / secs)
-        })
+    let mut threads: Vec<(String, f64)> = super::nets::wakeups_between(before, after)
+        .into_iter()
+        .map(|(name, n)| (name, n as f64 / secs))
         .filter(|(_, r)| *r > 0.0)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -109,7 +109,11 @@ fn the_applets_own_ssh_link_is_kept_marked_and_not_notified_on_either_end() {
     there.local_port = Some(sshd);
     assert!(a.on_event("nas", ev(there.clone()), now).is_empty());
     assert!(a.history.recent().all(|s| s.own), "kept, marked");
-    assert_eq!(a.events_today(), 0, "not counted as the watched programs' traffic");
+    assert_eq!(
+        a.events_today(),
+        0,
+        "not counted as the watched programs' traffic"
+    );
     assert!(text::recent_label(a.history.recent().next().expect("one"))
         .ends_with("(this applet's ssh link)"));
     // A program there that connects to the link's port here from another port of its own

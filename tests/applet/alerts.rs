@@ -197,19 +197,7 @@ fn the_restart_notice_comes_before_the_password_prompt() {
     if !require(test, &["dbus-daemon", "python3"]) {
         return;
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let bus = Bus::start(dir.path());
-    let notes = NotificationServer::start(&bus);
-    let watcher = SniWatcher::start(&bus);
-    let applet = Applet::start_full(&bus, dir.path(), &[], &common::fake_helper(), &["--pkexec"]);
-    assert!(applet.wait_helper_started(1), "the helper was not started");
-    let w = World {
-        _dir: dir,
-        bus,
-        notes,
-        watcher,
-        applet,
-    };
+    let w = world_with_args(tempfile::tempdir().expect("tmp"), &["--pkexec"]);
     let pkexec_log = format!("{}.pkexec", w.applet.log.display());
     let prompts = || {
         std::fs::read_to_string(&pkexec_log)
