@@ -192,7 +192,8 @@ fn a_watched_host_is_named_watched_again_after_its_helper_is_killed_and_own_link
         &local,
         &["--remote", &url],
     );
-    let status = w.status(|s| s.starts_with("Monitoring ") && s.contains(&format!(", {HOST} —")));
+    // The label as configured; the host's own name beside it (here the test machine's).
+    let status = w.status(|s| s.starts_with("Monitoring ") && s.contains(&format!(", {HOST} (")));
     assert!(!status.contains(';'), "{status}");
 
     // One link, one helper on the host: named twice, it is started once.
@@ -283,7 +284,7 @@ fn a_client_that_vanished_leaves_no_helper_on_the_host_after_the_heartbeat_timeo
         &common::fake_helper(),
         &["--remote", &url],
     );
-    w.status(|s| s.starts_with(&format!("Monitoring fakehost, {b4}:{PORT} —")));
+    w.status(|s| s.starts_with(&format!("Monitoring fakehost, {b4}:{PORT} (")));
     assert_eq!(remote.helpers(&remote.helper).len(), 1);
     assert!(nets::nft_tables(&remote.net.b).contains("conntrack_tray"));
     // Once it has heard a heartbeat (the applet sends the first one HEARTBEAT_EVERY after
@@ -442,7 +443,7 @@ fn refusals_are_told_with_their_fix_and_not_retried_and_setup_gets_the_host_read
         .map(|m| m.id)
         .expect("Start monitoring…");
     click(&w.conn, &service, item);
-    w.status(|s| s.starts_with(&format!("Monitoring fakehost, {HOST} — ")));
+    w.status(|s| s.starts_with(&format!("Monitoring fakehost, {HOST} (")));
     assert_eq!(w.ssh_runs().len(), 2, "{:?}", w.ssh_runs());
     assert_eq!(remote.helpers(&remote.helper).len(), 1);
 }
