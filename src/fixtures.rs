@@ -46,5 +46,6 @@ pub fn process(exe: &str) -> Process {
         exe_verified: true,
         exe_unverified: None,
         exe_system: true,
+        ..Default::default()
     }
 }

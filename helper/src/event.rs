@@ -41,7 +41,39 @@ pub struct Process {
     /// user could not have put it there. Only then does a bare program name match it.
     #[serde(default)]
     pub exe_system: bool,
+    /// The chain of parents, nearest first, up to the session leader or init (at most
+    /// [`ANCESTORS_KEPT`]), as they were when the flow was reported: a parent that has exited
+    /// is described from the kernel's exec record. Every string in it is as untrusted as
+    /// `cmdline`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
+    /// The working directory (`/proc/PID/cwd`), as the process's mount namespace shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
+
+/// How many parents a [`Process`] carries at most.
+pub const ANCESTORS_KEPT: usize = 8;
+
+/// One parent in a [`Process`]'s chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    /// Cut short: at most [`ANCESTOR_ARGS_KEPT`] arguments of at most 200 characters.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    /// As [`Process::exe_verified`]: only a verified parent may be named in a rule.
+    #[serde(default)]
+    pub exe_verified: bool,
+    /// The parent had exited; what is here comes from its exec record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exited: bool,
+}
+
+/// How many of a parent's arguments are kept.
+pub const ANCESTOR_ARGS_KEPT: usize = 8;
 
 impl Process {
     /// The executable's file name, or `comm` when the path is unknown.

@@ -68,6 +68,7 @@ fn process(comm: &str, exe: Option<&str>, cmdline: &[&str], user: Option<&str>) 
             .is_none()
             .then(|| "the executable could not be read".into()),
         exe_system: exe.is_some_and(|e| e.starts_with("/usr/")),
+        ..Default::default()
     }
 }
 

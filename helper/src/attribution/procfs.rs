@@ -263,6 +263,7 @@ impl ProcIndex {
             exe_verified: facts.verified,
             exe_unverified: facts.unverified,
             exe_system: facts.system,
+            ..Default::default()
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();

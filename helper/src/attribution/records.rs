@@ -121,6 +121,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
                 exe_verified: false,
                 exe_unverified: Some("the process had exited before it could be read".into()),
                 exe_system: false,
+                ..Default::default()
             },
         };
         Some(Attribution::new(process, AttributedBy::Connect))
