@@ -50,6 +50,10 @@ pub struct Process {
     /// The working directory (`/proc/PID/cwd`), as the process's mount namespace shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The process had exited before the helper could read it: `exe`, `cmdline` and the
+    /// parents come from its exec record (the kernel's, made at its `execve`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exited: bool,
 }
 
 /// How many parents a [`Process`] carries at most.

@@ -15,6 +15,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use crossbeam_channel::{bounded, unbounded, Sender};
 
 use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
+use conntrack_tray_helper::attribution::exec_hook::ExecLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::Attributor;
@@ -100,6 +101,11 @@ struct Cli {
     /// (outbound TCP); socket lookups alone then name them only while they live.
     #[arg(long)]
     no_connect_hook: bool,
+
+    /// Do not load the eBPF exec hook, which keeps what each process exec'd (path, command
+    /// line, parent), so a program that exited at once is still described, and its parents.
+    #[arg(long)]
+    no_exec_hook: bool,
 
     /// Receive buffer of the conntrack socket, in bytes (at most 268435456).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20,
@@ -310,10 +316,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let execs = if cli.no_exec_hook {
+        None
+    } else {
+        match ExecLog::open() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                startup.push(format!(
+                    "the exec hook is off; programs that exit at once may be reported \
+                     without their path and command line: {e}"
+                ));
+                None
+            }
+        }
+    };
     let attributor = |connects: Option<Box<dyn Connects + Send>>| -> anyhow::Result<_> {
+        let mut procs = ProcIndex::new();
+        if let Some(e) = &execs {
+            let reader = e.reader().context("cannot share the exec map")?;
+            procs = procs.with_execs(Box::new(reader));
+        }
         let a = SocketAttributor::new(
             SockDiag::open().context("cannot open the sock_diag socket")?,
-            ProcIndex::new(),
+            procs,
         );
         Ok(match connects {
             Some(c) => a.with_connects(c),

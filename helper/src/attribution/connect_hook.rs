@@ -42,8 +42,9 @@ use crate::attribution::bpf::frame::{current_process, read, read_key, update, ze
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
     Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
-    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
+    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_START, VALUE_TGID, VALUE_UID,
 };
+use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
 use crate::attribution::send_hook::SendHook;
 use crate::flow::{Proto, Tuple};
@@ -199,6 +200,7 @@ pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
         pid: u32::from_ne_bytes(bytes(v, VALUE_TGID)),
         uid: u32::from_ne_bytes(bytes(v, VALUE_UID)),
         at_boot_ns: u64::from_ne_bytes(bytes(v, VALUE_BOOT_NS)),
+        start_ns: u64::from_ne_bytes(bytes(v, VALUE_START)),
         comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
     }
 }
@@ -254,6 +256,7 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
 /// then (a blocking connect waits for the handshake; a close ends it), so its record is there.
 pub fn program(
     o: &Offsets,
+    t: &TaskOffsets,
     pending_fd: i32,
     connects_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
@@ -267,7 +270,7 @@ pub fn program(
         .store(DW, FP, SK, R6)
         .jne32_imm(R8, TCP_SYN_SENT as u32, "leaving");
     // Entering SYN_SENT: note the current process under the socket's address.
-    current_process(&mut a);
+    current_process(&mut a, t);
     a.load_map(R1, pending_fd)
         .mov(R2, FP)
         .add_imm(R2, i32::from(SK))
@@ -307,6 +310,7 @@ pub fn program(
 /// sockets (no peer port) one more: the send hook records those.
 pub fn udp_program(
     o: &Offsets,
+    t: &TaskOffsets,
     protocol: i32,
     connects_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
@@ -325,7 +329,7 @@ pub fn udp_program(
         .store(B, FP, KEY_PROTO.at(KEY), R0);
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
-    current_process(&mut a);
+    current_process(&mut a, t);
     file_tuple(&mut a, o, connects_fd);
     a.finish()
 }
@@ -354,8 +358,10 @@ impl ConnectLog {
             what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
             err,
         })?;
-        let btf = Btf::load(f, BTF_NAMES)?;
+        let names: Vec<&str> = BTF_NAMES.iter().chain(task::BTF_NAMES).copied().collect();
+        let btf = Btf::load(f, &names)?;
         let offsets = Offsets::from_btf(&btf)?;
+        let task = TaskOffsets::from_btf(&btf)?;
         let protocol = btf.offset_of("sock", &["sk_protocol"]);
         drop(btf);
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
@@ -372,7 +378,7 @@ impl ConnectLog {
         let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
             .map_err(sys_err("cannot create the send map"))?;
         let tcp = load_and_attach(
-            program(&offsets, pending.as_raw_fd(), map.as_raw_fd()),
+            program(&offsets, &task, pending.as_raw_fd(), map.as_raw_fd()),
             TRACEPOINT,
         )?;
         // UDP is a bonus: older kernels lack the tracepoint, or have sk_protocol as a bitfield.
@@ -380,7 +386,7 @@ impl ConnectLog {
             let protocol = i32::try_from(protocol)
                 .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
             load_and_attach(
-                udp_program(&offsets, protocol, sends.as_raw_fd()),
+                udp_program(&offsets, &task, protocol, sends.as_raw_fd()),
                 UDP_TRACEPOINT,
             )
         });
@@ -389,7 +395,7 @@ impl ConnectLog {
             Err(e) => (None, Some(e.to_string())),
         };
         // So is the send hook: it needs cgroup v2, and kernel 5.14.
-        let (send, send_off) = match SendHook::open(&sends, netns) {
+        let (send, send_off) = match SendHook::open(&sends, netns, &task) {
             Ok(h) => (Some(h), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -554,6 +560,7 @@ mod tests {
         v[VALUE_TGID.range()].copy_from_slice(&4242u32.to_ne_bytes());
         v[VALUE_UID.range()].copy_from_slice(&1000u32.to_ne_bytes());
         v[VALUE_BOOT_NS.range()].copy_from_slice(&123_456_789u64.to_ne_bytes());
+        v[VALUE_START.range()].copy_from_slice(&99u64.to_ne_bytes());
         let comm = VALUE_COMM.off;
         v[comm..comm + 4].copy_from_slice(b"bash");
         let c = connector(&v);
@@ -563,6 +570,7 @@ mod tests {
                 pid: 4242,
                 uid: 1000,
                 at_boot_ns: 123_456_789,
+                start_ns: 99,
                 comm: "bash".into()
             }
         );
@@ -571,6 +579,15 @@ mod tests {
         v[comm] = 0xff;
         assert!(connector(&v).comm.starts_with('\u{fffd}'));
     }
+
+    const TASK: TaskOffsets = TaskOffsets {
+        tgid: 1200,
+        real_parent: 1208,
+        group_leader: 1224,
+        start_boottime: 1600,
+        mm: 900,
+        nsproxy: 2000,
+    };
 
     fn offsets() -> Offsets {
         Offsets {
@@ -588,8 +605,8 @@ mod tests {
 
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
-        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
         for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8][..])] {
             let len = ops.last().map_or(0, |&(at, _)| at + 1);
             assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
@@ -644,8 +661,8 @@ mod tests {
 
     #[test]
     fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
-        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
         for ops in [&tcp, &udp] {
             // First the whole frame is zeroed, so the padding is zero in every record.
             let zeroing = ops
@@ -698,8 +715,8 @@ mod tests {
 
     #[test]
     fn the_current_process_goes_into_the_value_fields() {
-        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
         for ops in [&tcp, &udp] {
             assert_files_the_current_process(ops);
         }
@@ -708,8 +725,8 @@ mod tests {
     #[test]
     fn the_records_are_filed_under_their_keys_in_their_maps() {
         let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
-        let tcp = disassemble(&program(&offsets(), 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), 532, 8).unwrap());
+        let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
         // TCP: the note under the socket's address in pending (7), then under the tuple in
         // connects (8); UDP: under the tuple only.
         assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
@@ -743,11 +760,11 @@ mod tests {
     /// them), for [`the_programs_are_the_bytes_they_were`].
     fn programs_as_hex() -> String {
         let mut out = String::new();
-        let tcp = program(&offsets(), 7, 8).unwrap();
-        let udp = udp_program(&offsets(), 532, 8).unwrap();
+        let tcp = program(&offsets(), &TASK, 7, 8).unwrap();
+        let udp = udp_program(&offsets(), &TASK, 532, 8).unwrap();
         for (title, p) in [
-            ("tcp: program(&offsets(), 7, 8)", tcp),
-            ("udp: udp_program(&offsets(), 532, 8)", udp),
+            ("tcp: program(&offsets(), &TASK, 7, 8)", tcp),
+            ("udp: udp_program(&offsets(), &TASK, 532, 8)", udp),
         ] {
             out.push_str(&format!("# {title}\n"));
             for i in p {

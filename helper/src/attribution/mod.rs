@@ -20,9 +20,11 @@
 pub mod bpf;
 pub mod connect_hook;
 pub mod exe;
+pub mod exec_hook;
 pub mod fd_table;
 pub mod held;
 pub mod holders;
+pub mod lineage;
 pub mod proc_fds;
 pub mod procfs;
 mod records;
@@ -98,10 +100,18 @@ pub trait Processes {
         None
     }
 
-    /// Process `pid` if it is still the one that connected: named `comm` and started no
-    /// later than `at_boot_ns` (CLOCK_BOOTTIME), so a reused pid is never taken for it.
-    fn by_pid(&mut self, pid: u32, comm: &str, at_boot_ns: u64) -> Option<Process> {
-        let _ = (pid, comm, at_boot_ns);
+    /// The process a record names if it is still the one that connected: named as the record
+    /// says and started when the record says (or, where the record has no start time, no
+    /// later than the connect), so a reused pid is never taken for it.
+    fn by_pid(&mut self, c: &Connector) -> Option<Process> {
+        let _ = c;
+        None
+    }
+
+    /// The process a record names, after it has exited: from its exec record, when one
+    /// with its pid and start time is kept and it made no other exec after the connect.
+    fn exited(&mut self, c: &Connector) -> Option<Process> {
+        let _ = c;
         None
     }
 

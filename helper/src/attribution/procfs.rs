@@ -23,12 +23,14 @@ use std::path::{Path, PathBuf};
 use procfs::process::Stat;
 use procfs::FromRead;
 
+use super::exec_hook::{ExecRecord, Execs};
 use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
+use super::lineage::{self, Node, Parent, Tree};
 use super::proc_fds::ProcFds;
-use super::{exe, Held, Processes, HOLDERS_LISTED};
+use super::{exe, Connector, Held, Processes, HOLDERS_LISTED};
 
-use crate::event::Process;
+use crate::event::{Ancestor, Process};
 
 /// How much of a command line is kept: the rest of a hostile 1 MB argv is cut, and the cut
 /// marked with a last element of "…".
@@ -72,6 +74,12 @@ pub struct ProcIndex {
     scan_limit: Option<usize>,
     /// The last answer of [`Processes::by_pid`] for each pid, and when it was proven.
     named: HashMap<i32, Named>,
+    /// The kernel's exec records, when the exec hook is loaded.
+    execs: Option<Box<dyn Execs + Send>>,
+    /// Parents already described, by (pid, start time in ticks); revalidated by comm.
+    parents: HashMap<(u32, u64), Node>,
+    /// Nanoseconds in one of `/proc`'s clock ticks.
+    tick_ns: u64,
     pub stats: ProcStats,
 }
 
@@ -134,8 +142,52 @@ impl ProcIndex {
             users: HashMap::new(),
             scan_limit: None,
             named: HashMap::new(),
+            execs: None,
+            parents: HashMap::new(),
+            tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1),
             stats: ProcStats::default(),
         }
+    }
+
+    /// Describes exited processes and parents from the kernel's exec records too.
+    pub fn with_execs(mut self, execs: Box<dyn Execs + Send>) -> ProcIndex {
+        self.execs = Some(execs);
+        self
+    }
+
+    /// The exec record of process `pid` that started at `start`, if one is kept.
+    fn record(&mut self, pid: u32, start: Start) -> Option<ExecRecord> {
+        let r = self.execs.as_mut()?.exec_record(pid).ok()??;
+        let same = match start {
+            // Two processes can start within one tick: nanoseconds tell them apart.
+            Start::Ns(ns) => r.start_ns == ns,
+            Start::Ticks(t) => lineage::ticks(r.start_ns, self.tick_ns) == t,
+        };
+        (r.start_ns != 0 && same).then_some(r)
+    }
+
+    /// Whether a record's path names, in the helper's mount namespace, the file it ran.
+    fn record_verdict(&self, r: &ExecRecord) -> Result<(), &'static str> {
+        let Some(path) = r.path.as_deref() else {
+            return Err("the executable's path was relative or could not be read");
+        };
+        let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let home = self.own_mnt == Some(u64::from(r.mnt_ns));
+        exe::verdict((r.file.1 != 0).then_some(r.file), at_path, home)
+    }
+
+    /// Who process `pid` (started at `start`, ticks) came from: its exec record's parent
+    /// when there is one, else `/proc`'s (`ppid`, whose start is then not known).
+    fn parent_of(&mut self, pid: u32, start: u64, ppid: i32) -> Option<Parent> {
+        if let Some(r) = self.record(pid, Start::Ticks(start)) {
+            return Some((r.ppid, Some(r.parent_start_ns)));
+        }
+        u32::try_from(ppid).ok().map(|p| (p, None))
+    }
+
+    /// The process's parents, from `parent` up.
+    fn ancestors(&mut self, parent: Option<Parent>) -> Vec<Ancestor> {
+        lineage::walk(self, parent)
     }
 
     /// Makes this the reader's index: each lookup tries the pids handed out last, then looks
@@ -239,7 +291,9 @@ impl ProcIndex {
             // An execve keeps pid and start time but changes the file (and mostly comm); a
             // program that execs another with the same name must not inherit its verdict.
             if cached.comm == stat.comm && *id == exe::check_id(&dir) {
-                return Some(cached.clone());
+                let mut p = cached.clone();
+                p.cwd = read_cwd(&dir);
+                return Some(p);
             }
         }
         let uid = owner_uid(&dir)?;
@@ -253,8 +307,10 @@ impl ProcIndex {
             return None;
         }
         let user = self.user(uid);
+        let upid = u32::try_from(pid).ok()?;
+        let parent = self.parent_of(upid, start, stat.ppid);
         let process = Process {
-            pid: u32::try_from(pid).ok()?,
+            pid: upid,
             comm: stat.comm,
             exe,
             cmdline,
@@ -263,7 +319,9 @@ impl ProcIndex {
             exe_verified: facts.verified,
             exe_unverified: facts.unverified,
             exe_system: facts.system,
-            ..Default::default()
+            ancestors: self.ancestors(parent),
+            cwd: read_cwd(&dir),
+            exited: false,
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
@@ -317,10 +375,18 @@ impl Processes for ProcIndex {
         self.closed_tcp_holder(local)
     }
 
-    fn by_pid(&mut self, pid: u32, comm: &str, at_boot_ns: u64) -> Option<Process> {
-        let pid = i32::try_from(pid).ok()?;
+    fn by_pid(&mut self, c: &Connector) -> Option<Process> {
+        let (comm, at_boot_ns) = (c.comm.as_str(), c.at_boot_ns);
+        let pid = i32::try_from(c.pid).ok()?;
+        // The record's start time, where it has one, names the process exactly.
+        let exact = (c.start_ns != 0).then_some(c.start_ns);
+        let tick_ns = self.tick_ns;
         if let Some(n) = self.named.get(&pid) {
-            if n.comm == comm && n.start_ns <= at_boot_ns && at_boot_ns <= n.checked_ns {
+            if n.comm == comm
+                && n.start_ns <= at_boot_ns
+                && at_boot_ns <= n.checked_ns
+                && exact.is_none_or(|ns| lineage::ticks(ns, tick_ns) * tick_ns == n.start_ns)
+            {
                 return Some(n.process.clone());
             }
         }
@@ -329,12 +395,30 @@ impl Processes for ProcIndex {
         let stat = self.stat(pid)?;
         // Start times are in clock ticks, rounded down: a process started in the same tick
         // as the connect passes, one started a tick later (a reused pid) does not.
-        let tick_ns = 1_000_000_000 / procfs::ticks_per_second().max(1);
         let start_ns = stat.starttime.saturating_mul(tick_ns);
-        if stat.comm != comm || start_ns > at_boot_ns {
+        if stat.comm != comm
+            || start_ns > at_boot_ns
+            || exact.is_some_and(|ns| lineage::ticks(ns, tick_ns) != stat.starttime)
+        {
             return None;
         }
-        let process = self.describe(stat)?;
+        let stat_start = stat.starttime;
+        let mut process = self.describe(stat)?;
+        // What it exec'd, as the kernel recorded it then, when it has not exec'd since the
+        // connect: the command line it was started with (a process can rewrite the one
+        // /proc shows, and one that is exiting shows none, or part of it), and for one that
+        // is exiting (a zombie: no exe any more) the rest of what the record knows.
+        let start = exact.map_or(Start::Ticks(stat_start), Start::Ns);
+        if let Some(r) = self
+            .record(c.pid, start)
+            .filter(|r| r.exec_ns <= at_boot_ns)
+        {
+            if process.exe.is_none() {
+                process = self.described_by_record(c, r);
+            } else {
+                process.cmdline = r.args;
+            }
+        }
         if self.named.len() >= NAMED_LIMIT {
             self.named.clear();
         }
@@ -350,9 +434,118 @@ impl Processes for ProcIndex {
         Some(process)
     }
 
+    fn exited(&mut self, c: &Connector) -> Option<Process> {
+        if c.start_ns == 0 {
+            return None;
+        }
+        let r = self.record(c.pid, Start::Ns(c.start_ns))?;
+        // It exec'd again after connecting: the record is of the program it became.
+        if r.exec_ns > c.at_boot_ns {
+            return None;
+        }
+        Some(self.described_by_record(c, r))
+    }
+
     fn user_name(&mut self, uid: u32) -> Option<String> {
         self.user(uid)
     }
+}
+
+impl ProcIndex {
+    /// The process a connect record names, described by its exec record: it has exited.
+    fn described_by_record(&mut self, c: &Connector, r: ExecRecord) -> Process {
+        let verdict = self.record_verdict(&r);
+        let system = verdict.is_ok()
+            && r.path
+                .as_deref()
+                .is_some_and(|p| exe::system_location(Path::new(p)));
+        let parent = Some((r.ppid, Some(r.parent_start_ns)));
+        Process {
+            pid: c.pid,
+            comm: c.comm.clone(),
+            exe: r.path,
+            cmdline: r.args,
+            uid: c.uid,
+            user: self.user(c.uid),
+            exe_verified: verdict.is_ok(),
+            exe_unverified: verdict.err().map(str::to_string),
+            exe_system: system,
+            ancestors: self.ancestors(parent),
+            cwd: None,
+            exited: true,
+        }
+    }
+}
+
+/// A process's start time, as precisely as it is known.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// From a kernel record: CLOCK_BOOTTIME nanoseconds.
+    Ns(u64),
+    /// From `/proc/PID/stat`: clock ticks.
+    Ticks(u64),
+}
+
+impl Tree for ProcIndex {
+    fn live(&mut self, pid: u32, start: Option<u64>) -> Option<Node> {
+        let stat = self.stat(i32::try_from(pid).ok()?)?;
+        if start.is_some_and(|ns| lineage::ticks(ns, self.tick_ns) != stat.starttime) {
+            return None;
+        }
+        let key = (pid, stat.starttime);
+        if let Some(n) = self.parents.get(&key) {
+            if n.ancestor.comm == stat.comm {
+                return Some(n.clone());
+            }
+        }
+        let dir = self.root.join(pid.to_string());
+        let exe = std::fs::read_link(dir.join("exe"))
+            .ok()
+            .map(|e| e.to_string_lossy().into_owned());
+        let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
+        let cmdline = lineage::short_cmdline(&read_cmdline(&dir.join("cmdline")));
+        let node = Node {
+            parent: self.parent_of(pid, stat.starttime, stat.ppid),
+            last: pid == 1 || stat.session == stat.pid,
+            ancestor: Ancestor {
+                pid,
+                comm: stat.comm,
+                exe,
+                cmdline,
+                exe_verified: facts.verified,
+                exited: false,
+            },
+        };
+        if self.parents.len() >= CACHE_LIMIT {
+            self.parents.clear();
+        }
+        self.parents.insert(key, node.clone());
+        Some(node)
+    }
+
+    fn exited(&mut self, pid: u32, start: u64) -> Option<Node> {
+        let r = self.record(pid, Start::Ns(start))?;
+        let verified = self.record_verdict(&r).is_ok();
+        Some(Node {
+            parent: Some((r.ppid, Some(r.parent_start_ns))),
+            last: false,
+            ancestor: Ancestor {
+                pid,
+                comm: r.comm,
+                exe: r.path,
+                cmdline: lineage::short_cmdline(&r.args),
+                exe_verified: verified,
+                exited: true,
+            },
+        })
+    }
+}
+
+/// The working directory, as the process's own mount namespace names it.
+fn read_cwd(dir: &Path) -> Option<String> {
+    std::fs::read_link(dir.join("cwd"))
+        .ok()
+        .map(|c| c.to_string_lossy().into_owned())
 }
 
 /// Reads a NUL-separated command line, replacing invalid UTF-8 and cutting it at

@@ -21,6 +21,9 @@ pub struct Connector {
     pub comm: String,
     /// When it connected, in CLOCK_BOOTTIME nanoseconds (the clock of /proc start times).
     pub at_boot_ns: u64,
+    /// When the process started, in the same clock (0: not recorded): with the pid, what
+    /// tells it from a later process given the same pid.
+    pub start_ns: u64,
 }
 
 /// Records of who connected, by the connection's socket end (`src` local).
@@ -85,7 +88,7 @@ pub(super) fn boot_ns() -> u64 {
 
 /// How waiting for a send record ended.
 enum Wait {
-    Came(Attribution),
+    Came(Box<Attribution>),
     /// The deadline passed.
     Never,
     /// The records could not be read (counted in `errors`): the socket lookups answer, as
@@ -109,7 +112,11 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         if c.at_boot_ns.saturating_add(window) < read_boot_ns {
             return None;
         }
-        let process = match self.processes.by_pid(c.pid, &c.comm, c.at_boot_ns) {
+        let process = self
+            .processes
+            .by_pid(&c)
+            .or_else(|| self.processes.exited(&c));
+        let process = match process {
             Some(p) => p,
             None => Process {
                 pid: c.pid,
@@ -164,7 +171,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             return (!recorded).then_some(found);
         }
         match self.wait_for_record(t, read) {
-            Wait::Came(sender) => Some(sender),
+            Wait::Came(sender) => Some(*sender),
             Wait::Unreadable => Some(found),
             Wait::Never => (!recorded).then_some(found),
         }
@@ -186,7 +193,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             return self.by_connect_record(&t, read);
         }
         match self.wait_for_record(&t, read) {
-            Wait::Came(sender) => Some(sender),
+            Wait::Came(sender) => Some(*sender),
             Wait::Never => None,
             // As without records: the holders speak.
             Wait::Unreadable => self.by_socket(sides, read),
@@ -200,7 +207,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         loop {
             let errors = self.errors;
             if let Some(found) = self.by_connect_record(t, read) {
-                return Wait::Came(found);
+                return Wait::Came(Box::new(found));
             }
             if self.errors > errors {
                 return Wait::Unreadable;

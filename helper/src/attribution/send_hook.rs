@@ -45,6 +45,7 @@ use crate::attribution::bpf::layout::{
     KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
 };
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
+use crate::attribution::bpf::task::TaskOffsets;
 use crate::flow::Family;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +98,12 @@ const AF_INET6: i32 = 10;
 /// The program for one family's hook (`Ipv4`: `BPF_CGROUP_UDP4_SENDMSG`, which also sees a
 /// dual-stack IPv6 socket's sends to `::ffff:a.b.c.d`, as the IPv4 flows they are), filing
 /// into map `sends_fd`.
-pub fn program(family: Family, ns: Netns, sends_fd: i32) -> Result<Vec<asm::Insn>, &'static str> {
+pub fn program(
+    family: Family,
+    ns: Netns,
+    task: &TaskOffsets,
+    sends_fd: i32,
+) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let (af, words, dst, src) = match family {
         Family::Ipv4 => (AF_INET, 1, ctx::USER_IP4, ctx::MSG_SRC_IP4),
@@ -135,7 +141,7 @@ pub fn program(family: Family, ns: Netns, sends_fd: i32) -> Result<Vec<asm::Insn
         .store(B, FP, sport + 1, R0)
         .rsh_imm(R0, 8)
         .store(B, FP, sport, R0);
-    current_process(&mut a);
+    current_process(&mut a, task);
     update(&mut a, sends_fd);
     a.label("out").mov_imm(R0, 1).exit();
     a.finish()
@@ -235,7 +241,11 @@ impl SendHook {
     /// to mount cgroup2 (else a mount point must be visible), and kernel 5.14 (the namespace
     /// cookie of the helper's own sockets). The cgroup's descriptor is closed once linked: a
     /// link holds the cgroup itself.
-    pub fn open(sends: &OwnedFd, netns_inum: u32) -> Result<SendHook, SendHookError> {
+    pub fn open(
+        sends: &OwnedFd,
+        netns_inum: u32,
+        task: &TaskOffsets,
+    ) -> Result<SendHook, SendHookError> {
         let sys_err = |what: &'static str| move |err: io::Error| SendHookError::Sys { what, err };
         let (dir, cgroup) = open_root_cgroup()?;
         let cookie = sys::netns_cookie().map_err(sys_err("cannot read the namespace cookie"))?;
@@ -245,11 +255,12 @@ impl SendHook {
         };
         let mut fds = Vec::with_capacity(4);
         for family in [Family::Ipv4, Family::Ipv6] {
-            let insns =
-                program(family, ns, sends.as_raw_fd()).map_err(|label| SendHookError::Sys {
+            let insns = program(family, ns, task, sends.as_raw_fd()).map_err(|label| {
+                SendHookError::Sys {
                     what: "send hook program",
                     err: io::Error::other(format!("unresolved jump to {label}")),
-                })?;
+                }
+            })?;
             let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
             let prog = sys::prog_load(
                 ProgType::CgroupSockAddr(attach_type(family)),
@@ -288,7 +299,7 @@ mod tests {
     };
 
     fn ops(family: Family) -> Vec<(usize, Op)> {
-        disassemble(&program(family, NS, 9).unwrap())
+        disassemble(&program(family, NS, &TaskOffsets::default(), 9).unwrap())
     }
 
     #[test]

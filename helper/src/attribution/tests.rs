@@ -47,7 +47,8 @@ impl Processes for FakeProcs {
         self.0.get(&inode).cloned()
     }
     /// The live processes are the ones holding sockets; each started at boot.
-    fn by_pid(&mut self, pid: u32, comm: &str, _at: u64) -> Option<Process> {
+    fn by_pid(&mut self, c: &Connector) -> Option<Process> {
+        let (pid, comm) = (c.pid, c.comm.as_str());
         self.0
             .values()
             .find(|p| p.pid == pid && p.comm == comm)
@@ -90,6 +91,7 @@ fn connector(pid: u32, comm: &str, age_ms: u64) -> Connector {
         uid: 1000,
         comm: comm.into(),
         at_boot_ns: boot_ns().saturating_sub(age_ms * 1_000_000),
+        start_ns: 0,
     }
 }
 

@@ -28,9 +28,11 @@ pub const R1: Reg = Reg(1);
 pub const R2: Reg = Reg(2);
 pub const R3: Reg = Reg(3);
 pub const R4: Reg = Reg(4);
+pub const R5: Reg = Reg(5);
 pub const R6: Reg = Reg(6);
 pub const R7: Reg = Reg(7);
 pub const R8: Reg = Reg(8);
+pub const R9: Reg = Reg(9);
 /// The frame pointer, r10.
 pub const FP: Reg = Reg(10);
 
@@ -96,20 +98,26 @@ pub enum Helper {
     GetCurrentPidTgid = 14,
     GetCurrentUidGid = 15,
     GetCurrentComm = 16,
+    GetCurrentTask = 35,
+    ProbeReadUser = 112,
     ProbeReadKernel = 113,
+    ProbeReadKernelStr = 115,
     GetNetnsCookie = 122,
     KtimeGetBootNs = 125,
 }
 
 impl Helper {
-    const ALL: [Helper; 9] = [
+    const ALL: [Helper; 12] = [
         Helper::MapLookupElem,
         Helper::MapUpdateElem,
         Helper::MapDeleteElem,
         Helper::GetCurrentPidTgid,
         Helper::GetCurrentUidGid,
         Helper::GetCurrentComm,
+        Helper::GetCurrentTask,
+        Helper::ProbeReadUser,
         Helper::ProbeReadKernel,
+        Helper::ProbeReadKernelStr,
         Helper::GetNetnsCookie,
         Helper::KtimeGetBootNs,
     ];
@@ -130,16 +138,19 @@ pub enum Cmp {
     Ne,
     /// Signed `<=`.
     Sle,
+    /// Unsigned `>`: what bounds a length for the verifier.
+    Gt,
 }
 
 impl Cmp {
-    const ALL: [Cmp; 3] = [Cmp::Eq, Cmp::Ne, Cmp::Sle];
+    const ALL: [Cmp; 4] = [Cmp::Eq, Cmp::Ne, Cmp::Sle, Cmp::Gt];
 
     fn code(self) -> u8 {
         match self {
             Cmp::Eq => JEQ,
             Cmp::Ne => JNE,
             Cmp::Sle => JSLE,
+            Cmp::Gt => JGT,
         }
     }
 }
@@ -162,6 +173,11 @@ pub enum Op {
     AddImm {
         dst: Reg,
         imm: i32,
+    },
+    /// `dst -= src`
+    Sub {
+        dst: Reg,
+        src: Reg,
     },
     /// `dst >>= imm` (logical)
     RshImm {
@@ -225,10 +241,12 @@ const IMM: u8 = 0x00;
 const K: u8 = 0x00;
 const X: u8 = 0x08;
 const ADD: u8 = 0x00;
+const SUB: u8 = 0x10;
 const RSH: u8 = 0x70;
 const MOV: u8 = 0xb0;
 const JA: u8 = 0x00;
 const JEQ: u8 = 0x10;
+const JGT: u8 = 0x20;
 const JNE: u8 = 0x50;
 const JSLE: u8 = 0xd0;
 const CALL: u8 = 0x80;
@@ -279,6 +297,7 @@ impl Insn {
             c if c == ALU64 | MOV | X && off == 0 && zero_imm => Op::Mov { dst, src },
             c if c == ALU64 | MOV | K && off == 0 && src == R0 => Op::MovImm { dst, imm },
             c if c == ALU64 | ADD | K && off == 0 && src == R0 => Op::AddImm { dst, imm },
+            c if c == ALU64 | SUB | X && off == 0 && zero_imm => Op::Sub { dst, src },
             c if c == ALU64 | RSH | K && off == 0 && src == R0 => Op::RshImm { dst, imm },
             c if c & !0x18 == LDX | MEM && zero_imm => Op::LoadMem {
                 size,
@@ -329,6 +348,7 @@ impl Op {
             Op::Mov { dst, src } => one(ALU64 | MOV | X, dst, src, 0, 0),
             Op::MovImm { dst, imm } => one(ALU64 | MOV | K, dst, R0, 0, imm),
             Op::AddImm { dst, imm } => one(ALU64 | ADD | K, dst, R0, 0, imm),
+            Op::Sub { dst, src } => one(ALU64 | SUB | X, dst, src, 0, 0),
             Op::RshImm { dst, imm } => one(ALU64 | RSH | K, dst, R0, 0, imm),
             Op::LoadMem {
                 size,
@@ -417,6 +437,9 @@ impl Asm {
     pub fn add_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
         self.op(Op::AddImm { dst, imm })
     }
+    pub fn sub(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.op(Op::Sub { dst, src })
+    }
     pub fn rsh_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
         self.op(Op::RshImm { dst, imm })
     }
@@ -494,6 +517,10 @@ impl Asm {
     /// Signed `<=` on the low 32 bits (an `int` argument).
     pub fn jsle32_imm(&mut self, dst: Reg, imm: i32, to: &'static str) -> &mut Self {
         self.jump_imm(Cmp::Sle, true, dst, imm, to)
+    }
+    /// Unsigned `>` on all 64 bits.
+    pub fn jgt_imm(&mut self, dst: Reg, imm: i32, to: &'static str) -> &mut Self {
+        self.jump_imm(Cmp::Gt, false, dst, imm, to)
     }
     pub fn label(&mut self, name: &'static str) -> &mut Self {
         self.labels.insert(name, self.insns.len());
@@ -574,6 +601,9 @@ mod tests {
             .jne_imm(R0, 10, "end")
             .jne32_imm(R0, 0xffff_0000, "end")
             .jsle32_imm(R7, 0, "end")
+            .sub(R2, R7)
+            .jgt_imm(R2, 4096, "end")
+            .call(Helper::ProbeReadUser)
             .ja("end")
             .label("end")
             .exit();
@@ -593,12 +623,15 @@ mod tests {
                 "6: StoreImm { size: DW, dst: R10, off: -32, imm: 0 }",
                 "7: Call(KtimeGetBootNs)",
                 "8: LoadMapFd { dst: R1, fd: 8 }",
-                "10: Jump { cmp: Eq, jmp32: false, dst: R0, imm: 2, off: 4 }",
-                "11: Jump { cmp: Ne, jmp32: false, dst: R0, imm: 10, off: 3 }",
-                "12: Jump { cmp: Ne, jmp32: true, dst: R0, imm: -65536, off: 2 }",
-                "13: Jump { cmp: Sle, jmp32: true, dst: R7, imm: 0, off: 1 }",
-                "14: Ja { off: 0 }",
-                "15: Exit",
+                "10: Jump { cmp: Eq, jmp32: false, dst: R0, imm: 2, off: 7 }",
+                "11: Jump { cmp: Ne, jmp32: false, dst: R0, imm: 10, off: 6 }",
+                "12: Jump { cmp: Ne, jmp32: true, dst: R0, imm: -65536, off: 5 }",
+                "13: Jump { cmp: Sle, jmp32: true, dst: R7, imm: 0, off: 4 }",
+                "14: Sub { dst: R2, src: R7 }",
+                "15: Jump { cmp: Gt, jmp32: false, dst: R2, imm: 4096, off: 2 }",
+                "16: Call(ProbeReadUser)",
+                "17: Ja { off: 0 }",
+                "18: Exit",
             ]
         );
     }

@@ -10,8 +10,10 @@
 
 use super::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, W};
 use super::layout::{
-    Field, KEY_LEN, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_TGID, VALUE_UID,
+    Field, KEY_LEN, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_START, VALUE_TGID,
+    VALUE_UID,
 };
+use super::task::TaskOffsets;
 
 // The programs' stack, down from the frame pointer: the map key, the map value, a scratch
 // word, the socket's address (the pending map's key). Within the key and the value, each
@@ -47,8 +49,9 @@ pub fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
     read(a, f.at(KEY), f.len as i32, base, field);
 }
 
-/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm.
-pub fn current_process(a: &mut asm::Asm) {
+/// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm, and the process's
+/// start time (`current->group_leader->start_boottime`; a thread's own differs).
+pub fn current_process(a: &mut asm::Asm, task: &TaskOffsets) {
     a.call(Helper::GetCurrentPidTgid)
         .rsh_imm(R0, 32)
         .store(W, FP, VALUE_TGID.at(VAL), R0)
@@ -59,7 +62,17 @@ pub fn current_process(a: &mut asm::Asm) {
         .mov(R1, FP)
         .add_imm(R1, i32::from(VALUE_COMM.at(VAL)))
         .mov_imm(R2, VALUE_COMM.len as i32)
-        .call(Helper::GetCurrentComm);
+        .call(Helper::GetCurrentComm)
+        .call(Helper::GetCurrentTask);
+    read(a, TMP, 8, R0, task.group_leader);
+    a.load(DW, R3, FP, TMP);
+    read(
+        a,
+        VALUE_START.at(VAL),
+        VALUE_START.len as i32,
+        R3,
+        task.start_boottime,
+    );
 }
 
 /// Files the stack's value under the stack's key in map `fd`, replacing an older record with

@@ -76,8 +76,9 @@ pub const KEY_FIELDS: [(&str, Field); 8] = [
     ("saddr", KEY_SADDR),
 ];
 
-/// The value, in both maps: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm`.
-pub const VALUE_LEN: usize = 32;
+/// The value, in both maps: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm,
+/// 32 u64 the process's start time`.
+pub const VALUE_LEN: usize = 40;
 /// The thread group id (the process), the top half of `get_current_pid_tgid`.
 pub const VALUE_TGID: Field = Field { off: 0, len: 4 };
 /// The uid, the low half of `get_current_uid_gid`.
@@ -86,17 +87,75 @@ pub const VALUE_UID: Field = Field { off: 4, len: 4 };
 pub const VALUE_BOOT_NS: Field = Field { off: 8, len: 8 };
 /// The thread's name, NUL-terminated unless it fills all 16 bytes.
 pub const VALUE_COMM: Field = Field { off: 16, len: 16 };
+/// When the process started (its leader's `start_boottime`, CLOCK_BOOTTIME ns): with the
+/// tgid, what tells this process from a later one given the same pid. Zero when it could not
+/// be read.
+pub const VALUE_START: Field = Field { off: 32, len: 8 };
 
 /// The value's fields in order.
-pub const VALUE_FIELDS: [(&str, Field); 4] = [
+pub const VALUE_FIELDS: [(&str, Field); 5] = [
     ("tgid", VALUE_TGID),
     ("uid", VALUE_UID),
     ("boot_ns", VALUE_BOOT_NS),
     ("comm", VALUE_COMM),
+    ("start", VALUE_START),
 ];
 
 /// The pending map's key: the socket's kernel address, while its handshake is in flight.
 pub const PENDING_KEY_LEN: usize = 8;
+
+/// The exec map's key: the tgid (native order).
+pub const EXEC_KEY_LEN: usize = 4;
+
+/// An exec record, filed by the exec hook under the tgid: what the process became at its
+/// last `execve`, and who it came from.
+///
+/// ```text
+///   0 u32 tgid          4 u32 parent's tgid        8 u64 start time (leader's start_boottime)
+///  16 u64 parent's start time                     24 u64 when it exec'd (CLOCK_BOOTTIME)
+///  32 u64 the executable's inode                  40 u32 its device (the kernel's dev_t)
+///  44 u32 uid          48 u32 mount namespace inode 52 u32 bytes of argv read
+///  56 [u8; 16] comm    72 [u8; 256] the executable's path, NUL-terminated
+/// 328 [u8; 4096] argv, NUL-separated, cut at 4 KiB
+/// ```
+pub const EXEC_LEN: usize = 4424;
+pub const EXEC_TGID: Field = Field { off: 0, len: 4 };
+pub const EXEC_PPID: Field = Field { off: 4, len: 4 };
+pub const EXEC_START: Field = Field { off: 8, len: 8 };
+pub const EXEC_PARENT_START: Field = Field { off: 16, len: 8 };
+pub const EXEC_AT: Field = Field { off: 24, len: 8 };
+pub const EXEC_INO: Field = Field { off: 32, len: 8 };
+pub const EXEC_DEV: Field = Field { off: 40, len: 4 };
+pub const EXEC_UID: Field = Field { off: 44, len: 4 };
+pub const EXEC_MNT_NS: Field = Field { off: 48, len: 4 };
+pub const EXEC_ARGS_LEN: Field = Field { off: 52, len: 4 };
+pub const EXEC_COMM: Field = Field { off: 56, len: 16 };
+/// `bprm->interp`: the file that runs, which for a script is its interpreter, as
+/// `/proc/PID/exe` names it.
+pub const EXEC_PATH: Field = Field { off: 72, len: 256 };
+pub const EXEC_ARGS: Field = Field {
+    off: 328,
+    len: 4096,
+};
+/// Everything before the argv, which the program zeroes before each record: the scratch
+/// space it fills is reused, and a field it cannot read must not keep the last exec's value.
+pub const EXEC_HEADER_LEN: usize = EXEC_ARGS.off;
+
+pub const EXEC_FIELDS: [(&str, Field); 13] = [
+    ("tgid", EXEC_TGID),
+    ("ppid", EXEC_PPID),
+    ("start", EXEC_START),
+    ("parent_start", EXEC_PARENT_START),
+    ("at", EXEC_AT),
+    ("ino", EXEC_INO),
+    ("dev", EXEC_DEV),
+    ("uid", EXEC_UID),
+    ("mnt_ns", EXEC_MNT_NS),
+    ("args_len", EXEC_ARGS_LEN),
+    ("comm", EXEC_COMM),
+    ("path", EXEC_PATH),
+    ("args", EXEC_ARGS),
+];
 
 const _: () = assert!(KEY_LEN + VALUE_LEN <= i16::MAX as usize);
 
@@ -120,13 +179,15 @@ mod tests {
     fn the_fields_tile_the_key_and_the_value() {
         assert_tiles(&KEY_FIELDS, KEY_LEN);
         assert_tiles(&VALUE_FIELDS, VALUE_LEN);
+        assert_tiles(&EXEC_FIELDS, EXEC_LEN);
+        assert_eq!(EXEC_HEADER_LEN % 8, 0);
     }
 
     #[test]
     fn the_program_can_store_each_field_with_aligned_stores() {
         // The program writes the addresses and the time as 8-byte words, the rest as the
         // register width of the field; each must be aligned to its own size.
-        for (name, f) in KEY_FIELDS.iter().chain(&VALUE_FIELDS) {
+        for (name, f) in KEY_FIELDS.iter().chain(&VALUE_FIELDS).chain(&EXEC_FIELDS) {
             let align = if f.len.is_power_of_two() {
                 f.len.min(8)
             } else {
@@ -143,7 +204,7 @@ mod tests {
     #[test]
     fn stack_addresses_count_from_the_copy_s_start() {
         assert_eq!(KEY_PROTO.at(-48), -38);
-        assert_eq!(VALUE_COMM.at(-80), -64);
+        assert_eq!(VALUE_COMM.at(-88), -72);
         assert_eq!(KEY_SADDR.range(), 32..48);
     }
 }

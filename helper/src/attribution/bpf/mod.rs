@@ -8,6 +8,8 @@
 //!   them and the helper that builds keys and decodes values.
 //! - [`frame`]: what every record program writes alike (its stack, the current process, the
 //!   map update).
+//! - [`task`]: where `struct task_struct`'s fields sit (the process's start time, its
+//!   parent), for the records and the exec hook.
 //! - `sys`: the `bpf()` system calls (maps, program load, tracepoint and cgroup attach); the
 //!   hooks' only unsafe code.
 //!
@@ -21,3 +23,4 @@ pub mod btf;
 pub mod frame;
 pub mod layout;
 pub(crate) mod sys;
+pub mod task;

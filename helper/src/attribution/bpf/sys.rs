@@ -22,6 +22,7 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
@@ -177,9 +178,19 @@ fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
 
 /// An LRU hash map of `entries` records; `name` is cut to 15 bytes.
 pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    create(BPF_MAP_TYPE_LRU_HASH, key, value, entries, name)
+}
+
+/// A per-CPU array of one `value`-byte slot: a program's scratch space for a record larger
+/// than its 512-byte stack, which no other CPU can write while the program fills it.
+pub fn scratch_create(value: usize, name: &[u8]) -> io::Result<OwnedFd> {
+    create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, value, 1, name)
+}
+
+fn create(ty: u32, key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
     use map_create::*;
     let mut a = Attr::<SIZE>::new();
-    a.u32(MAP_TYPE, BPF_MAP_TYPE_LRU_HASH)
+    a.u32(MAP_TYPE, ty)
         .u32(KEY_SIZE, key as u32)
         .u32(VALUE_SIZE, value as u32)
         .u32(MAX_ENTRIES, entries)

@@ -1,0 +1,289 @@
+//! Who a flow's process is, beyond its pid: the exec records (path and command line of a
+//! program that exited at once), its parents, and processes in other network namespaces on
+//! this machine. The real helper against the real kernel, in namespaces made by each test.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test that cannot set up must fail loudly
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{config_file, is_conn_to, require, root_or_skip, Helper, Net};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(5);
+const ALL_PROTOCOLS: &str = "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n";
+
+/// The tests here run one at a time: one of them steers the kernel's next pid
+/// (`ns_last_pid`), which would hand the others' clients each other's pids.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pid_of(v: &Value) -> Option<u64> {
+    v["process"]["pid"].as_u64()
+}
+
+/// Runs `n` one-shots in `a`; returns their pids and the connection lines to `port`.
+fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<u64>, Vec<Value>) {
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let mut c = Net::cmd(&net.a, argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("client");
+        pids.push(u64::from(c.id()));
+        let _ = c.wait();
+    }
+    let lines = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| is_conn_to(port)(v))
+        .collect();
+    (pids, lines)
+}
+
+/// Each one-shot is reported with its own pid, bash's path and its whole command line.
+fn assert_described(lines: &[Value], pids: &[u64], script: &str) {
+    assert_eq!(lines.len(), pids.len(), "{lines:?}");
+    let wrong: Vec<&Value> = lines
+        .iter()
+        .filter(|v| {
+            let p = &v["process"];
+            !pids.contains(&pid_of(v).unwrap_or(0))
+                || !p["exe"].as_str().is_some_and(|e| e.ends_with("/bash"))
+                || p["cmdline"] != serde_json::json!(["bash", "-c", script])
+        })
+        .collect();
+    let brief: Vec<String> = wrong
+        .iter()
+        .map(|v| {
+            let p = &v["process"];
+            format!(
+                "pid {} comm {} exe {} cmdline {} exited {} by {}",
+                p["pid"], p["comm"], p["exe"], p["cmdline"], p["exited"], v["attributed_by"]
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} without their exe and command line (pids {pids:?}): {brief:#?}",
+        wrong.len(),
+        pids.len()
+    );
+}
+
+fn helper(net: &Net, extra: &[&str]) -> (tempfile::TempDir, Helper) {
+    let (d, cfg) = config_file(ALL_PROTOCOLS);
+    let mut args = vec!["--config", cfg.to_str().expect("path")];
+    args.extend_from_slice(extra);
+    let h = Helper::start(&net.a, &args);
+    let errors: Vec<Value> = h
+        .collect(Duration::from_millis(200))
+        .into_iter()
+        .filter(|v| v["type"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "the hooks must load: {errors:?}");
+    (d, h)
+}
+
+#[test]
+fn one_shots_keep_their_exe_and_command_line() {
+    let test = "one_shots_keep_their_exe_and_command_line";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "bash"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let (_d, h) = helper(&net, &[]);
+    // Gone microseconds after their packet: only the exec records still know what they ran.
+    for (script, port) in [
+        (format!("echo x > /dev/udp/{}/5354", net.b4()), 5354),
+        (format!("echo x > /dev/tcp/{}/8080", net.b4()), 8080),
+        // Nobody listens on 8090: refused at once.
+        (format!("echo x > /dev/tcp/{}/8090", net.b4()), 8090),
+    ] {
+        let (pids, lines) = one_shots(&net, &h, 30, &["bash", "-c", &script], port);
+        assert_described(&lines, &pids, &script);
+    }
+}
+
+#[test]
+fn a_reused_pid_never_inherits_an_exited_process_s_record() {
+    let test = "a_reused_pid_never_inherits_an_exited_process_s_record";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "bash"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let net = Net::new();
+    let (_d, h) = helper(&net, &[]);
+    // A bash one-shot leaves an exec record under its pid P; then a forked python child (no
+    // exec of its own) is given P again (ns_last_pid), sends and exits. Its record must not
+    // be bash's: it is reported without an exe rather than as bash.
+    let script = format!(
+        r#"
+import os, socket, sys, subprocess
+hits = 0
+for port in range(6000, 6020):
+    p = subprocess.Popen(["bash", "-c", "echo x > /dev/udp/{b}/5999"])
+    p.wait()
+    want = p.pid
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(want - 1))
+    child = os.fork()
+    if child == 0:
+        if os.getpid() == want:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"x", ("{b}", port))
+        os._exit(0)
+    os.waitpid(child, 0)
+    if child == want:
+        print(port, child, flush=True)
+"#,
+        b = net.b4()
+    );
+    let mut c = Net::cmd(&net.a, &["python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let hits: Vec<(u16, u64)> = BufReader::new(c.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    let _ = c.wait();
+    assert!(
+        hits.len() >= 3,
+        "the pid was reused only {} times in 20",
+        hits.len()
+    );
+    let lines = h.collect(Duration::from_secs(2));
+    for (port, pid) in hits {
+        let v = lines
+            .iter()
+            .find(|v| is_conn_to(port)(v))
+            .unwrap_or_else(|| panic!("no line to {port}: {lines:?}"));
+        assert_eq!(pid_of(v), Some(pid), "{v}");
+        let p = &v["process"];
+        assert_ne!(p["comm"], "bash", "{v}");
+        assert!(
+            !p["exe"].as_str().is_some_and(|e| e.ends_with("/bash")),
+            "the reused pid borrowed bash's record: {v}"
+        );
+        assert_ne!(
+            p["cmdline"][0], "bash",
+            "the reused pid borrowed bash's command line: {v}"
+        );
+    }
+}
+
+/// Starts `sh -c SCRIPT` in `a`; the script prints pids on its first line.
+fn sh_pids(net: &Net, script: &str) -> (u64, Vec<u64>) {
+    let mut c = Net::cmd(&net.a, &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let outer = u64::from(c.id());
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pids");
+    let _ = c.wait();
+    let pids = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    (outer, pids)
+}
+
+fn chain(v: &Value) -> Vec<(u64, String, bool)> {
+    v["process"]["ancestors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["pid"].as_u64().unwrap_or(0),
+                        p["comm"].as_str().unwrap_or("").to_string(),
+                        p["exited"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sh_sh_curl_gives_the_chain_with_the_right_pids() {
+    let test = "sh_sh_curl_gives_the_chain_with_the_right_pids";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081]);
+    let (_d, h) = helper(&net, &[]);
+    let me = u64::from(std::process::id());
+
+    // Everyone alive: curl <- sh (inner) <- sh (outer) <- this test.
+    let url = format!("http://{}:8080/", net.b4());
+    let inner = format!("echo $$; curl -s -m 2 {url} >/dev/null; true");
+    let (outer, pids) = sh_pids(&net, &format!("sh -c '{inner}'; true"));
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("curl's line");
+    assert_eq!(v["process"]["comm"], "curl", "{v}");
+    let c = chain(&v);
+    assert!(c.len() >= 3, "{v}");
+    assert_eq!(c[0], (pids[0], "sh".into(), false), "{v}");
+    assert_eq!(c[1], (outer, "sh".into(), false), "{v}");
+    assert_eq!(c[2].0, me, "{v}");
+    let a0 = &v["process"]["ancestors"][0];
+    assert_eq!(a0["cmdline"], serde_json::json!(["sh", "-c", inner]), "{v}");
+    assert!(a0["exe"].as_str().is_some_and(|e| e.ends_with("sh")), "{v}");
+    assert!(v["process"]["cwd"].is_string(), "{v}");
+
+    // The outer sh exits at once: /proc hands the inner one to a reaper, and the outer is
+    // described from its exec record.
+    let url = format!("http://{}:8081/", net.b4());
+    let inner = format!("echo $$; sleep 0.5; curl -s -m 2 {url} >/dev/null; true");
+    // (The outer waits until the inner has exec'd: the record names the parent at exec.)
+    let outer_script = format!("sh -c '{inner}' & sleep 0.2; exit 0");
+    let (outer, pids) = sh_pids(&net, &outer_script);
+    let v = h.wait_for(WAIT, is_conn_to(8081)).expect("curl's line");
+    let c = chain(&v);
+    assert!(c.len() >= 3, "{v}");
+    assert_eq!(c[0], (pids[0], "sh".into(), false), "{v}");
+    assert_eq!(c[1], (outer, "sh".into(), true), "{v}");
+    assert_eq!(c[2].0, me, "{v}");
+    assert_eq!(
+        v["process"]["ancestors"][1]["cmdline"],
+        serde_json::json!(["sh", "-c", outer_script]),
+        "{v}"
+    );
+}
+
+/// Without the exec hook, the same one-shots still go out, named by pid (the row the
+/// benchmark compares).
+#[test]
+fn without_the_exec_hook_one_shots_are_still_named() {
+    let test = "without_the_exec_hook_one_shots_are_still_named";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "bash"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let net = Net::new();
+    let (_d, h) = helper(&net, &["--no-exec-hook"]);
+    let script = format!("echo x > /dev/udp/{}/5354", net.b4());
+    let (pids, lines) = one_shots(&net, &h, 5, &["bash", "-c", &script], 5354);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines.iter().all(|v| pids.contains(&pid_of(v).unwrap_or(0))));
+}
