@@ -133,6 +133,10 @@ pub enum AttributedBy {
     /// A TCP socket already closed by the kernel (connection refused at once) that the
     /// program still held, with the flow's local address and port.
     ClosedSocket,
+    /// The kernel recorded the process as it connected or sent in another network namespace
+    /// on this machine (a container behind a bridge); the flow was forwarded from there, and
+    /// is reported as this machine's outbound flow.
+    Container,
 }
 
 /// A flow that passed the filter, as reported on the wire.

@@ -13,7 +13,7 @@ use lru::LruCache;
 
 use crate::config::{Config, Whitelist};
 use crate::direction::Sides;
-use crate::event::{Connection, HostSource, Process};
+use crate::event::{AttributedBy, Connection, HostSource, Process};
 use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
@@ -47,7 +47,11 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
     if !cfg.watches_proto(sides.socket.proto) {
         return Err(Skip::Protocol);
     }
-    if !cfg.monitor.directions.contains(&sides.direction) {
+    // A forwarded flow may be a local container's outbound one: that is known only once
+    // its process is found (see `after_attribution`).
+    let container = sides.direction == Direction::Forward
+        && cfg.monitor.directions.contains(&Direction::Outbound);
+    if !cfg.monitor.directions.contains(&sides.direction) && !container {
         return Err(Skip::Direction);
     }
     if cfg.filter.ignore_loopback && sides.is_loopback() {
@@ -62,6 +66,29 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
         return Err(Skip::RemoteWhitelisted);
     }
     Ok(())
+}
+
+/// A forwarded flow whose process was found in another network namespace on this machine
+/// (a container's) is that machine's outbound flow: it is reported as one, and stands or
+/// falls with the outbound direction. Any other forwarded flow only when forwarded flows are
+/// watched.
+pub fn after_attribution(
+    cfg: &Config,
+    sides: &mut Sides,
+    by: Option<AttributedBy>,
+) -> Result<(), Skip> {
+    if sides.direction != Direction::Forward {
+        return Ok(());
+    }
+    if by == Some(AttributedBy::Container) {
+        sides.direction = Direction::Outbound;
+        return Ok(());
+    }
+    if cfg.monitor.directions.contains(&Direction::Forward) {
+        Ok(())
+    } else {
+        Err(Skip::Direction)
+    }
 }
 
 /// The name the connecting process looked up, against `whitelist.hosts` and

@@ -144,7 +144,7 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.paused += 1;
             return Outcome::Paused;
         }
-        let sides = classify(flow, &self.addrs);
+        let mut sides = classify(flow, &self.addrs);
         if let Err(skip) = filter::before_attribution(&self.cfg, &sides) {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
@@ -154,6 +154,12 @@ impl<A: Attributor> Pipeline<A> {
             Some(a) => Some(self.attributor.complete(a)),
             None => self.attributor.attribute_read_at(&sides, now),
         };
+        if let Err(skip) =
+            filter::after_attribution(&self.cfg, &mut sides, found.as_ref().map(|a| a.by))
+        {
+            self.stats.skipped += 1;
+            return Outcome::Skipped(skip);
+        }
         if found.is_some() {
             self.stats.attributed += 1;
         } else {

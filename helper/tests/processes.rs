@@ -287,3 +287,148 @@ fn without_the_exec_hook_one_shots_are_still_named() {
     assert_eq!(lines.len(), 5, "{lines:?}");
     assert!(lines.iter().all(|v| pids.contains(&pid_of(v).unwrap_or(0))));
 }
+
+/// A "container" on machine `a`: namespace `c` behind a veth pair (172.30.N.2 in `c`,
+/// 172.30.N.1 in `a`), routed through `a`, which masquerades it towards `b` the way
+/// Docker's default bridge does. Removed on drop.
+struct Container {
+    ns: String,
+    ip: String,
+}
+
+impl Container {
+    fn new(net: &Net) -> Container {
+        let ns = format!("{}-c", net.a);
+        let n = net.n;
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["ip", "netns", "add", &ns]);
+        let c = Container {
+            ns: ns.clone(),
+            ip: format!("172.30.{n}.2"),
+        };
+        run(&[
+            "ip", "link", "add", "ctr0", "netns", &net.a, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &net.a,
+            "addr",
+            "add",
+            &format!("172.30.{n}.1/24"),
+            "dev",
+            "ctr0",
+        ]);
+        run(&["ip", "-n", &net.a, "link", "set", "ctr0", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("172.30.{n}.2/24"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("172.30.{n}.1"),
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.a,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let nft = |cmd: &str| run(&["ip", "netns", "exec", &net.a, "nft", cmd]);
+        nft("add table ip ctt_test_nat");
+        nft("add chain ip ctt_test_nat post { type nat hook postrouting priority 100 ; }");
+        nft(&format!(
+            "add rule ip ctt_test_nat post ip saddr 172.30.{n}.0/24 oifname veth0 masquerade"
+        ));
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[test]
+fn a_container_s_flows_are_named_after_the_process_inside_it() {
+    let test = "a_container_s_flows_are_named_after_the_process_inside_it";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl", "bash"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let ctr = Container::new(&net);
+    // The default directions (outbound, inbound): a container's flow is this machine's
+    // outbound one.
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let url = format!("http://{}:8080/", net.b4());
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        let mut c = Net::cmd(&ctr.ns, &["curl", "-s", "-m", "2", &url])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("curl in the container");
+        pids.push(u64::from(c.id()));
+        let _ = c.wait();
+    }
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| is_conn_to(8080)(v))
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    for v in &lines {
+        assert!(pids.contains(&pid_of(v).unwrap_or(0)), "{v}");
+        assert_eq!(v["process"]["comm"], "curl", "{v}");
+        assert_eq!(v["attributed_by"], "container", "{v}");
+        assert_eq!(v["direction"], "outbound", "{v}");
+        assert_eq!(v["local_ip"], ctr.ip, "{v}");
+    }
+    // A bash one-shot in the container: gone at once, named from its records.
+    let script = format!("echo x > /dev/tcp/{}/8080", net.b4());
+    let mut c = Net::cmd(&ctr.ns, &["bash", "-c", &script])
+        .spawn()
+        .expect("bash");
+    let pid = u64::from(c.id());
+    let _ = c.wait();
+    let v = h.wait_for(WAIT, is_conn_to(8080)).expect("bash's line");
+    assert_eq!(pid_of(&v), Some(pid), "{v}");
+    assert_eq!(
+        v["process"]["cmdline"],
+        serde_json::json!(["bash", "-c", script]),
+        "{v}"
+    );
+}

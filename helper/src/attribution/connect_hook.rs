@@ -46,6 +46,7 @@ use crate::attribution::bpf::layout::{
 };
 use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
+use crate::attribution::netns::Namespaces;
 use crate::attribution::send_hook::SendHook;
 use crate::flow::{Proto, Tuple};
 
@@ -409,6 +410,7 @@ impl ConnectLog {
                 sends,
                 netns,
                 udp: udp_records,
+                elsewhere: Namespaces::new(netns),
             },
             _pending: pending,
             _tcp: tcp,
@@ -427,6 +429,7 @@ impl ConnectLog {
             sends: self.records.sends.try_clone()?,
             netns: self.records.netns,
             udp: self.records.udp,
+            elsewhere: Namespaces::new(self.records.netns),
         })
     }
 }
@@ -437,6 +440,9 @@ impl Connects for ConnectLog {
     }
     fn udp_records(&self) -> UdpRecords {
         self.records.udp
+    }
+    fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+        self.records.connector_elsewhere(t)
     }
 }
 
@@ -470,6 +476,8 @@ pub struct ConnectReader {
     sends: OwnedFd,
     netns: u32,
     udp: UdpRecords,
+    /// The machine's other network namespaces, for flows forwarded from them.
+    elsewhere: Namespaces,
 }
 
 impl ConnectReader {
@@ -477,6 +485,33 @@ impl ConnectReader {
         let mut value = [0u8; VALUE_LEN];
         let found = sys::map_lookup(map, key, &mut value)?;
         Ok(found.then(|| connector(&value)))
+    }
+
+    /// The record of `t` filed in namespace `netns`: see [`Connects::connector`].
+    fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
+        let k = key(netns, t);
+        if !matches!(t.proto, Proto::Udp | Proto::UdpLite) {
+            return Self::lookup(&self.map, &k);
+        }
+        let exact = Self::lookup(&self.sends, &k)?;
+        let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
+        Ok(newer(exact, wild))
+    }
+
+    /// The newest record of `t` in the namespaces known, the list read again once if none.
+    fn in_known(&self, t: &Tuple) -> io::Result<Option<Connector>> {
+        let mut best = None;
+        for &ns in self.elsewhere.known() {
+            best = newer(best, self.connector_in(ns, t)?);
+        }
+        Ok(best)
+    }
+}
+
+fn newer(a: Option<Connector>, b: Option<Connector>) -> Option<Connector> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.at_boot_ns > a.at_boot_ns { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -486,19 +521,19 @@ impl Connects for ConnectReader {
     /// address ([`wildcard_key`]). Both are asked and the newer wins: the exact key may hold
     /// an older send of another socket sharing the port.
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        let k = key(self.netns, t);
-        if !matches!(t.proto, Proto::Udp | Proto::UdpLite) {
-            return Self::lookup(&self.map, &k);
-        }
-        let exact = Self::lookup(&self.sends, &k)?;
-        let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
-        Ok(match (exact, wild) {
-            (Some(a), Some(b)) => Some(if b.at_boot_ns > a.at_boot_ns { b } else { a }),
-            (a, b) => a.or(b),
-        })
+        self.connector_in(self.netns, t)
     }
     fn udp_records(&self) -> UdpRecords {
         self.udp
+    }
+    fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+        if let Some(c) = self.in_known(t)? {
+            return Ok(Some(c));
+        }
+        if !self.elsewhere.rescan() {
+            return Ok(None);
+        }
+        self.in_known(t)
     }
 }
 

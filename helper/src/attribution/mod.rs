@@ -25,6 +25,7 @@ pub mod fd_table;
 pub mod held;
 pub mod holders;
 pub mod lineage;
+pub mod netns;
 pub mod proc_fds;
 pub mod procfs;
 mod records;
@@ -386,7 +387,7 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
 
     fn attribute_read_at(&mut self, sides: &Sides, read: Instant) -> Option<Attribution> {
         if sides.direction == Direction::Forward {
-            return None;
+            return self.by_record_elsewhere(&sides.socket, read);
         }
         let t = sides.socket;
         let outbound = sides.direction == Direction::Outbound;
@@ -481,7 +482,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
 
 fn rank(by: AttributedBy) -> u8 {
     match by {
-        AttributedBy::Connect | AttributedBy::Socket => 0,
+        AttributedBy::Connect | AttributedBy::Container | AttributedBy::Socket => 0,
         AttributedBy::BoundSocket => 1,
         AttributedBy::Listener => 2,
         AttributedBy::ClosedSocket => 3,

@@ -33,6 +33,12 @@ pub trait Connects {
     fn udp_records(&self) -> UdpRecords {
         UdpRecords::default()
     }
+    /// The record of a flow forwarded from another network namespace on this machine (a
+    /// container's), filed there under the flow's tuple as the container sees it.
+    fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
+        let _ = t;
+        Ok(None)
+    }
 }
 
 /// Which UDP sends leave a record.
@@ -103,6 +109,24 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     pub(super) fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
         let r = self.connects.as_mut()?.connector(t);
         let c = self.note(r)??;
+        self.by_record(t, c, read)
+    }
+
+    /// A flow forwarded from another network namespace on this machine (a container behind
+    /// a bridge), from the record its process filed there.
+    pub(super) fn by_record_elsewhere(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
+        if !matches!(t.proto, Proto::Tcp | Proto::Udp | Proto::UdpLite) {
+            return None;
+        }
+        let r = self.connects.as_mut()?.connector_elsewhere(t);
+        let c = self.note(r)??;
+        let mut found = self.by_record(t, c, read)?;
+        found.by = AttributedBy::Container;
+        Some(found)
+    }
+
+    /// The process record `c` names for flow `t`, unless the record is too old for it.
+    fn by_record(&mut self, t: &Tuple, c: Connector, read: Instant) -> Option<Attribution> {
         let read_boot_ns =
             boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let window = match t.proto {

@@ -1,0 +1,107 @@
+//! The other network namespaces on this machine, where a container's processes connect.
+//!
+//! A process in a container behind a bridge (Docker's default network, Podman's, or any
+//! namespace with a veth and masquerade) connects inside its own network namespace; this
+//! machine's conntrack sees the flow as forwarded, from the container's address, and no
+//! socket in the helper's namespace has it. The connect records carry the namespace they
+//! were filed in, so the flow's record is there, under the container's namespace: which
+//! namespaces to ask is what this module knows. It lists them from `/proc/*/ns/net` (every
+//! namespace a process is in), again at most once a second and only when a forwarded flow
+//! found no record in the ones already known.
+//!
+//! A hostile program can make namespaces of its own (with a user namespace, unprivileged),
+//! many of them, and file records there with any addresses: but nothing it sends there
+//! reaches this machine's conntrack (it has no link to it), so such a record can only match
+//! a forwarded flow with the same addresses and ports, and would name the hostile program
+//! for it. The number of namespaces asked per flow is bounded.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// At most this many namespaces are asked for one flow.
+pub const NAMESPACES_ASKED: usize = 256;
+/// The list is read again at most this often.
+const RESCAN: Duration = Duration::from_secs(1);
+
+pub struct Namespaces {
+    root: PathBuf,
+    own: u32,
+    known: Vec<u32>,
+    scanned: Option<Instant>,
+}
+
+impl Namespaces {
+    pub fn new(own: u32) -> Namespaces {
+        Namespaces::at(Path::new("/proc"), own)
+    }
+
+    pub fn at(root: &Path, own: u32) -> Namespaces {
+        Namespaces {
+            root: root.to_path_buf(),
+            own,
+            known: Vec::new(),
+            scanned: None,
+        }
+    }
+
+    /// The namespaces known, other than the helper's own.
+    pub fn known(&self) -> &[u32] {
+        &self.known
+    }
+
+    /// Reads the list again, unless it was read less than a second ago; whether it did.
+    pub fn rescan(&mut self) -> bool {
+        if self.scanned.is_some_and(|t| t.elapsed() < RESCAN) {
+            return false;
+        }
+        self.scanned = Some(Instant::now());
+        let inodes = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .filter_map(|e| std::fs::metadata(e.path().join("ns/net")).ok())
+            .map(|m| m.ino());
+        self.known = others(inodes, self.own);
+        true
+    }
+}
+
+/// The distinct namespace inodes of `inodes` but `own`, at most [`NAMESPACES_ASKED`].
+pub fn others(inodes: impl IntoIterator<Item = u64>, own: u32) -> Vec<u32> {
+    let set: BTreeSet<u32> = inodes
+        .into_iter()
+        .filter_map(|i| u32::try_from(i).ok())
+        .filter(|&i| i != own)
+        .collect();
+    set.into_iter().take(NAMESPACES_ASKED).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_distinct_without_our_own_and_bounded() {
+        assert_eq!(others([5, 3, 5, 7, 3], 7), [3, 5]);
+        assert_eq!(others(0..10_000u64, 0).len(), NAMESPACES_ASKED);
+        assert!(others([u64::MAX], 1).is_empty());
+    }
+
+    #[test]
+    fn the_real_proc_lists_no_namespace_of_our_own_and_is_not_read_twice_at_once() {
+        let own = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino() as u32)
+            .unwrap();
+        let mut ns = Namespaces::new(own);
+        assert!(ns.rescan());
+        assert!(!ns.known().contains(&own));
+        assert!(!ns.rescan());
+    }
+}
