@@ -48,7 +48,7 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
         return Err(Skip::Protocol);
     }
     // A forwarded flow may be a local container's outbound one: that is known only once
-    // its process is found (see `after_attribution`).
+    // its process is found (see `forward_rule`).
     let container = sides.direction == Direction::Forward
         && cfg.monitor.directions.contains(&Direction::Outbound);
     if !cfg.monitor.directions.contains(&sides.direction) && !container {
@@ -72,11 +72,7 @@ pub fn before_attribution(cfg: &Config, sides: &Sides) -> Result<(), Skip> {
 /// (a container's) is that machine's outbound flow: it is reported as one, and stands or
 /// falls with the outbound direction. Any other forwarded flow only when forwarded flows are
 /// watched.
-pub fn after_attribution(
-    cfg: &Config,
-    sides: &mut Sides,
-    by: Option<AttributedBy>,
-) -> Result<(), Skip> {
+pub fn forward_rule(cfg: &Config, sides: &mut Sides, by: Option<AttributedBy>) -> Result<(), Skip> {
     if sides.direction != Direction::Forward {
         return Ok(());
     }
@@ -329,11 +325,23 @@ mod tests {
     }
 
     #[test]
-    fn forward_is_off_by_default() {
+    fn forward_is_off_by_default_unless_a_local_container_s() {
         let mut cfg = Config::default();
         let fwd = sides(Proto::Tcp, "192.168.1.2", 4000, "9.9.9.9", 443);
+        // It may be a container's outbound flow: that is known after attribution.
+        assert_eq!(before_attribution(&cfg, &fwd), Ok(()));
+        let mut routed = fwd;
+        assert_eq!(forward_rule(&cfg, &mut routed, None), Err(Skip::Direction));
+        let by = Some(AttributedBy::Socket);
+        assert_eq!(forward_rule(&cfg, &mut routed, by), Err(Skip::Direction));
+        let mut container = fwd;
+        let by = Some(AttributedBy::Container);
+        assert_eq!(forward_rule(&cfg, &mut container, by), Ok(()));
+        assert_eq!(container.direction, Direction::Outbound);
+        cfg.monitor.directions = vec![Direction::Inbound];
         assert_eq!(before_attribution(&cfg, &fwd), Err(Skip::Direction));
         cfg.monitor.directions.push(Direction::Forward);
+        assert_eq!(forward_rule(&cfg, &mut { fwd }, None), Ok(()));
         assert_eq!(before_attribution(&cfg, &fwd), Ok(()));
         cfg.monitor.directions = vec![Direction::Forward];
         assert_eq!(before_attribution(&cfg, &out(443)), Err(Skip::Direction));

@@ -154,8 +154,7 @@ impl<A: Attributor> Pipeline<A> {
             Some(a) => Some(self.attributor.complete(a)),
             None => self.attributor.attribute_read_at(&sides, now),
         };
-        if let Err(skip) =
-            filter::after_attribution(&self.cfg, &mut sides, found.as_ref().map(|a| a.by))
+        if let Err(skip) = filter::forward_rule(&self.cfg, &mut sides, found.as_ref().map(|a| a.by))
         {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);

@@ -432,3 +432,69 @@ fn a_container_s_flows_are_named_after_the_process_inside_it() {
         "{v}"
     );
 }
+
+#[test]
+fn pings_and_raw_sockets_are_named_after_their_sender() {
+    let test = "pings_and_raw_sockets_are_named_after_their_sender";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "ping"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let net = Net::new();
+    let (_d, h) = helper(&net, &[]);
+    let sysctl = |value: &str| {
+        let st = Net::cmd(
+            &net.a,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ping_group_range={value}"),
+            ],
+        )
+        .status()
+        .expect("sysctl");
+        assert!(st.success());
+    };
+    let icmp_to = |v: &Value| v["proto"] == "icmp" && v["remote_ip"] == net.b4();
+    // A ping socket (SOCK_DGRAM, IPPROTO_ICMP), as an unprivileged ping uses: python sends
+    // one echo request and exits.
+    sysctl("0 2147483647");
+    let echo = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); \
+         s.sendto(b'\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\x01', ('{}', 0))",
+        net.b4()
+    );
+    let mut c = Net::cmd(&net.a, &["python3", "-c", &echo])
+        .spawn()
+        .expect("python");
+    let pid = u64::from(c.id());
+    assert!(c.wait().expect("wait").success());
+    let v = h.wait_for(WAIT, icmp_to).expect("the ping socket's echo");
+    assert_eq!(pid_of(&v), Some(pid), "{v}");
+    assert_eq!(v["process"]["comm"], "python3", "{v}");
+    // A raw socket: ping as root, with ping sockets not allowed, falls back to one.
+    sysctl("1 0");
+    let mut c = Net::cmd(&net.a, &["ping", "-c", "1", "-W", "1", &net.b4()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ping");
+    let pid = u64::from(c.id());
+    let _ = c.wait();
+    let v = h.wait_for(WAIT, icmp_to).expect("ping's echo");
+    assert_eq!(pid_of(&v), Some(pid), "{v}");
+    assert_eq!(v["process"]["comm"], "ping", "{v}");
+    // A raw IP protocol (253, for experiments): conntrack's generic tracker.
+    let raw = format!(
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253); s.sendto(b'x', ('{}', 0))",
+        net.b4()
+    );
+    let mut c = Net::cmd(&net.a, &["python3", "-c", &raw])
+        .spawn()
+        .expect("python");
+    let pid = u64::from(c.id());
+    assert!(c.wait().expect("wait").success());
+    let v = h
+        .wait_for(WAIT, |v| v["proto"] == "ipproto-253")
+        .expect("the raw protocol's flow");
+    assert_eq!(pid_of(&v), Some(pid), "{v}");
+}

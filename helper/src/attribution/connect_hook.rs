@@ -107,6 +107,7 @@ pub const BTF_NAMES: &[&str] = &[
     "ns",
     "inum",
     "sk_protocol",
+    "sk_type",
 ];
 
 /// The TCP tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
@@ -210,6 +211,11 @@ const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
 const IPPROTO_UDPLITE: i32 = 136;
+const IPPROTO_SCTP: i32 = 132;
+const IPPROTO_ICMP: i32 = 1;
+const IPPROTO_ICMPV6: i32 = 58;
+const SOCK_DGRAM: i32 = 2;
+const SOCK_RAW: i32 = 3;
 
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
 /// caller's), then the value filed under it in `connects_fd`. Jumps to "out" for a family
@@ -304,30 +310,57 @@ pub fn program(
 /// The UDP program, on `sock_send_length(sk, ret, flags)`, which runs in the sending process
 /// right after each successful send of any socket.
 ///
-/// For a connected UDP or UDP-Lite socket it files the sender under the socket's tuple, as
-/// the TCP program does. The record lands microseconds after the packet left, later than
-/// conntrack's event about it, so the helper, finding no record yet, waits for it briefly
-/// (see `attribution`). Other sockets cost it one read of `sk_protocol`; unconnected UDP
-/// sockets (no peer port) one more: the send hook records those.
+/// For a connected UDP, UDP-Lite or SCTP socket it files the sender under the socket's
+/// tuple, as the TCP program does. The record lands microseconds after the packet left,
+/// later than conntrack's event about it, so the helper, finding no record yet, waits for it
+/// briefly (see `attribution`). Unconnected UDP sockets (no peer port) cost it one more read:
+/// the send hook records those.
+///
+/// The protocols without ports are filed with what their socket knows: a ping socket
+/// (`SOCK_DGRAM`, ICMP or ICMPv6) under its echo identifier (its "port", `inet_sport`, which
+/// is the id conntrack reports), a raw socket under its protocol alone: the newest raw sender
+/// of that protocol in the namespace. No address is filed for either: an unconnected ping or
+/// raw socket names its destination per send, which the tracepoint does not see.
 pub fn udp_program(
     o: &Offsets,
     t: &TaskOffsets,
     protocol: i32,
+    sk_type: i32,
     connects_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let mut a = Asm::default();
     zero_stack(&mut a);
-    // r6 = sk, r7 = the send's result.
+    // r6 = sk, r7 = the send's result, r8 = the socket's protocol.
     a.load(DW, R6, R1, 0)
         .load(DW, R7, R1, 8)
         .jsle32_imm(R7, 0, "out");
     read(&mut a, TMP, 2, R6, protocol);
+    a.load(H, R8, FP, TMP)
+        .jeq_imm(R8, IPPROTO_UDP, "udp")
+        .jeq_imm(R8, IPPROTO_UDPLITE, "udp")
+        .jeq_imm(R8, IPPROTO_SCTP, "udp");
+    read(&mut a, TMP, 2, R6, sk_type);
     a.load(H, R0, FP, TMP)
-        .jeq_imm(R0, IPPROTO_UDP, "udp")
-        .jne_imm(R0, IPPROTO_UDPLITE, "out")
-        .label("udp")
-        .store(B, FP, KEY_PROTO.at(KEY), R0);
+        .jeq_imm(R0, SOCK_RAW, "bare")
+        .jne_imm(R0, SOCK_DGRAM, "out")
+        .jeq_imm(R8, IPPROTO_ICMP, "ping")
+        .jne_imm(R8, IPPROTO_ICMPV6, "out")
+        .label("ping");
+    read_key(&mut a, KEY_SPORT, R6, o.sport);
+    a.label("bare").store(B, FP, KEY_PROTO.at(KEY), R8);
+    current_process(&mut a, t);
+    read_key(&mut a, KEY_FAMILY, R6, o.family);
+    a.load(H, R0, FP, KEY_FAMILY.at(KEY))
+        .jeq_imm(R0, i32::from(AF_INET), "bare_ns")
+        .jne_imm(R0, i32::from(AF_INET6), "out")
+        .label("bare_ns");
+    read(&mut a, TMP, 8, R6, o.net);
+    a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "bare_file");
+    read_key(&mut a, KEY_NETNS, R4, o.ns_inum);
+    a.label("bare_file");
+    update(&mut a, connects_fd);
+    a.ja("out").label("udp").store(B, FP, KEY_PROTO.at(KEY), R8);
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
@@ -364,6 +397,7 @@ impl ConnectLog {
         let offsets = Offsets::from_btf(&btf)?;
         let task = TaskOffsets::from_btf(&btf)?;
         let protocol = btf.offset_of("sock", &["sk_protocol"]);
+        let sk_type = btf.offset_of("sock", &["sk_type"]);
         drop(btf);
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = std::fs::metadata("/proc/self/ns/net")
@@ -383,14 +417,19 @@ impl ConnectLog {
             TRACEPOINT,
         )?;
         // UDP is a bonus: older kernels lack the tracepoint, or have sk_protocol as a bitfield.
-        let udp = protocol.map_err(HookError::from).and_then(|protocol| {
-            let protocol = i32::try_from(protocol)
-                .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
-            load_and_attach(
-                udp_program(&offsets, &task, protocol, sends.as_raw_fd()),
-                UDP_TRACEPOINT,
-            )
-        });
+        let udp = protocol
+            .and_then(|p| Ok((p, sk_type?)))
+            .map_err(HookError::from)
+            .and_then(|(protocol, sk_type)| {
+                let protocol = i32::try_from(protocol)
+                    .map_err(|_| BtfError::Missing("sock.sk_protocol".into()))?;
+                let sk_type =
+                    i32::try_from(sk_type).map_err(|_| BtfError::Missing("sock.sk_type".into()))?;
+                load_and_attach(
+                    udp_program(&offsets, &task, protocol, sk_type, sends.as_raw_fd()),
+                    UDP_TRACEPOINT,
+                )
+            });
         let (udp, udp_off) = match udp {
             Ok(fds) => (Some(fds), None),
             Err(e) => (None, Some(e.to_string())),
@@ -489,10 +528,21 @@ impl ConnectReader {
 
     /// The record of `t` filed in namespace `netns`: see [`Connects::connector`].
     fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
-        let k = key(netns, t);
-        if !matches!(t.proto, Proto::Udp | Proto::UdpLite) {
-            return Self::lookup(&self.map, &k);
+        match t.proto {
+            Proto::Tcp => return Self::lookup(&self.map, &key(netns, t)),
+            Proto::Udp | Proto::UdpLite | Proto::Sctp => {}
+            // A ping socket's record under its echo id, else a raw socket's under the
+            // protocol: see `udp_program`.
+            Proto::Icmp | Proto::Icmpv6 => {
+                let id = t.icmp.map_or(0, |i| i.id);
+                if let Some(c) = Self::lookup(&self.sends, &bare_key(netns, t, id))? {
+                    return Ok(Some(c));
+                }
+                return Self::lookup(&self.sends, &bare_key(netns, t, 0));
+            }
+            _ => return Self::lookup(&self.sends, &bare_key(netns, t, 0)),
         }
+        let k = key(netns, t);
         let exact = Self::lookup(&self.sends, &k)?;
         let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
         Ok(newer(exact, wild))
@@ -535,6 +585,23 @@ impl Connects for ConnectReader {
         }
         self.in_known(t)
     }
+}
+
+/// The key of a send on a socket without ports (ping, raw): the flow's family and protocol,
+/// no addresses, `id` as the local port (a ping socket's echo id; 0 for a raw socket).
+pub fn bare_key(netns: u32, t: &Tuple, id: u16) -> [u8; KEY_LEN] {
+    let none = match t.src {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let bare = Tuple {
+        src: none,
+        dst: none,
+        sport: id,
+        dport: 0,
+        ..*t
+    };
+    key(netns, &bare)
 }
 
 /// `k` with no local address: the key of a send from a socket bound to the wildcard address,
@@ -641,8 +708,8 @@ mod tests {
     #[test]
     fn the_programs_jump_forward_only_and_end_in_exit() {
         let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
-        for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8][..])] {
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+        for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8, 8][..])] {
             let len = ops.last().map_or(0, |&(at, _)| at + 1);
             assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
             // Every slot is an instruction the assembler writes.
@@ -697,7 +764,7 @@ mod tests {
     #[test]
     fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
         let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
         for ops in [&tcp, &udp] {
             // First the whole frame is zeroed, so the padding is zero in every record.
             let zeroing = ops
@@ -751,7 +818,7 @@ mod tests {
     #[test]
     fn the_current_process_goes_into_the_value_fields() {
         let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
         for ops in [&tcp, &udp] {
             assert_files_the_current_process(ops);
         }
@@ -761,11 +828,12 @@ mod tests {
     fn the_records_are_filed_under_their_keys_in_their_maps() {
         let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
         let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 8).unwrap());
+        let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
         // TCP: the note under the socket's address in pending (7), then under the tuple in
         // connects (8); UDP: under the tuple only.
         assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
-        assert_eq!(updates(&udp), [(8, key, val)]);
+        // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
+        assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);
         // Leaving SYN_SENT, the note found in pending is copied whole into the value.
         let copied: Vec<(i16, usize)> = tcp
             .windows(2)
@@ -796,10 +864,10 @@ mod tests {
     fn programs_as_hex() -> String {
         let mut out = String::new();
         let tcp = program(&offsets(), &TASK, 7, 8).unwrap();
-        let udp = udp_program(&offsets(), &TASK, 532, 8).unwrap();
+        let udp = udp_program(&offsets(), &TASK, 532, 540, 8).unwrap();
         for (title, p) in [
             ("tcp: program(&offsets(), &TASK, 7, 8)", tcp),
-            ("udp: udp_program(&offsets(), &TASK, 532, 8)", udp),
+            ("udp: udp_program(&offsets(), &TASK, 532, 540, 8)", udp),
         ] {
             out.push_str(&format!("# {title}\n"));
             for i in p {

@@ -398,6 +398,20 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
                 return Some(found);
             }
         }
+        // Ping and raw sockets (no ports), and SCTP: only the send records can name them, and
+        // a send record lands just after the packet.
+        let portless = !t.proto.has_ports() || t.proto == Proto::Sctp;
+        if outbound && portless {
+            let records = self
+                .connects
+                .as_ref()
+                .map(|c| c.udp_records())
+                .unwrap_or_default();
+            if !records.connected {
+                return None;
+            }
+            return self.sent_record(&t, read);
+        }
         if outbound && udp {
             let records = self
                 .connects

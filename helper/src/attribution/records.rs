@@ -224,6 +224,15 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         }
     }
 
+    /// A flow only a send record can name (ping, raw, SCTP), looked for until
+    /// [`SEND_RECORD_WAIT`] after the flow was read.
+    pub(super) fn sent_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
+        match self.wait_for_record(t, read) {
+            Wait::Came(found) => Some(*found),
+            Wait::Never | Wait::Unreadable => None,
+        }
+    }
+
     /// The record of a send that may still be on its way, looked for until
     /// [`SEND_RECORD_WAIT`] after the flow was read.
     fn wait_for_record(&mut self, t: &Tuple, read: Instant) -> Wait {
