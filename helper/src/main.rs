@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 use crossbeam_channel::{bounded, unbounded, Sender};
 
-use conntrack_tray_helper::attribution::connect_hook::ConnectLog;
+use conntrack_tray_helper::attribution::connect_hook::{kernel_btf, ConnectLog};
 use conntrack_tray_helper::attribution::exec_hook::ExecLog;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
@@ -293,10 +293,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Problems met while starting, reported right after the hello line (which comes first).
     let mut startup: Vec<String> = Vec::new();
     // Loading the hook needs CAP_BPF and CAP_PERFMON, which the helper does not keep.
-    let hook = if cli.no_connect_hook {
-        None
-    } else {
-        match ConnectLog::open() {
+    let btf = match (!cli.no_connect_hook || !cli.no_exec_hook).then(kernel_btf) {
+        Some(Ok(btf)) => Some(btf),
+        Some(Err(e)) => {
+            startup.push(format!(
+                "the connect and exec hooks are off; programs that connect and exit at once \
+                 may go unnamed: {e}"
+            ));
+            None
+        }
+        None => None,
+    };
+    let hook = match btf.as_ref().filter(|_| !cli.no_connect_hook) {
+        None => None,
+        Some(btf) => match ConnectLog::open(btf) {
             Ok(h) => {
                 // Not an error line: kernels before 6.3 have no tracepoint for it.
                 if let (true, Some(why)) = (cli.debug, &h.udp_off) {
@@ -314,12 +324,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ));
                 None
             }
-        }
+        },
     };
-    let execs = if cli.no_exec_hook {
-        None
-    } else {
-        match ExecLog::open() {
+    let execs = match btf.as_ref().filter(|_| !cli.no_exec_hook) {
+        None => None,
+        Some(btf) => match ExecLog::open(btf) {
             Ok(e) => Some(e),
             Err(e) => {
                 startup.push(format!(
@@ -328,8 +337,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ));
                 None
             }
-        }
+        },
     };
+    drop(btf);
     let attributor = |connects: Option<Box<dyn Connects + Send>>| -> anyhow::Result<_> {
         let mut procs = ProcIndex::new();
         if let Some(e) = &execs {

@@ -110,6 +110,22 @@ pub const BTF_NAMES: &[&str] = &[
     "sk_type",
 ];
 
+/// The running kernel's BTF, with what both hooks look up: read once (it is megabytes, and
+/// parsing it is most of the helper's start-up).
+pub fn kernel_btf() -> Result<Btf, HookError> {
+    let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
+        what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
+        err,
+    })?;
+    let names: Vec<&str> = BTF_NAMES
+        .iter()
+        .chain(task::BTF_NAMES)
+        .chain(crate::attribution::exec_hook::BTF_NAMES)
+        .copied()
+        .collect();
+    Ok(Btf::load(f, &names)?)
+}
+
 /// The TCP tracepoint: `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`.
 const TRACEPOINT: &[u8] = b"inet_sock_set_state\0";
 /// Both programs' name, as `bpftool prog` lists them.
@@ -387,18 +403,12 @@ pub struct ConnectLog {
 impl ConnectLog {
     /// Loads and attaches the programs. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN);
     /// the send hook also CAP_NET_ADMIN.
-    pub fn open() -> Result<ConnectLog, HookError> {
-        let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
-            what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
-            err,
-        })?;
-        let names: Vec<&str> = BTF_NAMES.iter().chain(task::BTF_NAMES).copied().collect();
-        let btf = Btf::load(f, &names)?;
-        let offsets = Offsets::from_btf(&btf)?;
-        let task = TaskOffsets::from_btf(&btf)?;
+    /// `btf` is the kernel's, read with [`kernel_btf`].
+    pub fn open(btf: &Btf) -> Result<ConnectLog, HookError> {
+        let offsets = Offsets::from_btf(btf)?;
+        let task = TaskOffsets::from_btf(btf)?;
         let protocol = btf.offset_of("sock", &["sk_protocol"]);
         let sk_type = btf.offset_of("sock", &["sk_type"]);
-        drop(btf);
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = std::fs::metadata("/proc/self/ns/net")
             .map_err(sys_err("cannot read the network namespace"))?

@@ -34,7 +34,7 @@ use crate::attribution::bpf::layout::{
     EXEC_TGID, EXEC_UID,
 };
 use crate::attribution::bpf::sys;
-use crate::attribution::bpf::task::{self, TaskOffsets};
+use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::HookError;
 use crate::attribution::exe::FileId;
 use crate::attribution::procfs::split_cmdline;
@@ -59,7 +59,7 @@ pub struct ExecOffsets {
     pub s_dev: i32,
 }
 
-/// The BTF names [`ExecOffsets::from_btf`] looks up (with [`task::BTF_NAMES`]).
+/// The BTF names [`ExecOffsets::from_btf`] looks up (with `task::BTF_NAMES`).
 pub const BTF_NAMES: &[&str] = &[
     "mm_struct",
     "arg_start",
@@ -308,15 +308,9 @@ pub struct ExecLog {
 
 impl ExecLog {
     /// Loads and attaches the program. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN).
-    pub fn open() -> Result<ExecLog, HookError> {
-        let f = std::fs::File::open("/sys/kernel/btf/vmlinux").map_err(|err| HookError::Sys {
-            what: "cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)",
-            err,
-        })?;
-        let names: Vec<&str> = BTF_NAMES.iter().chain(task::BTF_NAMES).copied().collect();
-        let btf = Btf::load(f, &names)?;
-        let offsets = ExecOffsets::from_btf(&btf)?;
-        drop(btf);
+    /// `btf` is the kernel's (`connect_hook::kernel_btf`).
+    pub fn open(btf: &Btf) -> Result<ExecLog, HookError> {
+        let offsets = ExecOffsets::from_btf(btf)?;
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let scratch = sys::scratch_create(EXEC_LEN, b"ctt_exec_slot")
             .map_err(sys_err("cannot create the exec scratch map"))?;

@@ -178,7 +178,11 @@ fn offsets_from_a_kernel_like_btf() {
     b.composite(false, "file", 256, &[("f_inode", p, 32)]);
     b.composite(false, "inode", 600, &[("i_sb", p, 40), ("i_ino", u64t, 64)]);
     b.composite(false, "super_block", 1500, &[("s_dev", u32t, 16)]);
-    let names: Vec<&str> = BTF_NAMES.iter().chain(task::BTF_NAMES).copied().collect();
+    let names: Vec<&str> = BTF_NAMES
+        .iter()
+        .chain(crate::attribution::bpf::task::BTF_NAMES)
+        .copied()
+        .collect();
     let btf = Btf::load(std::io::Cursor::new(b.build()), &names).unwrap();
     let mut want = offsets();
     want.arg_start = 300;
