@@ -18,10 +18,10 @@
 //! of view or stands in for it.
 
 use conntrack_tray_helper::config::HostPattern;
-use conntrack_tray_helper::event::HostSource;
+use conntrack_tray_helper::event::{AttributedBy, HostSource};
 pub use conntrack_tray_helper::output::endpoint;
 use conntrack_tray_helper::sanitize::{self, HOST_LIMIT, LINE_LIMIT, PROGRAM_LIMIT};
-use conntrack_tray_helper::{Connection, Direction};
+use conntrack_tray_helper::{Connection, Direction, Process};
 
 use std::time::Duration;
 
@@ -94,6 +94,31 @@ pub fn recent_label(s: &Seen) -> String {
     format!("{}, on {}{own}", headline(&s.conn), host(&s.host))
 }
 
+/// Who started the process, compactly, the process first: `curl ← sh ← node npm install ←
+/// bash`. Each parent is its program's name and up to two of its arguments (file names
+/// only, options left out), so an interpreter says what it ran. `None` without parents.
+pub fn lineage(p: &Process) -> Option<String> {
+    if p.ancestors.is_empty() {
+        return None;
+    }
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let mut parts = vec![p.program_name().to_string()];
+    for a in &p.ancestors {
+        let name = a.exe.as_deref().map(base).unwrap_or_else(|| a.comm.clone());
+        let args = a
+            .cmdline
+            .iter()
+            .skip(1)
+            .filter(|x| !x.starts_with('-') && !x.is_empty())
+            .take(2)
+            .map(|x| base(x).chars().take(24).collect::<String>());
+        let mut step = vec![name];
+        step.extend(args);
+        parts.push(step.join(" "));
+    }
+    Some(line(&parts.join(" ← ")))
+}
+
 /// The name a "Whitelist" button shows for the connection's exe (whose path it adds), when
 /// the exe is known.
 pub fn exe_name(c: &Connection) -> Option<String> {
@@ -115,6 +140,12 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
                 None => p.uid.to_string(),
             };
             body.push(format!("pid {}, user {user}", p.pid));
+            if let Some(chain) = lineage(p) {
+                body.push(chain);
+            }
+            if c.attributed_by == Some(AttributedBy::Container) {
+                body.push("in a container: another network namespace on this machine".into());
+            }
         }
         None => body.push("no process could be named".into()),
     }
@@ -329,6 +360,27 @@ pub fn details(s: &Seen) -> String {
             lines.push(format!("cmdline: {}", line(&p.cmdline.join(" "))));
             let user = p.user.as_deref().map(line).unwrap_or_else(|| "?".into());
             lines.push(format!("user: {user} (uid {})", p.uid));
+            if let Some(cwd) = &p.cwd {
+                lines.push(format!("cwd: {}", line(cwd)));
+            }
+            if p.exited {
+                lines.push("exited before it was read: described from its exec record".into());
+            }
+            for (i, a) in p.ancestors.iter().enumerate() {
+                let exe = match &a.exe {
+                    Some(e) if a.exe_verified => format!("{} (verified)", line(e)),
+                    Some(e) => format!("{} (not verified)", line(e)),
+                    None => "exe unknown".into(),
+                };
+                lines.push(format!(
+                    "parent {}: {} (pid {}{}), {exe}: {}",
+                    i + 1,
+                    program_name(&a.comm),
+                    a.pid,
+                    if a.exited { ", exited" } else { "" },
+                    line(&a.cmdline.join(" "))
+                ));
+            }
         }
         None => lines.push("process: unknown".into()),
     }
@@ -339,8 +391,8 @@ pub fn details(s: &Seen) -> String {
 mod tests {
     use super::*;
     use crate::fixtures;
+    use conntrack_tray_helper::event::Ancestor;
     use conntrack_tray_helper::sanitize::is_hidden;
-    use conntrack_tray_helper::Process;
 
     fn conn(comm: &str, exe: Option<&str>) -> Connection {
         Connection {
@@ -572,5 +624,84 @@ mod tests {
             panic!("grouped")
         };
         assert_eq!(group_note(g).summary, "4 new programs: b, c, d, and 1 more");
+    }
+
+    fn ancestor(pid: u32, comm: &str, exe: &str, cmdline: &[&str]) -> Ancestor {
+        Ancestor {
+            pid,
+            comm: comm.into(),
+            exe: Some(exe.into()),
+            cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
+            exe_verified: true,
+            exited: false,
+        }
+    }
+
+    #[test]
+    fn the_chain_reads_as_who_started_whom() {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        let p = c.process.as_mut().expect("process");
+        assert_eq!(lineage(p), None);
+        p.ancestors = vec![
+            ancestor(30, "sh", "/usr/bin/dash", &["sh", "-c", "curl x"]),
+            ancestor(
+                20,
+                "node",
+                "/usr/bin/node",
+                &["node", "/usr/bin/npm", "install"],
+            ),
+            ancestor(10, "bash", "/usr/bin/bash", &["bash"]),
+        ];
+        assert_eq!(
+            lineage(p).as_deref(),
+            Some("curl ← dash curl x ← node npm install ← bash")
+        );
+        let note = connection_note(&c, "laptop", &ALL);
+        assert!(
+            note.body.contains("node npm install ← bash"),
+            "{}",
+            note.body
+        );
+        let d = details(&Seen {
+            host: "laptop".into(),
+            conn: c,
+            own: false,
+        });
+        assert!(
+            d.contains(
+                "parent 2: node (pid 20), /usr/bin/node (verified): node /usr/bin/npm install"
+            ),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn a_parent_s_hostile_command_line_cannot_break_the_lines() {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        let evil = hostile();
+        let p = c.process.as_mut().expect("process");
+        p.ancestors = vec![ancestor(9, &evil, &format!("/tmp/{evil}"), &[&evil, &evil])];
+        p.ancestors[0].exited = true;
+        let chain = lineage(p).expect("chain");
+        assert!(
+            !chain.contains('\n') && !chain.chars().any(is_hidden),
+            "{chain:?}"
+        );
+        let d = details(&Seen {
+            host: "laptop".into(),
+            conn: c,
+            own: false,
+        });
+        let parent = d
+            .lines()
+            .find(|l| l.starts_with("parent 1:"))
+            .expect("parent line");
+        assert!(parent.contains("exited"), "{parent}");
+        assert!(!parent.chars().any(is_hidden), "{parent:?}");
+        assert_eq!(
+            d.lines().filter(|l| l.starts_with("parent")).count(),
+            1,
+            "{d}"
+        );
     }
 }

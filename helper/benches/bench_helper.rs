@@ -14,12 +14,17 @@
 //! h. attribution cost while one process holds 10,000 sockets (`sockets.rs`): the per-flow
 //!    lookup time of the library's attributor (median, p99), and the real helper's CPU per
 //!    flow beside it;
-//! i. wakeups of an idle helper, per thread, over 30 s with no connection (`idle.rs`).
+//! i. wakeups of an idle helper, per thread, over 30 s with no connection (`idle.rs`);
+//! j. exe and command line of one-shots with and without exec records, parent chains, a
+//!    container's flows, pings (`processes.rs`);
+//! k. what a connecting program pays per `connect()` with the helper's kernel programs, and
+//!    their own run time (`processes.rs`).
 //!
 //! The binary also serves as its own traffic generator: run with a first argument of
 //! `udp-burst`, `udp-same`, `connect-series`, `hold-sockets` or `lookup-series` it sends
 //! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
-//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle` runs one part alone.
+//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle|processes` runs one
+//! part alone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
@@ -29,6 +34,8 @@ mod abuse;
 mod common;
 #[path = "bench_helper/idle.rs"]
 mod idle;
+#[path = "bench_helper/processes.rs"]
+mod processes;
 #[path = "bench_helper/sockets.rs"]
 mod sockets;
 
@@ -91,6 +98,10 @@ fn generator(args: &[String]) -> bool {
                 };
             }
             println!("{}", start.elapsed().as_nanos() as f64 / f64::from(n));
+            true
+        }
+        Some("connect-cost") => {
+            processes::connect_cost(&args[1], args[2].parse().expect("count"));
             true
         }
         Some("hold-sockets") => {
@@ -158,6 +169,8 @@ struct Burst {
     /// share apart.
     helper_cpu: f64,
     reader_cpu: f64,
+    /// The run time the kernel counted for the helper's BPF programs over the same span.
+    bpf_cpu: f64,
     helper_rss: u64,
     conntrack_seen: Option<u64>,
     conntrack_cpu: f64,
@@ -167,6 +180,8 @@ struct Burst {
 }
 
 fn burst(flows: u32, with_conntrack: bool) -> Burst {
+    // The kernel programs' run time is counted while this is held.
+    let _stats = bpf_run_time_stats();
     let net = Net::new();
     let (_d, cfg) =
         config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
@@ -206,6 +221,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
     std::thread::sleep(Duration::from_millis(500));
     // CPU from here on only: starting up (BTF, nft, the first /proc scan) is not per event.
     let threads_before = thread_cpu_secs(h.pid());
+    let bpf_before = processes::programs_run_time(h.pid()).0;
     let ct_before = ct
         .as_ref()
         .map(|(c, _)| common::cpu_secs(c.id()))
@@ -253,6 +269,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
         }
     }
     let threads_after = thread_cpu_secs(h.pid());
+    let bpf_after = processes::programs_run_time(h.pid()).0;
     let spent = |name: Option<&str>| -> f64 {
         threads_after
             .iter()
@@ -271,6 +288,7 @@ fn burst(flows: u32, with_conntrack: bool) -> Burst {
         helper_attributed: attributed,
         helper_cpu,
         reader_cpu,
+        bpf_cpu: bpf_after.saturating_sub(bpf_before) as f64 / 1e9,
         helper_rss,
         conntrack_seen: None,
         conntrack_cpu: 0.0,
@@ -545,6 +563,7 @@ fn main() {
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
         Some("abuse" | "burst" | "sockets" | "idle") => &["ip", "nft"],
+        Some("processes") => &["ip", "nft", "python3", "curl", "bash", "ping"],
         Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
@@ -563,6 +582,10 @@ fn main() {
                 sockets::held_row(label, &sockets::held_cost(10_000, bound, 200))
             );
         }
+        return;
+    }
+    if only.as_deref() == Some("processes") {
+        print_processes();
         return;
     }
     if only.as_deref() == Some("idle") {
@@ -609,7 +632,7 @@ fn main() {
     if only.as_deref() == Some("burst") {
         let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
         println!(
-            "burst at {:.0} flows/s: {}/{} shown, {} lost, {} attributed; helper {:.1} µs/event (reader {:.1}); conntrack -E {}",
+            "burst at {:.0} flows/s: {}/{} shown, {} lost, {} attributed; helper {:.1} µs/event (reader {:.1}, kernel programs {:.1}); conntrack -E {}",
             b.rate,
             b.helper_seen,
             b.created,
@@ -617,6 +640,7 @@ fn main() {
             b.helper_attributed,
             per(b.helper_cpu, b.helper_seen),
             per(b.reader_cpu, b.helper_seen),
+            per(b.bpf_cpu, b.helper_seen),
             b.conntrack_seen
                 .map(|c| format!("{c} shown, {:.1} µs/event", per(b.conntrack_cpu, c)))
                 .unwrap_or_default()
@@ -733,11 +757,12 @@ fn main() {
         row(&long)
     );
     println!(
-        "| (d) CPU per event during the burst | {:.1} µs ({:.2} s for {} events, incl. attribution; reader thread {:.1} µs) | {} |",
-        b.helper_cpu * 1e6 / b.helper_seen.max(1) as f64,
-        b.helper_cpu,
+        "| (d) CPU per event during the burst | {:.1} µs with its kernel programs ({:.2} s for {} events, incl. attribution; reader thread {:.1} µs; kernel programs {:.1} µs) | {} |",
+        (b.helper_cpu + b.bpf_cpu) * 1e6 / b.helper_seen.max(1) as f64,
+        b.helper_cpu + b.bpf_cpu,
         b.helper_seen,
         b.reader_cpu * 1e6 / b.helper_seen.max(1) as f64,
+        b.bpf_cpu * 1e6 / b.helper_seen.max(1) as f64,
         b.conntrack_seen.map(|c| format!("{:.1} µs ({:.2} s for {c} events)", b.conntrack_cpu * 1e6 / c.max(1) as f64, b.conntrack_cpu)).unwrap_or_default()
     );
     println!(
@@ -772,4 +797,21 @@ fn main() {
     println!("{}", sockets::held_row("bound UDP", &held));
     eprintln!("idle helper (33 s)...");
     println!("{}", idle::idle_row(&idle::idle_wakeups()));
+    print_processes();
+}
+
+/// Part j (exec records, parents, containers, ICMP) and k (a connect's cost).
+fn print_processes() {
+    eprintln!("one-shots with and without exec records...");
+    for row in processes::one_shot_rows(100) {
+        println!("{row}");
+    }
+    eprintln!("parent chains...");
+    println!("{}", processes::chain_row(20));
+    eprintln!("container...");
+    println!("{}", processes::container_row(20));
+    eprintln!("pings...");
+    println!("{}", processes::icmp_row(20));
+    eprintln!("cost per connect...");
+    println!("{}", processes::connect_cost_row(2000));
 }

@@ -1,0 +1,428 @@
+//! Part j of the benchmark: who a process is beyond its pid (exec records, parents,
+//! containers, protocols without ports), and what the kernel programs cost a connecting
+//! program (part k). `BENCH_ONLY=processes` runs it alone.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::common::{config_file, Helper, Net};
+
+const ALL: &str = "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n";
+
+/// Of `n` one-shots: how many were reported with the right pid, and with exe and cmdline.
+pub struct Described {
+    pub tried: usize,
+    pub right_pid: usize,
+    pub described: usize,
+}
+
+impl Described {
+    pub fn row(&self) -> String {
+        format!(
+            "{}/{} with exe and cmdline, {}/{} right pid",
+            self.described, self.tried, self.right_pid, self.tried
+        )
+    }
+}
+
+/// Runs `n` one-shots of `argv` in a fresh namespace pair, the helper started with `extra`.
+fn one_shots(n: usize, extra: &[&str], port: u16, argv: impl Fn(&Net) -> Vec<String>) -> Described {
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let (_d, cfg) = config_file(ALL);
+    let mut args = vec!["--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let h = Helper::start(&net.a, &args);
+    let argv = argv(&net);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let mut c = Net::cmd(&net.a, &argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("one-shot");
+        pids.push(u64::from(c.id()));
+        let _ = c.wait();
+    }
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| v["type"] == "connection" && v["remote_port"] == port)
+        .collect();
+    let right: Vec<&Value> = lines
+        .iter()
+        .filter(|v| {
+            v["process"]["pid"]
+                .as_u64()
+                .is_some_and(|p| pids.contains(&p))
+        })
+        .collect();
+    let described = right
+        .iter()
+        .filter(|v| {
+            v["process"]["exe"].is_string()
+                && v["process"]["cmdline"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+        })
+        .count();
+    Described {
+        tried: n,
+        right_pid: right.len(),
+        described,
+    }
+}
+
+fn bash(script: String) -> Vec<String> {
+    vec!["bash".into(), "-c".into(), script]
+}
+
+/// Rows for TCP, UDP and refused bash one-shots, with and without the exec hook.
+pub fn one_shot_rows(n: usize) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (label, extra) in [
+        ("exec records", &[][..]),
+        ("no exec hook", &["--no-exec-hook"][..]),
+    ] {
+        let tcp = one_shots(n, extra, 8080, |net| {
+            bash(format!("echo x > /dev/tcp/{}/8080", net.b4()))
+        });
+        let udp = one_shots(n, extra, 5354, |net| {
+            bash(format!("echo x > /dev/udp/{}/5354", net.b4()))
+        });
+        let refused = one_shots(n, extra, 8090, |net| {
+            bash(format!("echo x > /dev/tcp/{}/8090", net.b4()))
+        });
+        rows.push(format!(
+            "| (j) exe and cmdline of bash one-shots, {label} | TCP {}; UDP {}; refused at once {} | no process |",
+            tcp.row(),
+            udp.row(),
+            refused.row()
+        ));
+    }
+    rows
+}
+
+/// `sh -c 'sh -c "curl"'` `n` times: how often the chain's first two parents are the two
+/// shells, with the right pids (the outer one exited in half of the runs).
+pub fn chain_row(n: usize) -> String {
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let (_d, cfg) = config_file(ALL);
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let url = format!("http://{}:8080/", net.b4());
+    let mut right = 0;
+    for i in 0..n {
+        let inner = format!("echo $$; sleep 0.05; curl -s -m 2 {url} >/dev/null; true");
+        let outer = if i % 2 == 0 {
+            format!("sh -c '{inner}'; true")
+        } else {
+            format!("sh -c '{inner}' & sleep 0.02; exit 0")
+        };
+        let mut c = Net::cmd(&net.a, &["sh", "-c", &outer])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let outer_pid = u64::from(c.id());
+        let mut line = String::new();
+        let _ = BufReader::new(c.stdout.take().unwrap()).read_line(&mut line);
+        let _ = c.wait();
+        let inner_pid: u64 = line.trim().parse().unwrap_or(0);
+        let v = h.wait_for(Duration::from_secs(3), |v| {
+            v["type"] == "connection" && v["remote_port"] == 8080
+        });
+        let ok = v.is_some_and(|v| {
+            let a = &v["process"]["ancestors"];
+            a[0]["pid"].as_u64() == Some(inner_pid) && a[1]["pid"].as_u64() == Some(outer_pid)
+        });
+        right += usize::from(ok);
+    }
+    format!(
+        "| (j) parents of curl in `sh -c 'sh -c curl'` (outer sh exited in half) | {right}/{n} chains right (both shells, right pids) | no process |"
+    )
+}
+
+/// `n` curls in a "container" (a namespace behind a veth, masqueraded): named how often.
+pub fn container_row(n: usize) -> String {
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    let ns = format!("{}-c", net.a);
+    let k = net.n;
+    let run = |args: &[&str]| {
+        let st = Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .expect("run");
+        assert!(st.success(), "{args:?}");
+    };
+    run(&["ip", "netns", "add", &ns]);
+    let a = net.a.clone();
+    run(&[
+        "ip", "link", "add", "ctr0", "netns", &a, "type", "veth", "peer", "name", "eth0", "netns",
+        &ns,
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &a,
+        "addr",
+        "add",
+        &format!("172.30.{k}.1/24"),
+        "dev",
+        "ctr0",
+    ]);
+    run(&["ip", "-n", &a, "link", "set", "ctr0", "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("172.30.{k}.2/24"),
+        "dev",
+        "eth0",
+    ]);
+    run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+    run(&[
+        "ip",
+        "-n",
+        &ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("172.30.{k}.1"),
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "nft",
+        "add table ip ctt_bench_nat",
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "nft",
+        "add chain ip ctt_bench_nat post { type nat hook postrouting priority 100 ; }",
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "nft",
+        &format!(
+            "add rule ip ctt_bench_nat post ip saddr 172.30.{k}.0/24 oifname veth0 masquerade"
+        ),
+    ]);
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&a, &["--config", cfg.to_str().unwrap()]);
+    let url = format!("http://{}:8080/", net.b4());
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let mut c = Net::cmd(&ns, &["curl", "-s", "-m", "2", &url])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("curl");
+        pids.push(u64::from(c.id()));
+        let _ = c.wait();
+    }
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| v["type"] == "connection" && v["remote_port"] == 8080)
+        .collect();
+    let named = lines
+        .iter()
+        .filter(|v| {
+            v["process"]["pid"]
+                .as_u64()
+                .is_some_and(|p| pids.contains(&p))
+        })
+        .count();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    format!(
+        "| (j) curl in a container (own namespace, bridge-like veth, masquerade) | {named}/{n} named with the right pid ({} reported) | no process |",
+        lines.len()
+    )
+}
+
+/// Pings from a ping socket and from a raw socket (`ping` as root, ping sockets off).
+pub fn icmp_row(n: usize) -> String {
+    let net = Net::new();
+    let (_d, cfg) = config_file(ALL);
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let mut counts = Vec::new();
+    for (range, label) in [("0 2147483647", "ping socket"), ("1 0", "raw socket")] {
+        let st = Net::cmd(
+            &net.a,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ping_group_range={range}"),
+            ],
+        )
+        .status()
+        .expect("sysctl");
+        assert!(st.success());
+        let mut pids = Vec::new();
+        for _ in 0..n {
+            let mut c = Net::cmd(&net.a, &["ping", "-c", "1", "-W", "1", &net.b4()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("ping");
+            pids.push(u64::from(c.id()));
+            let _ = c.wait();
+        }
+        let lines: Vec<Value> = h
+            .collect(Duration::from_secs(2))
+            .into_iter()
+            .filter(|v| v["type"] == "connection" && v["proto"] == "icmp")
+            .collect();
+        let named = lines
+            .iter()
+            .filter(|v| {
+                v["process"]["pid"]
+                    .as_u64()
+                    .is_some_and(|p| pids.contains(&p))
+            })
+            .count();
+        counts.push(format!("{label} {named}/{n}"));
+    }
+    format!(
+        "| (j) ICMP echo named with the right pid | {}; SCTP: this kernel has no SCTP (not measured) | no process |",
+        counts.join(", ")
+    )
+}
+
+/// The run time the kernel counted for every BPF program the helper `pid` loaded, in ns,
+/// and their runs (needs `BPF_ENABLE_STATS` held).
+pub fn programs_run_time(pid: u32) -> (u64, u64) {
+    let mut total = (0, 0);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        let num = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if info.contains("prog_type:") {
+            if let (Some(n), Some(t)) = (num("run_cnt:"), num("run_time_ns:")) {
+                total.0 += t;
+                total.1 += n;
+            }
+        }
+    }
+    total
+}
+
+/// Median and p90 µs of a `connect()` in `n` connects from `a` to `b`'s listener.
+fn connects(net: &Net, n: u32) -> (f64, f64) {
+    let me = std::env::current_exe().expect("exe");
+    let dst = format!("{}:8080", net.b4());
+    let out = Net::cmd(
+        &net.a,
+        &[me.to_str().unwrap(), "connect-cost", &dst, &n.to_string()],
+    )
+    .output()
+    .expect("connect-cost");
+    let mut us: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    us.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        us.get(((us.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.9))
+}
+
+/// The generator: `n` connects to `dst`, each closed at once; one line of µs per connect.
+pub fn connect_cost(dst: &str, n: u32) {
+    let dst: std::net::SocketAddr = dst.parse().expect("addr");
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let s = std::net::TcpStream::connect(dst);
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        if s.is_ok() {
+            println!("{us:.2}");
+        }
+    }
+}
+
+/// What a connecting program pays per `connect()`: alone, with `conntrack -E` listening,
+/// with the helper without its kernel programs, with all of them; and those programs' own
+/// share, from the kernel's count of their run time.
+pub fn connect_cost_row(n: u32) -> String {
+    let _stats = super::bpf_run_time_stats();
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
+    // Conntrack on in `a` for every round, with nobody listening: a rule that matches on
+    // a connection's state makes the kernel track them.
+    for cmd in [
+        "add table inet ctt_bench_ct",
+        "add chain inet ctt_bench_ct out { type filter hook output priority 0 ; }",
+        "add rule inet ctt_bench_ct out ct state new counter",
+    ] {
+        let st = Net::cmd(&net.a, &["nft", cmd]).status().expect("nft");
+        assert!(st.success(), "{cmd}");
+    }
+    let fmt = |(m, p): (f64, f64)| format!("median {m:.1} µs, p90 {p:.1} µs");
+    let bare = connects(&net, n);
+    let ct = {
+        let mut child = Net::cmd(&net.a, &["conntrack", "-E", "-e", "NEW"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        let r = connects(&net, n);
+        if let Ok(c) = child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        child.ok().map(|_| r)
+    };
+    let without = {
+        let _h = Helper::start(&net.a, &["--no-connect-hook", "--no-exec-hook"]);
+        connects(&net, n)
+    };
+    let (with, share) = {
+        let h = Helper::start(&net.a, &[]);
+        let before = programs_run_time(h.pid());
+        let r = connects(&net, n);
+        let after = programs_run_time(h.pid());
+        (r, (after.0 - before.0) as f64 / 1000.0 / f64::from(n))
+    };
+    format!(
+        "| (k) a program's cost per `connect()`, {n} connects (conntrack on) | nobody listening: {}; helper without kernel programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a connect | {} |",
+        fmt(bare),
+        fmt(without),
+        fmt(with),
+        ct.map(fmt).unwrap_or_else(|| "not installed".into())
+    )
+}
