@@ -108,6 +108,7 @@ impl UserConfig {
             w.remote.extend(extra.remote.iter().cloned());
             w.hosts.extend(extra.hosts.iter().cloned());
             w.program_hosts.extend(extra.program_hosts.iter().cloned());
+            w.pinned.extend(extra.pinned.iter().cloned());
         }
         w
     }
@@ -241,6 +242,7 @@ impl Settings {
                     remote: Vec::new(),
                     hosts: Vec::new(),
                     program_hosts: Vec::new(),
+                    pinned: Vec::new(),
                 },
                 ..UserConfig::default()
             },

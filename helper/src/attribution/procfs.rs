@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use procfs::process::Stat;
 use procfs::FromRead;
 
+use super::context::Contexts;
 use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
 use super::proc_fds::ProcFds;
@@ -72,6 +73,8 @@ pub struct ProcIndex {
     scan_limit: Option<usize>,
     /// The last answer of [`Processes::by_pid`] for each pid, and when it was proven.
     named: HashMap<i32, Named>,
+    /// Cgroups and namespaces, read once per process described (see [`super::context`]).
+    contexts: Contexts,
     pub stats: ProcStats,
 }
 
@@ -134,6 +137,7 @@ impl ProcIndex {
             users: HashMap::new(),
             scan_limit: None,
             named: HashMap::new(),
+            contexts: Contexts::new(),
             stats: ProcStats::default(),
         }
     }
@@ -248,6 +252,7 @@ impl ProcIndex {
             .map(|e| e.to_string_lossy().into_owned());
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
         let cmdline = read_cmdline(&dir.join("cmdline"));
+        let context = self.contexts.of(pid);
         // The process must still be the one we started reading: same start time at the end.
         if self.stat(pid)?.starttime != start {
             return None;
@@ -263,6 +268,8 @@ impl ProcIndex {
             exe_verified: facts.verified,
             exe_unverified: facts.unverified,
             exe_system: facts.system,
+            exe_file: facts.version,
+            context: Some(context),
             ..Default::default()
         };
         if self.cache.len() >= CACHE_LIMIT {
