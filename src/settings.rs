@@ -165,6 +165,12 @@ pub enum Edit {
         host: String,
         remote: String,
     },
+    /// Pin the hash a program has now (`whitelist.pinned`, or that of `remote.on.HOST`).
+    Pin {
+        host: Option<String>,
+        program: String,
+        sha256: String,
+    },
     SetShowUnknown(bool),
     SetCriticalOnly(bool),
     SetAllProtocols(bool),
@@ -387,6 +393,19 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
         Edit::WhitelistRemoteOn { host, remote } => {
             push_unique(host_table(doc, host)?, "remote", remote, "remote.on.remote")
         }
+        Edit::Pin {
+            host,
+            program,
+            sha256,
+        } => match host {
+            Some(h) => crate::pins::pin(host_table(doc, h)?, program, sha256, "remote.on.pinned"),
+            None => crate::pins::pin(
+                table(doc, "whitelist")?,
+                program,
+                sha256,
+                "whitelist.pinned",
+            ),
+        },
         Edit::SetShowUnknown(b) => {
             set_bool(table(doc, "filter")?, "show_unknown", *b);
             Ok(())
