@@ -45,12 +45,12 @@ pub fn mark_first_seen_change(c: &mut Connection, was: String) {
     let Some(p) = c.process.as_mut() else { return };
     let Some(path) = p.exe.clone() else { return };
     if p.exe_changed.is_none() {
-        p.exe_changed = Some(ExeChanged {
+        p.exe_changed = Some(Box::new(ExeChanged {
             path,
             was,
             now: p.exe_sha256.clone(),
             since: ChangedSince::FirstSeen,
-        });
+        }));
     }
 }
 

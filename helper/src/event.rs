@@ -54,7 +54,7 @@ pub struct Process {
     /// container) and its network namespace; parts the process could have chosen itself are
     /// marked as its claim. See `attribution::context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Context>,
+    pub context: Option<Box<Context>>,
     /// The SHA-256 of the file the process runs (lowercase hex), hashed off the hot path:
     /// absent until known, so a new binary's first flows may go out without it (a flow whose
     /// whitelisting depends on it waits for it). See `attribution::exe_hash`.
@@ -66,7 +66,7 @@ pub struct Process {
     /// The whitelisted program at this path ran another binary when it was whitelisted: no
     /// whitelist entry silences it until the person whitelists this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exe_changed: Option<ExeChanged>,
+    pub exe_changed: Option<Box<ExeChanged>>,
     /// Which version of which file runs, as the helper saw it: the hash cache's key. Not on
     /// the wire.
     #[serde(skip)]

@@ -81,7 +81,7 @@ impl<A: Attributor> Pipeline<A> {
         if let Some(h) = &self.hashes {
             h.fill(p, filter::needs_hash(&self.cfg.whitelist, p));
         }
-        p.exe_changed = filter::exe_changed(&self.cfg.whitelist, p);
+        p.exe_changed = filter::exe_changed(&self.cfg.whitelist, p).map(Box::new);
     }
 
     pub fn config(&self) -> &Config {

@@ -85,7 +85,7 @@ pub(super) fn boot_ns() -> u64 {
 
 /// How waiting for a send record ended.
 enum Wait {
-    Came(Attribution),
+    Came(Box<Attribution>),
     /// The deadline passed.
     Never,
     /// The records could not be read (counted in `errors`): the socket lookups answer, as
@@ -164,7 +164,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             return (!recorded).then_some(found);
         }
         match self.wait_for_record(t, read) {
-            Wait::Came(sender) => Some(sender),
+            Wait::Came(sender) => Some(*sender),
             Wait::Unreadable => Some(found),
             Wait::Never => (!recorded).then_some(found),
         }
@@ -186,7 +186,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             return self.by_connect_record(&t, read);
         }
         match self.wait_for_record(&t, read) {
-            Wait::Came(sender) => Some(sender),
+            Wait::Came(sender) => Some(*sender),
             Wait::Never => None,
             // As without records: the holders speak.
             Wait::Unreadable => self.by_socket(sides, read),
@@ -200,7 +200,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         loop {
             let errors = self.errors;
             if let Some(found) = self.by_connect_record(t, read) {
-                return Wait::Came(found);
+                return Wait::Came(Box::new(found));
             }
             if self.errors > errors {
                 return Wait::Unreadable;
