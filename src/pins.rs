@@ -8,7 +8,7 @@
 //! whose event came without a hash (not hashed yet, too large) is whitelisted unpinned, as
 //! before pins existed.
 
-use conntrack_tray_helper::event::{ChangedSince, ExeChanged};
+use conntrack_tray_helper::event::{ChangedSince, ExeChanged, Process};
 use conntrack_tray_helper::Connection;
 use toml_edit::{Array, InlineTable, Item, Table, Value};
 
@@ -63,6 +63,64 @@ pub fn change_line(c: &ExeChanged, path: &str) -> String {
     format!("{path} changed since {since}")
 }
 
+/// The details' lines on who runs: the binary's hash (and its change), and where it runs,
+/// with what the process could have chosen itself marked as its claim.
+pub fn identity_lines(p: &Process) -> Vec<String> {
+    use crate::text::line;
+    let mut out = Vec::new();
+    match (&p.exe_sha256, &p.exe_sha256_missing) {
+        (Some(h), _) => out.push(format!("sha256: {}", line(h))),
+        (None, Some(why)) => out.push(format!("sha256: none ({})", line(why))),
+        (None, None) => {}
+    }
+    if let Some(ch) = &p.exe_changed {
+        out.push(change_line(ch, &line(&ch.path)));
+    }
+    let Some(ctx) = &p.context else { return out };
+    let claim = if ctx.claimed { " (its own claim)" } else { "" };
+    if let Some(cg) = &ctx.cgroup {
+        out.push(format!("cgroup: {}{claim}", line(cg)));
+    }
+    if let Some(u) = &ctx.unit {
+        let kind = if ctx.user_unit { "user unit" } else { "unit" };
+        out.push(format!("{kind}: {}{claim}", line(u)));
+    }
+    if let Some(f) = &ctx.flatpak {
+        out.push(format!("flatpak: {}{claim}", line(f)));
+    }
+    if let Some(s) = &ctx.snap {
+        out.push(format!("snap: {}{claim}", line(s)));
+    }
+    if let Some(c) = &ctx.container {
+        let name = c
+            .name
+            .as_deref()
+            .map(|n| {
+                let named = if c.name_claimed {
+                    ", its own claim"
+                } else {
+                    ""
+                };
+                format!(" \"{}\"{named}", line(n))
+            })
+            .unwrap_or_default();
+        out.push(format!(
+            "container: {} {}{name}{claim}",
+            line(&c.engine),
+            line(&c.id)
+        ));
+    }
+    if let Some(ns) = ctx.netns {
+        let whose = if ctx.netns_own {
+            "this host's"
+        } else {
+            "its own"
+        };
+        out.push(format!("network namespace: {ns} ({whose})"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +148,47 @@ mod tests {
         let mut bad: DocumentMut = "[whitelist]\npinned = 3\n".parse().expect("toml");
         let t = bad["whitelist"].as_table_mut().expect("table");
         assert!(pin(t, "/x", "y", "whitelist.pinned").is_err());
+    }
+
+    #[test]
+    fn the_details_name_the_hash_and_mark_claims_and_escape_names() {
+        use conntrack_tray_helper::event::{Container, Context};
+        let p = Process {
+            exe_sha256: Some("ab".repeat(32)),
+            context: Some(Box::new(Context {
+                cgroup: Some("/user.slice/user-1000.slice/user@1000.service/x.scope".into()),
+                claimed: true,
+                unit: Some("evil\u{202e}.scope".into()),
+                user_unit: true,
+                container: Some(Container {
+                    engine: "podman".into(),
+                    id: "1".repeat(64),
+                    name: Some("web\nforged line".into()),
+                    name_claimed: true,
+                }),
+                netns: Some(4026531840),
+                netns_own: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let lines = identity_lines(&p);
+        assert_eq!(lines[0], format!("sha256: {}", "ab".repeat(32)));
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains('\n') && !l.contains('\u{202e}')),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("user unit: evil") && lines[2].ends_with("(its own claim)"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[3].contains("its own claim") && lines[3].starts_with("container: podman 111"),
+            "{lines:?}"
+        );
+        assert_eq!(lines[4], "network namespace: 4026531840 (this host's)");
     }
 
     #[test]

@@ -332,6 +332,7 @@ pub fn details(s: &Seen) -> String {
             lines.push(format!("cmdline: {}", line(&p.cmdline.join(" "))));
             let user = p.user.as_deref().map(line).unwrap_or_else(|| "?".into());
             lines.push(format!("user: {user} (uid {})", p.uid));
+            lines.extend(crate::pins::identity_lines(p));
         }
         None => lines.push("process: unknown".into()),
     }
