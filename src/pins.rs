@@ -155,7 +155,7 @@ mod tests {
         use conntrack_tray_helper::event::{Container, Context};
         let p = Process {
             exe_sha256: Some("ab".repeat(32)),
-            context: Some(Box::new(Context {
+            context: Some(std::sync::Arc::new(Context {
                 cgroup: Some("/user.slice/user-1000.slice/user@1000.service/x.scope".into()),
                 claimed: true,
                 unit: Some("evil\u{202e}.scope".into()),

@@ -52,9 +52,10 @@ pub struct Process {
     pub cwd: Option<String>,
     /// Where the process runs: its cgroup, what that says (systemd unit, Flatpak app, Snap,
     /// container) and its network namespace; parts the process could have chosen itself are
-    /// marked as its claim. See `attribution::context`.
+    /// marked as its claim. See `attribution::context`. Shared: every cached copy of the
+    /// process (one per flow in a burst) points at one context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Box<Context>>,
+    pub context: Option<std::sync::Arc<Context>>,
     /// The SHA-256 of the file the process runs (lowercase hex), hashed off the hot path:
     /// absent until known, so a new binary's first flows may go out without it (a flow whose
     /// whitelisting depends on it waits for it). See `attribution::exe_hash`.

@@ -101,9 +101,13 @@ fn hash_file(mut file: std::fs::File, version: &FileVersion, limit: u64) -> Resu
             Err(e) => return Ok(Hashed::Missing(format!("cannot be read: {e}"))),
         }
     }
-    // Written to while read (or a size that lied): whatever was read is no version's hash.
+    // Written to while read (or a size that lied): whatever was read is no version's hash,
+    // and that version is never hashed again (a file kept changing would be read again and
+    // again, up to the limit each time, for every flow that waits for it).
     if now(&file).as_ref() != Some(version) || read != version.size {
-        return Err(Retry::Gone);
+        return Ok(Hashed::Missing(
+            "changed while it was read: not hashed".into(),
+        ));
     }
     Ok(Hashed::Sha256(hex(&hasher.finalize())))
 }

@@ -269,7 +269,7 @@ impl ProcIndex {
             exe_unverified: facts.unverified,
             exe_system: facts.system,
             exe_file: facts.version,
-            context: Some(Box::new(context)),
+            context: Some(std::sync::Arc::new(context)),
             ..Default::default()
         };
         if self.cache.len() >= CACHE_LIMIT {
