@@ -222,11 +222,20 @@ impl App {
         if !own {
             self.today.1 += 1;
         }
-        let seen = Seen {
+        let mut seen = Seen {
             host: host.to_string(),
             conn: c,
             own,
         };
+        if let Some(was) = self.learned.binary_changed(&seen.conn) {
+            crate::pins::mark_first_seen_change(&mut seen.conn, was);
+        }
+        // Another binary at a known program's path is news, however known the destination.
+        let changed = seen
+            .conn
+            .process
+            .as_ref()
+            .is_some_and(|p| p.exe_changed.is_some());
         let mut effects = Vec::new();
         if let Err(e) = self.history.push(seen.clone()) {
             effects.push(Effect::Tell(format!(
@@ -241,11 +250,12 @@ impl App {
         self.unseen = true;
         let novelty = self.learned.learn(&seen.conn);
         self.save_at.get_or_insert(now + SAVE_EVERY);
-        let news = match self.settings.config.notify.alert_on {
-            AlertOn::Every => true,
-            AlertOn::NewDestination => novelty != Novelty::Known,
-            AlertOn::NewProgram => novelty == Novelty::NewProgram,
-        };
+        let news = changed
+            || match self.settings.config.notify.alert_on {
+                AlertOn::Every => true,
+                AlertOn::NewDestination => novelty != Novelty::Known,
+                AlertOn::NewProgram => novelty == Novelty::NewProgram,
+            };
         let key = novelty::program_key(&seen.conn);
         let name = text::program(&seen.conn);
         let destination = text::destination(&seen.conn);
@@ -362,13 +372,30 @@ impl App {
         }
     }
 
+    /// Pins the hash `c`'s program runs now beside its new whitelist entry (see `pins`);
+    /// nothing when the event had no hash.
+    fn pin(&mut self, host: Option<String>, c: &Connection) -> Vec<Effect> {
+        match crate::pins::pin_of(c) {
+            Some((program, sha256)) => self.edit(Edit::Pin {
+                host,
+                program,
+                sha256,
+            }),
+            None => Vec::new(),
+        }
+    }
+
     fn act_on(&mut self, seen: &Seen, action: RecentAction, now: Instant) -> Vec<Effect> {
         let c = &seen.conn;
         match action {
             RecentAction::WhitelistProgram => {
                 // The absolute exe path, not a bare name another program could also have.
                 match c.process.as_ref().and_then(|p| p.exe.clone()) {
-                    Some(exe) => self.edit(Edit::WhitelistProcess(exe)),
+                    Some(exe) => {
+                        let mut effects = self.edit(Edit::WhitelistProcess(exe));
+                        effects.extend(self.pin(None, c));
+                        effects
+                    }
                     None => vec![Effect::Tell(
                         "this connection's program has no known path".into(),
                     )],
@@ -385,10 +412,14 @@ impl App {
             }
             RecentAction::WhitelistProgramOnHost => {
                 match c.process.as_ref().and_then(|p| p.exe.clone()) {
-                    Some(exe) => self.edit(Edit::WhitelistProcessOn {
-                        host: seen.host.clone(),
-                        process: exe,
-                    }),
+                    Some(exe) => {
+                        let mut effects = self.edit(Edit::WhitelistProcessOn {
+                            host: seen.host.clone(),
+                            process: exe,
+                        });
+                        effects.extend(self.pin(Some(seen.host.clone()), c));
+                        effects
+                    }
                     None => vec![Effect::Tell(
                         "this connection's program has no known path".into(),
                     )],

@@ -18,6 +18,7 @@ mod lost;
 mod notify;
 mod novelty;
 mod own;
+mod pins;
 mod refusal;
 mod settings;
 mod setup;

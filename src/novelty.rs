@@ -72,6 +72,9 @@ pub fn destination_key(c: &Connection) -> String {
 struct Program {
     seen: u64,
     destinations: HashMap<String, u64>,
+    /// The SHA-256 of its binary when first seen (and since it was last told changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Learned {
                 }
                 let mut p = Program {
                     seen: now,
+                    sha256: c.process.as_ref().and_then(|p| p.exe_sha256.clone()),
                     ..Default::default()
                 };
                 p.destinations.insert(destination, now);
@@ -165,6 +169,23 @@ impl Learned {
         }
         self.dirty = true;
         novelty
+    }
+
+    /// The hash a known program's binary had, when `c` shows it running another one; from
+    /// then on the new hash is the one known (one notice per change). A program first seen
+    /// without a hash takes the first it is seen with.
+    pub fn binary_changed(&mut self, c: &Connection) -> Option<String> {
+        let now = c.process.as_ref()?.exe_sha256.as_deref()?;
+        let p = self.programs.get_mut(&program_key(c))?;
+        match &p.sha256 {
+            Some(was) if was == now => None,
+            was => {
+                let was = was.clone();
+                p.sha256 = Some(now.to_string());
+                self.dirty = true;
+                was
+            }
+        }
     }
 
     /// Forgets the program seen least recently (never `keep`).
@@ -242,6 +263,32 @@ mod tests {
             process: Some(fixtures::process(exe)),
             ..fixtures::connection(remote, port)
         }
+    }
+
+    #[test]
+    fn a_known_program_with_another_binary_is_told_once_per_change() {
+        let mut l = Learned::open(None);
+        let with = |sha: Option<&str>| {
+            let mut c = conn("/usr/bin/curl", "9.9.9.9", 443);
+            if let Some(p) = c.process.as_mut() {
+                p.exe_sha256 = sha.map(str::to_string);
+            }
+            c
+        };
+        // Unknown programs have nothing to compare with; the first hash is kept.
+        assert_eq!(l.binary_changed(&with(Some("a"))), None);
+        l.learn(&with(Some("a")));
+        assert_eq!(l.binary_changed(&with(Some("a"))), None);
+        assert_eq!(l.binary_changed(&with(None)), None, "no hash says nothing");
+        assert_eq!(l.binary_changed(&with(Some("b"))), Some("a".into()));
+        assert_eq!(l.binary_changed(&with(Some("b"))), None, "told once");
+        // A program learned before hashes takes its first hash quietly.
+        let mut old = conn("/usr/bin/git", "9.9.9.9", 443);
+        l.learn(&old);
+        if let Some(p) = old.process.as_mut() {
+            p.exe_sha256 = Some("c".into());
+        }
+        assert_eq!(l.binary_changed(&old), None);
     }
 
     #[test]

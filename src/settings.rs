@@ -108,6 +108,7 @@ impl UserConfig {
             w.remote.extend(extra.remote.iter().cloned());
             w.hosts.extend(extra.hosts.iter().cloned());
             w.program_hosts.extend(extra.program_hosts.iter().cloned());
+            w.pinned.extend(extra.pinned.iter().cloned());
         }
         w
     }
@@ -163,6 +164,12 @@ pub enum Edit {
     WhitelistRemoteOn {
         host: String,
         remote: String,
+    },
+    /// Pin the hash a program has now (`whitelist.pinned`, or that of `remote.on.HOST`).
+    Pin {
+        host: Option<String>,
+        program: String,
+        sha256: String,
     },
     SetShowUnknown(bool),
     SetCriticalOnly(bool),
@@ -241,6 +248,7 @@ impl Settings {
                     remote: Vec::new(),
                     hosts: Vec::new(),
                     program_hosts: Vec::new(),
+                    pinned: Vec::new(),
                 },
                 ..UserConfig::default()
             },
@@ -385,6 +393,19 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
         Edit::WhitelistRemoteOn { host, remote } => {
             push_unique(host_table(doc, host)?, "remote", remote, "remote.on.remote")
         }
+        Edit::Pin {
+            host,
+            program,
+            sha256,
+        } => match host {
+            Some(h) => crate::pins::pin(host_table(doc, h)?, program, sha256, "remote.on.pinned"),
+            None => crate::pins::pin(
+                table(doc, "whitelist")?,
+                program,
+                sha256,
+                "whitelist.pinned",
+            ),
+        },
         Edit::SetShowUnknown(b) => {
             set_bool(table(doc, "filter")?, "show_unknown", *b);
             Ok(())

@@ -132,6 +132,9 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
     let mut body = Vec::new();
     match &c.process {
         Some(p) => {
+            if let Some(ch) = &p.exe_changed {
+                body.push(crate::pins::change_line(ch, &line(&ch.path)));
+            }
             if let Some(exe) = &p.exe {
                 body.push(line(exe));
             }
@@ -381,6 +384,7 @@ pub fn details(s: &Seen) -> String {
                     line(&a.cmdline.join(" "))
                 ));
             }
+            lines.extend(crate::pins::identity_lines(p));
         }
         None => lines.push("process: unknown".into()),
     }

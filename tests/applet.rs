@@ -13,6 +13,9 @@ mod alerts;
 // The tray shows the state: its art, a left click, today's count, a second launch.
 #[path = "applet/tray.rs"]
 mod tray;
+// Issue 12: a known or whitelisted program that runs another binary is told.
+#[path = "applet/binaries.rs"]
+mod binaries;
 
 use std::time::Duration;
 

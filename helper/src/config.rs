@@ -108,6 +108,60 @@ pub struct Whitelist {
     pub hosts: Vec<HostPattern>,
     /// A program (as in `processes`) allowed to reach a host (as in `hosts`), and no other.
     pub program_hosts: Vec<ProgramHost>,
+    /// The SHA-256 each whitelisted program had when it was whitelisted: an entry above
+    /// silences the program at that path only while it runs a binary of one of its pinned
+    /// hashes. A program with no pin is matched as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<Pin>,
+}
+
+/// One `{ program = "/usr/bin/curl", sha256 = "…" }` entry of `whitelist.pinned`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub program: AbsolutePath,
+    pub sha256: Sha256Hex,
+}
+
+/// An absolute path, as a pin's `program`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbsolutePath(pub String);
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.starts_with('/') {
+            Ok(AbsolutePath(s))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{s}` is not an absolute path (a pin names the program's file, e.g. /usr/bin/curl)"
+            )))
+        }
+    }
+}
+
+/// A SHA-256 in hex, kept lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sha256Hex(pub String);
+
+impl FromStr for Sha256Hex {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha256Hex(t.to_ascii_lowercase()))
+        } else {
+            Err(format!("`{s}` is not a SHA-256 (64 hexadecimal digits)"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// One `{ program = "/usr/bin/git", host = "github.com" }` entry of `whitelist.program_hosts`.
@@ -572,6 +626,46 @@ mod tests {
         assert!(!c.filter.show_unknown);
         assert_eq!(c.whitelist.remote[0].to_string(), "10.1.0.0/16");
         assert!(serde_json::from_str::<Config>(r#"{"filtr":{}}"#).is_err());
+    }
+
+    #[test]
+    fn pins_are_checked_and_their_errors_name_line_and_key() {
+        let h = "AB".repeat(32);
+        let c = Config::from_toml(
+            &format!(
+                "[whitelist]\npinned = [{{ program = \"/usr/bin/curl\", sha256 = \"{h}\" }}]\n"
+            ),
+            "x",
+        )
+        .expect("parses");
+        assert_eq!(c.whitelist.pinned[0].sha256.0, "ab".repeat(32));
+        assert_eq!(c.whitelist.pinned[0].program.0, "/usr/bin/curl");
+        let msg = err("[whitelist]\nprocesses = []\npinned = [{ program = \"/usr/bin/curl\", sha256 = \"abc\" }]\n").to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(
+            msg.contains("key `whitelist.pinned`") && msg.contains("not a SHA-256"),
+            "{msg}"
+        );
+        let msg = err(&format!(
+            "[whitelist]\npinned = [{{ program = \"curl\", sha256 = \"{h}\" }}]\n"
+        ))
+        .to_string();
+        assert!(
+            msg.contains("whitelist.pinned") && msg.contains("not an absolute path"),
+            "{msg}"
+        );
+        let msg = err(&format!(
+            "[whitelist]\npinned = [{{ program = \"/x\", sha = \"{h}\" }}]\n"
+        ))
+        .to_string();
+        assert!(
+            msg.contains("whitelist.pinned") && msg.contains("unknown field"),
+            "{msg}"
+        );
+        // Absent pins are not written, so the JSON and TOML of older settings stay as they were.
+        assert!(!Config::default().to_toml().contains("pinned"));
+        let back = Config::from_toml(&c.to_toml(), "x").expect("parses");
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -54,6 +54,122 @@ pub struct Process {
     /// parents come from its exec record (the kernel's, made at its `execve`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exited: bool,
+    /// Where the process runs: its cgroup, what that says (systemd unit, Flatpak app, Snap,
+    /// container) and its network namespace; parts the process could have chosen itself are
+    /// marked as its claim. See `attribution::context`. Shared: every cached copy of the
+    /// process (one per flow in a burst) points at one context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<std::sync::Arc<Context>>,
+    /// The SHA-256 of the file the process runs (lowercase hex), hashed off the hot path:
+    /// absent until known, so a new binary's first flows may go out without it (a flow whose
+    /// whitelisting depends on it waits for it). See `attribution::exe_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
+    /// Why the executable is not and will not be hashed (larger than the limit, unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256_missing: Option<String>,
+    /// The whitelisted program at this path ran another binary when it was whitelisted: no
+    /// whitelist entry silences it until the person whitelists this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_changed: Option<Box<ExeChanged>>,
+    /// Which version of which file runs, as the helper saw it: the hash cache's key. Not on
+    /// the wire.
+    #[serde(skip)]
+    pub exe_file: Option<FileVersion>,
+}
+
+/// A file's identity and version: the key its hash is cached under. Device and inode say
+/// which file; size, mtime and ctime which contents. A user can set mtime back (`touch -d`)
+/// but not ctime, and a deleted file's inode number reused by a new file comes with a new
+/// ctime, so a changed binary never borrows the old hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+/// Against what the binary changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedSince {
+    /// The hash pinned in `whitelist.pinned` when the person whitelisted the program.
+    Whitelisted,
+    /// The hash the applet noted when it first saw the program (the applet's own notice;
+    /// the helper does not know what the person has seen).
+    FirstSeen,
+}
+
+/// The program at `path` ran a binary with hash `was` and now runs one with hash `now`
+/// (`None`: not hashed, see [`Process::exe_sha256_missing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExeChanged {
+    pub path: String,
+    pub was: String,
+    pub now: Option<String>,
+    pub since: ChangedSince,
+}
+
+/// Where a process runs, from `/proc/PID/cgroup` and `/proc/PID/ns/net`.
+///
+/// A process can move itself into any cgroup whose `cgroup.procs` its user can write (its
+/// delegated subtree under `user@UID.service`) and name such cgroups as it likes, so a name
+/// read from such a cgroup (`claimed`) is only what the process says about itself. Nothing
+/// here is used to whitelist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// The cgroup v2 path, from the cgroup root the helper sees; absent when it could not be
+    /// read safely (no unified hierarchy, a path outside the helper's cgroup namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The process's own user could have moved it into this cgroup, or named or created it:
+    /// `unit`, `flatpak`, `snap` and `container` are its claim. False only when the cgroup,
+    /// its `cgroup.procs` and every folder above it are root's and writable by nobody else.
+    #[serde(default = "yes")]
+    pub claimed: bool,
+    /// The innermost systemd unit (`foo.service`, `session-2.scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `unit` belongs to a user's service manager (below `user@UID.service`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_unit: bool,
+    /// The Flatpak application id (`app-flatpak-<id>-<n>.scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flatpak: Option<String>,
+    /// The Snap's name (`snap.<name>.<app>…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// The inode of the process's network namespace (`/proc/PID/ns/net`): the kernel's,
+    /// never a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+    /// `netns` is the helper's own network namespace.
+    #[serde(default)]
+    pub netns_own: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A container, named after its cgroup (`docker-<id>.scope`, `libpod-<id>.scope`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// `docker`, `podman`, `containerd`, `crio`, `lxc` or `nspawn`.
+    pub engine: String,
+    /// The 64-digit id (for `lxc` and `nspawn`, the machine name).
+    pub id: String,
+    /// The name from the engine's own state file, when one could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The state file `name` came from is not root's (rootless engines keep theirs in the
+    /// user's home): the name is the user's claim.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_claimed: bool,
 }
 
 /// How many parents a [`Process`] carries at most.

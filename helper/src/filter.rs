@@ -13,7 +13,7 @@ use lru::LruCache;
 
 use crate::config::{Config, Whitelist};
 use crate::direction::Sides;
-use crate::event::{AttributedBy, Connection, HostSource, Process};
+use crate::event::{AttributedBy, ChangedSince, Connection, ExeChanged, HostSource, Process};
 use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
@@ -113,6 +113,7 @@ fn host_whitelisted(
         wl.program_hosts
             .iter()
             .any(|e| e.host.matches(name) && process_matches(&e.program, p))
+            && pin_holds(wl, p)
     });
     paired.then_some(Skip::ProgramHostWhitelisted)
 }
@@ -124,7 +125,7 @@ pub fn whitelisted(wl: &Whitelist, c: &Connection) -> bool {
     // A process that shared the socket with others is no evidence (see [`process_rule`]).
     let alone = c.also_held_by.is_empty() && c.also_held_by_more == 0 && !c.holders_incomplete;
     let process = c.process.as_ref().filter(|_| alone);
-    process.is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)))
+    process.is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)) && pin_holds(wl, p))
         || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
         || host_whitelisted(wl, process, c.host.as_deref().zip(c.host_source)).is_some()
 }
@@ -147,6 +148,55 @@ pub fn process_matches(entry: &str, p: &Process) -> bool {
     }
 }
 
+/// The hashes pinned (`whitelist.pinned`) for the process's verified executable.
+fn pins<'a>(wl: &'a Whitelist, p: &'a Process) -> impl Iterator<Item = &'a str> + 'a {
+    let exe = p.exe.as_deref().filter(|_| p.exe_verified);
+    wl.pinned
+        .iter()
+        .filter(move |pin| Some(pin.program.0.as_str()) == exe)
+        .map(|pin| pin.sha256.0.as_str())
+}
+
+/// Whether the process runs a binary its pins allow: its file has no pin (settings from
+/// before pins keep their meaning), or it has the hash of one. An unknown hash (not hashed,
+/// too large) allows nothing that is pinned.
+pub fn pin_holds(wl: &Whitelist, p: &Process) -> bool {
+    let mut pins = pins(wl, p).peekable();
+    pins.peek().is_none()
+        || p.exe_sha256
+            .as_deref()
+            .is_some_and(|h| pins.any(|pin| pin == h))
+}
+
+/// Whether an entry of `processes` or `program_hosts` names the process (pins aside).
+fn named_by(wl: &Whitelist, p: &Process) -> bool {
+    wl.processes.iter().any(|e| process_matches(e, p))
+        || wl
+            .program_hosts
+            .iter()
+            .any(|e| process_matches(&e.program, p))
+}
+
+/// Whether a verdict on this process depends on its hash: an entry names it and its file
+/// has a pin. Only then does the pipeline wait for the hash.
+pub fn needs_hash(wl: &Whitelist, p: &Process) -> bool {
+    pins(wl, p).next().is_some() && named_by(wl, p)
+}
+
+/// A whitelisted program that runs another binary than the one pinned when it was
+/// whitelisted: what the event says about it (the newest pin as `was`).
+pub fn exe_changed(wl: &Whitelist, p: &Process) -> Option<ExeChanged> {
+    if pin_holds(wl, p) || !named_by(wl, p) {
+        return None;
+    }
+    Some(ExeChanged {
+        path: p.exe.clone()?,
+        was: pins(wl, p).last()?.to_string(),
+        now: p.exe_sha256.clone(),
+        since: ChangedSince::Whitelisted,
+    })
+}
+
 /// The rules that need the process: process whitelist, `show_unknown`, `critical_only`.
 ///
 /// `alone`: the process is proven the only holder of the flow's socket, or a kernel record
@@ -166,7 +216,8 @@ pub fn process_rule(
                     .whitelist
                     .processes
                     .iter()
-                    .any(|entry| process_matches(entry, p)) =>
+                    .any(|entry| process_matches(entry, p))
+                && pin_holds(&cfg.whitelist, p) =>
         {
             return Err(Skip::ProcessWhitelisted);
         }
@@ -569,3 +620,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "filter_pin_tests.rs"]
+mod pin_tests;

@@ -445,6 +445,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Shared::without_capture(),
     };
     let mut pipeline = Pipeline::new(cfg, addrs, pipeline_attr, Names::new(names));
+    match conntrack_tray_helper::attribution::exe_hash::ExeHashes::start() {
+        Ok(h) => pipeline = pipeline.with_hashes(h),
+        Err(e) => startup.push(format!("executables are not hashed: {e}")),
+    }
     // Bounded: a caller that floods stdin waits for the helper instead of filling its memory.
     let (cmd_tx, cmd_rx) = bounded::<CommandLine>(16);
     if cli.format == Format::Json {

@@ -5,6 +5,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use crate::attribution::exe_hash::ExeHashes;
 use crate::attribution::{Attribution, Attributor};
 use crate::commands::Command;
 use crate::config::Config;
@@ -32,6 +33,8 @@ pub struct Pipeline<A> {
     names: Names,
     repeats: RepeatFilter,
     attributor: A,
+    /// The executables' hashes; without them (tests) a process keeps the hash it came with.
+    hashes: Option<ExeHashes>,
     paused: bool,
     pub stats: Stats,
 }
@@ -60,9 +63,25 @@ impl<A: Attributor> Pipeline<A> {
             names,
             repeats: RepeatFilter::new(RepeatFilter::DEFAULT_CAPACITY),
             attributor,
+            hashes: None,
             paused: false,
             stats: Stats::default(),
         }
+    }
+
+    /// Names each process's executable by hash (see [`crate::attribution::exe_hash`]).
+    pub fn with_hashes(mut self, hashes: ExeHashes) -> Self {
+        self.hashes = Some(hashes);
+        self
+    }
+
+    /// The hash of the process's executable, waited for only when a whitelist verdict
+    /// depends on it, and whether it is the one pinned when it was whitelisted.
+    fn identify(&self, p: &mut crate::event::Process) {
+        if let Some(h) = &self.hashes {
+            h.fill(p, filter::needs_hash(&self.cfg.whitelist, p));
+        }
+        p.exe_changed = filter::exe_changed(&self.cfg.whitelist, p).map(Box::new);
     }
 
     pub fn config(&self) -> &Config {
@@ -150,7 +169,7 @@ impl<A: Attributor> Pipeline<A> {
             return Outcome::Skipped(skip);
         }
         // The reader stops at the first holder of a socket; the others are looked for here.
-        let found = match early {
+        let mut found = match early {
             Some(a) => Some(self.attributor.complete(a)),
             None => self.attributor.attribute_read_at(&sides, now),
         };
@@ -158,6 +177,9 @@ impl<A: Attributor> Pipeline<A> {
         {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
+        }
+        if let Some(a) = found.as_mut() {
+            self.identify(&mut a.process);
         }
         if found.is_some() {
             self.stats.attributed += 1;

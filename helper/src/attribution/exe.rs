@@ -12,6 +12,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::event::FileVersion;
+
 /// A file's identity: device and inode.
 pub type FileId = (u64, u64);
 
@@ -20,6 +22,8 @@ pub type FileId = (u64, u64);
 pub struct ExeFacts {
     /// The file behind `/proc/PID/exe`, when it could be read.
     pub id: Option<FileId>,
+    /// The same file's version (size, mtime, ctime too): the key its hash is cached under.
+    pub version: Option<FileVersion>,
     pub verified: bool,
     pub unverified: Option<String>,
     pub system: bool,
@@ -47,6 +51,17 @@ pub fn check_id(proc_dir: &Path) -> Option<FileId> {
     file_id(&proc_dir.join("exe"))
 }
 
+/// The version of a file from its metadata.
+pub fn version(m: &std::fs::Metadata) -> FileVersion {
+    FileVersion {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    }
+}
+
 fn file_id(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
@@ -64,10 +79,14 @@ pub fn system_location(path: &Path) -> bool {
 
 /// Checks `exe` (read from `proc_dir/exe`) against the file that really runs.
 pub fn check(proc_dir: &Path, exe: Option<&str>, own_mnt: Option<u64>) -> ExeFacts {
-    let running = check_id(proc_dir);
+    let running_version = std::fs::metadata(proc_dir.join("exe"))
+        .ok()
+        .map(|m| version(&m));
+    let running = running_version.map(|v| (v.dev, v.ino));
     let Some(path) = exe else {
         return ExeFacts {
             id: running,
+            version: running_version,
             verified: false,
             unverified: Some("the executable could not be read".into()),
             system: false,
@@ -82,12 +101,14 @@ pub fn check(proc_dir: &Path, exe: Option<&str>, own_mnt: Option<u64>) -> ExeFac
     match verdict(running, file_id(path), same_ns) {
         Ok(()) => ExeFacts {
             id: running,
+            version: running_version,
             verified: true,
             unverified: None,
             system: system_location(path),
         },
         Err(why) => ExeFacts {
             id: running,
+            version: running_version,
             verified: false,
             unverified: Some(why.into()),
             system: false,

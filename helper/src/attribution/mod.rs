@@ -19,7 +19,9 @@
 
 pub mod bpf;
 pub mod connect_hook;
+pub mod context;
 pub mod exe;
+pub mod exe_hash;
 pub mod exec_hook;
 pub mod fd_table;
 pub mod held;

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use procfs::process::Stat;
 use procfs::FromRead;
 
+use super::context::Contexts;
 use super::exec_hook::{ExecRecord, Execs};
 use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
@@ -80,6 +81,8 @@ pub struct ProcIndex {
     parents: HashMap<(u32, u64), Node>,
     /// Nanoseconds in one of `/proc`'s clock ticks.
     tick_ns: u64,
+    /// Cgroups and namespaces, read once per process described (see [`super::context`]).
+    contexts: Contexts,
     pub stats: ProcStats,
 }
 
@@ -145,6 +148,7 @@ impl ProcIndex {
             execs: None,
             parents: HashMap::new(),
             tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1),
+            contexts: Contexts::new(),
             stats: ProcStats::default(),
         }
     }
@@ -302,6 +306,7 @@ impl ProcIndex {
             .map(|e| e.to_string_lossy().into_owned());
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
         let cmdline = read_cmdline(&dir.join("cmdline"));
+        let context = self.contexts.of(pid);
         // The process must still be the one we started reading: same start time at the end.
         if self.stat(pid)?.starttime != start {
             return None;
@@ -322,6 +327,9 @@ impl ProcIndex {
             ancestors: self.ancestors(parent),
             cwd: read_cwd(&dir),
             exited: false,
+            exe_file: facts.version,
+            context: Some(std::sync::Arc::new(context)),
+            ..Default::default()
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
@@ -460,9 +468,19 @@ impl ProcIndex {
                 .as_deref()
                 .is_some_and(|p| exe::system_location(Path::new(p)));
         let parent = Some((r.ppid, Some(r.parent_start_ns)));
+        // The version of the file that ran, for its hash: the file at the path, when it is
+        // the one that ran (same device and inode) and the verdict says so.
+        let exe_file = r
+            .path
+            .as_deref()
+            .filter(|_| verdict.is_ok())
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| exe::version(&m))
+            .filter(|v| (v.dev, v.ino) == r.file);
         Process {
             pid: c.pid,
             comm: c.comm.clone(),
+            exe_file,
             exe: r.path,
             cmdline: r.args,
             uid: c.uid,
@@ -473,6 +491,7 @@ impl ProcIndex {
             ancestors: self.ancestors(parent),
             cwd: None,
             exited: true,
+            ..Default::default()
         }
     }
 }

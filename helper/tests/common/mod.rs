@@ -351,9 +351,15 @@ pub struct Helper {
 impl Helper {
     /// Starts `conntrack-tray-helper --format json ARGS` in `ns` and waits for its hello.
     pub fn start(ns: &str, args: &[&str]) -> Helper {
+        Helper::start_wrapped(ns, &[], args)
+    }
+
+    /// As [`Helper::start`], through `wrapper` (a command that runs its arguments).
+    pub fn start_wrapped(ns: &str, wrapper: &[&str], args: &[&str]) -> Helper {
         let helper = helper_bin();
         let helper = helper.to_str().expect("utf-8 path");
-        let mut argv = vec![helper, "--format", "json"];
+        let mut argv = wrapper.to_vec();
+        argv.extend_from_slice(&[helper, "--format", "json"]);
         argv.extend_from_slice(args);
         let mut child = Net::cmd(ns, &argv)
             .stdin(Stdio::piped())
