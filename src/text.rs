@@ -103,7 +103,7 @@ pub fn lineage(p: &Process) -> Option<String> {
     }
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     let mut parts = vec![p.program_name().to_string()];
-    for a in &p.ancestors {
+    for a in p.ancestors.iter() {
         let name = a.exe.as_deref().map(base).unwrap_or_else(|| a.comm.clone());
         let args = a
             .cmdline
@@ -646,7 +646,7 @@ mod tests {
         let mut c = conn("curl", Some("/usr/bin/curl"));
         let p = c.process.as_mut().expect("process");
         assert_eq!(lineage(p), None);
-        p.ancestors = vec![
+        p.ancestors = std::sync::Arc::new(vec![
             ancestor(30, "sh", "/usr/bin/dash", &["sh", "-c", "curl x"]),
             ancestor(
                 20,
@@ -655,7 +655,7 @@ mod tests {
                 &["node", "/usr/bin/npm", "install"],
             ),
             ancestor(10, "bash", "/usr/bin/bash", &["bash"]),
-        ];
+        ]);
         assert_eq!(
             lineage(p).as_deref(),
             Some("curl ← dash curl x ← node npm install ← bash")
@@ -684,8 +684,9 @@ mod tests {
         let mut c = conn("curl", Some("/usr/bin/curl"));
         let evil = hostile();
         let p = c.process.as_mut().expect("process");
-        p.ancestors = vec![ancestor(9, &evil, &format!("/tmp/{evil}"), &[&evil, &evil])];
-        p.ancestors[0].exited = true;
+        let mut parent = ancestor(9, &evil, &format!("/tmp/{evil}"), &[&evil, &evil]);
+        parent.exited = true;
+        p.ancestors = std::sync::Arc::new(vec![parent]);
         let chain = lineage(p).expect("chain");
         assert!(
             !chain.contains('\n') && !chain.chars().any(is_hidden),

@@ -45,8 +45,9 @@ pub struct Process {
     /// [`ANCESTORS_KEPT`]), as they were when the flow was reported: a parent that has exited
     /// is described from the kernel's exec record. Every string in it is as untrusted as
     /// `cmdline`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<Ancestor>,
+    /// Shared: every cached copy of the process (one per flow in a burst) points at one.
+    #[serde(default, skip_serializing_if = "no_ancestors")]
+    pub ancestors: std::sync::Arc<Vec<Ancestor>>,
     /// The working directory (`/proc/PID/cwd`), as the process's mount namespace shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
@@ -172,6 +173,10 @@ pub struct Container {
     pub name_claimed: bool,
 }
 
+fn no_ancestors(a: &std::sync::Arc<Vec<Ancestor>>) -> bool {
+    a.is_empty()
+}
+
 /// How many parents a [`Process`] carries at most.
 pub const ANCESTORS_KEPT: usize = 8;
 
@@ -181,7 +186,7 @@ pub struct Ancestor {
     pub pid: u32,
     pub comm: String,
     pub exe: Option<String>,
-    /// Cut short: at most [`ANCESTOR_ARGS_KEPT`] arguments of at most 200 characters.
+    /// Cut short: at most [`ANCESTOR_ARGS_KEPT`] arguments of at most 100 characters.
     #[serde(default)]
     pub cmdline: Vec<String>,
     /// As [`Process::exe_verified`]: only a verified parent may be named in a rule.
@@ -193,7 +198,7 @@ pub struct Ancestor {
 }
 
 /// How many of a parent's arguments are kept.
-pub const ANCESTOR_ARGS_KEPT: usize = 8;
+pub const ANCESTOR_ARGS_KEPT: usize = 4;
 
 impl Process {
     /// The executable's file name, or `comm` when the path is unknown.

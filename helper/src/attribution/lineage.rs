@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use crate::event::{Ancestor, ANCESTORS_KEPT, ANCESTOR_ARGS_KEPT};
 
 /// How long one argument of a parent's command line may be; the rest is cut and marked.
-pub const ANCESTOR_ARG_CHARS: usize = 200;
+pub const ANCESTOR_ARG_CHARS: usize = 100;
 
 /// A process's parent as a record or `/proc` names it: its pid, and its start time
 /// (CLOCK_BOOTTIME nanoseconds, from an exec record) when known.

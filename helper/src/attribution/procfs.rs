@@ -79,6 +79,8 @@ pub struct ProcIndex {
     execs: Option<Box<dyn Execs + Send>>,
     /// Parents already described, by (pid, start time in ticks); revalidated by comm.
     parents: HashMap<(u32, u64), Node>,
+    /// The exec record [`Processes::by_pid`] found for a process (pid, exact start, comm).
+    recorded: HashMap<(u32, u64, String), Option<ExecRecord>>,
     /// Nanoseconds in one of `/proc`'s clock ticks.
     tick_ns: u64,
     /// Cgroups and namespaces, read once per process described (see [`super::context`]).
@@ -147,6 +149,7 @@ impl ProcIndex {
             named: HashMap::new(),
             execs: None,
             parents: HashMap::new(),
+            recorded: HashMap::new(),
             tick_ns: 1_000_000_000 / procfs::ticks_per_second().max(1),
             contexts: Contexts::new(),
             stats: ProcStats::default(),
@@ -190,8 +193,8 @@ impl ProcIndex {
     }
 
     /// The process's parents, from `parent` up.
-    fn ancestors(&mut self, parent: Option<Parent>) -> Vec<Ancestor> {
-        lineage::walk(self, parent)
+    fn ancestors(&mut self, parent: Option<Parent>) -> std::sync::Arc<Vec<Ancestor>> {
+        std::sync::Arc::new(lineage::walk(self, parent))
     }
 
     /// Makes this the reader's index: each lookup tries the pids handed out last, then looks
@@ -305,6 +308,7 @@ impl ProcIndex {
             .ok()
             .map(|e| e.to_string_lossy().into_owned());
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
+        let upid = u32::try_from(pid).ok()?;
         let cmdline = read_cmdline(&dir.join("cmdline"));
         let context = self.contexts.of(pid);
         // The process must still be the one we started reading: same start time at the end.
@@ -312,7 +316,6 @@ impl ProcIndex {
             return None;
         }
         let user = self.user(uid);
-        let upid = u32::try_from(pid).ok()?;
         let parent = self.parent_of(upid, start, stat.ppid);
         let process = Process {
             pid: upid,
@@ -415,12 +418,25 @@ impl Processes for ProcIndex {
         // What it exec'd, as the kernel recorded it then, when it has not exec'd since the
         // connect: the command line it was started with (a process can rewrite the one
         // /proc shows, and one that is exiting shows none, or part of it), and for one that
-        // is exiting (a zombie: no exe any more) the rest of what the record knows.
+        // is exiting (a zombie: no exe any more) the rest of what the record knows. Looked
+        // up once per process and name (an exec changes the name): a 4.4 KB copy per flow
+        // was a tenth of a burst's CPU.
         let start = exact.map_or(Start::Ticks(stat_start), Start::Ns);
-        if let Some(r) = self
-            .record(c.pid, start)
-            .filter(|r| r.exec_ns <= at_boot_ns)
-        {
+        let key = (c.pid, c.start_ns, c.comm.clone());
+        let record = match self.recorded.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = self
+                    .record(c.pid, start)
+                    .filter(|r| r.exec_ns <= at_boot_ns);
+                if self.recorded.len() >= NAMED_LIMIT {
+                    self.recorded.clear();
+                }
+                self.recorded.insert(key, r.clone());
+                r
+            }
+        };
+        if let Some(r) = record {
             if process.exe.is_none() {
                 process = self.described_by_record(c, r);
             } else {
