@@ -24,6 +24,7 @@ mod setup;
 mod text;
 mod tray;
 mod watch;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,15 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
+    /// The connections window (the tray's "Show connections…" starts it).
+    Window {
+        /// Open scrolled to this connection (as the applet names it).
+        #[arg(long, value_name = "KEY")]
+        focus: Option<String>,
+        /// Take requests from the applet on stdin.
+        #[arg(long, hide = true)]
+        control: bool,
+    },
     /// Watching other hosts over ssh.
     Remote {
         #[command(subcommand)]
@@ -107,6 +117,29 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
+        };
+    }
+    if let Some(Sub::Window { focus, control }) = &cli.command {
+        let opened = cli
+            .config
+            .clone()
+            .or_else(Settings::default_path)
+            .zip(history::History::default_path())
+            .context("no home directory for the configuration and the history")
+            .and_then(|(config, history)| {
+                window::run(window::Options {
+                    config,
+                    history,
+                    focus: focus.clone(),
+                    control: *control,
+                })
+            });
+        return match opened {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("conntrack-tray: {e:#}");
+                ExitCode::from(1)
+            }
         };
     }
     match run(cli) {
@@ -235,6 +268,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     refresh(&app, &helpers, tray.as_mut());
 
+    // The connections window: started on demand, nothing of it runs while it is closed.
+    let mut window = window::launch::Launcher::default();
     let mut next_beat = Instant::now() + conntrack_tray_helper::commands::HEARTBEAT_EVERY;
     loop {
         // No timer runs unless something is due: an idle applet sleeps until an event.
@@ -274,11 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(id) => app.on_menu(&id, settings::autostart_enabled(), Instant::now()),
                 Err(_) => Vec::new(),
             },
-            recv(show_rx) -> _ => {
-                // For now the status line; later a connections window opens instead.
-                let status = status_of(&app, &helpers);
-                vec![Effect::Tell(format!("conntrack-tray is running — {}", status.text))]
-            },
+            recv(show_rx) -> _ => vec![Effect::ShowWindow(None)],
             recv(reply_rx) -> r => match r {
                 Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
                     Some(id) => app.on_action(id, &action, Instant::now()),
@@ -308,7 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &mut app, &mut helpers, &mut notifier);
+            quit |= perform(effect, &mut app, &mut helpers, &mut notifier, &mut window);
         }
         refresh(&app, &helpers, tray.as_mut());
         if quit {
@@ -317,15 +348,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // Its notifications go with it: their buttons would do nothing.
     for effect in app.on_quit() {
-        perform(effect, &mut app, &mut helpers, &mut notifier);
+        perform(effect, &mut app, &mut helpers, &mut notifier, &mut window);
     }
     helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
 /// Carries out one effect with the part it is for; true to quit.
-fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut Notifier) -> bool {
+fn perform(
+    effect: Effect,
+    app: &mut App,
+    helpers: &mut Helpers,
+    notifier: &mut Notifier,
+    window: &mut window::launch::Launcher,
+) -> bool {
     match effect {
+        Effect::ShowWindow(focus) => {
+            if let Err(e) = window.show(app.settings.path(), focus.as_ref()) {
+                notifier.tell(&format!(
+                    "cannot open the connections window: {}",
+                    text::line(&e.to_string())
+                ));
+            }
+        }
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
                 eprintln!("conntrack-tray: cannot show a notification: {e}");
@@ -357,12 +402,6 @@ fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut 
                     "cannot change start on login: {}",
                     text::line(&e.to_string())
                 ));
-            }
-        }
-        Effect::Open(path) => {
-            if let Err(e) = desktop::open(&path) {
-                let what = format!("cannot open {}: {e}", path.display());
-                notifier.tell(&text::line(&what));
             }
         }
         // The details, already for a person (`text::details`).
