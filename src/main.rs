@@ -73,6 +73,9 @@ enum Sub {
         /// Take requests from the applet on stdin.
         #[arg(long, hide = true)]
         control: bool,
+        /// Print how long reading the history took (scripts/window-bench.sh).
+        #[arg(long, hide = true)]
+        timing: bool,
     },
     /// Watching other hosts over ssh.
     Remote {
@@ -119,7 +122,12 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
-    if let Some(Sub::Window { focus, control }) = &cli.command {
+    if let Some(Sub::Window {
+        focus,
+        control,
+        timing,
+    }) = &cli.command
+    {
         let opened = cli
             .config
             .clone()
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
                     history,
                     focus: focus.clone(),
                     control: *control,
+                    timing: *timing,
                 })
             });
         return match opened {
@@ -363,6 +372,11 @@ fn perform(
     window: &mut window::launch::Launcher,
 ) -> bool {
     match effect {
+        // Without a display there is no window to show: the status line instead.
+        Effect::ShowWindow(_) if !window::launch::has_display() => {
+            let status = status_of(app, helpers);
+            notifier.tell(&format!("conntrack-tray is running — {}", status.text));
+        }
         Effect::ShowWindow(focus) => {
             if let Err(e) = window.show(app.settings.path(), focus.as_ref()) {
                 notifier.tell(&format!(

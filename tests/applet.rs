@@ -13,6 +13,9 @@ mod alerts;
 // The tray shows the state: its art, a left click, today's count, a second launch.
 #[path = "applet/tray.rs"]
 mod tray;
+// Issue 13: the connections window opened from the tray, under Xvfb.
+#[path = "applet/window.rs"]
+mod window;
 
 use std::time::Duration;
 
@@ -229,8 +232,7 @@ fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper(
         "Critical ports only",
         "All protocols",
         "Start on login",
-        "Edit whitelist…",
-        "Open log",
+        "Show connections…",
         "Quit",
     ] {
         assert!(

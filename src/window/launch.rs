@@ -11,6 +11,13 @@ use std::sync::Arc;
 
 use super::model::GroupKey;
 
+/// Whether the session has a display to open a window on (X11 or Wayland).
+pub fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()))
+}
+
 /// The open window, if any.
 #[derive(Default)]
 pub struct Launcher {

@@ -36,10 +36,13 @@ pub struct Options {
     pub focus: Option<String>,
     /// Read [`Control`] lines from stdin (started by the applet).
     pub control: bool,
+    /// Say on stderr how long reading the history took (the benchmark's).
+    pub timing: bool,
 }
 
 /// Runs the window until it is closed.
 pub fn run(o: Options) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
     let settings = match Settings::load(o.config.clone()) {
         Ok(s) => s,
         // The window shows the rules of a broken file as none, and refuses to edit it.
@@ -49,24 +52,6 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
     };
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(8);
-    let control = o.control.then(|| {
-        let (tx, rx) = crossbeam_channel::bounded(4);
-        // The applet's requests; its end closing (the applet quit) leaves the window open.
-        let spawned = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                    let key = GroupKey::from_line(&line);
-                    if tx.send(Control::Focus(key)).is_err() {
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!("conntrack-tray window: no control input: {e}");
-        }
-        rx
-    });
     let dark = theme::prefers_dark();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -74,9 +59,19 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             .with_app_id("conntrack-tray")
             .with_inner_size([1000.0, 640.0])
             .with_min_inner_size([520.0, 320.0]),
+        // X11 where there is one (XWayland too): there the window manager draws the title
+        // bar, which winit on Wayland leaves to the application (GNOME has none to lend).
+        event_loop_builder: std::env::var_os("DISPLAY").filter(|d| !d.is_empty()).map(
+            |_| -> eframe::EventLoopBuilderHook {
+                Box::new(|b| {
+                    use winit::platform::x11::EventLoopBuilderExtX11;
+                    b.with_x11();
+                })
+            },
+        ),
         ..Default::default()
     };
-    let history = o.history;
+    let history = o.history.clone();
     let focus = o.focus.as_deref().and_then(GroupKey::from_line);
     eframe::run_native(
         TITLE,
@@ -87,6 +82,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             } else {
                 egui::Theme::Light
             });
+            let control = o.control.then(|| control_input(cc.egui_ctx.clone()));
             let ctx = cc.egui_ctx.clone();
             if let Err(e) =
                 files::follow(history, batch_tx, Box::new(move || ctx.request_repaint()))
@@ -95,11 +91,34 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             }
             let mut w = Window::new(settings).with_sources(batch_rx, control);
             w.focus_on(focus);
+            w.timing = o.timing.then_some(start);
             Ok(Box::new(App(w)))
         }),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
     .context("cannot open the window (no X11 or Wayland display, or no OpenGL)")
+}
+
+/// The applet's requests on stdin, until it quits; each wakes the window.
+fn control_input(ctx: egui::Context) -> crossbeam_channel::Receiver<Control> {
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let spawned = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(Control::Focus(GroupKey::from_line(&line))).is_err() {
+                    return;
+                }
+                ctx.request_repaint();
+            }
+            // The applet is gone: its window goes with it.
+            let _ = tx.send(Control::Close);
+            ctx.request_repaint();
+        });
+    if let Err(e) = spawned {
+        eprintln!("conntrack-tray window: no control input: {e}");
+    }
+    rx
 }
 
 struct App(Window);

@@ -32,17 +32,23 @@ fn portal_scheme() -> Option<u32> {
         .method_timeout(ASK_WITHIN)
         .build()
         .ok()?;
-    let reply = bus
-        .call_method(
+    // ReadOne (version 2 of the interface) answers the value; Read, older, a variant in it.
+    let ask = |method: &str| {
+        bus.call_method(
             Some("org.freedesktop.portal.Desktop"),
             "/org/freedesktop/portal/desktop",
             Some("org.freedesktop.portal.Settings"),
-            "ReadOne",
+            method,
             &("org.freedesktop.appearance", "color-scheme"),
         )
-        .ok()?;
-    let v: OwnedValue = reply.body().deserialize().ok()?;
-    u32::try_from(v).ok()
+        .ok()
+        .and_then(|reply| reply.body().deserialize::<OwnedValue>().ok())
+    };
+    let v = ask("ReadOne").or_else(|| ask("Read"))?;
+    match &*v {
+        zbus::zvariant::Value::Value(inner) => u32::try_from(&**inner).ok(),
+        other => u32::try_from(other).ok(),
+    }
 }
 
 #[cfg(test)]
