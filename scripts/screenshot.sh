@@ -65,7 +65,7 @@ wdisplay=:58
 Xvfb "$wdisplay" -screen 0 1100x700x24 -nolisten tcp >/dev/null 2>&1 & pids+=($!)
 sleep 1
 python3 scripts/history-fixture.py 2000 "$work/window-state" --days 2
-DISPLAY=$wdisplay XDG_STATE_HOME="$work/window-state" target/debug/conntrack-tray window \
+DISPLAY=$wdisplay XDG_STATE_HOME="$work/window-state" HOME=/home/alice target/debug/conntrack-tray window \
     >/dev/null 2>"$work/window.log" & pids+=($!)
 wid=$(DISPLAY=$wdisplay xdotool search --sync --name 'Connections' | head -1)
 sleep 3

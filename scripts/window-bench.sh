@@ -42,7 +42,9 @@ t_map=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b - a) * 1
 for _ in $(seq 100); do grep -q 'read and listed' "$work/window.log" && break; sleep 0.1; done
 read_ms=$(sed -n 's/.* in \([0-9]*\) ms$/\1/p' "$work/window.log")
 sleep 3
-w_rss=$(kib "$win" VmRSS); w_hwm=$(kib "$win" VmHWM)
+w_rss=$(kib "$win" VmRSS); w_hwm=$(kib "$win" VmHWM); w_anon=$(kib "$win" RssAnon)
+# Mesa's software renderer's own pages (its LLVM JIT and the driver), file-backed.
+w_mesa=$(awk '/^[0-9a-f]+-/ { name = $6 } /^Rss:/ && name ~ /libLLVM|swrast_dri|libgallium/ { n += $2 } END { print n + 0 }' "/proc/$win/smaps")
 kill "$win"; wait "$win" 2>/dev/null || true
 
 # 2. The applet, idle, before and after a window.
@@ -72,6 +74,7 @@ echo "| history | $events events in 2 files, $size |"
 echo "| start → every event read and listed | $read_ms ms |"
 echo "| start → window mapped | $t_map ms |"
 echo "| window RSS, idle after reading (target < 80 MiB) | $(mib "$w_rss") MiB (peak $(mib "$w_hwm") MiB) |"
+echo "| of it: Mesa's llvmpipe libraries (libLLVM, swrast_dri; file pages) / the window's anonymous memory | $(mib "$w_mesa") MiB / $(mib "$w_anon") MiB |"
 echo "| window RSS, opened by the applet | $(mib "$c_rss") MiB |"
 echo "| applet RSS idle, before a window / after one was closed | $(mib "$a_rss1") MiB / $(mib "$a_rss2") MiB ($a_threads threads) |"
 echo "| applet wakeups idle, 30 s, before / after (target ≤ 0.2/s) | $a_wake1/s / $a_wake2/s |"

@@ -476,7 +476,8 @@ impl Window {
             choice(ui, "Machine", &mut self.machine, &machines, |m| {
                 crate::text::host(m)
             });
-            egui::ComboBox::from_label("Time")
+            ui.label("Time");
+            egui::ComboBox::from_id_salt("Time")
                 .selected_text(self.range.label())
                 .show_ui(ui, |ui| {
                     for r in Range::ALL {
@@ -569,7 +570,8 @@ fn choice<T: Clone + PartialEq>(
     name: impl Fn(&T) -> String,
 ) {
     let shown = value.as_ref().map(&name).unwrap_or_else(|| "any".into());
-    egui::ComboBox::from_label(label)
+    ui.label(label);
+    egui::ComboBox::from_id_salt(label)
         .selected_text(shown)
         .show_ui(ui, |ui| {
             ui.selectable_value(value, None, "any");

@@ -23,6 +23,9 @@ impl Window {
             self.details = None;
             return;
         }
+        if let Some(g) = self.model.group(group) {
+            ui.label(RichText::new(format!("{} to {}", g.program(), g.destination())).strong());
+        }
         let text = d.fields.join("\n");
         let json = d.json.clone();
         let seen = d.seen.clone();
