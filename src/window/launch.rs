@@ -30,8 +30,14 @@ impl Launcher {
     pub fn show(&mut self, config: &Path, focus: Option<&GroupKey>) -> std::io::Result<()> {
         let line = focus.map(GroupKey::to_line).unwrap_or_default();
         if let Some((stdin, alive)) = &mut self.open {
-            if alive.load(Ordering::SeqCst) && writeln!(stdin, "{line}").is_ok() {
-                return Ok(());
+            if alive.load(Ordering::SeqCst) {
+                match writeln!(stdin, "{line}") {
+                    Ok(()) => return Ok(()),
+                    // A window that reads nothing (stopped, hung) has a full pipe: the
+                    // applet's loop does not wait on it, and it has requests enough.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(_) => {}
+                }
             }
         }
         self.open = None;
@@ -52,6 +58,8 @@ impl Launcher {
             .stdin
             .take()
             .ok_or_else(|| std::io::Error::other("the window has no stdin"))?;
+        let flags = rustix::fs::fcntl_getfl(&stdin)?;
+        rustix::fs::fcntl_setfl(&stdin, flags | rustix::fs::OFlags::NONBLOCK)?;
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         std::thread::Builder::new()
