@@ -497,6 +497,28 @@ impl App {
         }
     }
 
+    /// The mutes in force at `now`, for the window: host ("" for every host), program key,
+    /// and when it ends (seconds since 1970: the window compares with its own clock).
+    pub fn mutes(&self, now: Instant) -> Vec<(String, String, u64)> {
+        let wall = std::time::SystemTime::now();
+        self.alerts
+            .mutes(now)
+            .into_iter()
+            .map(|(h, k, left)| {
+                let until = (wall + left)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (h.unwrap_or_default(), k, until)
+            })
+            .collect()
+    }
+
+    /// Ends the mute of `program` on `host` ("" for every host).
+    pub fn unmute(&mut self, host: &str, program: &str) {
+        let host = Some(host).filter(|h| !h.is_empty());
+        self.alerts.unmute(host, program);
+    }
+
     /// The menu's view; `status` describes the helpers.
     pub fn view(&self, status: String, can_start: bool, autostart: bool) -> View {
         let cfg = &self.settings.config;

@@ -165,7 +165,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("no D-Bus session bus (is this a desktop session?)")?;
     // One per session: a second launch has the running one show itself.
     let (show_tx, show_rx) = bounded(1);
-    if let instance::Claim::Taken = instance::claim(&bus, show_tx)? {
+    let mutes = instance::Mutes::default();
+    let (unmute_tx, unmute_rx) = bounded(16);
+    if let instance::Claim::Taken = instance::claim(&bus, show_tx, mutes.clone(), unmute_tx)? {
         let owner = instance::show_running()?;
         println!(
             "conntrack-tray is already running in this session ({owner}): told it to show itself"
@@ -319,6 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => Vec::new(),
             },
             recv(show_rx) -> _ => vec![Effect::ShowWindow(None)],
+            recv(unmute_rx) -> m => {
+                if let Ok((host, program)) = m {
+                    app.unmute(&host, &program);
+                }
+                Vec::new()
+            },
             recv(reply_rx) -> r => match r {
                 Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
                     Some(id) => app.on_action(id, &action, Instant::now()),
@@ -351,6 +359,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quit |= perform(effect, &mut app, &mut helpers, &mut notifier, &mut window);
         }
         refresh(&app, &helpers, tray.as_mut());
+        if let Ok(mut m) = mutes.lock() {
+            *m = app.mutes(Instant::now());
+        }
         if quit {
             break;
         }

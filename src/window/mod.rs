@@ -92,6 +92,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             let mut w = Window::new(settings).with_sources(batch_rx, control);
             w.focus_on(focus);
             w.timing = o.timing.then_some(start);
+            w.bus = zbus::blocking::connection::Builder::session()
+                .and_then(|b| {
+                    b.method_timeout(std::time::Duration::from_millis(500))
+                        .build()
+                })
+                .ok();
             Ok(Box::new(App(w)))
         }),
     )

@@ -131,6 +131,13 @@ pub struct Window {
     pub now: Option<SystemTime>,
     /// `window --timing`: when the process started, to say once how long the history took.
     pub timing: Option<Instant>,
+    /// The applet's mutes (host, "" for every host; program; end in seconds since 1970), as
+    /// it last answered; and the unmutes asked for.
+    pub mutes: Vec<(String, String, u64)>,
+    pub unmuted: Vec<(String, String)>,
+    /// The session bus, to ask the applet for its mutes (`None` in tests).
+    pub bus: Option<zbus::blocking::Connection>,
+    mutes_asked: Option<Instant>,
 }
 
 impl Window {
@@ -172,6 +179,10 @@ impl Window {
             caught_up: false,
             now: None,
             timing: None,
+            mutes: Vec::new(),
+            unmuted: Vec::new(),
+            bus: None,
+            mutes_asked: None,
         }
     }
 

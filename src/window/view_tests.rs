@@ -287,3 +287,29 @@ fn new_events_appear_as_they_arrive() {
     assert!(has(&h, "wget (/usr/bin/wget) on laptop — 1 connection"));
     assert!(has(&h, "203.0.113.9:8080 · tcp out · 1×"));
 }
+
+#[test]
+fn the_applets_mutes_are_listed_and_unmuted() {
+    let f = Fixture::new();
+    let mut w = f.window();
+    w.now = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000));
+    w.mutes = vec![
+        ("".into(), "/usr/bin/curl".into(), 1_000_000 + 1800),
+        ("nas".into(), "/usr/bin/rsync".into(), 1_000_000 + 60),
+        // Over: not shown.
+        ("".into(), "/usr/bin/old".into(), 999_000),
+    ];
+    let mut h = harness(w);
+    h.get_by_label("Rules").click();
+    h.run();
+    assert!(has(&h, "/usr/bin/curl everywhere, 30 min more"));
+    assert!(has(&h, "/usr/bin/rsync on nas, 1 min more"));
+    assert!(!has(&h, "/usr/bin/old"));
+    h.get_all_by_label("Unmute").next().expect("Unmute").click();
+    h.run();
+    assert_eq!(
+        h.state().unmuted,
+        [("".to_string(), "/usr/bin/curl".to_string())]
+    );
+    assert!(!has(&h, "/usr/bin/curl everywhere"));
+}

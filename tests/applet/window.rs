@@ -1,13 +1,16 @@
 //! The connections window end to end (issue 13): the applet under Xvfb, its menu's *Show
 //! connections…* clicked over the private bus, the window mapped on the display (as xdotool
 //! sees it), a second click and a left click (Activate) bringing the same one forward instead
-//! of a second, and the window gone with the applet.
+//! of a second, the mutes the Rules view lists and ends over D-Bus, and the window gone with
+//! the applet.
 
 use super::*;
 
 use std::process::Command;
 
 const TITLE: &str = "conntrack-tray — Connections";
+const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
+const PATH: &str = "/io/github/conntrack_tray/Applet";
 /// [`TITLE`] as xdotool's pattern: it matches the title's bytes, and the dash is not ASCII.
 const TITLE_PATTERN: &str = "^conntrack-tray .* Connections$";
 /// The window's first frame under Mesa's software GL on a loaded machine (a debug build,
@@ -116,6 +119,40 @@ fn show_connections_in_the_menu_maps_one_window_under_xvfb() {
         "nothing to tell: {:?}",
         notes.seen.all()
     );
+    // A mute from a notification is what the window's Rules view asks the applet for, and
+    // Unmute ends it.
+    applet.emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    let id = wait_until(WAIT, || notes.seen.all().first().map(|n| n.id)).expect("notified");
+    notes.invoke(id, "mute");
+    let call = |method: &str, body: &(&str, &str)| {
+        let reply = if method == "Mutes" {
+            conn.call_method(Some(BUS_NAME), PATH, Some(BUS_NAME), method, &())
+        } else {
+            conn.call_method(Some(BUS_NAME), PATH, Some(BUS_NAME), method, body)
+        };
+        reply.unwrap_or_else(|e| panic!("{method}: {e}"))
+    };
+    let muted = wait_until(WAIT, || {
+        let m: Vec<(String, String, u64)> = call("Mutes", &("", ""))
+            .body()
+            .deserialize()
+            .expect("a(sst)");
+        (!m.is_empty()).then_some(m)
+    })
+    .expect("the mute listed");
+    assert_eq!(
+        (muted[0].0.as_str(), muted[0].1.as_str()),
+        ("", "/usr/bin/curl")
+    );
+    call("Unmute", &("", "/usr/bin/curl"));
+    let ended = wait_until(WAIT, || {
+        let m: Vec<(String, String, u64)> = call("Mutes", &("", ""))
+            .body()
+            .deserialize()
+            .expect("a(sst)");
+        m.is_empty().then_some(())
+    });
+    assert!(ended.is_some(), "Unmute ended the mute");
     // The applet goes, and its window with it.
     drop(applet);
     let gone = wait_until(Duration::from_secs(10), || {

@@ -129,6 +129,7 @@ impl Window {
             "A connection a rule matches is not reported. Mutes (\"Mute 1 h\") are kept by the applet and end by themselves.",
         );
         ui.separator();
+        self.mutes_ui(ui);
         if self.rules.is_empty() {
             ui.label("Nothing is whitelisted.");
             return;
@@ -158,6 +159,96 @@ impl Window {
 fn when(ts: &str) -> String {
     let short = ts.get(..19).unwrap_or(ts).replacen('T', " ", 1);
     crate::text::line(&short)
+}
+
+impl Window {
+    /// The applet's mutes, asked for at most every two seconds while they are shown, each
+    /// with *Unmute*.
+    fn mutes_ui(&mut self, ui: &mut egui::Ui) {
+        let due = self
+            .mutes_asked
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+        if let (Some(bus), true) = (&self.bus, due) {
+            self.mutes_asked = Some(std::time::Instant::now());
+            self.mutes = bus
+                .call_method(
+                    Some(crate::instance::BUS_NAME),
+                    crate::instance::PATH,
+                    Some(crate::instance::INTERFACE),
+                    "Mutes",
+                    &(),
+                )
+                .ok()
+                .and_then(|r| r.body().deserialize().ok())
+                .unwrap_or_default();
+        }
+        if self.bus.is_some() {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs(2));
+        }
+        let now = self
+            .now
+            .unwrap_or_else(std::time::SystemTime::now)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let live: Vec<(String, String, u64)> = self
+            .mutes
+            .iter()
+            .filter(|(_, _, until)| *until > now)
+            .cloned()
+            .collect();
+        if live.is_empty() {
+            ui.label("No program is muted.");
+            ui.separator();
+            return;
+        }
+        ui.label(
+            RichText::new(
+                "Muted (no notification until the time given; still kept in the history)",
+            )
+            .strong(),
+        );
+        let mut unmute = None;
+        for (host, program, until) in &live {
+            ui.horizontal(|ui| {
+                if ui.button("Unmute").clicked() {
+                    unmute = Some((host.clone(), program.clone()));
+                }
+                let on = if host.is_empty() {
+                    "everywhere".to_string()
+                } else {
+                    format!("on {}", crate::text::host(host))
+                };
+                let left = until.saturating_sub(now);
+                ui.label(format!(
+                    "{} {on}, {} more",
+                    crate::text::line(program),
+                    crate::text::duration(std::time::Duration::from_secs(left))
+                ));
+            });
+        }
+        ui.separator();
+        if let Some((host, program)) = unmute {
+            if let Some(bus) = &self.bus {
+                let asked = bus.call_method(
+                    Some(crate::instance::BUS_NAME),
+                    crate::instance::PATH,
+                    Some(crate::instance::INTERFACE),
+                    "Unmute",
+                    &(host.as_str(), program.as_str()),
+                );
+                if let Err(e) = asked {
+                    self.said = Some(format!(
+                        "cannot reach the applet: {}",
+                        crate::text::line(&e.to_string())
+                    ));
+                }
+                self.mutes_asked = None;
+            }
+            self.mutes.retain(|(h, p, _)| (h, p) != (&host, &program));
+            self.unmuted.push((host, program));
+        }
+    }
 }
 
 pub(super) fn program_heading(g: &model::Group, events: u64, destinations: usize) -> String {
