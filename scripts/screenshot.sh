@@ -58,3 +58,19 @@ xdotool mousemove 16 584 click 3
 sleep 1
 import -window root docs/screenshot.png
 echo "wrote docs/screenshot.png"
+
+# docs/window.png: the connections window over a fixture history (two days, two machines),
+# one connection's details open, alone on a display of its own so the capture is the window.
+wdisplay=:58
+Xvfb "$wdisplay" -screen 0 1100x700x24 -nolisten tcp >/dev/null 2>&1 & pids+=($!)
+sleep 1
+python3 scripts/history-fixture.py 2000 "$work/window-state" --days 2
+DISPLAY=$wdisplay XDG_STATE_HOME="$work/window-state" HOME=/home/alice target/debug/conntrack-tray window \
+    >/dev/null 2>"$work/window.log" & pids+=($!)
+wid=$(DISPLAY=$wdisplay xdotool search --sync --name 'Connections' | head -1)
+sleep 3
+# The second destination row of the first program: its details open on the right.
+DISPLAY=$wdisplay xdotool mousemove 240 157 click 1
+sleep 1.5
+DISPLAY=$wdisplay import -window "$wid" docs/window.png
+echo "wrote docs/window.png"

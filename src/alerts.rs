@@ -119,7 +119,8 @@ pub struct Alerts {
     opened: VecDeque<Instant>,
     /// The same for notifications of news on critical ports.
     opened_critical: VecDeque<Instant>,
-    muted: HashMap<String, Instant>,
+    /// Muted programs by (the host a mute is for, or every host; the program's key).
+    muted: HashMap<(Option<String>, String), Instant>,
     next_id: u64,
 }
 
@@ -149,14 +150,37 @@ impl Alerts {
 
     /// Mutes program `key` until `until`, on `host` only or (None) everywhere.
     pub fn mute(&mut self, host: Option<&str>, key: &str, until: Instant) {
-        self.muted.insert(mute_key(host, key), until);
+        self.muted
+            .insert((host.map(str::to_string), key.to_string()), until);
+    }
+
+    /// The mutes in force at `now`: the host (`None`: every host), the program's key, and
+    /// how long each still lasts; soonest over first.
+    pub fn mutes(&self, now: Instant) -> Vec<(Option<String>, String, Duration)> {
+        let mut m: Vec<_> = self
+            .muted
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|((h, k), until)| (h.clone(), k.clone(), until.duration_since(now)))
+            .collect();
+        m.sort_by_key(|(_, _, left)| *left);
+        m
+    }
+
+    /// Ends a mute (the window's Rules view); false when there was none.
+    pub fn unmute(&mut self, host: Option<&str>, key: &str) -> bool {
+        self.muted
+            .remove(&(host.map(str::to_string), key.to_string()))
+            .is_some()
     }
 
     /// What `s` does to the screen at `now`.
     pub fn decide(&mut self, s: &Seen, now: Instant) -> Decision {
         self.muted.retain(|_, until| *until > now);
-        if self.muted.contains_key(&mute_key(None, s.key))
-            || self.muted.contains_key(&mute_key(Some(s.host), s.key))
+        if self.muted.contains_key(&(None, s.key.to_string()))
+            || self
+                .muted
+                .contains_key(&(Some(s.host.to_string()), s.key.to_string()))
         {
             return Decision::Muted;
         }
@@ -356,14 +380,6 @@ impl Alerts {
     }
 }
 
-/// A mute's key: the program's, and the host's when it is for one host.
-fn mute_key(host: Option<&str>, key: &str) -> String {
-    match host {
-        Some(h) => format!("{h}\n{key}"),
-        None => key.to_string(),
-    }
-}
-
 fn prune(opened: &mut VecDeque<Instant>, now: Instant) {
     while opened
         .front()
@@ -555,5 +571,23 @@ mod tests {
             Decision::Muted
         );
         assert_eq!(a.on_screen().len(), 1);
+        // Listed for the window, and ended from there.
+        a.mute(Some("nas"), "x", t0 + Duration::from_secs(60));
+        let m = a.mutes(t0);
+        assert_eq!(
+            m.iter()
+                .map(|(h, k, _)| (h.as_deref(), k.as_str()))
+                .collect::<Vec<_>>(),
+            [(Some("nas"), "x"), (None, "c")]
+        );
+        assert!(
+            a.mutes(t0 + Duration::from_secs(61)).len() == 1,
+            "an ended mute is gone"
+        );
+        assert!(a.unmute(None, "c") && !a.unmute(None, "c"));
+        assert!(matches!(
+            a.decide(&seen("c", "e:1", Novelty::NewDestination, false), t0),
+            Decision::Show(_) | Decision::Folded(_)
+        ));
     }
 }

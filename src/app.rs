@@ -44,8 +44,8 @@ pub enum Effect {
     /// Do not restart the helper of this link until the person starts it.
     Hold(usize),
     Autostart(bool),
-    /// Open a file with the desktop's default program (xdg-open).
-    Open(std::path::PathBuf),
+    /// Show the connections window, scrolled to this destination if given.
+    ShowWindow(Option<crate::window::model::GroupKey>),
     /// Put text on the clipboard, or show it when there is none.
     Copy(String),
     /// Tell the person something once (a notification and stderr). The text is for a person
@@ -135,14 +135,6 @@ impl App {
                 }
                 Some(note)
             }
-        }
-    }
-
-    /// A notification of its own, outside the alerts (details, notices).
-    fn own_note(&mut self, note: Note) -> Effect {
-        Effect::Notify {
-            id: self.alerts.new_id(),
-            note,
         }
     }
 
@@ -483,14 +475,10 @@ impl App {
         };
         self.unseen = false;
         match action {
-            notify::ACTION_DETAILS => vec![self.own_note(Note {
-                summary: "Connection details".into(),
-                body: text::details(&seen),
-                critical: false,
-                icon: "dialog-information",
-                actions: Vec::new(),
-                expire: Duration::from_secs(60),
-            })],
+            // The body: the window, at this connection, with all its details.
+            notify::ACTION_DETAILS => vec![Effect::ShowWindow(Some(
+                crate::window::model::GroupKey::of(&seen),
+            ))],
             notify::ACTION_WL_PROGRAM => self.act_on(&seen, RecentAction::WhitelistProgram, now),
             notify::ACTION_WL_REMOTE => self.act_on(&seen, RecentAction::WhitelistRemote, now),
             notify::ACTION_MUTE => self.act_on(&seen, RecentAction::Mute, now),
@@ -530,11 +518,7 @@ impl App {
             }
             tray::AUTOSTART => vec![Effect::Autostart(!autostart)],
             tray::START => vec![Effect::StartHelpers],
-            tray::EDIT => vec![Effect::Open(self.settings.path().to_path_buf())],
-            tray::LOG => match History::default_path() {
-                Some(p) => vec![Effect::Open(p)],
-                None => Vec::new(),
-            },
+            tray::WINDOW => vec![Effect::ShowWindow(None)],
             tray::FORGET => {
                 self.learned.forget();
                 self.save_learned().into_iter().collect()
@@ -542,6 +526,28 @@ impl App {
             tray::QUIT => vec![Effect::Quit],
             _ => Vec::new(),
         }
+    }
+
+    /// The mutes in force at `now`, for the window: host ("" for every host), program key,
+    /// and when it ends (seconds since 1970: the window compares with its own clock).
+    pub fn mutes(&self, now: Instant) -> Vec<(String, String, u64)> {
+        let wall = std::time::SystemTime::now();
+        self.alerts
+            .mutes(now)
+            .into_iter()
+            .map(|(h, k, left)| {
+                let until = (wall + left)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (h.unwrap_or_default(), k, until)
+            })
+            .collect()
+    }
+
+    /// Ends the mute of `program` on `host` ("" for every host).
+    pub fn unmute(&mut self, host: &str, program: &str) {
+        let host = Some(host).filter(|h| !h.is_empty());
+        self.alerts.unmute(host, program);
     }
 
     /// The menu's view; `status` describes the helpers.

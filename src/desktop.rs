@@ -1,23 +1,9 @@
-//! The desktop's own programs the applet hands work to: `xdg-open` for files, `wl-copy` or
-//! `xclip` for the clipboard. Each is started and reaped in the background, so the main loop
+//! The desktop's own programs the applet hands work to: `wl-copy` or `xclip` for the
+//! clipboard. Each is started and reaped in the background, so the main loop
 //! never waits on them; the caller tells the person when none could be started.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// Opens a file with the desktop's default program. Fails when xdg-open cannot be started.
-pub fn open(path: &Path) -> std::io::Result<()> {
-    let mut c = Command::new("xdg-open")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    // Reap it in the background; xdg-open returns at once.
-    std::thread::spawn(move || c.wait());
-    Ok(())
-}
 
 /// Puts text on the clipboard with wl-copy or xclip; false when neither could be started
 /// (the caller shows the text instead).

@@ -48,7 +48,7 @@ struct Flat {
 }
 
 /// One history line, either format.
-fn parse_line(line: &str) -> Option<Seen> {
+pub(crate) fn parse_line(line: &str) -> Option<Seen> {
     serde_json::from_str::<Seen>(line).ok().or_else(|| {
         let f = serde_json::from_str::<Flat>(line).ok()?;
         Some(Seen {

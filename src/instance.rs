@@ -3,7 +3,8 @@
 //! itself, instead of starting a second tray and a second helper.
 //!
 //! `Show` hands a signal to the main loop over a channel; the loop decides what showing is
-//! (for now a notification with the status line). Any program of the session can call it, so
+//! (the connections window; without a display, a notification with the status line). The
+//! window's Rules view reads the mutes in force with `Mutes` and ends one with `Unmute`. Any program of the session can call it, so
 //! a call does nothing else, and calls come through at most once a second: a program calling
 //! it in a loop gets no flood of notifications, and cannot hold the loop up.
 //!
@@ -49,10 +50,16 @@ pub enum Error {
     NoShow { owner: String, why: String },
 }
 
+/// The mutes in force, as the main loop last published them for the connections window:
+/// (the host, empty for every host; the program's key; when it ends, in seconds since 1970).
+pub type Mutes = std::sync::Arc<Mutex<Vec<(String, String, u64)>>>;
+
 /// The object served at [`PATH`].
 struct Applet {
     show: Sender<()>,
     last: Mutex<Option<Instant>>,
+    mutes: Mutes,
+    unmute: Sender<(String, String)>,
 }
 
 #[zbus::interface(name = "io.github.conntrack_tray.Applet")]
@@ -72,14 +79,34 @@ impl Applet {
             eprintln!("conntrack-tray: Show came after the applet stopped listening");
         }
     }
+
+    /// The mutes in force (the connections window's Rules view): host ("" for every host),
+    /// program, when it ends (seconds since 1970). A copy of what the main loop published; it never waits on it.
+    fn mutes(&self) -> Vec<(String, String, u64)> {
+        self.mutes.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Ends a mute now. Any program of the session may call it, as it may edit the
+    /// configuration: it can only make the applet tell more, never less. A full queue drops
+    /// the call (the window asks again).
+    fn unmute(&self, host: String, program: String) {
+        let _ = self.unmute.try_send((host, program));
+    }
 }
 
 /// Serves [`INTERFACE`] on `bus`, then asks for [`BUS_NAME`] (in that order, so a second
 /// launch that sees the name finds `Show`). `show` gets one message per `Show` let through.
-pub fn claim(bus: &zbus::blocking::Connection, show: Sender<()>) -> Result<Claim, Error> {
+pub fn claim(
+    bus: &zbus::blocking::Connection,
+    show: Sender<()>,
+    mutes: Mutes,
+    unmute: Sender<(String, String)>,
+) -> Result<Claim, Error> {
     let applet = Applet {
         show,
         last: Mutex::new(None),
+        mutes,
+        unmute,
     };
     bus.object_server()
         .at(PATH, applet)

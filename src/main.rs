@@ -25,6 +25,7 @@ mod setup;
 mod text;
 mod tray;
 mod watch;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,18 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
+    /// The connections window (the tray's "Show connections…" starts it).
+    Window {
+        /// Open scrolled to this connection (as the applet names it).
+        #[arg(long, value_name = "KEY")]
+        focus: Option<String>,
+        /// Take requests from the applet on stdin.
+        #[arg(long, hide = true)]
+        control: bool,
+        /// Print how long reading the history took (scripts/window-bench.sh).
+        #[arg(long, hide = true)]
+        timing: bool,
+    },
     /// Watching other hosts over ssh.
     Remote {
         #[command(subcommand)]
@@ -110,6 +123,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    if let Some(Sub::Window {
+        focus,
+        control,
+        timing,
+    }) = &cli.command
+    {
+        let opened = cli
+            .config
+            .clone()
+            .or_else(Settings::default_path)
+            .zip(history::History::default_path())
+            .context("no home directory for the configuration and the history")
+            .and_then(|(config, history)| {
+                window::run(window::Options {
+                    config,
+                    history,
+                    focus: focus.clone(),
+                    control: *control,
+                    timing: *timing,
+                })
+            });
+        return match opened {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("conntrack-tray: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -124,7 +166,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("no D-Bus session bus (is this a desktop session?)")?;
     // One per session: a second launch has the running one show itself.
     let (show_tx, show_rx) = bounded(1);
-    if let instance::Claim::Taken = instance::claim(&bus, show_tx)? {
+    let mutes = instance::Mutes::default();
+    let (unmute_tx, unmute_rx) = bounded(16);
+    if let instance::Claim::Taken = instance::claim(&bus, show_tx, mutes.clone(), unmute_tx)? {
         let owner = instance::show_running()?;
         println!(
             "conntrack-tray is already running in this session ({owner}): told it to show itself"
@@ -236,6 +280,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     refresh(&app, &helpers, tray.as_mut());
 
+    // The connections window: started on demand, nothing of it runs while it is closed.
+    let mut window = window::launch::Launcher::default();
     let mut next_beat = Instant::now() + conntrack_tray_helper::commands::HEARTBEAT_EVERY;
     loop {
         // No timer runs unless something is due: an idle applet sleeps until an event.
@@ -275,10 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(id) => app.on_menu(&id, settings::autostart_enabled(), Instant::now()),
                 Err(_) => Vec::new(),
             },
-            recv(show_rx) -> _ => {
-                // For now the status line; later a connections window opens instead.
-                let status = status_of(&app, &helpers);
-                vec![Effect::Tell(format!("conntrack-tray is running — {}", status.text))]
+            recv(show_rx) -> _ => vec![Effect::ShowWindow(None)],
+            recv(unmute_rx) -> m => {
+                if let Ok((host, program)) = m {
+                    app.unmute(&host, &program);
+                }
+                Vec::new()
             },
             recv(reply_rx) -> r => match r {
                 Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
@@ -309,24 +357,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         let mut quit = false;
         for effect in effects {
-            quit |= perform(effect, &mut app, &mut helpers, &mut notifier);
+            quit |= perform(effect, &mut app, &mut helpers, &mut notifier, &mut window);
         }
         refresh(&app, &helpers, tray.as_mut());
+        if let Ok(mut m) = mutes.lock() {
+            *m = app.mutes(Instant::now());
+        }
         if quit {
             break;
         }
     }
     // Its notifications go with it: their buttons would do nothing.
     for effect in app.on_quit() {
-        perform(effect, &mut app, &mut helpers, &mut notifier);
+        perform(effect, &mut app, &mut helpers, &mut notifier, &mut window);
     }
     helpers.stop_all();
     Ok(ExitCode::SUCCESS)
 }
 
 /// Carries out one effect with the part it is for; true to quit.
-fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut Notifier) -> bool {
+fn perform(
+    effect: Effect,
+    app: &mut App,
+    helpers: &mut Helpers,
+    notifier: &mut Notifier,
+    window: &mut window::launch::Launcher,
+) -> bool {
     match effect {
+        // Without a display there is no window to show: the status line instead.
+        Effect::ShowWindow(_) if !window::launch::has_display() => {
+            let status = status_of(app, helpers);
+            notifier.tell(&format!("conntrack-tray is running — {}", status.text));
+        }
+        Effect::ShowWindow(focus) => {
+            if let Err(e) = window.show(app.settings.path(), focus.as_ref()) {
+                notifier.tell(&format!(
+                    "cannot open the connections window: {}",
+                    text::line(&e.to_string())
+                ));
+            }
+        }
         Effect::Notify { id, note } => {
             if let Err(e) = notifier.show(id, &note) {
                 eprintln!("conntrack-tray: cannot show a notification: {e}");
@@ -358,12 +428,6 @@ fn perform(effect: Effect, app: &mut App, helpers: &mut Helpers, notifier: &mut 
                     "cannot change start on login: {}",
                     text::line(&e.to_string())
                 ));
-            }
-        }
-        Effect::Open(path) => {
-            if let Err(e) = desktop::open(&path) {
-                let what = format!("cannot open {}: {e}", path.display());
-                notifier.tell(&text::line(&what));
             }
         }
         // The details, already for a person (`text::details`).

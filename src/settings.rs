@@ -279,6 +279,15 @@ impl Settings {
     /// Applies an edit to the file, keeping its comments, and writes it atomically. Refuses
     /// (and leaves the file alone) when the file on disk does not parse.
     pub fn apply(&mut self, edit: &Edit) -> Result<(), SettingsError> {
+        self.apply_with(|doc| apply_to_document(doc, edit))
+    }
+
+    /// [`Settings::apply`] with any change to the document (the window's rule removal); the
+    /// error of `change` names the key whose shape was unexpected.
+    pub fn apply_with(
+        &mut self,
+        change: impl FnOnce(&mut DocumentMut) -> Result<(), String>,
+    ) -> Result<(), SettingsError> {
         let origin = self.path.display().to_string();
         let src = match std::fs::read_to_string(&self.path) {
             Ok(s) => s,
@@ -299,7 +308,7 @@ impl Settings {
                 key: format!("byte {span}"),
             }
         })?;
-        apply_to_document(&mut doc, edit).map_err(|key| SettingsError::Shape {
+        change(&mut doc).map_err(|key| SettingsError::Shape {
             path: origin.clone(),
             key,
         })?;

@@ -195,7 +195,8 @@ pub const APP_ICON: &str = "conntrack-tray";
 
 /// At most three buttons (GNOME and others show no more), the most important first: trust
 /// the program, silence it for an hour, trust the destination (its name, when the system's
-/// resolver gave it, else its address). Clicking the body shows the details.
+/// resolver gave it, else its address). Clicking the body opens the connections window at
+/// this connection, with all its details.
 fn buttons(c: &Connection, caps: &Caps) -> Vec<(String, String)> {
     let mut actions = Vec::new();
     if !caps.actions {

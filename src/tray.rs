@@ -4,9 +4,8 @@
 //! rebuilt from it whenever that changes, never patched item by item. [`Tray`] serves the
 //! entries and the state's icon (`icons`) with ksni: a StatusNotifierItem and its
 //! com.canonical.dbusmenu over D-Bus, in pure Rust, no GTK. It uses ksni itself rather than
-//! tray-icon's ksni backend because only ksni can say the item is a menu (`ItemIsMenu`), so
-//! that a left click opens it too (tray-icon's `with_menu_on_left_click` is unsupported on
-//! Linux). [`has_watcher`] tells whether the session has a tray to show it in.
+//! tray-icon's ksni backend for the StatusNotifierItem's own methods: a left click
+//! (Activate) opens the connections window, the menu stays on the right click. [`has_watcher`] tells whether the session has a tray to show it in.
 
 use crate::icons;
 
@@ -72,8 +71,8 @@ pub const CRITICAL_ONLY: &str = "critical-only";
 pub const ALL_PROTOCOLS: &str = "all-protocols";
 pub const AUTOSTART: &str = "autostart";
 pub const START: &str = "start";
-pub const EDIT: &str = "edit";
-pub const LOG: &str = "log";
+/// "Show connections…", and a left click on the icon.
+pub const WINDOW: &str = "window";
 pub const FORGET: &str = "forget";
 pub const QUIT: &str = "quit";
 
@@ -206,8 +205,7 @@ pub fn menu(v: &View) -> Vec<Entry> {
     items.push(check(ALL_PROTOCOLS, "All protocols", v.all_protocols));
     items.push(check(AUTOSTART, "Start on login", v.autostart));
     items.push(Entry::Separator);
-    items.push(action(EDIT, "Edit whitelist…"));
-    items.push(action(LOG, "Open log"));
+    items.push(action(WINDOW, "Show connections…"));
     items.push(action(FORGET, "Forget what was learned"));
     items.push(action(QUIT, "Quit"));
     items
@@ -341,9 +339,12 @@ impl Item {
 }
 
 impl ksni::Tray for Item {
-    /// A left click (Activate) opens the menu, as a right click does: the item is a menu
-    /// (`ItemIsMenu`), with no window of its own to open.
-    const MENU_ON_ACTIVATE: bool = true;
+    /// A left click (Activate) opens the connections window; the menu is on the right click.
+    const MENU_ON_ACTIVATE: bool = false;
+
+    fn activate(&mut self, _x: i32, _y: i32) {
+        self.clicked(WINDOW);
+    }
 
     fn id(&self) -> String {
         "conntrack-tray".into()
@@ -477,8 +478,7 @@ mod tests {
                 "All protocols",
                 "Start on login",
                 "-",
-                "Edit whitelist…",
-                "Open log",
+                "Show connections…",
                 "Forget what was learned",
                 "Quit"
             ]

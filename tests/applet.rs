@@ -16,6 +16,9 @@ mod tray;
 // Issue 12: a known or whitelisted program that runs another binary is told.
 #[path = "applet/binaries.rs"]
 mod binaries;
+// Issue 13: the connections window opened from the tray, under Xvfb.
+#[path = "applet/window.rs"]
+mod window;
 
 use std::time::Duration;
 
@@ -232,8 +235,7 @@ fn the_menu_lists_recent_events_and_toggles_and_a_click_reconfigures_the_helper(
         "Critical ports only",
         "All protocols",
         "Start on login",
-        "Edit whitelist…",
-        "Open log",
+        "Show connections…",
         "Quit",
     ] {
         assert!(

@@ -40,6 +40,29 @@ fn a_connection_becomes_a_notification_and_a_recent_entry() {
 }
 
 #[test]
+fn the_body_of_a_notification_opens_the_window_at_its_connection() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = app(&dir);
+    let now = Instant::now();
+    let fx = a.on_event("h", ev(conn(443, "/usr/bin/curl")), now);
+    let Effect::Notify { id, .. } = fx[0].clone() else {
+        panic!("{fx:?}")
+    };
+    let fx = a.on_action(id, notify::ACTION_DETAILS, now);
+    let [Effect::ShowWindow(Some(key))] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(
+        (key.machine.as_str(), key.program.as_deref(), key.port),
+        ("h", Some("/usr/bin/curl"), Some(443))
+    );
+    assert_eq!(
+        a.on_menu(crate::tray::WINDOW, false, now),
+        vec![Effect::ShowWindow(None)]
+    );
+}
+
+#[test]
 fn whitelisting_from_a_notification_writes_the_exe_path_and_silences_the_next() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut a = app(&dir);

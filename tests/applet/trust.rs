@@ -346,7 +346,7 @@ fn a_broken_config_trusts_nothing_says_where_and_is_left_alone() {
 
 /// Starts `Xvfb` on a free display and waits until it is really there (its socket exists and
 /// it still runs); returns it and the display name. A few bounded attempts.
-fn xvfb() -> Option<(common::Killed, String)> {
+pub(super) fn xvfb() -> Option<(common::Killed, String)> {
     use std::io::Read;
     for _ in 0..5 {
         let mut child = common::Killed(

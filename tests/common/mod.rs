@@ -492,6 +492,9 @@ impl Applet {
             .env("HOME", dir)
             .env("FAKE_EVENTS", &events)
             .env("FAKE_LOG", &log)
+            // No window of the tests' on the desktop that runs them: a test gives a display.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
