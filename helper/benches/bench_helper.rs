@@ -563,7 +563,7 @@ fn main() {
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
         Some("abuse" | "burst" | "sockets" | "idle") => &["ip", "nft"],
-        Some("processes") => &["ip", "nft", "python3", "curl", "bash", "ping"],
+        Some("processes" | "one-shots") => &["ip", "nft", "python3", "curl", "bash", "ping"],
         Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
     };
@@ -586,6 +586,12 @@ fn main() {
     }
     if only.as_deref() == Some("processes") {
         print_processes();
+        return;
+    }
+    if only.as_deref() == Some("one-shots") {
+        for row in processes::one_shot_rows(100) {
+            println!("{row}");
+        }
         return;
     }
     if only.as_deref() == Some("idle") {

@@ -80,7 +80,7 @@ pub struct ProcIndex {
     /// Parents already described, by (pid, start time in ticks); revalidated by comm.
     parents: HashMap<(u32, u64), Node>,
     /// The exec record [`Processes::by_pid`] found for a process (pid, exact start, comm).
-    recorded: HashMap<(u32, u64, String), Option<ExecRecord>>,
+    recorded: HashMap<(u32, u64), (String, Option<ExecRecord>)>,
     /// Nanoseconds in one of `/proc`'s clock ticks.
     tick_ns: u64,
     /// Cgroups and namespaces, read once per process described (see [`super::context`]).
@@ -297,10 +297,10 @@ impl ProcIndex {
         if let Some((cached, id)) = self.cache.get(&(pid, start)) {
             // An execve keeps pid and start time but changes the file (and mostly comm); a
             // program that execs another with the same name must not inherit its verdict.
+            // (`cwd` is the one read with the rest: a readlink a flow cost a burst's reader
+            // more than the lookup itself.)
             if cached.comm == stat.comm && *id == exe::check_id(&dir) {
-                let mut p = cached.clone();
-                p.cwd = read_cwd(&dir);
-                return Some(p);
+                return Some(cached.clone());
             }
         }
         let uid = owner_uid(&dir)?;
@@ -422,17 +422,17 @@ impl Processes for ProcIndex {
         // up once per process and name (an exec changes the name): a 4.4 KB copy per flow
         // was a tenth of a burst's CPU.
         let start = exact.map_or(Start::Ticks(stat_start), Start::Ns);
-        let key = (c.pid, c.start_ns, c.comm.clone());
+        let key = (c.pid, c.start_ns);
         let record = match self.recorded.get(&key) {
-            Some(r) => r.clone(),
-            None => {
+            Some((name, r)) if *name == c.comm => r.clone(),
+            _ => {
                 let r = self
                     .record(c.pid, start)
                     .filter(|r| r.exec_ns <= at_boot_ns);
                 if self.recorded.len() >= NAMED_LIMIT {
                     self.recorded.clear();
                 }
-                self.recorded.insert(key, r.clone());
+                self.recorded.insert(key, (c.comm.clone(), r.clone()));
                 r
             }
         };
