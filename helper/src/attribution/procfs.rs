@@ -178,6 +178,10 @@ impl ProcIndex {
         let Some(path) = r.path.as_deref() else {
             return Err("the executable's path was relative or could not be read");
         };
+        // `fexecve` runs `/dev/fd/N`: here that path is the helper's own descriptor N.
+        if path.starts_with("/dev/fd/") || path.starts_with("/proc/") {
+            return Err("it ran a file descriptor, not a path");
+        }
         let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
         let home = self.own_mnt == Some(u64::from(r.mnt_ns));
         exe::verdict((r.file.1 != 0).then_some(r.file), at_path, home)
@@ -628,6 +632,38 @@ mod tests {
         );
         assert_eq!(split_cmdline(b"a\0\0b\0"), vec!["a", "", "b"]);
         assert!(split_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn a_record_s_path_is_verified_only_as_the_file_that_ran() {
+        use std::os::unix::fs::MetadataExt;
+        let idx = ProcIndex::new();
+        let me = std::fs::canonicalize("/proc/self/exe").expect("exe");
+        let m = std::fs::metadata(&me).expect("stat");
+        let record = |path: &str, file| ExecRecord {
+            path: Some(path.into()),
+            file,
+            mnt_ns: idx.own_mnt.unwrap_or(0) as u32,
+            ..Default::default()
+        };
+        let me = me.to_str().expect("utf-8");
+        assert_eq!(idx.record_verdict(&record(me, (m.dev(), m.ino()))), Ok(()));
+        // Another file at the path (replaced, or a bind mount elsewhere), a descriptor's path
+        // (the helper's own descriptor here), a relative path: never verified.
+        assert!(idx
+            .record_verdict(&record(me, (m.dev(), m.ino() + 1)))
+            .is_err());
+        assert!(idx
+            .record_verdict(&record("/dev/fd/0", (m.dev(), m.ino())))
+            .is_err());
+        assert!(idx
+            .record_verdict(&record("/proc/self/exe", (m.dev(), m.ino())))
+            .is_err());
+        let relative = ExecRecord {
+            path: None,
+            ..record(me, (m.dev(), m.ino()))
+        };
+        assert!(idx.record_verdict(&relative).is_err());
     }
 
     #[test]
