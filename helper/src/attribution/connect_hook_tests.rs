@@ -1,0 +1,296 @@
+use super::*;
+use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
+use crate::attribution::bpf::frame::listing::{
+    assert_files_the_current_process, stack_writes, then_calls, updates,
+};
+use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
+use crate::flow::Proto;
+
+#[test]
+fn keys_put_each_field_where_the_layout_says() {
+    let t = crate::flow::fixtures::flow(Proto::Tcp, "10.0.0.1", 43210, "10.0.0.2", 443).orig;
+    let k = key(0x1234_5678, &t);
+    assert_eq!(&k[KEY_NETNS.range()], &0x1234_5678u32.to_ne_bytes());
+    assert_eq!(&k[KEY_FAMILY.range()], &2u16.to_ne_bytes());
+    // 443, network order, as skc_dport holds it.
+    assert_eq!(&k[KEY_DPORT.range()], &[0x01, 0xbb]);
+    // Network order, as inet_sport.
+    assert_eq!(&k[KEY_SPORT.range()], &43210u16.to_be_bytes());
+    assert_eq!(&k[KEY_PROTO.range()], &[6]);
+    assert_eq!(&k[KEY_DADDR.off..KEY_DADDR.off + 4], &[10, 0, 0, 2]);
+    assert_eq!(&k[KEY_SADDR.off..KEY_SADDR.off + 4], &[10, 0, 0, 1]);
+    assert!(k[KEY_PAD.range()]
+        .iter()
+        .chain(&k[KEY_DADDR.off + 4..KEY_DADDR.end()])
+        .chain(&k[KEY_SADDR.off + 4..KEY_SADDR.end()])
+        .all(|&b| b == 0));
+
+    let v6 = Tuple {
+        src: "fd00::1".parse().unwrap(),
+        dst: "fd00::2".parse().unwrap(),
+        ..t
+    };
+    let k = key(1, &v6);
+    assert_eq!(&k[KEY_FAMILY.range()], &10u16.to_ne_bytes());
+    let daddr: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let saddr: [u8; 16] = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    assert_eq!(&k[KEY_DADDR.range()], &daddr);
+    assert_eq!(&k[KEY_SADDR.range()], &saddr);
+    assert_eq!(k[KEY_DADDR.end() - 1], 2);
+    assert_eq!(k[KEY_SADDR.end() - 1], 1);
+    assert_eq!(KEY_SADDR.end(), KEY_LEN);
+}
+
+#[test]
+fn values_read_back_with_a_cut_comm() {
+    let mut v = [0u8; VALUE_LEN];
+    v[VALUE_TGID.range()].copy_from_slice(&4242u32.to_ne_bytes());
+    v[VALUE_UID.range()].copy_from_slice(&1000u32.to_ne_bytes());
+    v[VALUE_BOOT_NS.range()].copy_from_slice(&123_456_789u64.to_ne_bytes());
+    v[VALUE_START.range()].copy_from_slice(&99u64.to_ne_bytes());
+    let comm = VALUE_COMM.off;
+    v[comm..comm + 4].copy_from_slice(b"bash");
+    let c = connector(&v);
+    assert_eq!(
+        c,
+        Connector {
+            pid: 4242,
+            uid: 1000,
+            at_boot_ns: 123_456_789,
+            start_ns: 99,
+            comm: "bash".into()
+        }
+    );
+    v[VALUE_COMM.range()].copy_from_slice(b"0123456789abcdef");
+    assert_eq!(connector(&v).comm, "0123456789abcdef");
+    v[comm] = 0xff;
+    assert!(connector(&v).comm.starts_with('\u{fffd}'));
+}
+
+const TASK: TaskOffsets = TaskOffsets {
+    tgid: 1200,
+    real_parent: 1208,
+    group_leader: 1224,
+    start_boottime: 1600,
+    mm: 900,
+    nsproxy: 2000,
+};
+
+fn offsets() -> Offsets {
+    Offsets {
+        family: 16,
+        dport: 12,
+        sport: 800,
+        daddr: 0,
+        rcv_saddr: 4,
+        v6_daddr: 56,
+        v6_rcv_saddr: 72,
+        net: 48,
+        ns_inum: 200,
+    }
+}
+
+#[test]
+fn the_programs_jump_forward_only_and_end_in_exit() {
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8, 8][..])] {
+        let len = ops.last().map_or(0, |&(at, _)| at + 1);
+        assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
+        // Every slot is an instruction the assembler writes.
+        assert!(ops.iter().all(|(_, op)| !matches!(op, Op::Unknown(_))));
+        // Map fds sit in two-slot loads; every jump lands inside the program.
+        let found: Vec<i32> = ops
+            .iter()
+            .filter_map(|&(_, op)| match op {
+                Op::LoadMapFd { fd, .. } => Some(fd),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found, maps);
+        for &(at, op) in ops.iter() {
+            if let Op::Ja { off } | Op::Jump { off, .. } = op {
+                let to = at as i64 + 1 + i64::from(off);
+                assert!(off >= 0 && to < len as i64, "jump at {at} to {to}");
+            }
+        }
+        // Every field offset the BTF gave is read: added to the base in r3, the
+        // source of the probe read that follows.
+        for off in [16, 12, 800, 0, 4, 56, 72, 48, 200] {
+            let read_at = |i: usize| match ops[i].1 {
+                Op::AddImm { dst: R3, imm } => imm == off,
+                Op::Mov { dst: R3, .. } => off == 0,
+                _ => false,
+            };
+            assert!(
+                (0..ops.len()).any(|i| read_at(i) && then_calls(ops, i, Helper::ProbeReadKernel)),
+                "no read at offset {off}"
+            );
+        }
+    }
+    // The protocol byte of the key: a constant for TCP, what the socket says for UDP.
+    assert!(tcp.iter().any(|&(_, op)| op
+        == Op::StoreImm {
+            size: B,
+            dst: FP,
+            off: KEY_PROTO.at(KEY),
+            imm: 6
+        }));
+    assert!(udp.iter().any(|&(_, op)| matches!(
+        op,
+        Op::StoreMem { size: B, dst: FP, off, .. } if off == KEY_PROTO.at(KEY)
+    )));
+    assert!(udp
+        .iter()
+        .any(|&(_, op)| op == Op::AddImm { dst: R3, imm: 532 }));
+}
+
+#[test]
+fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    for ops in [&tcp, &udp] {
+        // First the whole frame is zeroed, so the padding is zero in every record.
+        let zeroing = ops
+            .iter()
+            .take_while(|&&(_, op)| {
+                matches!(
+                    op,
+                    Op::StoreImm {
+                        size: DW,
+                        dst: FP,
+                        imm: 0,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let zeroed: Vec<(i16, usize)> = stack_writes(&ops[..zeroing]);
+        let frame: Vec<(i16, usize)> = (SK..0).step_by(8).map(|o| (o, 8)).collect();
+        assert_eq!(zeroed, frame);
+        assert!(KEY_PAD.at(KEY) >= SK);
+        let mut written = Vec::new();
+        for (off, len) in stack_writes(&ops[zeroing..]) {
+            if !(KEY..0).contains(&off) {
+                continue;
+            }
+            // Each write into the key falls inside one field, and never on the padding.
+            let start = (off - KEY) as usize;
+            let field = KEY_FIELDS
+                .iter()
+                .find(|(_, f)| f.range().contains(&start))
+                .map(|&(name, f)| (name, f));
+            let Some((name, f)) = field else {
+                panic!("a write at key offset {start} is in no field");
+            };
+            assert!(
+                start + len <= f.end(),
+                "a write at {start}+{len} spills out of {name}"
+            );
+            assert_ne!(f, KEY_PAD, "the padding is written");
+            written.push(name);
+        }
+        for (name, f) in KEY_FIELDS {
+            assert!(
+                f == KEY_PAD || written.contains(&name),
+                "{name} is never written"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_current_process_goes_into_the_value_fields() {
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    for ops in [&tcp, &udp] {
+        assert_files_the_current_process(ops);
+    }
+}
+
+#[test]
+fn the_records_are_filed_under_their_keys_in_their_maps() {
+    let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    // TCP: the note under the socket's address in pending (7), then under the tuple in
+    // connects (8); UDP: under the tuple only.
+    assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
+    // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
+    assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);
+    // Leaving SYN_SENT, the note found in pending is copied whole into the value.
+    let copied: Vec<(i16, usize)> = tcp
+        .windows(2)
+        .filter_map(|w| match (w[0].1, w[1].1) {
+            (
+                Op::LoadMem {
+                    size: DW,
+                    dst: R1,
+                    src: R0,
+                    off: from,
+                },
+                Op::StoreMem {
+                    size: DW,
+                    dst: FP,
+                    off: to,
+                    src: R1,
+                },
+            ) if to == VAL + from => Some((from, 8)),
+            _ => None,
+        })
+        .collect();
+    let words: Vec<(i16, usize)> = (0..VALUE_LEN as i16).step_by(8).map(|o| (o, 8)).collect();
+    assert_eq!(copied, words);
+}
+
+/// The programs as text, one instruction a line in hex (its 8 bytes as the kernel reads
+/// them), for [`the_programs_are_the_bytes_they_were`].
+fn programs_as_hex() -> String {
+    let mut out = String::new();
+    let tcp = program(&offsets(), &TASK, 7, 8).unwrap();
+    let udp = udp_program(&offsets(), &TASK, 532, 540, 8).unwrap();
+    for (title, p) in [
+        ("tcp: program(&offsets(), &TASK, 7, 8)", tcp),
+        ("udp: udp_program(&offsets(), &TASK, 532, 540, 8)", udp),
+    ] {
+        out.push_str(&format!("# {title}\n"));
+        for i in p {
+            let hex: String = i.encode().iter().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&hex);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What the kernel loads is fixed here, byte for byte, for one set of offsets and map fds:
+/// moving code between files must not change it. A deliberate change of a program
+/// rewrites `testdata/connect_programs.hex` in the same commit.
+#[test]
+fn the_programs_are_the_bytes_they_were() {
+    let golden = include_str!("testdata/connect_programs.hex");
+    assert_eq!(programs_as_hex(), golden);
+}
+
+#[test]
+fn offsets_from_a_kernel_like_btf() {
+    let btf = Btf::load(
+        std::io::Cursor::new(crate::attribution::bpf::btf::tests::sock_like()),
+        BTF_NAMES,
+    )
+    .unwrap();
+    assert_eq!(
+        Offsets::from_btf(&btf).unwrap(),
+        Offsets {
+            family: 16,
+            dport: 12,
+            sport: 800,
+            daddr: 0,
+            rcv_saddr: 4,
+            v6_daddr: 56,
+            v6_rcv_saddr: 72,
+            net: 48,
+            ns_inum: 48,
+        }
+    );
+}

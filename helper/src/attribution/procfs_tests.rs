@@ -1,0 +1,115 @@
+use super::*;
+
+#[test]
+fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
+    assert_eq!(
+        split_cmdline(b"curl\0https://x\0"),
+        vec!["curl", "https://x"]
+    );
+    assert_eq!(split_cmdline(b"a\0\0b\0"), vec!["a", "", "b"]);
+    assert!(split_cmdline(b"").is_empty());
+}
+
+#[test]
+fn a_record_s_path_is_verified_only_as_the_file_that_ran() {
+    use std::os::unix::fs::MetadataExt;
+    let idx = ProcIndex::new();
+    let me = std::fs::canonicalize("/proc/self/exe").expect("exe");
+    let m = std::fs::metadata(&me).expect("stat");
+    let record = |path: &str, file| ExecRecord {
+        path: Some(path.into()),
+        file,
+        mnt_ns: idx.own_mnt.unwrap_or(0) as u32,
+        ..Default::default()
+    };
+    let me = me.to_str().expect("utf-8");
+    assert_eq!(idx.record_verdict(&record(me, (m.dev(), m.ino()))), Ok(()));
+    // Another file at the path (replaced, or a bind mount elsewhere), a descriptor's path
+    // (the helper's own descriptor here), a relative path: never verified.
+    assert!(idx
+        .record_verdict(&record(me, (m.dev(), m.ino() + 1)))
+        .is_err());
+    assert!(idx
+        .record_verdict(&record("/dev/fd/0", (m.dev(), m.ino())))
+        .is_err());
+    assert!(idx
+        .record_verdict(&record("/proc/self/exe", (m.dev(), m.ino())))
+        .is_err());
+    let relative = ExecRecord {
+        path: None,
+        ..record(me, (m.dev(), m.ino()))
+    };
+    assert!(idx.record_verdict(&relative).is_err());
+}
+
+#[test]
+fn cmdline_replaces_invalid_utf8() {
+    assert_eq!(split_cmdline(b"ev\xffil\0"), vec!["ev\u{fffd}il"]);
+}
+
+#[test]
+fn cmdline_is_cut_at_the_limit_and_marked() {
+    let big = vec![b'x'; 1 << 20];
+    let args = split_cmdline(&big);
+    assert_eq!(args.len(), 2);
+    assert_eq!(args[0].len(), CMDLINE_LIMIT);
+    assert_eq!(args[1], "…");
+}
+
+#[test]
+fn a_refused_connect_is_found_through_the_socket_it_left_open() {
+    use rustix::net::{connect, socket, AddressFamily, SocketType};
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(connect(&fd, &target).is_err(), "nobody listens there");
+    let local = SocketAddr::try_from(rustix::net::getsockname(&fd).expect("name")).expect("inet");
+    assert!(is_closed_tcp_at(&fd, local));
+    assert!(!is_closed_tcp_at(
+        &fd,
+        SocketAddr::new(local.ip(), local.port().wrapping_add(1))
+    ));
+    // A live listener is not a closed socket.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let lfd: std::os::fd::OwnedFd = l.try_clone().expect("clone").into();
+    assert!(!is_closed_tcp_at(&lfd, l.local_addr().expect("addr")));
+
+    let mut idx = ProcIndex::new();
+    let me = idx.by_closed_tcp(local).expect("found through pidfd_getfd");
+    assert_eq!(me.pid, std::process::id());
+    drop(fd);
+}
+
+#[test]
+fn finds_its_own_socket_and_describes_itself() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    // A socket's inode is what fstat reports for it.
+    let inode = rustix::fs::fstat(&sock).expect("fstat").st_ino;
+    let mut idx = ProcIndex::new();
+    let uid = owner_uid(std::path::Path::new("/proc/self")).expect("uid");
+    let p = idx.by_inode(inode, uid).expect("found");
+    assert_eq!(p.pid, std::process::id());
+    // A dup is the same process twice over, not two holders.
+    let dup = sock.try_clone().expect("dup");
+    let held = idx.holders(inode, uid);
+    assert_eq!(held.processes, vec![p.clone()]);
+    assert_eq!(held.more, 0);
+    drop((sock, dup));
+    // A socket nobody holds is a miss, not a guess.
+    assert_eq!(idx.by_inode(u64::MAX - 1, uid), None);
+    assert_eq!((idx.stats.found, idx.stats.misses), (2, 1));
+}
+
+#[test]
+fn the_reader_limits_make_a_small_budget_that_stops_at_the_first_holder() {
+    let mut idx = ProcIndex::new();
+    assert!(idx.limits().all);
+    idx.set_scan_limit(Some(64));
+    let l = idx.limits();
+    assert_eq!((l.budget, l.pids, l.fast), (640, Some(64), true));
+    assert!(l.budget / Budget::READ < 10_000);
+}
