@@ -136,17 +136,19 @@ fn history_config_and_autostart_are_private_and_nobody_reads_them() {
     // The config and the autostart entry, written by clicks.
     let service = w.menu_service();
     let conn = w.bus.connect();
-    let root = get_layout(&conn, &service);
-    click(
-        &conn,
-        &service,
-        root.find("Critical ports only").expect("toggle").id,
-    );
-    click(
-        &conn,
-        &service,
-        root.find("Start on login").expect("toggle").id,
-    );
+    // Each click changes the menu (a toggle's state), and its ids with it: the next click
+    // waits until the layout shows the toggle flipped, and reads its id from that layout.
+    for label in ["Critical ports only", "Start on login"] {
+        let root = get_layout(&conn, &service);
+        let item = root.find(label).expect("toggle");
+        let before = item.toggle;
+        click(&conn, &service, item.id);
+        let flipped = wait_until(WAIT, || {
+            let now = get_layout(&conn, &service);
+            (now.find(label)?.toggle != before).then_some(())
+        });
+        assert!(flipped.is_some(), "{label} did not toggle");
+    }
     let config = Applet::config_path(&home);
     let autostart = home.join("config/autostart/conntrack-tray.desktop");
     let written = wait_until(WAIT, || {

@@ -102,7 +102,11 @@ fn show_connections_in_the_menu_maps_one_window_under_xvfb() {
         panic!("no window named {TITLE} mapped on {display}:\n{tree}\n{children}");
     }
     assert_eq!(mapped.as_ref().map(Vec::len), Some(1), "{mapped:?}");
-    // Again, and a left click: the same window, not a second.
+    // Again, and a left click: the same window, not a second. (The id read afresh: the
+    // menu may have been rebuilt since.)
+    let show = get_layout(&conn, &service)
+        .find("Show connections…")
+        .map_or(show, |n| n.id);
     click(&conn, &service, show);
     conn.call_method(
         Some(service.as_str()),
