@@ -427,7 +427,9 @@ impl Processes for ProcIndex {
         // was a tenth of a burst's CPU.
         let start = exact.map_or(Start::Ticks(stat_start), Start::Ns);
         let key = (c.pid, c.start_ns);
-        let record = match self.recorded.get(&key) {
+        // (A record without a start time names no process exactly: never cached.)
+        let cached = self.recorded.get(&key).filter(|_| c.start_ns != 0);
+        let record = match cached {
             Some((name, r)) if *name == c.comm => r.clone(),
             _ => {
                 let r = self
