@@ -372,7 +372,7 @@ struct Rate {
 
 /// Runs `n` clients one after another (each a command in namespace a); counts how many of
 /// their flows were reported and attributed, and checks no wrong pid was named.
-fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> Rate {
+fn attribution(n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> Rate {
     let mut net = Net::new();
     if server {
         net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
@@ -380,18 +380,9 @@ fn attribution(label: &str, n: usize, server: bool, client: impl Fn(&Net) -> Vec
     let (_d, cfg) =
         config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
-    let mut pids = Vec::new();
     let argv = client(&net);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    for _ in 0..n {
-        let mut c = Net::cmd(&net.a, &argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(label);
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&net.a, &argv, n);
     let lines: Vec<Value> = h
         .collect(Duration::from_secs(2))
         .into_iter()
@@ -532,7 +523,7 @@ fn print_send_cost([hook, elsewhere, connected, unconnected]: [f64; 4]) {
 }
 
 fn unconnected_udp_one_shots() -> Rate {
-    attribution("udp sendto", 100, false, |n| {
+    attribution(100, false, |n| {
         [
             "python3".to_string(),
             "-c".into(),
@@ -660,7 +651,7 @@ fn main() {
     eprintln!("latency...");
     let lat = latency(200, 5);
     eprintln!("attribution...");
-    let curl = attribution("curl", 200, true, |n| {
+    let curl = attribution(200, true, |n| {
         [
             "curl",
             "-s",
@@ -674,19 +665,19 @@ fn main() {
     // The one-shots race the reader for the CPU, so they vary: three rounds, each shown.
     let bash: Vec<Rate> = (0..3)
         .map(|_| {
-            attribution("bash", 100, true, |n| {
+            attribution(100, true, |n| {
                 ["bash", "-c", &format!("echo x > /dev/tcp/{}/8080", n.b4())]
                     .map(String::from)
                     .to_vec()
             })
         })
         .collect();
-    let closed = attribution("closed", 50, false, |n| {
+    let closed = attribution(50, false, |n| {
         ["curl", "-s", "-m", "1", &format!("http://{}:8080/", n.b4())]
             .map(String::from)
             .to_vec()
     });
-    let udp = attribution("udp", 100, false, |n| {
+    let udp = attribution(100, false, |n| {
         ["bash", "-c", &format!("echo x > /dev/udp/{}/8080", n.b4())]
             .map(String::from)
             .to_vec()
@@ -694,7 +685,7 @@ fn main() {
     let sendto = unconnected_udp_one_shots();
     eprintln!("cost per send...");
     let cost = send_cost();
-    let long = attribution("long", 20, true, |n| {
+    let long = attribution(20, true, |n| {
         let script = common::peer_script().display().to_string();
         [
             "python3".to_string(),

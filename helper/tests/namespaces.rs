@@ -543,16 +543,7 @@ fn hostile_process_names_stay_one_escaped_line() {
 
 /// Runs `n` one-shot clients in `a`; returns their pids and the connection lines to `port`.
 fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<u64>, Vec<Value>) {
-    let mut pids = Vec::new();
-    for _ in 0..n {
-        let mut c = Net::cmd(&net.a, argv)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("client");
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&net.a, argv, n);
     let lines = h
         .collect(Duration::from_secs(2))
         .into_iter()

@@ -30,16 +30,7 @@ fn pid_of(v: &Value) -> Option<u64> {
 
 /// Runs `n` one-shots in `a`; returns their pids and the connection lines to `port`.
 fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<u64>, Vec<Value>) {
-    let mut pids = Vec::new();
-    for _ in 0..n {
-        let mut c = Net::cmd(&net.a, argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("client");
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&net.a, argv, n);
     let lines = h
         .collect(Duration::from_secs(2))
         .into_iter()
@@ -395,15 +386,7 @@ fn a_container_s_flows_are_named_after_the_process_inside_it() {
     let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
     let url = format!("http://{}:8080/", net.b4());
-    let mut pids = Vec::new();
-    for _ in 0..5 {
-        let mut c = Net::cmd(&ctr.ns, &["curl", "-s", "-m", "2", &url])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("curl in the container");
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&ctr.ns, &["curl", "-s", "-m", "2", &url], 5);
     let lines: Vec<Value> = h
         .collect(Duration::from_secs(2))
         .into_iter()

@@ -38,16 +38,7 @@ fn one_shots(n: usize, extra: &[&str], port: u16, argv: impl Fn(&Net) -> Vec<Str
     let h = Helper::start(&net.a, &args);
     let argv = argv(&net);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut pids = Vec::new();
-    for _ in 0..n {
-        let mut c = Net::cmd(&net.a, &argv)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("one-shot");
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&net.a, &argv, n);
     let lines: Vec<Value> = h
         .collect(Duration::from_secs(2))
         .into_iter()
@@ -236,15 +227,7 @@ pub fn container_row(n: usize) -> String {
     let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&a, &["--config", cfg.to_str().unwrap()]);
     let url = format!("http://{}:8080/", net.b4());
-    let mut pids = Vec::new();
-    for _ in 0..n {
-        let mut c = Net::cmd(&ns, &["curl", "-s", "-m", "2", &url])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("curl");
-        pids.push(u64::from(c.id()));
-        let _ = c.wait();
-    }
+    let pids = Net::run_each(&ns, &["curl", "-s", "-m", "2", &url], n);
     let lines: Vec<Value> = h
         .collect(Duration::from_secs(2))
         .into_iter()
@@ -283,16 +266,7 @@ pub fn icmp_row(n: usize) -> String {
         .status()
         .expect("sysctl");
         assert!(st.success());
-        let mut pids = Vec::new();
-        for _ in 0..n {
-            let mut c = Net::cmd(&net.a, &["ping", "-c", "1", "-W", "1", &net.b4()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("ping");
-            pids.push(u64::from(c.id()));
-            let _ = c.wait();
-        }
+        let pids = Net::run_each(&net.a, &["ping", "-c", "1", "-W", "1", &net.b4()], n);
         let lines: Vec<Value> = h
             .collect(Duration::from_secs(2))
             .into_iter()

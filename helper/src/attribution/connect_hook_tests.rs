@@ -67,14 +67,7 @@ fn values_read_back_with_a_cut_comm() {
     assert!(connector(&v).comm.starts_with('\u{fffd}'));
 }
 
-const TASK: TaskOffsets = TaskOffsets {
-    tgid: 1200,
-    real_parent: 1208,
-    group_leader: 1224,
-    start_boottime: 1600,
-    mm: 900,
-    nsproxy: 2000,
-};
+const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
 
 fn offsets() -> Offsets {
     Offsets {

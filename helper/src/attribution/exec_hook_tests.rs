@@ -2,14 +2,7 @@ use super::*;
 use crate::attribution::bpf::asm::{disassemble, Op};
 use crate::attribution::bpf::btf::tests::Builder;
 
-const TASK: TaskOffsets = TaskOffsets {
-    tgid: 1200,
-    real_parent: 1208,
-    group_leader: 1224,
-    start_boottime: 1600,
-    mm: 900,
-    nsproxy: 2000,
-};
+const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
 
 fn offsets() -> ExecOffsets {
     ExecOffsets {

@@ -231,6 +231,23 @@ impl Net {
         c
     }
 
+    /// Runs `argv` in namespace `ns` `n` times, one after another, each to its end (output
+    /// discarded); their pids, in order.
+    pub fn run_each(ns: &str, argv: &[&str], n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                let mut c = Net::cmd(ns, argv)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+                let pid = u64::from(c.id());
+                let _ = c.wait();
+                pid
+            })
+            .collect()
+    }
+
     /// Starts a long-running process and keeps it to kill on drop.
     pub fn spawn(&mut self, mut c: Command) -> u32 {
         let child = c

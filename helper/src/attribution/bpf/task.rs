@@ -59,6 +59,17 @@ pub mod tests {
     use super::*;
     use crate::attribution::bpf::btf::tests::Builder;
 
+    /// The offsets [`task_like`] lays the fields at: the task offsets of every generator's
+    /// tests.
+    pub const TASK_LIKE: TaskOffsets = TaskOffsets {
+        tgid: 1200,
+        real_parent: 1208,
+        group_leader: 1224,
+        start_boottime: 1600,
+        mm: 900,
+        nsproxy: 2000,
+    };
+
     /// A cut-down `struct task_struct`, with the pointers the programs follow.
     pub fn task_like(b: &mut Builder) -> u32 {
         let u32t = b.int("u32", 4);
@@ -84,17 +95,7 @@ pub mod tests {
         let mut b = Builder::new();
         task_like(&mut b);
         let btf = Btf::load(std::io::Cursor::new(b.build()), BTF_NAMES).unwrap();
-        assert_eq!(
-            TaskOffsets::from_btf(&btf).unwrap(),
-            TaskOffsets {
-                tgid: 1200,
-                real_parent: 1208,
-                group_leader: 1224,
-                start_boottime: 1600,
-                mm: 900,
-                nsproxy: 2000,
-            }
-        );
+        assert_eq!(TaskOffsets::from_btf(&btf).unwrap(), TASK_LIKE);
     }
 
     #[test]
