@@ -150,22 +150,24 @@ pub fn read_line_at(file: &File, offset: u64) -> io::Result<String> {
     String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Sends `batch` and starts a new one; false when the window is gone.
-fn flush(tx: &Sender<Batch>, batch: &mut Batch, wake: &dyn Fn()) -> bool {
+/// Sends `batch` and starts a new one; false when the window is gone. `live`: the batch was
+/// appended since the window caught up (else it is part of the history read at start).
+fn flush(tx: &Sender<Batch>, batch: &mut Batch, wake: &dyn Fn(bool), live: bool) -> bool {
     if batch.rows.is_empty() && batch.segments.is_empty() && !batch.caught_up {
         return true;
     }
     let ok = tx.send(std::mem::take(batch)).is_ok();
-    wake();
+    wake(live);
     ok
 }
 
 /// Reads the history at `path` and then follows it, on a thread of its own, until the
-/// receiver goes. `wake` is called after each batch (the window repaints).
+/// receiver goes. `wake` is called after each batch (the window repaints), with whether the
+/// batch is new (see [`flush`]).
 pub fn follow(
     path: PathBuf,
     tx: Sender<Batch>,
-    wake: Box<dyn Fn() + Send>,
+    wake: Box<dyn Fn(bool) + Send>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     // Watching before reading: an event appended meanwhile is read either way.
     let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
@@ -202,7 +204,7 @@ pub fn follow(
                 let _ = r.read_on(|row| {
                     batch.rows.push(row);
                     if batch.rows.len() >= BATCH {
-                        gone |= !flush(&tx, &mut batch, &*wake);
+                        gone |= !flush(&tx, &mut batch, &*wake, false);
                     }
                 });
                 if gone {
@@ -213,7 +215,7 @@ pub fn follow(
                 }
             }
             batch.caught_up = true;
-            if !flush(&tx, &mut batch, &*wake) || !watching {
+            if !flush(&tx, &mut batch, &*wake, false) || !watching {
                 return;
             }
             let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
@@ -243,7 +245,7 @@ pub fn follow(
                         current = Some(r);
                     }
                 }
-                if !flush(&tx, &mut batch, &*wake) {
+                if !flush(&tx, &mut batch, &*wake, true) {
                     return;
                 }
             }
@@ -306,7 +308,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         std::fs::write(&path, line(1)).expect("write");
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let _t = follow(path.clone(), tx, Box::new(|| {})).expect("follow");
+        let _t = follow(path.clone(), tx, Box::new(|_| {})).expect("follow");
         let mut ports = Vec::new();
         let recv_until = |n: usize, ports: &mut Vec<Option<u16>>| {
             while ports.len() < n {

@@ -3,7 +3,7 @@
 //! thread, no timer, no GL context, no memory beyond the code.
 //!
 //! It reads the kept history (`files`), folds it into one row per program and destination
-//! (`model`), draws it with egui on eframe's glow backend (`view`), and edits the whitelist
+//! (`model`), draws it with egui, rasterized on the CPU (`view`, `runner`), and edits the whitelist
 //! through `Settings` (`rules`), whose writes the applet picks up with inotify. The applet
 //! talks to it over its stdin only (`launch`): a line with a destination to show brings the
 //! open window to the front instead of starting a second one.
@@ -12,6 +12,7 @@ pub mod files;
 pub mod launch;
 pub mod model;
 pub mod rules;
+mod runner;
 mod theme;
 pub mod view;
 
@@ -19,7 +20,6 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use eframe::egui;
 
 use crate::settings::Settings;
 use model::GroupKey;
@@ -27,6 +27,12 @@ use view::{Control, Window};
 
 /// The window's title, which the end-to-end test and the screenshot look for.
 pub const TITLE: &str = "conntrack-tray — Connections";
+
+/// New events are drawn at most this often (the history read at start as fast as it is
+/// read). Each new batch asks for a frame this much later, so
+/// the batches of a busy second share ten frames: drawn on the CPU, a frame per batch took
+/// 88% of a core at 1,000 events a second, and the list is only rebuilt every 250 ms anyway.
+const LIVE_FRAME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How the window was asked to open.
 pub struct Options {
@@ -53,56 +59,40 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     };
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(8);
     let dark = theme::prefers_dark();
-    let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title(TITLE)
-            .with_app_id("conntrack-tray")
-            .with_inner_size([1000.0, 640.0])
-            .with_min_inner_size([520.0, 320.0]),
-        // X11 where there is one (XWayland too): there the window manager draws the title
-        // bar, which winit on Wayland leaves to the application (GNOME has none to lend).
-        event_loop_builder: std::env::var_os("DISPLAY").filter(|d| !d.is_empty()).map(
-            |_| -> eframe::EventLoopBuilderHook {
-                Box::new(|b| {
-                    use winit::platform::x11::EventLoopBuilderExtX11;
-                    b.with_x11();
-                })
-            },
-        ),
-        ..Default::default()
-    };
+    let viewport = egui::ViewportBuilder::default()
+        .with_title(TITLE)
+        .with_app_id("conntrack-tray")
+        .with_inner_size([1000.0, 640.0])
+        .with_min_inner_size([520.0, 320.0]);
     let history = o.history.clone();
     let focus = o.focus.as_deref().and_then(GroupKey::from_line);
-    eframe::run_native(
-        TITLE,
-        options,
-        Box::new(move |cc| {
-            cc.egui_ctx.set_theme(if dark {
-                egui::Theme::Dark
-            } else {
-                egui::Theme::Light
-            });
-            let control = o.control.then(|| control_input(cc.egui_ctx.clone()));
-            let ctx = cc.egui_ctx.clone();
-            if let Err(e) =
-                files::follow(history, batch_tx, Box::new(move || ctx.request_repaint()))
-            {
-                eprintln!("conntrack-tray window: cannot read the history: {e}");
-            }
-            let mut w = Window::new(settings).with_sources(batch_rx, control);
-            w.focus_on(focus);
-            w.timing = o.timing.then_some(start);
-            w.bus = zbus::blocking::connection::Builder::session()
-                .and_then(|b| {
-                    b.method_timeout(std::time::Duration::from_millis(500))
-                        .build()
-                })
-                .ok();
-            Ok(Box::new(App(w)))
-        }),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .context("cannot open the window (no X11 or Wayland display, or no OpenGL)")
+    runner::run(viewport, move |ctx| {
+        ctx.set_theme(if dark {
+            egui::Theme::Dark
+        } else {
+            egui::Theme::Light
+        });
+        let control = o.control.then(|| control_input(ctx.clone()));
+        let waker = ctx.clone();
+        let wake = Box::new(move |live| match live {
+            true => waker.request_repaint_after(LIVE_FRAME),
+            false => waker.request_repaint(),
+        });
+        if let Err(e) = files::follow(history, batch_tx, wake) {
+            eprintln!("conntrack-tray window: cannot read the history: {e}");
+        }
+        let mut w = Window::new(settings).with_sources(batch_rx, control);
+        w.focus_on(focus);
+        w.timing = o.timing.then_some(start);
+        w.bus = zbus::blocking::connection::Builder::session()
+            .and_then(|b| {
+                b.method_timeout(std::time::Duration::from_millis(500))
+                    .build()
+            })
+            .ok();
+        move |ctx: &egui::Context| w.ui(ctx)
+    })
+    .context("cannot open the window (no X11 or Wayland display)")
 }
 
 /// The applet's requests on stdin, until it quits; each wakes the window.
@@ -125,14 +115,6 @@ fn control_input(ctx: egui::Context) -> crossbeam_channel::Receiver<Control> {
         eprintln!("conntrack-tray window: no control input: {e}");
     }
     rx
-}
-
-struct App(Window);
-
-impl eframe::App for App {
-    fn update(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.0.ui(ctx);
-    }
 }
 
 #[cfg(test)]

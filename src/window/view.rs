@@ -1,7 +1,7 @@
 //! The window's widgets (egui): the Connections view (filters, the grouped list, the details
 //! of one destination with its rule buttons, the exports) and the Rules view. All state is in
 //! [`Window`]; [`Window::ui`] draws one frame from it, which is what the tests drive with
-//! egui_kittest and what eframe calls on screen.
+//! egui_kittest and what the window's loop (`runner`) calls on screen.
 //!
 //! Only text made by `model`, `rules` and `text` is shown, all of it sanitized where it was
 //! made; nothing here puts an outside string on screen by itself.
@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use conntrack_tray_helper::{Direction, Proto};
 use crossbeam_channel::Receiver;
-use eframe::egui;
 use egui::{Color32, RichText};
 
 use super::files::read_line_at;

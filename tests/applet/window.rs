@@ -1,7 +1,7 @@
 //! The connections window end to end (issue 13): the applet under Xvfb, its menu's *Show
 //! connections…* clicked over the private bus, the window mapped on the display (as xdotool
 //! sees it), a second click and a left click (Activate) bringing the same one forward instead
-//! of a second, the mutes the Rules view lists and ends over D-Bus, and the window gone with
+//! of a second, its frame drawn on the display, the mutes the Rules view lists and ends over D-Bus, and the window gone with
 //! the applet.
 
 use super::*;
@@ -13,23 +13,46 @@ const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
 const PATH: &str = "/io/github/conntrack_tray/Applet";
 /// [`TITLE`] as xdotool's pattern: it matches the title's bytes, and the dash is not ASCII.
 const TITLE_PATTERN: &str = "^conntrack-tray .* Connections$";
-/// The window's first frame under Mesa's software GL on a loaded machine (a debug build,
-/// every test of the binary at once).
+/// The window's first frame on a loaded machine (a debug build, every test of the binary at
+/// once).
 const MAPPED_WITHIN: Duration = Duration::from_secs(60);
 
-/// The programs this test needs beyond the others': xdotool is not in the shared list of
-/// helper/tests/common/require.rs, so it is checked here the same way (a skip with the
-/// package's name, a failure under CI=true).
-fn have_xdotool(test: &str) -> bool {
-    let found = Command::new("xdotool").arg("version").output().is_ok();
+/// The programs this test needs beyond the others': xdotool and xwd are not in the shared
+/// list of helper/tests/common/require.rs, so they are checked here the same way (a skip with
+/// the package's name, a failure under CI=true).
+fn have_tool(test: &str, program: &str, arg: &str, package: &str) -> bool {
+    let found = Command::new(program).arg(arg).output().is_ok();
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: xdotool is missing (install xdotool)"
+            "{test}: {program} is missing (install {package})"
         );
-        eprintln!("skipping {test}: xdotool is missing (install xdotool)");
+        eprintln!("skipping {test}: {program} is missing (install {package})");
     }
     found
+}
+
+/// How many different pixel values the window `id` shows, from an `xwd` dump: 1 for a window
+/// that was mapped but never drawn (or drawn as one colour), many for text on a background.
+fn colours(display: &str, id: &str) -> usize {
+    let Ok(out) = Command::new("xwd")
+        .args(["-silent", "-id", id])
+        .env("DISPLAY", display)
+        .output()
+    else {
+        return 0;
+    };
+    let field = |i: usize| {
+        out.stdout
+            .get(i * 4..i * 4 + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    // XWD: the header's size, then 24 more fields; the 20th is the colour map's length (12
+    // bytes an entry), then the pixels (32 bits each at depth 24).
+    let start = field(0) + field(19) * 12;
+    let pixels = out.stdout.get(start..).unwrap_or_default();
+    let distinct: std::collections::HashSet<&[u8]> = pixels.chunks_exact(4).collect();
+    distinct.len()
 }
 
 /// The ids of the windows named [`TITLE`] on `display`, mapped ones only.
@@ -48,7 +71,10 @@ fn windows(display: &str) -> Vec<String> {
 #[test]
 fn show_connections_in_the_menu_maps_one_window_under_xvfb() {
     let test = "show_connections_in_the_menu_maps_one_window_under_xvfb";
-    if !require(test, &["dbus-daemon", "python3", "Xvfb"]) || !have_xdotool(test) {
+    if !require(test, &["dbus-daemon", "python3", "Xvfb"])
+        || !have_tool(test, "xdotool", "version", "xdotool")
+        || !have_tool(test, "xwd", "-help", "x11-apps")
+    {
         return;
     }
     let (_x, display) = super::trust::xvfb().expect("Xvfb");
@@ -62,10 +88,7 @@ fn show_connections_in_the_menu_maps_one_window_under_xvfb() {
     let bus = Bus::start(dir.path());
     let notes = NotificationServer::start(&bus);
     let watcher = SniWatcher::start(&bus);
-    let env = [
-        ("DISPLAY", display.as_str()),
-        ("LIBGL_ALWAYS_SOFTWARE", "1"),
-    ];
+    let env = [("DISPLAY", display.as_str())];
     let applet = Applet::start_env(&bus, dir.path(), &[], &common::fake_helper(), &[], &env);
     assert!(applet.wait_helper_started(1));
     let service = wait_until(WAIT, || watcher.items().first().cloned()).expect("tray item");
@@ -102,6 +125,17 @@ fn show_connections_in_the_menu_maps_one_window_under_xvfb() {
         panic!("no window named {TITLE} mapped on {display}:\n{tree}\n{children}");
     }
     assert_eq!(mapped.as_ref().map(Vec::len), Some(1), "{mapped:?}");
+    // And drawn: the list's text on its background (the CPU rasterizer's frame reached the
+    // display), not an empty or black window.
+    let id = mapped.iter().flatten().next().cloned().unwrap_or_default();
+    let drawn = wait_until(MAPPED_WITHIN, || {
+        Some(colours(&display, &id)).filter(|&n| n >= 8)
+    });
+    assert!(
+        drawn.is_some(),
+        "the window shows {} colours: not drawn",
+        colours(&display, &id)
+    );
     // Again, and a left click: the same window, not a second. (The id read afresh: the
     // menu may have been rebuilt since.)
     let show = get_layout(&conn, &service)

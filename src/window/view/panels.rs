@@ -2,7 +2,6 @@
 //! of [`Window`] that show one connection or one entry.
 
 use conntrack_tray_helper::Direction;
-use eframe::egui;
 use egui::RichText;
 
 use super::super::model;

@@ -1,0 +1,287 @@
+//! The window's event loop: winit for the window and its input, egui-winit to turn them into
+//! egui input (and to serve the clipboard, the cursor and AccessKit), and
+//! `egui_software_backend`'s rasterizer drawing each frame into a shared-memory buffer
+//! (softbuffer) that the display server shows as it is.
+//!
+//! Why not eframe: its renderers are OpenGL (glow) and wgpu. On a desktop without a GPU
+//! driver — a VM, a remote session, Xvfb — Mesa's software OpenGL kept 63 MiB of LLVM and
+//! driver resident, more than all the rest of the window together (119 MiB against a budget
+//! of 80). A list of text rows is cheap to rasterize on the CPU, and this loop is small
+//! enough to own: it draws only when egui asks (at once, or after the delay it names), so an
+//! idle window sleeps in `poll` like eframe's.
+
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use egui::{ViewportCommand, ViewportId, ViewportInfo};
+use egui_software_backend::{BufferMutRef, ColorFieldOrder, EguiSoftwareRender};
+use winit::application::ApplicationHandler;
+use winit::event::WindowEvent;
+use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop, EventLoopProxy};
+use winit::window::{Window, WindowId};
+
+/// What wakes the loop besides the window's own events.
+enum Wake {
+    /// egui asked for a frame (from any thread): at `when`, if no frame was drawn since.
+    Repaint { when: Instant, pass: u64 },
+    /// A screen reader's request.
+    Access(accesskit_winit::Event),
+}
+
+impl From<accesskit_winit::Event> for Wake {
+    fn from(e: accesskit_winit::Event) -> Self {
+        Wake::Access(e)
+    }
+}
+
+/// Opens one window described by `viewport` and calls `ui` for every frame until the window
+/// is closed (by the window manager or by a `ViewportCommand::Close`). `ui` is made by
+/// `make` before the window exists, with the context other threads may wake.
+pub fn run<F: FnMut(&egui::Context)>(
+    viewport: egui::ViewportBuilder,
+    make: impl FnOnce(&egui::Context) -> F,
+) -> anyhow::Result<()> {
+    let mut builder = EventLoop::<Wake>::with_user_event();
+    // X11 where there is one (XWayland too): there the window manager draws the title bar,
+    // which winit on Wayland leaves to the application (GNOME has none to lend).
+    if std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty()) {
+        use winit::platform::x11::EventLoopBuilderExtX11;
+        builder.with_x11();
+    }
+    let event_loop = builder.build()?;
+    let ctx = egui::Context::default();
+    let proxy = event_loop.create_proxy();
+    let waker = proxy.clone();
+    ctx.set_request_repaint_callback(move |info| {
+        let _ = waker.send_event(Wake::Repaint {
+            when: Instant::now() + info.delay,
+            pass: info.current_cumulative_pass_nr,
+        });
+    });
+    let ui = make(&ctx);
+    let mut runner = Runner {
+        live: None,
+        softbuffer: softbuffer::Context::new(event_loop.owned_display_handle())
+            .map_err(|e| anyhow::anyhow!("no display buffer: {e}"))?,
+        renderer: EguiSoftwareRender::new(ColorFieldOrder::Bgra),
+        info: ViewportInfo::default(),
+        next_frame: None,
+        shown: false,
+        error: None,
+        viewport,
+        proxy,
+        ui,
+        ctx,
+    };
+    event_loop.run_app(&mut runner)?;
+    match runner.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The open window. Fields drop in order: the surface and egui-winit's clipboard before the
+/// window they belong to (Wayland's clipboard crashes otherwise).
+struct Live {
+    surface: softbuffer::Surface<winit::event_loop::OwnedDisplayHandle, Rc<Window>>,
+    input: egui_winit::State,
+    window: Rc<Window>,
+}
+
+struct Runner<F> {
+    live: Option<Live>,
+    softbuffer: softbuffer::Context<winit::event_loop::OwnedDisplayHandle>,
+    renderer: EguiSoftwareRender,
+    info: ViewportInfo,
+    /// When egui wants its next frame, if it named a time.
+    next_frame: Option<Instant>,
+    /// Whether the window was made visible (after its first frame was drawn).
+    shown: bool,
+    error: Option<anyhow::Error>,
+    viewport: egui::ViewportBuilder,
+    proxy: EventLoopProxy<Wake>,
+    ui: F,
+    ctx: egui::Context,
+}
+
+impl<F: FnMut(&egui::Context)> Runner<F> {
+    fn open(&mut self, el: &ActiveEventLoop) -> anyhow::Result<()> {
+        // Hidden until the first frame is drawn: AccessKit's adapter must exist before the
+        // window is first shown, and no empty frame flashes.
+        let hidden = self.viewport.clone().with_visible(false);
+        let window = Rc::new(egui_winit::create_window(&self.ctx, el, &hidden)?);
+        let surface = softbuffer::Surface::new(&self.softbuffer, window.clone())
+            .map_err(|e| anyhow::anyhow!("no buffer for the window: {e}"))?;
+        let mut input = egui_winit::State::new(
+            self.ctx.clone(),
+            ViewportId::ROOT,
+            el,
+            Some(window.scale_factor() as f32),
+            window.theme(),
+            None,
+        );
+        input.init_accesskit(el, &window, self.proxy.clone());
+        egui_winit::update_viewport_info(&mut self.info, &self.ctx, &window, true);
+        window.request_redraw();
+        self.live = Some(Live {
+            surface,
+            input,
+            window,
+        });
+        Ok(())
+    }
+
+    /// Draws one frame; false once the window asked to close.
+    fn frame(&mut self) -> anyhow::Result<bool> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(true);
+        };
+        let window = &live.window;
+        egui_winit::update_viewport_info(&mut self.info, &self.ctx, window, false);
+        let mut raw = live.input.take_egui_input(window);
+        raw.viewports.insert(ViewportId::ROOT, self.info.clone());
+        self.info.events.clear();
+        let ui = &mut self.ui;
+        let out = self.ctx.run(raw, |ctx| ui(ctx));
+        live.input
+            .handle_platform_output(window, out.platform_output);
+        let mut delay = Duration::MAX;
+        if let Some(vo) = out.viewport_output.get(&ViewportId::ROOT) {
+            if vo
+                .commands
+                .iter()
+                .any(|c| matches!(c, ViewportCommand::Close))
+            {
+                return Ok(false);
+            }
+            let mut actions = Vec::new();
+            egui_winit::process_viewport_commands(
+                &self.ctx,
+                &mut self.info,
+                vo.commands.iter().cloned(),
+                window,
+                &mut actions,
+            );
+            delay = vo.repaint_delay;
+        }
+        let shapes = self.ctx.tessellate(out.shapes, out.pixels_per_point);
+        let size = window.inner_size();
+        let (w, h) = (
+            NonZeroU32::new(size.width).unwrap_or(NonZeroU32::MIN),
+            NonZeroU32::new(size.height).unwrap_or(NonZeroU32::MIN),
+        );
+        live.surface
+            .resize(w, h)
+            .map_err(|e| anyhow::anyhow!("cannot size the window's buffer: {e}"))?;
+        let mut buffer = live
+            .surface
+            .buffer_mut()
+            .map_err(|e| anyhow::anyhow!("no window buffer: {e}"))?;
+        buffer.fill(0);
+        let mut target = BufferMutRef::new(
+            bytemuck::cast_slice_mut(&mut buffer),
+            w.get() as usize,
+            h.get() as usize,
+        );
+        self.renderer.render(
+            &mut target,
+            &shapes,
+            &out.textures_delta,
+            out.pixels_per_point,
+        );
+        buffer
+            .present()
+            .map_err(|e| anyhow::anyhow!("cannot show the frame: {e}"))?;
+        if !self.shown {
+            window.set_visible(true);
+            self.shown = true;
+        }
+        if delay.is_zero() {
+            window.request_redraw();
+        } else if let Some(at) = Instant::now().checked_add(delay) {
+            self.schedule(at);
+        }
+        Ok(true)
+    }
+
+    fn schedule(&mut self, at: Instant) {
+        self.next_frame = Some(self.next_frame.map_or(at, |t| t.min(at)));
+    }
+
+    fn redraw(&self) {
+        if let Some(live) = &self.live {
+            live.window.request_redraw();
+        }
+    }
+
+    fn fail(&mut self, el: &ActiveEventLoop, e: anyhow::Error) {
+        self.error = Some(e);
+        el.exit();
+    }
+}
+
+impl<F: FnMut(&egui::Context)> ApplicationHandler<Wake> for Runner<F> {
+    fn resumed(&mut self, el: &ActiveEventLoop) {
+        if self.live.is_none() {
+            if let Err(e) = self.open(el) {
+                self.fail(el, e);
+            }
+        }
+    }
+
+    fn user_event(&mut self, _el: &ActiveEventLoop, wake: Wake) {
+        match wake {
+            Wake::Repaint { when, pass } => {
+                // A request made before the last frame was drawn is already served.
+                let now = self.ctx.cumulative_pass_nr_for(ViewportId::ROOT);
+                if now == pass || now == pass + 1 {
+                    self.schedule(when);
+                }
+            }
+            Wake::Access(e) => match e.window_event {
+                accesskit_winit::WindowEvent::InitialTreeRequested => {
+                    self.ctx.enable_accesskit();
+                    self.redraw();
+                }
+                accesskit_winit::WindowEvent::ActionRequested(request) => {
+                    if let Some(live) = self.live.as_mut() {
+                        live.input.on_accesskit_action_request(request);
+                    }
+                    self.redraw();
+                }
+                accesskit_winit::WindowEvent::AccessibilityDeactivated => {}
+            },
+        }
+    }
+
+    fn window_event(&mut self, el: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
+        match event {
+            WindowEvent::CloseRequested => el.exit(),
+            WindowEvent::RedrawRequested => match self.frame() {
+                Ok(true) => {}
+                Ok(false) => el.exit(),
+                Err(e) => self.fail(el, e),
+            },
+            event => {
+                if let Some(live) = self.live.as_mut() {
+                    if live.input.on_window_event(&live.window, &event).repaint {
+                        live.window.request_redraw();
+                    }
+                }
+            }
+        }
+    }
+
+    fn about_to_wait(&mut self, el: &ActiveEventLoop) {
+        match self.next_frame {
+            Some(at) if at <= Instant::now() => {
+                self.next_frame = None;
+                self.redraw();
+                el.set_control_flow(ControlFlow::Wait);
+            }
+            Some(at) => el.set_control_flow(ControlFlow::WaitUntil(at)),
+            None => el.set_control_flow(ControlFlow::Wait),
+        }
+    }
+}
