@@ -61,6 +61,18 @@ fn one_shots(n: usize, extra: &[&str], port: u16, argv: impl Fn(&Net) -> Vec<Str
                     .is_some_and(|a| !a.is_empty())
         })
         .count();
+    // What a miss looked like, for whoever reads the run: a pid never reported, or a line
+    // with the right pid and no exe or command line, or a line with another pid.
+    for pid in &pids {
+        match right.iter().find(|v| v["process"]["pid"].as_u64() == Some(*pid)) {
+            None => eprintln!("  one-shot pid {pid} ({}): no line names it", argv[argv.len() - 1]),
+            Some(v) if !v["process"]["exe"].is_string() => eprintln!("  one-shot pid {pid}: {v}"),
+            Some(_) => {}
+        }
+    }
+    for v in lines.iter().filter(|v| !right.contains(v)) {
+        eprintln!("  a line for none of the one-shots: {v}");
+    }
     Described {
         tried: n,
         right_pid: right.len(),

@@ -321,7 +321,7 @@ impl ProcIndex {
         }
         let user = self.user(uid);
         let parent = self.parent_of(upid, start, stat.ppid);
-        let process = Process {
+        let mut process = Process {
             pid: upid,
             comm: stat.comm,
             exe,
@@ -338,6 +338,26 @@ impl ProcIndex {
             context: Some(std::sync::Arc::new(context)),
             ..Default::default()
         };
+        // Exiting: its memory is released before its files are closed, so for a moment it
+        // holds its sockets with no exe and no command line (a bash one-shot, found by its
+        // socket). What it ran is in its exec record, of this very process (pid and start).
+        if process.exe.is_none() && process.cmdline.is_empty() {
+            if let Some(r) = self.record(upid, Start::Ticks(start)) {
+                let c = Connector {
+                    pid: upid,
+                    uid,
+                    comm: process.comm.clone(),
+                    at_boot_ns: 0,
+                    start_ns: r.start_ns,
+                };
+                let recorded = self.described_by_record(&c, r);
+                process = Process {
+                    cwd: process.cwd,
+                    context: process.context,
+                    ..recorded
+                };
+            }
+        }
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }

@@ -113,3 +113,60 @@ fn the_reader_limits_make_a_small_budget_that_stops_at_the_first_holder() {
     assert_eq!((l.budget, l.pids, l.fast), (640, Some(64), true));
     assert!(l.budget / Budget::READ < 10_000);
 }
+
+/// Exec records by pid, for the tests.
+struct Recorded(Vec<ExecRecord>);
+
+impl Execs for Recorded {
+    fn exec_record(&mut self, pid: u32) -> std::io::Result<Option<ExecRecord>> {
+        Ok(self.0.iter().find(|r| r.pid == pid).cloned())
+    }
+}
+
+#[test]
+fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
+    // A process in the middle of exiting: `/proc/PID` is there with its stat, but no exe
+    // link and an empty command line (its memory is gone, its sockets not yet).
+    let root = tempfile::tempdir().expect("tmp");
+    let own = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    let after_comm = own.rsplit_once(") ").expect("stat").1;
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    // starttime is the 22nd field of stat, the 20th after pid and comm.
+    let start_ticks: u64 = fields[19].parse().expect("starttime");
+    std::fs::create_dir(root.path().join("4242")).expect("mkdir");
+    std::fs::write(
+        root.path().join("4242/stat"),
+        format!("4242 (bash) {after_comm}"),
+    )
+    .expect("stat");
+    std::fs::write(root.path().join("4242/cmdline"), b"").expect("cmdline");
+    let mut idx = ProcIndex::new();
+    idx.root = root.path().to_path_buf();
+    let record = ExecRecord {
+        pid: 4242,
+        start_ns: start_ticks * idx.tick_ns + 3,
+        path: Some("/usr/bin/bash".into()),
+        args: vec!["bash".into(), "-c".into(), "echo x > /dev/tcp/10.0.0.1/80".into()],
+        comm: "bash".into(),
+        ..Default::default()
+    };
+    // Another process's record under the pid (started a tick later): not used.
+    let later = ExecRecord {
+        start_ns: (start_ticks + 1) * idx.tick_ns,
+        ..record.clone()
+    };
+    let mut idx = idx.with_execs(Box::new(Recorded(vec![later])));
+    let stat = idx.stat(4242).expect("stat");
+    let p = idx.describe(stat).expect("described");
+    assert_eq!(p.exe, None);
+    assert!(p.cmdline.is_empty());
+    idx.cache.clear();
+    let mut idx = idx.with_execs(Box::new(Recorded(vec![record])));
+    let stat = idx.stat(4242).expect("stat");
+    let p = idx.describe(stat).expect("described");
+    assert_eq!(p.exe.as_deref(), Some("/usr/bin/bash"));
+    assert_eq!(p.cmdline, ["bash", "-c", "echo x > /dev/tcp/10.0.0.1/80"]);
+    assert!(p.exited);
+    // Not verified: the record's file id does not match /usr/bin/bash here.
+    assert!(!p.exe_verified);
+}
