@@ -72,6 +72,9 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         } else {
             egui::Theme::Light
         });
+        // A blinking text cursor is a whole frame drawn on the CPU twice a second (3–4% of a
+        // core while the search box has the focus): it stays lit instead.
+        ctx.all_styles_mut(|s| s.visuals.text_cursor.blink = false);
         let control = o.control.then(|| control_input(ctx.clone()));
         let waker = ctx.clone();
         let wake = Box::new(move |live| match live {

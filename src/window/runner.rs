@@ -68,6 +68,7 @@ pub fn run<F: FnMut(&egui::Context)>(
         info: ViewportInfo::default(),
         next_frame: None,
         shown: false,
+        drawn_size: None,
         error: None,
         viewport,
         proxy,
@@ -98,6 +99,8 @@ struct Runner<F> {
     next_frame: Option<Instant>,
     /// Whether the window was made visible (after its first frame was drawn).
     shown: bool,
+    /// The size of the last frame drawn.
+    drawn_size: Option<winit::dpi::PhysicalSize<u32>>,
     error: Option<anyhow::Error>,
     viewport: egui::ViewportBuilder,
     proxy: EventLoopProxy<Wake>,
@@ -110,7 +113,14 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
         // Hidden until the first frame is drawn: AccessKit's adapter must exist before the
         // window is first shown, and no empty frame flashes.
         let hidden = self.viewport.clone().with_visible(false);
-        let window = Rc::new(egui_winit::create_window(&self.ctx, el, &hidden)?);
+        let mut attributes = egui_winit::create_winit_window_attributes(&self.ctx, hidden.clone());
+        if let Some(id) = &hidden.app_id {
+            // egui-winit leaves WM_CLASS's instance part empty; both name the desktop file.
+            use winit::platform::x11::WindowAttributesExtX11;
+            attributes = attributes.with_name(id, id);
+        }
+        let window = Rc::new(el.create_window(attributes)?);
+        egui_winit::apply_viewport_builder_to_window(&self.ctx, &window, &hidden);
         let surface = softbuffer::Surface::new(&self.softbuffer, window.clone())
             .map_err(|e| anyhow::anyhow!("no buffer for the window: {e}"))?;
         let mut input = egui_winit::State::new(
@@ -122,7 +132,7 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
             None,
         );
         input.init_accesskit(el, &window, self.proxy.clone());
-        egui_winit::update_viewport_info(&mut self.info, &self.ctx, &window, true);
+        viewport_info(&mut self.info, &window);
         window.request_redraw();
         self.live = Some(Live {
             surface,
@@ -138,7 +148,7 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
             return Ok(true);
         };
         let window = &live.window;
-        egui_winit::update_viewport_info(&mut self.info, &self.ctx, window, false);
+        viewport_info(&mut self.info, window);
         let mut raw = live.input.take_egui_input(window);
         raw.viewports.insert(ViewportId::ROOT, self.info.clone());
         self.info.events.clear();
@@ -178,7 +188,10 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
             .surface
             .buffer_mut()
             .map_err(|e| anyhow::anyhow!("no window buffer: {e}"))?;
-        buffer.fill(0);
+        // What no panel covers (a window smaller than its least size, with no window manager
+        // to hold it) is the panels' colour, not black.
+        let [r, g, b, _] = self.ctx.style().visuals.panel_fill.to_array();
+        buffer.fill(u32::from_be_bytes([0, r, g, b]));
         let mut target = BufferMutRef::new(
             bytemuck::cast_slice_mut(&mut buffer),
             w.get() as usize,
@@ -197,7 +210,11 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
             window.set_visible(true);
             self.shown = true;
         }
-        if delay.is_zero() {
+        // egui lays the panels out from the last frame's sizes: after a resize the first
+        // frame is partly of the old layout, and nothing else would ask for a second.
+        let resized = self.drawn_size != Some(size);
+        self.drawn_size = Some(size);
+        if delay.is_zero() || resized {
             window.request_redraw();
         } else if let Some(at) = Instant::now().checked_add(delay) {
             self.schedule(at);
@@ -219,6 +236,17 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
         self.error = Some(e);
         el.exit();
     }
+}
+
+/// What egui is told of the window each frame: its scale and state, from what winit keeps.
+/// Not its position (egui-winit's `update_viewport_info` asks the X server for it, and
+/// panics when the window was destroyed from outside before its `Destroyed` arrived; the
+/// layout needs only the size, which the input carries).
+fn viewport_info(info: &mut ViewportInfo, window: &Window) {
+    info.native_pixels_per_point = Some(window.scale_factor() as f32);
+    info.focused = Some(window.has_focus());
+    info.minimized = window.is_minimized();
+    info.maximized = Some(window.is_maximized());
 }
 
 impl<F: FnMut(&egui::Context)> ApplicationHandler<Wake> for Runner<F> {
@@ -257,12 +285,20 @@ impl<F: FnMut(&egui::Context)> ApplicationHandler<Wake> for Runner<F> {
 
     fn window_event(&mut self, el: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
         match event {
-            WindowEvent::CloseRequested => el.exit(),
-            WindowEvent::RedrawRequested => match self.frame() {
-                Ok(true) => {}
-                Ok(false) => el.exit(),
-                Err(e) => self.fail(el, e),
-            },
+            // Closed by the window manager, or destroyed from outside (`xdotool windowclose`):
+            // a frame drawn on a destroyed window would fail.
+            WindowEvent::CloseRequested | WindowEvent::Destroyed => el.exit(),
+            WindowEvent::RedrawRequested => {
+                // winit's X11 calls unwrap the server's replies: on a window destroyed from
+                // outside (`xdotool windowclose`, not a close) the frame drawn before its
+                // `Destroyed` arrives panics in there. The window is gone either way.
+                let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.frame()));
+                match drawn {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) | Err(_) => el.exit(),
+                    Ok(Err(e)) => self.fail(el, e),
+                }
+            }
             event => {
                 if let Some(live) = self.live.as_mut() {
                     if live.input.on_window_event(&live.window, &event).repaint {
