@@ -807,6 +807,7 @@ fn print_processes() {
     println!("{}", processes::chain_row(20));
     eprintln!("container...");
     println!("{}", processes::container_row(20));
+    println!("{}", processes::published_row(20));
     eprintln!("pings...");
     println!("{}", processes::icmp_row(20));
     eprintln!("cost per connect...");

@@ -16,6 +16,8 @@ use crossbeam_channel::{bounded, unbounded, Sender};
 
 use conntrack_tray_helper::attribution::connect_hook::{kernel_btf, ConnectLog};
 use conntrack_tray_helper::attribution::exec_hook::ExecLog;
+use conntrack_tray_helper::attribution::listeners::Elsewhere;
+use conntrack_tray_helper::attribution::netns::Namespaces;
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::Attributor;
@@ -365,7 +367,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // The DNS capture names the process behind each query with a chain of its own.
     let mut query_attr = attributor(third)?;
-    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?;
+    // Only the pipeline asks the other namespaces for a published port's listener: it is
+    // there long before the flow, nothing races it.
+    let own_netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| u32::try_from(std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0))
+        .unwrap_or(0);
+    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?
+        .with_elsewhere(Elsewhere::new(Namespaces::new(own_netns)));
     // The reader's lookups run at real-time priority, so they look at the newest processes
     // only; the pipeline's fallback scans them all at normal priority.
     let mut early_attr = attributor(second)?;

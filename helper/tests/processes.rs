@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::container::{Container, Impostor};
 use common::{config_file, is_conn_to, require, root_or_skip, Helper, Net};
 use serde_json::Value;
 
@@ -279,98 +280,6 @@ fn without_the_exec_hook_one_shots_are_still_named() {
     assert!(lines.iter().all(|v| pids.contains(&pid_of(v).unwrap_or(0))));
 }
 
-/// A "container" on machine `a`: namespace `c` behind a veth pair (172.30.N.2 in `c`,
-/// 172.30.N.1 in `a`), routed through `a`, which masquerades it towards `b` the way
-/// Docker's default bridge does. Removed on drop.
-struct Container {
-    ns: String,
-    ip: String,
-}
-
-impl Container {
-    fn new(net: &Net) -> Container {
-        let ns = format!("{}-c", net.a);
-        let n = net.n;
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .expect("run");
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["ip", "netns", "add", &ns]);
-        let c = Container {
-            ns: ns.clone(),
-            ip: format!("172.30.{n}.2"),
-        };
-        run(&[
-            "ip", "link", "add", "ctr0", "netns", &net.a, "type", "veth", "peer", "name", "eth0",
-            "netns", &ns,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &net.a,
-            "addr",
-            "add",
-            &format!("172.30.{n}.1/24"),
-            "dev",
-            "ctr0",
-        ]);
-        run(&["ip", "-n", &net.a, "link", "set", "ctr0", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("172.30.{n}.2/24"),
-            "dev",
-            "eth0",
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("172.30.{n}.1"),
-        ]);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &net.a,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        let nft = |cmd: &str| run(&["ip", "netns", "exec", &net.a, "nft", cmd]);
-        nft("add table ip ctt_test_nat");
-        nft("add chain ip ctt_test_nat post { type nat hook postrouting priority 100 ; }");
-        nft(&format!(
-            "add rule ip ctt_test_nat post ip saddr 172.30.{n}.0/24 oifname veth0 masquerade"
-        ));
-        c
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .status();
-    }
-}
-
 #[test]
 fn a_container_s_flows_are_named_after_the_process_inside_it() {
     let test = "a_container_s_flows_are_named_after_the_process_inside_it";
@@ -414,6 +323,49 @@ fn a_container_s_flows_are_named_after_the_process_inside_it() {
         serde_json::json!(["bash", "-c", script]),
         "{v}"
     );
+}
+
+#[test]
+fn a_published_port_s_inbound_flow_is_named_after_the_listener_in_the_container() {
+    let test = "a_published_port_s_inbound_flow_is_named_after_the_listener_in_the_container";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut net = Net::new();
+    let ctr = Container::new(&net);
+    ctr.publish(&net, 8088, 80);
+    let server = u64::from(net.serve(&ctr.ns.clone(), "0.0.0.0", &[80]));
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let url = format!("http://{}:8088/", net.a4());
+    let to_published = |v: &Value| v["type"] == "connection" && v["local_port"] == 8088;
+    let clients = Net::run_each(&net.b, &["curl", "-s", "-m", "2", &url], 3);
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(to_published)
+        .collect();
+    assert_eq!(lines.len(), clients.len(), "{lines:?}");
+    for v in &lines {
+        assert_eq!(v["direction"], "inbound", "{v}");
+        assert_eq!(v["local_ip"], net.a4(), "{v}");
+        assert_eq!(v["remote_ip"], net.b4(), "{v}");
+        assert_eq!(pid_of(v), Some(server), "{v}");
+        assert_eq!(v["attributed_by"], "container", "{v}");
+        assert_eq!(v["process"]["context"]["netns_own"], false, "{v}");
+    }
+    // A namespace that gives itself the container's address and listens on the port: it
+    // cannot get the flow, and it must not be named for it; with two claimants, neither is.
+    let mut fake = Net::new();
+    let impostor = Impostor::new(&fake, &ctr.ip);
+    let liar = u64::from(fake.serve(&impostor.0.clone(), "0.0.0.0", &[80]));
+    // Past the one second a namespace list and an answer are kept.
+    std::thread::sleep(Duration::from_millis(1200));
+    Net::run_each(&net.b, &["curl", "-s", "-m", "2", &url], 1);
+    let v = h.wait_for(WAIT, to_published).expect("the flow's line");
+    assert_ne!(pid_of(&v), Some(liar), "{v}");
+    assert!(v["process"].is_null(), "two namespaces claim it: {v}");
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! program (part k). `BENCH_ONLY=processes` runs it alone.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::common::container::Container;
 use super::common::{config_file, Helper, Net};
 
 const ALL: &str = "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n";
@@ -64,8 +65,14 @@ fn one_shots(n: usize, extra: &[&str], port: u16, argv: impl Fn(&Net) -> Vec<Str
     // What a miss looked like, for whoever reads the run: a pid never reported, or a line
     // with the right pid and no exe or command line, or a line with another pid.
     for pid in &pids {
-        match right.iter().find(|v| v["process"]["pid"].as_u64() == Some(*pid)) {
-            None => eprintln!("  one-shot pid {pid} ({}): no line names it", argv[argv.len() - 1]),
+        match right
+            .iter()
+            .find(|v| v["process"]["pid"].as_u64() == Some(*pid))
+        {
+            None => eprintln!(
+                "  one-shot pid {pid} ({}): no line names it",
+                argv[argv.len() - 1]
+            ),
             Some(v) if !v["process"]["exe"].is_string() => eprintln!("  one-shot pid {pid}: {v}"),
             Some(_) => {}
         }
@@ -154,92 +161,11 @@ pub fn chain_row(n: usize) -> String {
 pub fn container_row(n: usize) -> String {
     let mut net = Net::new();
     net.serve(&net.b.clone(), "0.0.0.0", &[8080]);
-    let ns = format!("{}-c", net.a);
-    let k = net.n;
-    let run = |args: &[&str]| {
-        let st = Command::new(args[0])
-            .args(&args[1..])
-            .status()
-            .expect("run");
-        assert!(st.success(), "{args:?}");
-    };
-    run(&["ip", "netns", "add", &ns]);
-    let a = net.a.clone();
-    run(&[
-        "ip", "link", "add", "ctr0", "netns", &a, "type", "veth", "peer", "name", "eth0", "netns",
-        &ns,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        &format!("172.30.{k}.1/24"),
-        "dev",
-        "ctr0",
-    ]);
-    run(&["ip", "-n", &a, "link", "set", "ctr0", "up"]);
-    run(&[
-        "ip",
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("172.30.{k}.2/24"),
-        "dev",
-        "eth0",
-    ]);
-    run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-    run(&[
-        "ip",
-        "-n",
-        &ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("172.30.{k}.1"),
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "nft",
-        "add table ip ctt_bench_nat",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "nft",
-        "add chain ip ctt_bench_nat post { type nat hook postrouting priority 100 ; }",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "nft",
-        &format!(
-            "add rule ip ctt_bench_nat post ip saddr 172.30.{k}.0/24 oifname veth0 masquerade"
-        ),
-    ]);
+    let ctr = Container::new(&net);
     let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
-    let h = Helper::start(&a, &["--config", cfg.to_str().unwrap()]);
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
     let url = format!("http://{}:8080/", net.b4());
-    let pids = Net::run_each(&ns, &["curl", "-s", "-m", "2", &url], n);
+    let pids = Net::run_each(&ctr.ns, &["curl", "-s", "-m", "2", &url], n);
     let lines: Vec<Value> = h
         .collect(Duration::from_secs(2))
         .into_iter()
@@ -253,9 +179,34 @@ pub fn container_row(n: usize) -> String {
                 .is_some_and(|p| pids.contains(&p))
         })
         .count();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     format!(
         "| (j) curl in a container (own namespace, bridge-like veth, masquerade) | {named}/{n} named with the right pid ({} reported) | no process |",
+        lines.len()
+    )
+}
+
+/// `n` curls from `b` to a container's published port (DNAT on `a`): how often the inbound
+/// flow is named after the container's listener.
+pub fn published_row(n: usize) -> String {
+    let mut net = Net::new();
+    let ctr = Container::new(&net);
+    ctr.publish(&net, 8088, 80);
+    let server = u64::from(net.serve(&ctr.ns.clone(), "0.0.0.0", &[80]));
+    let (_d, cfg) = config_file("[filter]\nrepeat_after_secs = 0\n");
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
+    let url = format!("http://{}:8088/", net.a4());
+    Net::run_each(&net.b, &["curl", "-s", "-m", "2", &url], n);
+    let lines: Vec<Value> = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| v["type"] == "connection" && v["local_port"] == 8088)
+        .collect();
+    let named = lines
+        .iter()
+        .filter(|v| v["process"]["pid"].as_u64() == Some(server))
+        .count();
+    format!(
+        "| (j) inbound to a container's published port (DNAT to its listener) | {named}/{n} named after the listener ({} reported) | no process |",
         lines.len()
     )
 }

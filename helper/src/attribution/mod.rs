@@ -27,6 +27,7 @@ pub mod fd_table;
 pub mod held;
 pub mod holders;
 pub mod lineage;
+pub mod listeners;
 pub mod netns;
 pub mod proc_fds;
 pub mod procfs;
@@ -183,6 +184,8 @@ pub struct SocketAttributor<S, P> {
     /// while its holder still has it open (which `Processes` checks) it is still the one.
     bound: HashMap<(Proto, IpAddr, u16), Bound>,
     connects: Option<Box<dyn Connects + Send>>,
+    /// The other network namespaces' listeners, for inbound flows sent on to a container.
+    elsewhere: Option<listeners::Elsewhere>,
 }
 
 /// A bound socket, its holder, and when the holder was last seen holding it.
@@ -209,7 +212,45 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             errors: 0,
             bound: HashMap::new(),
             connects: None,
+            elsewhere: None,
         }
+    }
+
+    /// Asks the other network namespaces for the listener of an inbound flow whose local
+    /// end was rewritten (DNAT) to an address no socket here has: a published port.
+    pub fn with_elsewhere(mut self, elsewhere: listeners::Elsewhere) -> Self {
+        self.elsewhere = Some(elsewhere);
+        self
+    }
+
+    /// The listener of `sides` (inbound, sent on) in another namespace, when exactly one
+    /// namespace with the address has one (see [`listeners`]).
+    fn listener_elsewhere(&mut self, sides: &Sides) -> Option<Attribution> {
+        let t = sides.socket;
+        let found = self.elsewhere.as_mut()?.listener(t.proto, t.src, t.sport);
+        let listeners::Listening::One { socket, .. } = found else {
+            return None;
+        };
+        let entry = SockEntry {
+            family: match socket.local {
+                std::net::SocketAddr::V4(_) => Family::Ipv4,
+                std::net::SocketAddr::V6(_) => Family::Ipv6,
+            },
+            proto: t.proto,
+            state: socket.state,
+            src: socket.local.ip(),
+            sport: socket.local.port(),
+            dst: socket.remote.ip(),
+            dport: socket.remote.port(),
+            uid: socket.uid,
+            inode: socket.inode,
+        };
+        let (process, holders) = self.held(&entry)?;
+        Some(Attribution {
+            process,
+            by: AttributedBy::Container,
+            holders,
+        })
     }
 
     /// Asks `connects` first for outbound TCP and UDP flows.
@@ -431,6 +472,12 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         // is gone by now has done that.
         if found.is_none() && outbound && t.proto == Proto::Tcp {
             return self.by_connect_record(&t, read);
+        }
+        // Sent on to another address (a published port: DNAT to a container) and no socket
+        // here has it: the listener may be in the container's namespace.
+        let rewritten = sides.local_ip.to_canonical() != t.src.to_canonical();
+        if found.is_none() && sides.direction == Direction::Inbound && rewritten {
+            return self.listener_elsewhere(sides);
         }
         found
     }

@@ -29,6 +29,9 @@ pub struct Namespaces {
     root: PathBuf,
     own: u32,
     known: Vec<u32>,
+    /// A process in each known namespace (the lowest pid seen in it), through whose
+    /// `/proc/PID/net` the namespace's sockets and addresses are read.
+    members: Vec<(u32, u32)>,
     scanned: Option<Instant>,
 }
 
@@ -42,6 +45,7 @@ impl Namespaces {
             root: root.to_path_buf(),
             own,
             known: Vec::new(),
+            members: Vec::new(),
             scanned: None,
         }
     }
@@ -51,26 +55,51 @@ impl Namespaces {
         &self.known
     }
 
+    /// A process in namespace `ns` when it was last listed (it may have exited since).
+    pub fn member(&self, ns: u32) -> Option<u32> {
+        self.members
+            .binary_search_by_key(&ns, |&(n, _)| n)
+            .ok()
+            .map(|i| self.members[i].1)
+    }
+
+    /// Where the helper's `/proc` is (a test's stand-in, else `/proc`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Reads the list again, unless it was read less than a second ago; whether it did.
     pub fn rescan(&mut self) -> bool {
         if self.scanned.is_some_and(|t| t.elapsed() < RESCAN) {
             return false;
         }
         self.scanned = Some(Instant::now());
-        let inodes = std::fs::read_dir(&self.root)
+        let found: Vec<(u64, u32)> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let m = std::fs::metadata(e.path().join("ns/net")).ok()?;
+                Some((m.ino(), pid))
             })
-            .filter_map(|e| std::fs::metadata(e.path().join("ns/net")).ok())
-            .map(|m| m.ino());
-        self.known = others(inodes, self.own);
+            .collect();
+        self.known = others(found.iter().map(|&(ns, _)| ns), self.own);
+        self.members = members(&found, &self.known);
         true
     }
+}
+
+/// The lowest pid of each namespace of `known` in `found` (namespace, pid), by namespace.
+fn members(found: &[(u64, u32)], known: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = known.iter().map(|&ns| (ns, u32::MAX)).collect();
+    for &(ns, pid) in found {
+        let Ok(ns) = u32::try_from(ns) else { continue };
+        if let Ok(i) = out.binary_search_by_key(&ns, |&(n, _)| n) {
+            out[i].1 = out[i].1.min(pid);
+        }
+    }
+    out
 }
 
 /// The distinct namespace inodes of `inodes` but `own`, at most [`NAMESPACES_ASKED`].
@@ -95,6 +124,13 @@ mod tests {
     }
 
     #[test]
+    fn each_namespace_has_its_lowest_pid_as_member() {
+        let found = [(5, 40), (3, 12), (5, 7), (9, 1)];
+        let known = others(found.iter().map(|&(n, _)| n), 9);
+        assert_eq!(members(&found, &known), [(3, 12), (5, 7)]);
+    }
+
+    #[test]
     fn the_real_proc_lists_no_namespace_of_our_own_and_is_not_read_twice_at_once() {
         let own = std::fs::metadata("/proc/self/ns/net")
             .map(|m| m.ino() as u32)
@@ -102,6 +138,7 @@ mod tests {
         let mut ns = Namespaces::new(own);
         assert!(ns.rescan());
         assert!(!ns.known().contains(&own));
+        assert!(ns.known().iter().all(|&n| ns.member(n).is_some()));
         assert!(!ns.rescan());
     }
 }

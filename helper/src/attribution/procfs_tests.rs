@@ -146,7 +146,11 @@ fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
         pid: 4242,
         start_ns: start_ticks * idx.tick_ns + 3,
         path: Some("/usr/bin/bash".into()),
-        args: vec!["bash".into(), "-c".into(), "echo x > /dev/tcp/10.0.0.1/80".into()],
+        args: vec![
+            "bash".into(),
+            "-c".into(),
+            "echo x > /dev/tcp/10.0.0.1/80".into(),
+        ],
         comm: "bash".into(),
         ..Default::default()
     };
