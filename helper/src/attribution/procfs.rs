@@ -321,7 +321,7 @@ impl ProcIndex {
         }
         let user = self.user(uid);
         let parent = self.parent_of(upid, start, stat.ppid);
-        let mut process = Process {
+        let process = Process {
             pid: upid,
             comm: stat.comm,
             exe,
@@ -338,31 +338,42 @@ impl ProcIndex {
             context: Some(std::sync::Arc::new(context)),
             ..Default::default()
         };
-        // Exiting: its memory is released before its files are closed, so for a moment it
-        // holds its sockets with no exe and no command line (a bash one-shot, found by its
-        // socket). What it ran is in its exec record, of this very process (pid and start).
-        if process.exe.is_none() && process.cmdline.is_empty() {
-            if let Some(r) = self.record(upid, Start::Ticks(start)) {
-                let c = Connector {
-                    pid: upid,
-                    uid,
-                    comm: process.comm.clone(),
-                    at_boot_ns: 0,
-                    start_ns: r.start_ns,
-                };
-                let recorded = self.described_by_record(&c, r);
-                process = Process {
-                    cwd: process.cwd,
-                    context: process.context,
-                    ..recorded
-                };
-            }
-        }
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
         self.cache.insert((pid, start), (process.clone(), facts.id));
         Some(process)
+    }
+
+    /// A socket's holder that is exiting: its memory is released before its files are
+    /// closed, so for a moment it holds its sockets with no exe and no command line (a bash
+    /// one-shot, found by its socket). What it ran is in its exec record, of this very
+    /// process: its pid, its start tick, and (a tick being 10 ms, in which a forked child can
+    /// be given a pid just freed: the kernel tests do that) its name and parent too. (The
+    /// connect records' path knows the start to the nanosecond and does this itself.)
+    fn exiting_by_record(&mut self, process: Process, start: u64, ppid: i32) -> Process {
+        if process.exe.is_some() || !process.cmdline.is_empty() {
+            return process;
+        }
+        let record = self
+            .record(process.pid, Start::Ticks(start))
+            .filter(|r| r.comm == process.comm && i64::from(r.ppid) == i64::from(ppid));
+        let Some(r) = record else {
+            return process;
+        };
+        let c = Connector {
+            pid: process.pid,
+            uid: process.uid,
+            comm: process.comm.clone(),
+            at_boot_ns: 0,
+            start_ns: r.start_ns,
+        };
+        let recorded = self.described_by_record(&c, r);
+        Process {
+            cwd: process.cwd,
+            context: process.context,
+            ..recorded
+        }
     }
 }
 
@@ -386,7 +397,12 @@ impl Processes for ProcIndex {
                 break;
             }
             described += 1;
-            if let Some(p) = self.stat(h.pid).and_then(|st| self.describe(st)) {
+            let Some(stat) = self.stat(h.pid) else {
+                continue;
+            };
+            let (pid_stat, ppid) = (stat.starttime, stat.ppid);
+            if let Some(p) = self.describe(stat) {
+                let p = self.exiting_by_record(p, pid_stat, ppid);
                 processes.push(p);
             }
         }

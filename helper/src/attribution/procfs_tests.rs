@@ -123,6 +123,14 @@ impl Execs for Recorded {
     }
 }
 
+/// Process 4242 described as a socket's holder is.
+fn described(idx: &mut ProcIndex) -> Process {
+    let stat = idx.stat(4242).expect("stat");
+    let (start, ppid) = (stat.starttime, stat.ppid);
+    let p = idx.describe(stat).expect("described");
+    idx.exiting_by_record(p, start, ppid)
+}
+
 #[test]
 fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
     // A process in the middle of exiting: `/proc/PID` is there with its stat, but no exe
@@ -133,6 +141,7 @@ fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
     let fields: Vec<&str> = after_comm.split(' ').collect();
     // starttime is the 22nd field of stat, the 20th after pid and comm.
     let start_ticks: u64 = fields[19].parse().expect("starttime");
+    let ppid: u32 = fields[1].parse().expect("ppid");
     std::fs::create_dir(root.path().join("4242")).expect("mkdir");
     std::fs::write(
         root.path().join("4242/stat"),
@@ -152,22 +161,37 @@ fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
             "echo x > /dev/tcp/10.0.0.1/80".into(),
         ],
         comm: "bash".into(),
+        ppid,
         ..Default::default()
     };
-    // Another process's record under the pid (started a tick later): not used.
-    let later = ExecRecord {
-        start_ns: (start_ticks + 1) * idx.tick_ns,
-        ..record.clone()
-    };
-    let mut idx = idx.with_execs(Box::new(Recorded(vec![later])));
-    let stat = idx.stat(4242).expect("stat");
-    let p = idx.describe(stat).expect("described");
-    assert_eq!(p.exe, None);
-    assert!(p.cmdline.is_empty());
+    // Other processes' records under the pid: one started a tick later; one in the same
+    // tick with another name (this one was forked, not exec'd, after it had the pid); one
+    // with another parent. None is used.
+    let others = [
+        ExecRecord {
+            start_ns: (start_ticks + 1) * idx.tick_ns,
+            ..record.clone()
+        },
+        ExecRecord {
+            comm: "python3".into(),
+            ..record.clone()
+        },
+        ExecRecord {
+            ppid: ppid + 1,
+            ..record.clone()
+        },
+    ];
+    let mut idx = idx;
+    for other in others {
+        idx.cache.clear();
+        idx = idx.with_execs(Box::new(Recorded(vec![other])));
+        let p = described(&mut idx);
+        assert_eq!(p.exe, None);
+        assert!(p.cmdline.is_empty());
+    }
     idx.cache.clear();
     let mut idx = idx.with_execs(Box::new(Recorded(vec![record])));
-    let stat = idx.stat(4242).expect("stat");
-    let p = idx.describe(stat).expect("described");
+    let p = described(&mut idx);
     assert_eq!(p.exe.as_deref(), Some("/usr/bin/bash"));
     assert_eq!(p.cmdline, ["bash", "-c", "echo x > /dev/tcp/10.0.0.1/80"]);
     assert!(p.exited);
