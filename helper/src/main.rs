@@ -367,16 +367,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // The DNS capture names the process behind each query with a chain of its own.
     let mut query_attr = attributor(third)?;
-    // Only the pipeline asks the other namespaces for a published port's listener: it is
-    // there long before the flow, nothing races it.
+    // An inbound flow sent on to a container is asked of the other namespaces by the reader
+    // and the pipeline alike: neither may name a host socket that could not receive it.
     let own_netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| u32::try_from(std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0))
         .unwrap_or(0);
-    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?
-        .with_elsewhere(Elsewhere::new(Namespaces::new(own_netns)));
+    let elsewhere = || Elsewhere::new(Namespaces::new(own_netns));
+    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?.with_elsewhere(elsewhere());
     // The reader's lookups run at real-time priority, so they look at the newest processes
     // only; the pipeline's fallback scans them all at normal priority.
-    let mut early_attr = attributor(second)?;
+    let mut early_attr = attributor(second)?.with_elsewhere(elsewhere());
     early_attr.processes.set_scan_limit(Some(EARLY_SCAN_LIMIT));
 
     let stdout = io::stdout();

@@ -325,10 +325,28 @@ fn a_container_s_flows_are_named_after_the_process_inside_it() {
     );
 }
 
+/// A child killed and reaped when dropped, a failed assertion too.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A listener on port 80 that says "ready" and lives a minute at most.
+const LISTEN_80: &str = "import socket, time\ns = socket.socket()\ns.bind((\"0.0.0.0\", 80))\ns.listen()\nprint(\"ready\", flush=True)\ntime.sleep(60)";
+
 #[test]
 fn a_published_port_s_inbound_flow_is_named_after_the_listener_in_the_container() {
     let test = "a_published_port_s_inbound_flow_is_named_after_the_listener_in_the_container";
-    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
+    if !root_or_skip(test)
+        || !require(
+            test,
+            &["ip", "nft", "python3", "curl", "setpriv", "unshare"],
+        )
+    {
         return;
     }
     let _serial = one_at_a_time();
@@ -355,8 +373,49 @@ fn a_published_port_s_inbound_flow_is_named_after_the_listener_in_the_container(
         assert_eq!(v["attributed_by"], "container", "{v}");
         assert_eq!(v["process"]["context"]["netns_own"], false, "{v}");
     }
-    // A namespace that gives itself the container's address and listens on the port: it
-    // cannot get the flow, and it must not be named for it; with two claimants, neither is.
+    // What the watched program can do as any user: a user and network namespace of its own,
+    // the container's address on a veth there, a listener on the port. It is never asked
+    // (its namespace is not of the machine's user namespace): the container is named still.
+    let mut liar = Net::cmd(
+        &net.a,
+        &[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "unshare",
+            "-Urn",
+            "sh",
+            "-c",
+            &format!(
+                "ip link add eth0 type veth peer name eth1 && ip addr add {}/24 dev eth0 && \
+             ip link set eth0 up && exec python3 -c '{LISTEN_80}'",
+                ctr.ip
+            ),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .map(Killed)
+    .expect("the impostor");
+    let mut said = String::new();
+    let _ = BufReader::new(liar.0.stdout.take().expect("stdout")).read_line(&mut said);
+    let liar_pid = u64::from(liar.0.id());
+    assert_eq!(said.trim(), "ready", "the impostor did not listen");
+    std::thread::sleep(Duration::from_millis(1200));
+    Net::run_each(&net.b, &["curl", "-s", "-m", "2", &url], 1);
+    let v = h.wait_for(WAIT, to_published).expect("the flow's line");
+    drop(liar);
+    assert_ne!(pid_of(&v), Some(liar_pid), "{v}");
+    assert_eq!(
+        pid_of(&v),
+        Some(server),
+        "named after the container still: {v}"
+    );
+    // Root's namespaces are the machine's: one that gives itself the container's address and
+    // listens cannot get the flow either, and with two claimants neither is named.
     let mut fake = Net::new();
     let impostor = Impostor::new(&fake, &ctr.ip);
     let liar = u64::from(fake.serve(&impostor.0.clone(), "0.0.0.0", &[80]));

@@ -21,6 +21,9 @@ use winit::event::WindowEvent;
 use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop, EventLoopProxy};
 use winit::window::{Window, WindowId};
 
+/// The least time from one animation frame to the next (60 a second).
+const MIN_FRAME: Duration = Duration::from_millis(16);
+
 /// What wakes the loop besides the window's own events.
 enum Wake {
     /// egui asked for a frame (from any thread): at `when`, if no frame was drawn since.
@@ -54,10 +57,13 @@ pub fn run<F: FnMut(&egui::Context)>(
     let proxy = event_loop.create_proxy();
     let waker = proxy.clone();
     ctx.set_request_repaint_callback(move |info| {
-        let _ = waker.send_event(Wake::Repaint {
-            when: Instant::now() + info.delay,
-            pass: info.current_cumulative_pass_nr,
-        });
+        // A delay of "never" (Duration::MAX) would overflow the clock: no frame then.
+        if let Some(when) = Instant::now().checked_add(info.delay) {
+            let _ = waker.send_event(Wake::Repaint {
+                when,
+                pass: info.current_cumulative_pass_nr,
+            });
+        }
     });
     let ui = make(&ctx);
     let mut runner = Runner {
@@ -148,6 +154,9 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
             return Ok(true);
         };
         let window = &live.window;
+        let started = Instant::now();
+        // This frame serves every request made so far.
+        self.next_frame = None;
         viewport_info(&mut self.info, window);
         let mut raw = live.input.take_egui_input(window);
         raw.viewports.insert(ViewportId::ROOT, self.info.clone());
@@ -214,8 +223,12 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
         // frame is partly of the old layout, and nothing else would ask for a second.
         let resized = self.drawn_size != Some(size);
         self.drawn_size = Some(size);
-        if delay.is_zero() || resized {
+        if resized {
             window.request_redraw();
+        } else if delay.is_zero() {
+            // An animation (a smooth scroll, a fold): paced, since nothing else (no vsync,
+            // as a GL swap has) holds it back from taking a whole core.
+            self.schedule(started + MIN_FRAME);
         } else if let Some(at) = Instant::now().checked_add(delay) {
             self.schedule(at);
         }
@@ -291,12 +304,17 @@ impl<F: FnMut(&egui::Context)> ApplicationHandler<Wake> for Runner<F> {
             WindowEvent::RedrawRequested => {
                 // winit's X11 calls unwrap the server's replies: on a window destroyed from
                 // outside (`xdotool windowclose`, not a close) the frame drawn before its
-                // `Destroyed` arrives panics in there. The window is gone either way.
+                // `Destroyed` arrives panics in there. The loop ends with an error, as for a
+                // panic in the window's own code, instead of unwinding through winit.
                 let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.frame()));
                 match drawn {
                     Ok(Ok(true)) => {}
-                    Ok(Ok(false)) | Err(_) => el.exit(),
+                    Ok(Ok(false)) => el.exit(),
                     Ok(Err(e)) => self.fail(el, e),
+                    Err(_) => self.fail(
+                        el,
+                        anyhow::anyhow!("a frame failed (was the window destroyed from outside?)"),
+                    ),
                 }
             }
             event => {
@@ -307,6 +325,12 @@ impl<F: FnMut(&egui::Context)> ApplicationHandler<Wake> for Runner<F> {
                 }
             }
         }
+    }
+
+    /// The window, its surface and its clipboard go while the event loop (and its display
+    /// connection) is still there.
+    fn exiting(&mut self, _el: &ActiveEventLoop) {
+        self.live = None;
     }
 
     fn about_to_wait(&mut self, el: &ActiveEventLoop) {

@@ -4,18 +4,22 @@
 //! A port published by Docker or Podman (`-p 8088:80`) is a DNAT rule: a packet to this
 //! machine's port 8088 is sent on to the container's address, port 80. conntrack shows the
 //! flow with the container's end in its reply tuple, and no socket in the helper's namespace
-//! has that end. The listener is in the container's namespace, and `/proc/PID/net/tcp` of any
-//! process in that namespace lists that namespace's sockets, with their inodes; the inode
-//! names the holder as for any other socket. No `setns`, no netlink socket per namespace.
+//! can receive it: a host socket listening on the wildcard address and the same port is not
+//! it. The listener is in the container's namespace, and `/proc/PID/net/tcp` of any process
+//! in that namespace lists that namespace's sockets, with their inodes; the inode names the
+//! holder as for any other socket. No `setns`, no netlink socket per namespace.
 //!
 //! A hostile program can make namespaces of its own (with a user namespace, unprivileged),
-//! give one the container's address and listen there on the same port. So a listener counts
-//! only in a namespace that has the address, and only when exactly one namespace has such a
-//! listener: with two, neither is named (the flow stays unnamed rather than borrowed). Such a
-//! namespace cannot receive the flow, but it could otherwise be named for it.
-
+//! give one the container's address and listen there on the same port, even from a socket
+//! it hands to a whitelisted program. So a namespace counts only when a process of the
+//! helper's own user namespace is in it (an unprivileged program's namespaces are owned by a
+//! user namespace of its own, and so are its processes there; rootful Docker and Podman
+//! containers are in the machine's), only when it has the address, and only when exactly
+//! one namespace qualifies; a list cut at [`super::netns::NAMESPACES_ASKED`] names nobody.
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,8 @@ pub struct ProcSocket {
 /// What the other namespaces hold for one local end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listening {
+    /// The helper's own namespace has the address: its own sockets are the ones to ask.
+    Here,
     None,
     /// One namespace with the address has a listener (or bound UDP socket) for it.
     One {
@@ -74,13 +80,40 @@ impl Elsewhere {
                 return *l;
             }
         }
+        let l = self.look(proto, addr, port);
+        if self.kept.len() >= KEPT_LIMIT {
+            self.kept.clear();
+        }
+        self.kept.insert(key, (Instant::now(), l));
+        l
+    }
+
+    fn look(&mut self, proto: Proto, addr: IpAddr, port: u16) -> Listening {
+        let root = self.namespaces.root().to_path_buf();
+        if owns(&root.join("self/net"), addr) {
+            return Listening::Here;
+        }
         self.namespaces.rescan();
+        if self.namespaces.truncated() {
+            return Listening::Several(self.namespaces.known().len());
+        }
+        let Some(own_user) = inode(&root.join("self/ns/user")) else {
+            return Listening::None;
+        };
         let mut found = Vec::new();
         for &ns in self.namespaces.known() {
             let Some(pid) = self.namespaces.member(ns) else {
                 continue;
             };
-            let net = self.namespaces.root().join(pid.to_string()).join("net");
+            let dir = root.join(pid.to_string());
+            // Still in the namespace it was listed for (its pid may be another's by now),
+            // and of the machine's user namespace.
+            if inode(&dir.join("ns/net")) != Some(u64::from(ns))
+                || inode(&dir.join("ns/user")) != Some(own_user)
+            {
+                continue;
+            }
+            let net = dir.join("net");
             if !owns(&net, addr) {
                 continue;
             }
@@ -88,55 +121,78 @@ impl Elsewhere {
                 found.push((socket, ns));
             }
         }
-        let l = match found.as_slice() {
+        match found.as_slice() {
             [] => Listening::None,
             [(socket, netns)] => Listening::One {
                 socket: *socket,
                 netns: *netns,
             },
             more => Listening::Several(more.len()),
-        };
-        if self.kept.len() >= KEPT_LIMIT {
-            self.kept.clear();
         }
-        self.kept.insert(key, (Instant::now(), l));
-        l
     }
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// At most this much of one `/proc/PID/net` file is read: a namespace with a router's
+/// table has a `fib_trie` of megabytes.
+const FILE_LIMIT: u64 = 4 << 20;
+
+fn read_capped(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(FILE_LIMIT)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 /// Whether the namespace whose `/proc/PID/net` is `net` has `addr` on an interface.
 fn owns(net: &Path, addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => {
-            std::fs::read_to_string(net.join("fib_trie")).is_ok_and(|t| local_v4(&t).contains(&a))
+            read_capped(&net.join("fib_trie")).is_some_and(|t| local_v4(&t).contains(&a))
         }
         IpAddr::V6(a) => {
-            std::fs::read_to_string(net.join("if_inet6")).is_ok_and(|t| local_v6(&t).contains(&a))
+            read_capped(&net.join("if_inet6")).is_some_and(|t| local_v6(&t).contains(&a))
         }
     }
 }
 
-/// The socket of the namespace at `net` listening (TCP) or bound (UDP) at `addr`:`port`,
-/// on that address or on the wildcard one.
+/// The socket of the namespace at `net` listening (TCP) or bound (UDP) at `addr`:`port`:
+/// one bound to that very address first, as the kernel prefers it, else one on the wildcard
+/// address (an IPv6 one takes IPv4 too; an IPv4 one no IPv6).
 fn listening_in(net: &Path, proto: Proto, addr: IpAddr, port: u16) -> Option<ProcSocket> {
-    let (files, state): (&[&str], u8) = match proto {
-        Proto::Tcp => (&["tcp", "tcp6"], super::TCP_LISTEN),
-        Proto::Udp => (&["udp", "udp6"], 7),
-        Proto::UdpLite => (&["udplite", "udplite6"], 7),
+    let (v4, v6, state) = match proto {
+        Proto::Tcp => ("tcp", "tcp6", super::TCP_LISTEN),
+        Proto::Udp => ("udp", "udp6", 7),
+        Proto::UdpLite => ("udplite", "udplite6", 7),
         _ => return None,
     };
-    files.iter().find_map(|f| {
-        let text = std::fs::read_to_string(net.join(f)).ok()?;
-        parse_table(&text)
-            .into_iter()
-            .find(|s| s.state == state && serves(s.local, addr, port) && s.inode != 0)
-    })
-}
-
-/// Whether a socket bound to `local` takes packets for `addr`:`port`.
-fn serves(local: SocketAddr, addr: IpAddr, port: u16) -> bool {
-    let ip = local.ip().to_canonical();
-    local.port() == port && (ip == addr || ip.is_unspecified())
+    let files: &[&str] = match addr {
+        IpAddr::V4(_) => &[v4, v6],
+        IpAddr::V6(_) => &[v6],
+    };
+    let mut sockets = Vec::new();
+    for f in files {
+        if let Some(text) = read_capped(&net.join(f)) {
+            sockets.extend(
+                parse_table(&text)
+                    .into_iter()
+                    .filter(|s| s.state == state && s.inode != 0 && s.local.port() == port),
+            );
+        }
+    }
+    let exact = |s: &&ProcSocket| s.local.ip().to_canonical() == addr;
+    let wildcard = |s: &&ProcSocket| s.local.ip().to_canonical().is_unspecified();
+    sockets
+        .iter()
+        .find(exact)
+        .or_else(|| sockets.iter().find(wildcard))
+        .copied()
 }
 
 /// The sockets of a `/proc/net/{tcp,udp}{,6}` table; lines that do not parse are left out.

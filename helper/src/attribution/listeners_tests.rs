@@ -103,20 +103,42 @@ fn a_table_s_lines_give_ends_state_uid_and_inode() {
     assert_eq!(six[0].local, "[fd31::2]:80".parse().expect("addr"));
 }
 
-/// A stand-in `/proc` with one process per namespace: its `ns/net` (a file: its inode is
-/// the namespace's), its addresses and its TCP table.
-fn proc_with(root: &Path, pid: u32, addr: Option<[u8; 4]>, listens: Option<([u8; 4], u16, u64)>) {
+/// A stand-in `/proc`: `self` (the helper: its addresses, its user namespace) and one
+/// process per namespace, with its `ns/net` (a file: its inode is the namespace's), its
+/// `ns/user` (the helper's own, or one of its own: `machine`), its addresses and its TCP
+/// table.
+fn proc_self(root: &Path, addr: [u8; 4]) {
+    let dir = root.join("self");
+    std::fs::create_dir_all(dir.join("ns")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("net")).expect("mkdir");
+    std::fs::write(dir.join("ns/user"), b"").expect("user");
+    std::fs::write(dir.join("net/fib_trie"), trie(addr)).expect("trie");
+}
+
+fn trie(a: [u8; 4]) -> String {
+    format!(
+        "Main:\n  +-- 0.0.0.0/0 2 0 2\n     |-- {}\n        /32 host LOCAL\n",
+        Ipv4Addr::from(a)
+    )
+}
+
+fn proc_with(
+    root: &Path,
+    pid: u32,
+    machine: bool,
+    addr: [u8; 4],
+    listens: Option<([u8; 4], u16, u64)>,
+) {
     let dir = root.join(pid.to_string());
     std::fs::create_dir_all(dir.join("ns")).expect("mkdir");
     std::fs::create_dir_all(dir.join("net")).expect("mkdir");
     std::fs::write(dir.join("ns/net"), b"").expect("ns");
-    let trie = addr.map_or(String::new(), |a| {
-        format!(
-            "Main:\n  +-- 0.0.0.0/0 2 0 2\n     |-- {}\n        /32 host LOCAL\n",
-            Ipv4Addr::from(a)
-        )
-    });
-    std::fs::write(dir.join("net/fib_trie"), trie).expect("trie");
+    if machine {
+        std::fs::hard_link(root.join("self/ns/user"), dir.join("ns/user")).expect("link");
+    } else {
+        std::fs::write(dir.join("ns/user"), b"").expect("user");
+    }
+    std::fs::write(dir.join("net/fib_trie"), trie(addr)).expect("trie");
     let mut tcp = HEADER.to_string();
     if let Some((ip, port, inode)) = listens {
         tcp += &line(
@@ -130,19 +152,25 @@ fn proc_with(root: &Path, pid: u32, addr: Option<[u8; 4]>, listens: Option<([u8;
     std::fs::write(dir.join("net/tcp"), tcp).expect("tcp");
 }
 
+fn elsewhere(root: &Path) -> Elsewhere {
+    Elsewhere::new(Namespaces::at(root, 1))
+}
+
+const CONTAINER: [u8; 4] = [172, 31, 9, 2];
+
 #[test]
 fn one_namespace_with_the_address_and_a_listener_is_named_and_two_are_not() {
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
-    let container = [172, 31, 9, 2];
+    proc_self(r, [10, 0, 0, 1]);
     // The container: the address, a wildcard listener on 80.
-    proc_with(r, 100, Some(container), Some(([0; 4], 80, 5000)));
+    proc_with(r, 100, true, CONTAINER, Some(([0; 4], 80, 5000)));
     // A namespace listening on 80 without the address: not it.
-    proc_with(r, 200, Some([10, 9, 9, 9]), Some(([0; 4], 80, 6000)));
+    proc_with(r, 200, true, [10, 9, 9, 9], Some(([0; 4], 80, 6000)));
     // A namespace with the address, listening on another port: not it.
-    proc_with(r, 300, Some(container), Some((container, 81, 7000)));
-    let addr = IpAddr::V4(Ipv4Addr::from(container));
-    let mut e = Elsewhere::new(Namespaces::at(r, 1));
+    proc_with(r, 300, true, CONTAINER, Some((CONTAINER, 81, 7000)));
+    let addr = IpAddr::V4(Ipv4Addr::from(CONTAINER));
+    let mut e = elsewhere(r);
     match e.listener(Proto::Tcp, addr, 80) {
         Listening::One { socket, .. } => {
             assert_eq!(socket.inode, 5000);
@@ -152,9 +180,79 @@ fn one_namespace_with_the_address_and_a_listener_is_named_and_two_are_not() {
     }
     assert_eq!(e.listener(Proto::Udp, addr, 80), Listening::None);
     assert_eq!(e.listener(Proto::Tcp, addr, 82), Listening::None);
-    // Another namespace gives itself the container's address and listens there: now two
-    // claim it, and neither is named.
-    proc_with(r, 400, Some(container), Some((container, 80, 8000)));
-    let mut e = Elsewhere::new(Namespaces::at(r, 1));
-    assert_eq!(e.listener(Proto::Tcp, addr, 80), Listening::Several(2));
+    // The helper's own address: its own sockets are asked.
+    assert_eq!(
+        e.listener(Proto::Tcp, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 80),
+        Listening::Here
+    );
+    // A namespace of the machine's user namespace gives itself the container's address and
+    // listens there: now two claim it, and neither is named.
+    proc_with(r, 400, true, CONTAINER, Some((CONTAINER, 80, 8000)));
+    assert_eq!(
+        elsewhere(r).listener(Proto::Tcp, addr, 80),
+        Listening::Several(2)
+    );
+}
+
+#[test]
+fn a_namespace_of_a_user_namespace_of_its_own_is_never_asked() {
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    proc_self(r, [10, 0, 0, 1]);
+    let addr = IpAddr::V4(Ipv4Addr::from(CONTAINER));
+    // What any user can make: a user and network namespace with the container's address
+    // and a listener. Alone it is not named (the flow cannot have reached it)...
+    proc_with(r, 500, false, CONTAINER, Some(([0; 4], 80, 9000)));
+    assert_eq!(elsewhere(r).listener(Proto::Tcp, addr, 80), Listening::None);
+    // ...and beside the real container it does not stop the container's being named.
+    proc_with(r, 100, true, CONTAINER, Some(([0; 4], 80, 5000)));
+    match elsewhere(r).listener(Proto::Tcp, addr, 80) {
+        Listening::One { socket, .. } => assert_eq!(socket.inode, 5000),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_list_cut_short_names_nobody() {
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    proc_self(r, [10, 0, 0, 1]);
+    proc_with(r, 100, true, CONTAINER, Some(([0; 4], 80, 5000)));
+    for pid in 1000..1000 + super::super::netns::NAMESPACES_ASKED as u32 {
+        proc_with(r, pid, false, [10, 9, 9, 9], None);
+    }
+    let addr = IpAddr::V4(Ipv4Addr::from(CONTAINER));
+    assert!(matches!(
+        elsewhere(r).listener(Proto::Tcp, addr, 80),
+        Listening::Several(_)
+    ));
+}
+
+#[test]
+fn the_socket_on_the_address_goes_before_the_wildcard_one_and_v4_never_takes_v6() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = dir.path();
+    let wild = line(
+        &format!("{}:0050", hex4([0; 4])),
+        &format!("{}:0000", hex4([0; 4])),
+        10,
+        0,
+        1,
+    );
+    let exact = line(
+        &format!("{}:0050", hex4(CONTAINER)),
+        &format!("{}:0000", hex4([0; 4])),
+        10,
+        0,
+        2,
+    );
+    std::fs::write(net.join("tcp"), format!("{HEADER}{wild}{exact}")).expect("tcp");
+    std::fs::write(net.join("tcp6"), HEADER).expect("tcp6");
+    let v4 = IpAddr::V4(Ipv4Addr::from(CONTAINER));
+    assert_eq!(
+        listening_in(net, Proto::Tcp, v4, 80).map(|s| s.inode),
+        Some(2)
+    );
+    let v6: IpAddr = "fd31::2".parse().expect("ip");
+    assert_eq!(listening_in(net, Proto::Tcp, v6, 80), None);
 }

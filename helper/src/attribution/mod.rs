@@ -217,20 +217,15 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     }
 
     /// Asks the other network namespaces for the listener of an inbound flow whose local
-    /// end was rewritten (DNAT) to an address no socket here has: a published port.
+    /// end was rewritten (DNAT) to an address this namespace does not have: a published
+    /// port.
     pub fn with_elsewhere(mut self, elsewhere: listeners::Elsewhere) -> Self {
         self.elsewhere = Some(elsewhere);
         self
     }
 
-    /// The listener of `sides` (inbound, sent on) in another namespace, when exactly one
-    /// namespace with the address has one (see [`listeners`]).
-    fn listener_elsewhere(&mut self, sides: &Sides) -> Option<Attribution> {
-        let t = sides.socket;
-        let found = self.elsewhere.as_mut()?.listener(t.proto, t.src, t.sport);
-        let listeners::Listening::One { socket, .. } = found else {
-            return None;
-        };
+    /// The holder of `socket`, the listener of flow `t` found in another namespace.
+    fn held_elsewhere(&mut self, t: &Tuple, socket: listeners::ProcSocket) -> Option<Attribution> {
         let entry = SockEntry {
             family: match socket.local {
                 std::net::SocketAddr::V4(_) => Family::Ipv4,
@@ -467,17 +462,28 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             let found = self.by_socket(sides, read);
             return self.udp_sender(&t, read, found);
         }
+        // Sent on to another address (a published port: DNAT to a container): unless that
+        // address is this namespace's own, no socket here can receive it, and the listener
+        // may be in the container's namespace.
+        let rewritten = sides.local_ip.to_canonical() != t.src.to_canonical();
+        if sides.direction == Direction::Inbound && rewritten {
+            if let Some(elsewhere) = self.elsewhere.as_mut() {
+                match elsewhere.listener(t.proto, t.src, t.sport) {
+                    listeners::Listening::Here => {}
+                    listeners::Listening::One { socket, .. } => {
+                        return self.held_elsewhere(&t, socket);
+                    }
+                    listeners::Listening::None | listeners::Listening::Several(_) => {
+                        return None;
+                    }
+                }
+            }
+        }
         let found = self.by_socket(sides, read);
         // The kernel files a TCP record when the connection leaves SYN_SENT: a program that
         // is gone by now has done that.
         if found.is_none() && outbound && t.proto == Proto::Tcp {
             return self.by_connect_record(&t, read);
-        }
-        // Sent on to another address (a published port: DNAT to a container) and no socket
-        // here has it: the listener may be in the container's namespace.
-        let rewritten = sides.local_ip.to_canonical() != t.src.to_canonical();
-        if found.is_none() && sides.direction == Direction::Inbound && rewritten {
-            return self.listener_elsewhere(sides);
         }
         found
     }

@@ -32,6 +32,8 @@ pub struct Namespaces {
     /// A process in each known namespace (the lowest pid seen in it), through whose
     /// `/proc/PID/net` the namespace's sockets and addresses are read.
     members: Vec<(u32, u32)>,
+    /// More namespaces than [`NAMESPACES_ASKED`] were found: `known` is not all of them.
+    truncated: bool,
     scanned: Option<Instant>,
 }
 
@@ -46,6 +48,7 @@ impl Namespaces {
             own,
             known: Vec::new(),
             members: Vec::new(),
+            truncated: false,
             scanned: None,
         }
     }
@@ -61,6 +64,11 @@ impl Namespaces {
             .binary_search_by_key(&ns, |&(n, _)| n)
             .ok()
             .map(|i| self.members[i].1)
+    }
+
+    /// Whether the last list was cut at [`NAMESPACES_ASKED`].
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     /// Where the helper's `/proc` is (a test's stand-in, else `/proc`).
@@ -85,6 +93,10 @@ impl Namespaces {
             })
             .collect();
         self.known = others(found.iter().map(|&(ns, _)| ns), self.own);
+        self.truncated = self.known.len() == NAMESPACES_ASKED
+            && found.iter().any(|&(ns, _)| {
+                u32::try_from(ns).is_ok_and(|n| n != self.own && !self.known.contains(&n))
+            });
         self.members = members(&found, &self.known);
         true
     }
