@@ -25,6 +25,19 @@ pub fn run(args: &[&str]) {
     );
 }
 
+/// Gives `dev` in namespace `ns` the address `cidr` and brings it up.
+fn address(ns: &str, dev: &str, cidr: &str) {
+    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
+/// Removes namespace `ns` (on drop: whatever failed before).
+fn remove(ns: &str) {
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", ns])
+        .status();
+}
+
 impl Container {
     pub fn new(net: &Net) -> Container {
         let ns = format!("{}-c", net.a);
@@ -49,17 +62,7 @@ impl Container {
             "ctr0",
         ]);
         run(&["ip", "-n", &net.a, "link", "set", "ctr0", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("172.30.{n}.2/24"),
-            "dev",
-            "eth0",
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        address(&ns, "eth0", &format!("172.30.{n}.2/24"));
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         run(&[
             "ip",
@@ -113,17 +116,7 @@ impl Impostor {
         run(&[
             "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]);
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            "eth0",
-        ]);
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        address(&ns, "eth0", &format!("{ip}/24"));
         run(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
         i
     }
@@ -131,16 +124,12 @@ impl Impostor {
 
 impl Drop for Impostor {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
+        remove(&self.0);
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .status();
+        remove(&self.ns);
     }
 }
