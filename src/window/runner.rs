@@ -21,7 +21,7 @@ use winit::event::WindowEvent;
 use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop, EventLoopProxy};
 use winit::window::{Window, WindowId};
 
-/// The least time from one animation frame to the next (60 a second).
+/// The least time from one frame egui asked for to the next (60 a second).
 const MIN_FRAME: Duration = Duration::from_millis(16);
 
 /// What wakes the loop besides the window's own events.
@@ -73,6 +73,7 @@ pub fn run<F: FnMut(&egui::Context)>(
         renderer: EguiSoftwareRender::new(ColorFieldOrder::Bgra),
         info: ViewportInfo::default(),
         next_frame: None,
+        last_frame: None,
         shown: false,
         drawn_size: None,
         error: None,
@@ -103,6 +104,8 @@ struct Runner<F> {
     info: ViewportInfo,
     /// When egui wants its next frame, if it named a time.
     next_frame: Option<Instant>,
+    /// When the last frame was started.
+    last_frame: Option<Instant>,
     /// Whether the window was made visible (after its first frame was drawn).
     shown: bool,
     /// The size of the last frame drawn.
@@ -155,6 +158,7 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
         };
         let window = &live.window;
         let started = Instant::now();
+        self.last_frame = Some(started);
         // This frame serves every request made so far.
         self.next_frame = None;
         viewport_info(&mut self.info, window);
@@ -226,16 +230,19 @@ impl<F: FnMut(&egui::Context)> Runner<F> {
         if resized {
             window.request_redraw();
         } else if delay.is_zero() {
-            // An animation (a smooth scroll, a fold): paced, since nothing else (no vsync,
-            // as a GL swap has) holds it back from taking a whole core.
-            self.schedule(started + MIN_FRAME);
+            // An animation (a smooth scroll, a fold): paced by `schedule`.
+            self.schedule(started);
         } else if let Some(at) = Instant::now().checked_add(delay) {
             self.schedule(at);
         }
         Ok(true)
     }
 
+    /// Asks for a frame at `at`, but not sooner than [`MIN_FRAME`] after the last one: egui
+    /// asks for its next animation frame at once, and nothing else (no vsync, as a GL swap
+    /// has) would hold that back from taking a whole core.
     fn schedule(&mut self, at: Instant) {
+        let at = self.last_frame.map_or(at, |l| at.max(l + MIN_FRAME));
         self.next_frame = Some(self.next_frame.map_or(at, |t| t.min(at)));
     }
 
