@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, unbounded, Sender};
 use conntrack_tray_helper::attribution::connect_hook::{kernel_btf, ConnectLog};
 use conntrack_tray_helper::attribution::exec_hook::ExecLog;
 use conntrack_tray_helper::attribution::listeners::Elsewhere;
-use conntrack_tray_helper::attribution::netns::Namespaces;
+use conntrack_tray_helper::attribution::netns::{own_netns, Namespaces};
 use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::Attributor;
@@ -369,14 +369,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut query_attr = attributor(third)?;
     // An inbound flow sent on to a container is asked of the other namespaces by the reader
     // and the pipeline alike: neither may name a host socket that could not receive it.
-    let own_netns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| u32::try_from(std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0))
-        .unwrap_or(0);
-    let elsewhere = || Elsewhere::new(Namespaces::new(own_netns));
-    let pipeline_attr = attributor(hook.map(|h| Box::new(h) as _))?.with_elsewhere(elsewhere());
+    // One for both, so a flow the reader could not name is not looked up again.
+    let elsewhere = std::sync::Arc::new(std::sync::Mutex::new(Elsewhere::new(Namespaces::new(
+        own_netns().unwrap_or(0),
+    ))));
+    let pipeline_attr =
+        attributor(hook.map(|h| Box::new(h) as _))?.with_elsewhere(elsewhere.clone());
     // The reader's lookups run at real-time priority, so they look at the newest processes
     // only; the pipeline's fallback scans them all at normal priority.
-    let mut early_attr = attributor(second)?.with_elsewhere(elsewhere());
+    let mut early_attr = attributor(second)?.with_elsewhere(elsewhere);
     early_attr.processes.set_scan_limit(Some(EARLY_SCAN_LIMIT));
 
     let stdout = io::stdout();

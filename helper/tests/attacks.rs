@@ -194,15 +194,7 @@ fn an_answer_nobody_asked_for_names_nothing() {
          \x20   s.sendto(struct.pack('!HHHHHH', 0x1234, 0x8180, 1, 1, 0, 0) + q + a, ('{a4}', 40053))\n\
          \x20   time.sleep(0.05)\n"
     );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.b, PY, "-c", &inject])
-        .output()
-        .expect("inject");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run(&["ip", "netns", "exec", &net.b, PY, "-c", &inject]);
     // The "victim" then connects to b; a program with that port open would have received
     // the answers.
     peer_as_nobody(&net.a, &["connect", &b4, "8080", "0.2"]);

@@ -879,31 +879,22 @@ fn the_helper_keeps_only_the_capabilities_it_needs_and_still_works() {
     assert_eq!(v["process"]["uid"], 0, "{v}");
     assert_eq!(v["process"]["exe_verified"], true, "{v}");
     let script = common::peer_script().display().to_string();
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.a,
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
-        .args([
-            "--clear-groups",
-            "/usr/bin/python3",
-            &script,
-            "connect",
-            &net.b4(),
-            "8080",
-            "0.2",
-        ])
-        .output()
-        .expect("run as nobody");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.a,
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        &script,
+        "connect",
+        &net.b4(),
+        "8080",
+        "0.2",
+    ]);
     let v = h
         .wait_for(WAIT, |v| {
             v["type"] == "connection" && v["process"]["uid"] == 65534

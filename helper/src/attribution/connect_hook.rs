@@ -34,7 +34,6 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 
 use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
@@ -410,12 +409,8 @@ impl ConnectLog {
         let protocol = btf.offset_of("sock", &["sk_protocol"]);
         let sk_type = btf.offset_of("sock", &["sk_type"]);
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
-        let netns = std::fs::metadata("/proc/self/ns/net")
-            .map_err(sys_err("cannot read the network namespace"))?
-            .ino();
-        let netns = u32::try_from(netns)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
-            .map_err(sys_err("network namespace inode out of range"))?;
+        let netns = crate::attribution::netns::own_netns()
+            .map_err(sys_err("cannot read the network namespace"))?;
         let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
             .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")

@@ -275,15 +275,8 @@ fn offsets_from_a_kernel_like_btf() {
     assert_eq!(
         Offsets::from_btf(&btf).unwrap(),
         Offsets {
-            family: 16,
-            dport: 12,
-            sport: 800,
-            daddr: 0,
-            rcv_saddr: 4,
-            v6_daddr: 56,
-            v6_rcv_saddr: 72,
-            net: 48,
             ns_inum: 48,
+            ..offsets()
         }
     );
 }

@@ -297,7 +297,7 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-fn read_limited(path: &Path, limit: u64) -> Option<Vec<u8>> {
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     std::fs::File::open(path)
         .ok()?

@@ -17,7 +17,6 @@
 //! containers are in the machine's), only when it has the address, and only when exactly
 //! one namespace qualifies; a list cut at [`super::netns::NAMESPACES_ASKED`] names nobody.
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -141,13 +140,7 @@ fn inode(path: &Path) -> Option<u64> {
 const FILE_LIMIT: u64 = 4 << 20;
 
 fn read_capped(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(FILE_LIMIT)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
+    String::from_utf8(super::context::read_limited(path, FILE_LIMIT)?).ok()
 }
 
 /// Whether the namespace whose `/proc/PID/net` is `net` has `addr` on an interface.

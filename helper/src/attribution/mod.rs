@@ -38,6 +38,7 @@ pub mod sock_diag;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use held::{Held, Holders, HOLDERS_LISTED};
@@ -185,7 +186,7 @@ pub struct SocketAttributor<S, P> {
     bound: HashMap<(Proto, IpAddr, u16), Bound>,
     connects: Option<Box<dyn Connects + Send>>,
     /// The other network namespaces' listeners, for inbound flows sent on to a container.
-    elsewhere: Option<listeners::Elsewhere>,
+    elsewhere: Option<Arc<Mutex<listeners::Elsewhere>>>,
 }
 
 /// A bound socket, its holder, and when the holder was last seen holding it.
@@ -219,7 +220,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// Asks the other network namespaces for the listener of an inbound flow whose local
     /// end was rewritten (DNAT) to an address this namespace does not have: a published
     /// port.
-    pub fn with_elsewhere(mut self, elsewhere: listeners::Elsewhere) -> Self {
+    pub fn with_elsewhere(mut self, elsewhere: Arc<Mutex<listeners::Elsewhere>>) -> Self {
         self.elsewhere = Some(elsewhere);
         self
     }
@@ -467,8 +468,13 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
         // may be in the container's namespace.
         let rewritten = sides.local_ip.to_canonical() != t.src.to_canonical();
         if sides.direction == Direction::Inbound && rewritten {
-            if let Some(elsewhere) = self.elsewhere.as_mut() {
-                match elsewhere.listener(t.proto, t.src, t.sport) {
+            if let Some(elsewhere) = &self.elsewhere {
+                // A poisoned lock (a panic elsewhere) still holds a usable cache.
+                let found = elsewhere
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .listener(t.proto, t.src, t.sport);
+                match found {
                     listeners::Listening::Here => {}
                     listeners::Listening::One { socket, .. } => {
                         return self.held_elsewhere(&t, socket);

@@ -114,6 +114,12 @@ fn members(found: &[(u64, u32)], known: &[u32]) -> Vec<(u32, u32)> {
     out
 }
 
+/// The helper's own network namespace (its inode, as the connect records file it).
+pub fn own_netns() -> std::io::Result<u32> {
+    let ino = std::fs::metadata("/proc/self/ns/net")?.ino();
+    u32::try_from(ino).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+}
+
 /// The distinct namespace inodes of `inodes` but `own`, at most [`NAMESPACES_ASKED`].
 pub fn others(inodes: impl IntoIterator<Item = u64>, own: u32) -> Vec<u32> {
     let set: BTreeSet<u32> = inodes
@@ -144,9 +150,7 @@ mod tests {
 
     #[test]
     fn the_real_proc_lists_no_namespace_of_our_own_and_is_not_read_twice_at_once() {
-        let own = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino() as u32)
-            .unwrap();
+        let own = own_netns().unwrap();
         let mut ns = Namespaces::new(own);
         assert!(ns.rescan());
         assert!(!ns.known().contains(&own));

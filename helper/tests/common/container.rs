@@ -2,7 +2,7 @@
 //! routed and masqueraded by machine `a` as Docker's default bridge is, with its ports
 //! published by DNAT; and an impostor namespace that claims a container's address.
 
-use super::Net;
+use super::{run, Net};
 
 /// A "container" on machine `a`: namespace `c` behind a veth pair (172.30.N.2 in `c`,
 /// 172.30.N.1 in `a`), routed through `a`, which masquerades it towards `b` the way
@@ -10,19 +10,6 @@ use super::Net;
 pub struct Container {
     pub ns: String,
     pub ip: String,
-}
-
-/// Runs a set-up command to its end; it must succeed.
-pub fn run(args: &[&str]) {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Gives `dev` in namespace `ns` the address `cidr` and brings it up.

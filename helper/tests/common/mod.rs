@@ -141,7 +141,8 @@ pub fn peer_script() -> PathBuf {
     }
 }
 
-fn run(args: &[&str]) {
+/// Runs a set-up command to its end; it must succeed.
+pub fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
