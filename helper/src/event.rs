@@ -296,6 +296,7 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mark: Option<u32>,
     /// `None` when no process could be found: the helper never guesses.
+    #[serde(serialize_with = "process_json")]
     pub process: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributed_by: Option<AttributedBy>,
@@ -344,4 +345,35 @@ pub enum Event {
     Ack {
         cmd: String,
     },
+}
+
+/// Writes a connection's process as JSON, reusing what was written for the last one on this
+/// thread when it is the same process, field for field: in a burst every line names the same
+/// program, and writing its command line, ancestors and context again for each was a fifth
+/// of the helper's CPU. The text is the one serde writes for it (compact), so a line is the
+/// same either way; a connection is only ever written as JSON.
+fn process_json<S: serde::Serializer>(p: &Option<Process>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    use serde_json::value::RawValue;
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(Process, Box<RawValue>)>> = const { RefCell::new(None) };
+    }
+    let Some(p) = p else {
+        return s.serialize_none();
+    };
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return s.serialize_some(p);
+        };
+        if let Some((seen, json)) = last.as_ref() {
+            if seen == p {
+                return s.serialize_some(json);
+            }
+        }
+        let json = serde_json::value::to_raw_value(p).map_err(S::Error::custom)?;
+        let done = s.serialize_some(&json);
+        *last = Some((p.clone(), json));
+        done
+    })
 }

@@ -140,6 +140,8 @@ pub struct Output<W: Write> {
     log: Option<File>,
     broadcast: bool,
     hostname: String,
+    /// The line being written, kept between events so a burst does not allocate one each.
+    line: Vec<u8>,
 }
 
 impl<W: Write> Output<W> {
@@ -156,6 +158,7 @@ impl<W: Write> Output<W> {
             log,
             broadcast,
             hostname,
+            line: Vec::new(),
         }
     }
 
@@ -165,10 +168,17 @@ impl<W: Write> Output<W> {
     pub fn emit(&mut self, ev: &Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                let line = serde_json::to_string(ev)?;
+                self.line.clear();
+                serde_json::to_writer(&mut self.line, ev)?;
+                // serde_json writes UTF-8 only.
+                let line = std::str::from_utf8(&self.line).map_err(io::Error::other)?;
                 self.out
-                    .write_all(crate::sanitize::json_line(&line).as_bytes())?;
+                    .write_all(crate::sanitize::json_line(line).as_bytes())?;
                 self.out.write_all(b"\n")?;
+                // One very long line (a 1 MB configuration in a hello) is not kept.
+                if self.line.capacity() > 64 << 10 {
+                    self.line = Vec::new();
+                }
             }
             Format::Text => {
                 self.out.write_all(text_line(ev).as_bytes())?;
@@ -325,6 +335,42 @@ mod tests {
         // And it reads back as the same event.
         let back: Event = serde_json::from_str(&text).expect("event");
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn a_process_written_again_is_the_same_json_and_a_changed_one_is_written_anew() {
+        let mut out = Output::new(Format::Json, Vec::new(), None, false, "box".into());
+        let a = conn("curl", "/usr/bin/curl");
+        let mut b = a.clone();
+        // The same pid, one field apart: written anew, not the remembered text.
+        if let Some(p) = b.process.as_mut() {
+            p.exe_changed = Some(Box::new(crate::event::ExeChanged {
+                path: "/usr/bin/curl".into(),
+                was: "ab".repeat(32),
+                now: None,
+                since: crate::event::ChangedSince::Whitelisted,
+            }));
+        }
+        let mut none = a.clone();
+        none.process = None;
+        let sent = [&a, &a, &b, &b, &a, &none, &a];
+        for c in sent {
+            out.emit(&Event::Connection(Box::new(c.clone())))
+                .expect("emit");
+        }
+        let text = String::from_utf8(out.into_inner()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), sent.len());
+        for (line, c) in lines.iter().zip(sent) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let want = serde_json::to_value(&c.process).expect("json");
+            assert_eq!(v["process"], want, "{line}");
+            let back: Event = serde_json::from_str(line).expect("event");
+            assert_eq!(back, Event::Connection(Box::new(c.clone())));
+        }
+        assert_eq!(lines[0], lines[1]);
+        assert_eq!(lines[0], lines[4]);
+        assert_ne!(lines[1], lines[2]);
     }
 
     #[test]

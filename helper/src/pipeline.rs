@@ -198,7 +198,7 @@ impl<A: Attributor> Pipeline<A> {
         // program's lookup. For names no DNS answer gave, a PTR name if configured (marked;
         // it never whitelists).
         let named = process.and_then(|p| {
-            self.names.catch_up();
+            self.names.catch_up(now);
             self.names.dns_name(p.pid, &sides.remote_ip, now)
         });
         let (host, host_source) = match named {

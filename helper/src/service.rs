@@ -19,7 +19,7 @@ use crate::direction::LocalAddrs;
 use crate::event::Event;
 use crate::output::Output;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::source::reader::{EarlyUpdates, Incoming};
+use crate::source::reader::{Batch, EarlyUpdates, Incoming};
 
 /// One line read from stdin: a command, a line that was not one, or `None` at end of input.
 pub type CommandLine = Option<Result<Command, CommandError>>;
@@ -53,7 +53,7 @@ impl std::fmt::Display for Stop {
 
 /// What the loop listens to, and where it sends the reader's settings.
 pub struct Inputs {
-    pub flows: Receiver<Incoming>,
+    pub flows: Receiver<Batch>,
     pub cmds: Receiver<CommandLine>,
     pub sigs: Receiver<i32>,
     pub addrs: Receiver<LocalAddrs>,
@@ -140,10 +140,23 @@ pub fn serve<A: Attributor, W: Write>(
                 None
             },
             recv(inputs.flows) -> f => match f {
-                Ok(incoming) => match flow_event(pipeline, out, incoming, inputs, debug) {
-                    Ok(ev) => ev,
-                    Err(stop) => return stop,
-                },
+                Ok(batch) => {
+                    let last = batch.len().saturating_sub(1);
+                    for (i, incoming) in batch.into_iter().enumerate() {
+                        // Only the last of a batch, with nothing queued behind it, may wait.
+                        let may_wait = i == last && inputs.flows.is_empty();
+                        match flow_event(pipeline, out, incoming, may_wait, debug) {
+                            Ok(Some(ev)) => {
+                                if out.emit(&ev).is_err() {
+                                    return Stop::StdoutClosed;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(stop) => return stop,
+                        }
+                    }
+                    None
+                }
                 Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
             },
         };
@@ -178,7 +191,7 @@ fn flow_event<A: Attributor, W: Write>(
     pipeline: &mut Pipeline<A>,
     out: &mut Output<W>,
     incoming: Incoming,
-    inputs: &Inputs,
+    may_wait: bool,
     debug: bool,
 ) -> Result<Option<Event>, Stop> {
     Ok(match incoming {
@@ -188,7 +201,6 @@ fn flow_event<A: Attributor, W: Write>(
             read,
             early,
         } => {
-            let may_wait = inputs.flows.is_empty();
             let outcome = pipeline.flow_with(&flow, at, read, early.map(|b| *b), may_wait);
             for message in pipeline.take_notices() {
                 out.emit(&Event::Error { message })
@@ -279,7 +291,7 @@ mod tests {
         early: std::sync::Arc<EarlyUpdates>,
     }
 
-    fn inputs(flows: Receiver<Incoming>) -> (Inputs, Held) {
+    fn inputs(flows: Receiver<Batch>) -> (Inputs, Held) {
         let (cmds, cmd_rx) = unbounded();
         let (sigs, sig_rx) = unbounded();
         let (addrs, addr_rx) = unbounded();
@@ -359,7 +371,7 @@ mod tests {
 
     #[test]
     fn commands_are_acknowledged_and_reach_the_reader_and_end_of_stdin_stops() {
-        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
         let (inputs, held) = inputs(flow_rx);
         held.cmds.send(Some(Ok(Command::Pause))).expect("send");
         held.cmds
@@ -388,7 +400,7 @@ mod tests {
 
     #[test]
     fn heartbeats_are_not_acknowledged_and_their_silence_ends_the_loop() {
-        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
         let (inputs, held) = inputs(flow_rx);
         let mut p = Pipeline::new(
             Config::default(),
@@ -417,7 +429,7 @@ mod tests {
 
     #[test]
     fn the_captures_troubles_are_told_when_it_rings_with_no_flow_coming() {
-        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
         let (inputs, held) = inputs(flow_rx);
         let shared = crate::names::capture::Shared::without_capture();
         let mut p = Pipeline::new(
@@ -451,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_signal_stops_the_loop() {
-        let (_flow_tx, flow_rx) = bounded::<Incoming>(1);
+        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
         let (inputs, held) = inputs(flow_rx);
         held.sigs.send(libc::SIGTERM).expect("send");
         let mut p = Pipeline::new(

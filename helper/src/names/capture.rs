@@ -102,6 +102,9 @@ struct State {
     busy: bool,
     /// The last wait ran out: do not wait again until the thread has emptied the queue.
     lagging: bool,
+    /// When the thread was last seen idle with nothing queued: every packet that reached the
+    /// socket before then is in the table.
+    caught: Option<Instant>,
     /// Packets the kernel dropped for this socket, not yet reported.
     dropped: u64,
     /// The thread stopped (its socket failed); names come no more.
@@ -120,6 +123,7 @@ impl Shared {
                 table: NameTable::default(),
                 busy: false,
                 lagging: false,
+                caught: None,
                 dropped: 0,
                 stopped: None,
             }),
@@ -181,17 +185,25 @@ impl Shared {
             .is_some_and(|fd| rustix::io::ioctl_fionread(fd.as_fd()).is_ok_and(|n| n > 0))
     }
 
-    /// Waits until every packet that reached the socket before now is in the table, at most
-    /// [`CATCH_UP`] (and not at all while the thread is behind since the last wait ran out).
-    pub fn catch_up(&self) {
+    /// Waits until every packet that reached the socket before `since` is in the table, at
+    /// most [`CATCH_UP`] (and not at all while the thread is behind since the last wait ran
+    /// out). A flow's answer came before its event was read, so `since` is that moment: the
+    /// flows of a burst, all read before the table was last seen caught up, cost no look at
+    /// the socket each (a system call per flow).
+    pub fn catch_up(&self, since: Instant) {
         if self.fd.is_none() {
             return;
         }
         let deadline = Instant::now() + CATCH_UP;
         let mut s = self.lock();
+        if s.caught.is_some_and(|t| t >= since) {
+            return;
+        }
         loop {
+            let now = Instant::now();
             if s.stopped.is_some() || (!s.busy && !self.queued()) {
                 s.lagging = false;
+                s.caught = Some(now);
                 return;
             }
             if s.lagging {
@@ -498,8 +510,27 @@ mod tests {
     fn without_a_capture_nothing_waits() {
         let s = Shared::without_capture();
         let t0 = Instant::now();
-        s.catch_up();
+        s.catch_up(t0);
         assert!(t0.elapsed() < CATCH_UP);
         assert_eq!(s.take_trouble(), (0, None));
+    }
+
+    #[test]
+    fn flows_read_before_the_table_was_last_caught_up_do_not_look_again() {
+        let (ours, peer) = std::os::unix::net::UnixDatagram::pair().expect("pair");
+        let s = Shared::new(Some(Arc::new(OwnedFd::from(ours))));
+        let read = Instant::now();
+        // Nothing queued: caught up at once.
+        s.catch_up(read);
+        // A packet comes, and the thread does not take it in.
+        peer.send(b"x").expect("send");
+        let t0 = Instant::now();
+        // A flow read before the table was caught up: nothing to wait for.
+        s.catch_up(read);
+        assert!(t0.elapsed() < CATCH_UP, "{:?}", t0.elapsed());
+        // A flow read after the packet came waits for it, until the wait runs out.
+        s.catch_up(Instant::now());
+        assert!(t0.elapsed() >= CATCH_UP, "{:?}", t0.elapsed());
+        assert!(s.lock().lagging);
     }
 }

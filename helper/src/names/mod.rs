@@ -149,10 +149,10 @@ impl Names {
         )
     }
 
-    /// Waits until the answers that arrived before now are taken in (bounded; see
+    /// Waits until the answers that arrived before `since` are taken in (bounded; see
     /// [`capture::Shared::catch_up`]).
-    pub fn catch_up(&mut self) {
-        self.shared.catch_up();
+    pub fn catch_up(&mut self, since: Instant) {
+        self.shared.catch_up(since);
     }
 
     /// The name process `pid` looked up over DNS for `ip`, and where the answer came from.

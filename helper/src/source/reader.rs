@@ -26,8 +26,12 @@ pub const BURST_GAP: Duration = Duration::from_millis(1);
 /// priority, is faster than any burst) is what costs most CPU. It adds at most this much to
 /// the latency of flows that arrive in a burst, none to others.
 pub const BURST_NAP: Duration = Duration::from_micros(500);
-/// Datagrams read without waiting after a wakeup, at most, before the batch is handed on.
-const BATCH_LIMIT: usize = 256;
+/// Messages read without waiting after a wakeup, at most, before the batch is handed on.
+///
+/// A batch goes to the pipeline as one message: handing flows over one by one cost a wakeup
+/// of the pipeline (or a wait of the reader) per flow, the largest share of the helper's CPU
+/// in a burst.
+pub const BATCH_LIMIT: usize = 256;
 /// Consecutive socket errors after which the reader gives up.
 const MAX_FAILURES: u32 = 5;
 /// While the kernel reports congestion, how long the reader waits for an event before it
@@ -36,7 +40,17 @@ const MAX_FAILURES: u32 = 5;
 /// that takes, so an idle helper does not wake.
 pub const CONGESTED_WAKE: Duration = Duration::from_millis(500);
 
-/// What the reader thread hands to the pipeline.
+/// What the reader thread hands to the pipeline at once: what one wakeup read, in order.
+pub type Batch = Vec<Incoming>;
+
+/// How many batches the queue between the reader and the pipeline holds for `flows` flows:
+/// a batch holds at most [`BATCH_LIMIT`] messages, so the queue holds at most `flows` rounded
+/// up to whole batches.
+pub fn queue_batches(flows: usize) -> usize {
+    flows.div_ceil(BATCH_LIMIT).max(1)
+}
+
+/// One message of the reader to the pipeline.
 #[derive(Debug, Clone)]
 pub enum Incoming {
     /// A flow, when it was read, and its attribution if the reader could do it at once.
@@ -257,7 +271,7 @@ impl<A: Attributor> Reading<A> {
 /// Runs until the pipeline goes away or the source fails `MAX_FAILURES` times in a row.
 pub fn run<S: EventSource, A: Attributor>(
     mut source: S,
-    tx: Sender<Incoming>,
+    tx: Sender<Batch>,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
@@ -279,7 +293,7 @@ pub fn run<S: EventSource, A: Attributor>(
             // Should it fail, the drops are counted at the next event instead.
             let _ = source.set_idle_wake(waking.then_some(CONGESTED_WAKE));
         }
-        let mut msgs: Vec<Incoming> = Vec::new();
+        let mut msgs: Batch = Vec::new();
         let mut nap = false;
         match source.recv(&mut buf) {
             Ok(n) => {
@@ -293,6 +307,9 @@ pub fn run<S: EventSource, A: Attributor>(
                 );
                 // Whatever else is queued, without waiting: one wakeup for the lot.
                 for _ in 0..BATCH_LIMIT {
+                    if msgs.len() >= BATCH_LIMIT {
+                        break;
+                    }
                     match source.recv_nowait(&mut buf) {
                         Ok(n) => {
                             let queued = !tx.is_empty();
@@ -339,10 +356,8 @@ pub fn run<S: EventSource, A: Attributor>(
                 }
             }
         }
-        for m in msgs {
-            if tx.send(m).is_err() {
-                return;
-            }
+        if !msgs.is_empty() && tx.send(msgs).is_err() {
+            return;
         }
         if nap {
             std::thread::sleep(BURST_NAP);

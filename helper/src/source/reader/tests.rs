@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 
 const TCP4_NEW: &[u8] = include_bytes!("../../../tests/data/tcp4_new.bin");
 
-/// Wakeups, each with the datagrams queued at that moment: `recv` waits for the next
-/// wakeup and returns its first datagram, `recv_nowait` the rest of the current one.
+/// Wakeups, each with the datagrams queued at that moment: `recv` returns the next datagram
+/// of the current wakeup, or waits for the next wakeup; `recv_nowait` only the former.
 struct Batches {
     wakeups: VecDeque<VecDeque<Vec<u8>>>,
     current: VecDeque<Vec<u8>>,
@@ -16,10 +16,13 @@ struct Batches {
 
 impl EventSource for Batches {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.current = self
-            .wakeups
-            .pop_front()
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        // What is still queued first, as a socket would.
+        if self.current.is_empty() {
+            self.current = self
+                .wakeups
+                .pop_front()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        }
         self.recv_nowait(buf)
     }
     fn recv_nowait(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -59,8 +62,16 @@ fn one_wakeup_reads_everything_queued_and_only_a_lone_flow_is_attributed_early()
     let (tx, rx) = crossbeam_channel::unbounded();
     let urx = std::sync::Arc::new(EarlyUpdates::default());
     run(source, tx, early, urx, false);
-    let early: Vec<bool> = rx
-        .try_iter()
+    let batches: Vec<Batch> = rx.try_iter().collect();
+    // One message to the pipeline per wakeup (then the script's end: reopenings).
+    assert_eq!(
+        batches.iter().take(2).map(Vec::len).collect::<Vec<_>>(),
+        [1, 5],
+        "{batches:?}"
+    );
+    let early: Vec<bool> = batches
+        .into_iter()
+        .flatten()
         .filter_map(|m| match m {
             Incoming::Flow { early, .. } => Some(early.is_some()),
             _ => None,
@@ -101,7 +112,7 @@ fn a_socket_error_reopens_and_reading_goes_on() {
     let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
     // The script ends in EBADF forever: the loop gives up after MAX_FAILURES.
     run(script, tx, early, urx, false);
-    let got: Vec<Incoming> = rx.try_iter().collect();
+    let got: Vec<Incoming> = rx.try_iter().flatten().collect();
     let kinds: Vec<&str> = got
         .iter()
         .map(|m| match m {
@@ -174,6 +185,7 @@ fn the_reader_waits_for_events_and_wakes_on_its_own_only_while_congested() {
     run(source, tx, early, urx, false);
     assert_eq!(
         rx.try_iter()
+            .flatten()
             .filter(|m| matches!(m, Incoming::Flow { .. }))
             .count(),
         3
@@ -224,4 +236,32 @@ fn early_attribution_skips_flows_the_cheap_rules_drop() {
             53
         ))
         .is_some());
+}
+
+#[test]
+fn a_wakeup_with_more_than_a_batch_queued_is_handed_on_in_whole_batches_losing_nothing() {
+    let Ok(Message::Flow(flow)) = parse_datagram(TCP4_NEW).remove(0) else {
+        panic!("the captured message is a flow");
+    };
+    let early = Early::new(Config::default(), LocalAddrs::new([flow.orig.src]), Nobody);
+    let queued = 2 * BATCH_LIMIT + 7;
+    let source = Batches {
+        wakeups: VecDeque::from([VecDeque::from(vec![TCP4_NEW.to_vec(); queued])]),
+        current: VecDeque::new(),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    run(source, tx, early, std::sync::Arc::new(EarlyUpdates::default()), false);
+    let flows: Vec<usize> = rx
+        .try_iter()
+        .map(|b| {
+            b.iter()
+                .filter(|m| matches!(m, Incoming::Flow { .. }))
+                .count()
+        })
+        .filter(|&n| n > 0)
+        .collect();
+    assert_eq!(flows, [BATCH_LIMIT, BATCH_LIMIT, 7]);
+    assert_eq!(queue_batches(1), 1);
+    assert_eq!(queue_batches(16384), 64);
+    assert_eq!(queue_batches(16385), 65);
 }
