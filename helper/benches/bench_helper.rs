@@ -30,21 +30,27 @@
 
 #[path = "bench_helper/abuse.rs"]
 mod abuse;
+#[path = "bench_helper/burst.rs"]
+mod burst;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "bench_helper/idle.rs"]
 mod idle;
 #[path = "bench_helper/processes.rs"]
 mod processes;
+#[path = "bench_helper/send_cost.rs"]
+mod send_cost;
 #[path = "bench_helper/sockets.rs"]
 mod sockets;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use burst::burst;
 use common::{config_file, Helper, Net};
+use send_cost::{print_send_cost, send_cost};
 use serde_json::Value;
 
 const BURST: u32 = 50_000;
@@ -159,159 +165,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     common::status_kib(pid, "VmHWM").unwrap_or(0)
 }
 
-struct Burst {
-    created: u32,
-    rate: f64,
-    helper_seen: u64,
-    helper_lost: u64,
-    helper_attributed: u64,
-    /// CPU seconds spent from the start of the burst to its last line; the reader thread's
-    /// share apart.
-    helper_cpu: f64,
-    reader_cpu: f64,
-    /// The run time the kernel counted for the helper's BPF programs over the same span.
-    bpf_cpu: f64,
-    helper_rss: u64,
-    conntrack_seen: Option<u64>,
-    conntrack_cpu: f64,
-    conntrack_rss: u64,
-    /// From the generator's last datagram to the helper's last line.
-    drained_ms: f64,
-}
-
-fn burst(flows: u32, with_conntrack: bool) -> Burst {
-    // The kernel programs' run time is counted while this is held.
-    let _stats = bpf_run_time_stats();
-    let net = Net::new();
-    let (_d, cfg) =
-        config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
-    let h = Helper::start(&net.a, &["--config", cfg.to_str().unwrap()]);
-    let ct = with_conntrack.then(|| {
-        // Line-buffered, so every event it shows is counted even when it is stopped.
-        let mut child = Net::cmd(
-            &net.a,
-            &[
-                "stdbuf",
-                "-oL",
-                "conntrack",
-                "-E",
-                "-e",
-                "NEW",
-                "-p",
-                "udp",
-                "-b",
-                "33554432",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("conntrack -E");
-        let stdout = child.stdout.take().expect("stdout");
-        let dst = format!("dst={}", net.b4());
-        let counter = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter(|l| l.contains(&dst))
-                .count() as u64
-        });
-        (child, counter)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    // CPU from here on only: starting up (BTF, nft, the first /proc scan) is not per event.
-    let threads_before = thread_cpu_secs(h.pid());
-    let bpf_before = processes::programs_run_time(h.pid()).0;
-    let ct_before = ct
-        .as_ref()
-        .map(|(c, _)| common::cpu_secs(c.id()))
-        .unwrap_or(0.0);
-    let me = std::env::current_exe().expect("exe");
-    let mut gen = Net::cmd(
-        &net.a,
-        &[
-            me.to_str().unwrap(),
-            "udp-burst",
-            &net.b4(),
-            &flows.to_string(),
-        ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("generator");
-    let mut line = String::new();
-    BufReader::new(gen.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("sent line");
-    let secs: f64 = line
-        .split_whitespace()
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-
-    let b4 = net.b4();
-    let (mut seen, mut lost, mut attributed) = (0u64, 0u64, 0u64);
-    let mut last_change = Instant::now();
-    let sent_at = Instant::now();
-    let mut last_line = sent_at;
-    while last_change.elapsed() < Duration::from_secs(3) && seen + lost < u64::from(flows) {
-        if let Ok(v) = h.lines.recv_timeout(Duration::from_millis(200)) {
-            if v["type"] == "connection" && v["proto"] == "udp" && v["remote_ip"] == b4.as_str() {
-                seen += 1;
-                if !v["process"].is_null() {
-                    attributed += 1;
-                }
-            } else if v["type"] == "lost" {
-                lost += v["count"].as_u64().unwrap_or(0);
-            }
-            last_change = Instant::now();
-            last_line = last_change;
-        }
-    }
-    let threads_after = thread_cpu_secs(h.pid());
-    let bpf_after = processes::programs_run_time(h.pid()).0;
-    let spent = |name: Option<&str>| -> f64 {
-        threads_after
-            .iter()
-            .filter(|(n, _)| name.is_none_or(|want| n.as_str() == want))
-            .map(|(n, after)| after - threads_before.get(n).copied().unwrap_or(0.0))
-            .sum()
-    };
-    let (helper_cpu, reader_cpu) = (spent(None), spent(Some("ct-reader")));
-    let helper_rss = peak_rss_kib(h.pid());
-    let mut out = Burst {
-        created: flows,
-        rate: f64::from(flows) / secs,
-        drained_ms: last_line.saturating_duration_since(sent_at).as_secs_f64() * 1000.0,
-        helper_seen: seen,
-        helper_lost: lost,
-        helper_attributed: attributed,
-        helper_cpu,
-        reader_cpu,
-        bpf_cpu: bpf_after.saturating_sub(bpf_before) as f64 / 1e9,
-        helper_rss,
-        conntrack_seen: None,
-        conntrack_cpu: 0.0,
-        conntrack_rss: 0,
-    };
-    if let Some((ct, counter)) = ct {
-        std::thread::sleep(Duration::from_secs(1));
-        out.conntrack_cpu = common::cpu_secs(ct.id()) - ct_before;
-        out.conntrack_rss = peak_rss_kib(ct.id());
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(ct.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        );
-        let mut ct = ct;
-        let _ = ct.wait();
-        out.conntrack_seen = counter.join().ok();
-    }
-    let _ = gen.kill();
-    let _ = gen.wait();
-    drop(h);
-    out
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -400,26 +253,6 @@ fn attribution(n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> 
     }
 }
 
-/// Sends `n` datagrams from namespace `ns` to `dst`; nanoseconds per send, by wall clock.
-fn send_ns(ns: &str, dst: &str, n: u32, connected: bool) -> f64 {
-    let me = std::env::current_exe().expect("exe");
-    let mut argv = vec![
-        me.to_str().unwrap().to_string(),
-        "udp-same".into(),
-        dst.into(),
-        n.to_string(),
-    ];
-    if connected {
-        argv.push("connected".into());
-    }
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = Net::cmd(ns, &argv).output().expect("generator");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse::<f64>()
-        .expect("ns per send")
-}
-
 /// The kernel's count of BPF program runs and their run time, kept while the returned file
 /// descriptor is open (`BPF_ENABLE_STATS`), and only then: closing it turns them off again.
 #[allow(unsafe_code)]
@@ -438,88 +271,6 @@ fn bpf_run_time_stats() -> std::os::fd::OwnedFd {
     );
     // SAFETY: the kernel has just returned `rc` as a new descriptor that nothing else owns.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) }
-}
-
-/// `(runs, run time in ns)` of the send hook's IPv4 program and of the `sock_send_length`
-/// program that the helper `pid` loaded, from its fdinfo.
-fn record_programs(pid: u32) -> [(u64, u64); 2] {
-    let mut links = [None, None];
-    let mut runs = std::collections::HashMap::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
-        let info = std::fs::read_to_string(fd.expect("entry").path()).unwrap_or_default();
-        let field = |name: &str| -> Option<String> {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        };
-        let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
-        match (field("link_type:").as_deref(), num("prog_id:")) {
-            (Some("cgroup"), Some(id)) if field("attach_type:").as_deref() == Some("14") => {
-                links[0] = Some(id);
-            }
-            (Some("raw_tracepoint"), Some(id))
-                if field("tp_name:").as_deref() == Some("sock_send_length") =>
-            {
-                links[1] = Some(id);
-            }
-            (None, Some(id)) => {
-                if let (Some(n), Some(t)) = (num("run_cnt:"), num("run_time_ns:")) {
-                    runs.insert(id, (n, t));
-                }
-            }
-            _ => {}
-        }
-    }
-    links.map(|id| {
-        id.and_then(|id| runs.get(&id).copied())
-            .expect("the helper's send record programs")
-    })
-}
-
-/// Nanoseconds per run of each of `pid`'s record programs while `send` runs.
-fn ns_per_run(pid: u32, send: impl FnOnce()) -> [f64; 2] {
-    let before = record_programs(pid);
-    send();
-    let after = record_programs(pid);
-    [0, 1].map(|i| {
-        let (runs, ns) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
-        ns as f64 / runs.max(1) as f64
-    })
-}
-
-/// What the send records cost a send, as the kernel counts its programs' run time: the send
-/// hook on a `sendto` it records and on one from another namespace (where it stops at the
-/// namespace check), and the `sock_send_length` program on a send it records (a connected
-/// socket) and on one it does not (an unconnected socket). A wall-clock comparison of
-/// sends with and without the programs was tried first: on the shared 2-core VM its rounds
-/// differed by more than the programs cost.
-fn send_cost() -> [f64; 4] {
-    const N: u32 = 200_000;
-    let _stats = bpf_run_time_stats();
-    let mut net = Net::new();
-    let other = Net::new();
-    // A socket that never reads: its buffer fills and the rest is dropped, with no ICMP
-    // error back (which would fail every other send on a connected socket).
-    net.serve(&net.b.clone(), "0.0.0.0", &[9]);
-    let dst = format!("{}:9", net.b4());
-    let h = Helper::start(&net.a, &[]);
-    let [hook, tp_unconnected] = ns_per_run(h.pid(), || {
-        send_ns(&net.a, &dst, N, false);
-    });
-    let [_, tp_connected] = ns_per_run(h.pid(), || {
-        send_ns(&net.a, &dst, N, true);
-    });
-    let far = Helper::start(&other.a, &[]);
-    let [hook_elsewhere, _] = ns_per_run(far.pid(), || {
-        send_ns(&net.a, &dst, N, false);
-    });
-    [hook, hook_elsewhere, tp_connected, tp_unconnected]
-}
-
-fn print_send_cost([hook, elsewhere, connected, unconnected]: [f64; 4]) {
-    println!(
-        "| (f) send records' cost per UDP send (kernel BPF run time) | send hook: {hook:.0} ns per sendto recorded, {elsewhere:.0} ns per sendto in another namespace; sock_send_length: {connected:.0} ns per send recorded (connected socket), {unconnected:.0} ns per send not recorded | |"
-    );
 }
 
 fn unconnected_udp_one_shots() -> Rate {

@@ -1,4 +1,4 @@
-//! The connections window, *conntrack-tray — Connections*: a child process the applet starts
+//! The connections window, *conntrack-tray: Connections*: a child process the applet starts
 //! on demand (`conntrack-tray window`), so a closed window costs the applet nothing: no
 //! thread, no timer, no GL context, no memory beyond the code.
 //!
@@ -25,8 +25,10 @@ use crate::settings::Settings;
 use model::GroupKey;
 use view::{Control, Window};
 
-/// The window's title, which the end-to-end test and the screenshot look for.
-pub const TITLE: &str = "conntrack-tray — Connections";
+/// The window's title, which the end-to-end test and the screenshot look for. ASCII only:
+/// winit also sets the old Latin-1 `WM_NAME`, where a dash outside Latin-1 came out garbled
+/// for window managers and tools that read that one.
+pub const TITLE: &str = "conntrack-tray: Connections";
 
 /// New events are drawn at most this often (the history read at start as fast as it is
 /// read). Each new batch asks for a frame this much later, so

@@ -8,7 +8,7 @@ use super::*;
 
 use std::process::Command;
 
-const TITLE: &str = "conntrack-tray — Connections";
+const TITLE: &str = "conntrack-tray: Connections";
 const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
 const PATH: &str = "/io/github/conntrack_tray/Applet";
 /// [`TITLE`] as xdotool's pattern: it matches the title's bytes, and the dash is not ASCII.

@@ -213,15 +213,26 @@ fn a_namespace_of_a_user_namespace_of_its_own_is_never_asked() {
 }
 
 #[test]
-fn a_list_cut_short_names_nobody() {
+fn namespaces_of_other_user_namespaces_cut_nothing_and_a_cut_list_names_nobody() {
+    let asked = super::super::netns::NAMESPACES_ASKED as u32;
     let root = tempfile::tempdir().expect("tmp");
     let r = root.path();
     proc_self(r, [10, 0, 0, 1]);
     proc_with(r, 100, true, CONTAINER, Some(([0; 4], 80, 5000)));
-    for pid in 1000..1000 + super::super::netns::NAMESPACES_ASKED as u32 {
+    // An unprivileged program's namespaces, more than are asked: the container's is still
+    // asked, and named (it was not, when they cut the list).
+    for pid in 1000..1000 + asked {
         proc_with(r, pid, false, [10, 9, 9, 9], None);
     }
     let addr = IpAddr::V4(Ipv4Addr::from(CONTAINER));
+    match elsewhere(r).listener(Proto::Tcp, addr, 80) {
+        Listening::One { socket, .. } => assert_eq!(socket.inode, 5000),
+        other => panic!("{other:?}"),
+    }
+    // As many of the machine's own again: the list is cut, and then nobody is named.
+    for pid in 5000..5000 + asked {
+        proc_with(r, pid, true, [10, 9, 9, 9], None);
+    }
     assert!(matches!(
         elsewhere(r).listener(Proto::Tcp, addr, 80),
         Listening::Several(_)

@@ -13,7 +13,10 @@
 //! many of them, and file records there with any addresses: but nothing it sends there
 //! reaches this machine's conntrack (it has no link to it), so such a record can only match
 //! a forwarded flow with the same addresses and ports, and would name the hostile program
-//! for it. The number of namespaces asked per flow is bounded.
+//! for it. The number of namespaces asked per flow is bounded, and the namespaces of the
+//! machine's user namespace (a container engine's, root's) come first: an unprivileged
+//! program's come with a user namespace of their own, so however many it makes, they can
+//! push no container's namespace out of the list.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -32,7 +35,8 @@ pub struct Namespaces {
     /// A process in each known namespace (the lowest pid seen in it), through whose
     /// `/proc/PID/net` the namespace's sockets and addresses are read.
     members: Vec<(u32, u32)>,
-    /// More namespaces than [`NAMESPACES_ASKED`] were found: `known` is not all of them.
+    /// More namespaces of the machine's user namespace than [`NAMESPACES_ASKED`] were found:
+    /// `known` is not all of them.
     truncated: bool,
     scanned: Option<Instant>,
 }
@@ -82,36 +86,73 @@ impl Namespaces {
             return false;
         }
         self.scanned = Some(Instant::now());
-        let found: Vec<(u64, u32)> = std::fs::read_dir(&self.root)
+        let ino = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.ino());
+        let own_user = ino(self.root.join("self/ns/user"));
+        let found: Vec<Found> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
                 let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-                let m = std::fs::metadata(e.path().join("ns/net")).ok()?;
-                Some((m.ino(), pid))
+                let ns = ino(e.path().join("ns/net"))?;
+                let machine = own_user.is_some() && ino(e.path().join("ns/user")) == own_user;
+                Some(Found { ns, pid, machine })
             })
             .collect();
-        self.known = others(found.iter().map(|&(ns, _)| ns), self.own);
-        self.truncated = self.known.len() == NAMESPACES_ASKED
-            && found.iter().any(|&(ns, _)| {
-                u32::try_from(ns).is_ok_and(|n| n != self.own && !self.known.contains(&n))
-            });
+        let (known, truncated) = listed(&found, self.own);
+        self.known = known;
+        self.truncated = truncated;
         self.members = members(&found, &self.known);
         true
     }
 }
 
-/// The lowest pid of each namespace of `known` in `found` (namespace, pid), by namespace.
-fn members(found: &[(u64, u32)], known: &[u32]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = known.iter().map(|&ns| (ns, u32::MAX)).collect();
-    for &(ns, pid) in found {
-        let Ok(ns) = u32::try_from(ns) else { continue };
-        if let Ok(i) = out.binary_search_by_key(&ns, |&(n, _)| n) {
-            out[i].1 = out[i].1.min(pid);
+/// A process seen in a namespace: the namespace's inode, the pid, and whether the process is
+/// in the machine's user namespace (the helper's).
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    ns: u64,
+    pid: u32,
+    machine: bool,
+}
+
+/// The namespaces to ask, at most [`NAMESPACES_ASKED`]: first those with a process of the
+/// machine's user namespace, then the others; and whether the first kind alone had to be cut.
+fn listed(found: &[Found], own: u32) -> (Vec<u32>, bool) {
+    let machine = others(found.iter().filter(|f| f.machine).map(|f| f.ns), own);
+    let cut = machine.len() == NAMESPACES_ASKED
+        && found.iter().filter(|f| f.machine).any(|f| {
+            u32::try_from(f.ns).is_ok_and(|n| n != own && machine.binary_search(&n).is_err())
+        });
+    let mut known = machine;
+    let room = NAMESPACES_ASKED - known.len();
+    let rest: Vec<u32> = others(found.iter().map(|f| f.ns), own)
+        .into_iter()
+        .filter(|n| known.binary_search(n).is_err())
+        .take(room)
+        .collect();
+    known.extend(rest);
+    known.sort_unstable();
+    (known, cut)
+}
+
+/// The lowest pid of each namespace of `known` in `found`, by namespace: of the machine's
+/// user namespace if the namespace has one, through which its files are read.
+fn members(found: &[Found], known: &[u32]) -> Vec<(u32, u32)> {
+    // (namespace, pid, of the machine's user namespace)
+    let mut out: Vec<(u32, u32, bool)> = known.iter().map(|&ns| (ns, u32::MAX, false)).collect();
+    for f in found {
+        let Ok(ns) = u32::try_from(f.ns) else {
+            continue;
+        };
+        if let Ok(i) = out.binary_search_by_key(&ns, |&(n, _, _)| n) {
+            let (_, pid, machine) = out[i];
+            if (f.machine, std::cmp::Reverse(f.pid)) > (machine, std::cmp::Reverse(pid)) {
+                out[i] = (ns, f.pid, f.machine);
+            }
         }
     }
-    out
+    out.into_iter().map(|(ns, pid, _)| (ns, pid)).collect()
 }
 
 /// The helper's own network namespace (its inode, as the connect records file it).
@@ -141,11 +182,48 @@ mod tests {
         assert!(others([u64::MAX], 1).is_empty());
     }
 
+    fn f(ns: u64, pid: u32, machine: bool) -> Found {
+        Found { ns, pid, machine }
+    }
+
     #[test]
-    fn each_namespace_has_its_lowest_pid_as_member() {
-        let found = [(5, 40), (3, 12), (5, 7), (9, 1)];
-        let known = others(found.iter().map(|&(n, _)| n), 9);
-        assert_eq!(members(&found, &known), [(3, 12), (5, 7)]);
+    fn each_namespace_has_its_lowest_pid_of_the_machine_s_user_namespace_as_member() {
+        let found = [
+            f(5, 40, true),
+            f(3, 12, true),
+            f(5, 7, true),
+            f(9, 1, true),
+            // A lower pid, but in a user namespace of its own.
+            f(3, 2, false),
+            // Only such processes: the lowest of them.
+            f(4, 30, false),
+            f(4, 20, false),
+        ];
+        let (known, cut) = listed(&found, 9);
+        assert!(!cut);
+        assert_eq!(members(&found, &known), [(3, 12), (4, 20), (5, 7)]);
+    }
+
+    #[test]
+    fn namespaces_an_unprivileged_program_makes_push_out_none_of_the_machine_s() {
+        // 10,000 namespaces of a program's own user namespace, with low inodes; 3 of the
+        // machine's with high ones.
+        let mut found: Vec<Found> = (1..=10_000).map(|ns| f(ns, 500, false)).collect();
+        found.extend([f(90_001, 7, true), f(90_002, 8, true), f(90_003, 9, true)]);
+        let (known, cut) = listed(&found, 0);
+        assert!(!cut, "the machine's are all in");
+        assert_eq!(known.len(), NAMESPACES_ASKED);
+        for ns in [90_001, 90_002, 90_003] {
+            assert!(known.contains(&ns), "{ns}");
+        }
+        // More of the machine's than can be asked: that is a cut list.
+        let many: Vec<Found> = (1..=300).map(|ns| f(ns, 1, true)).collect();
+        let (known, cut) = listed(&many, 0);
+        assert!(cut);
+        assert_eq!(known.len(), NAMESPACES_ASKED);
+        // Exactly as many: not cut.
+        let (_, cut) = listed(&many[..NAMESPACES_ASKED], 0);
+        assert!(!cut);
     }
 
     #[test]

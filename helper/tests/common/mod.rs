@@ -501,6 +501,11 @@ pub fn is_conn_to(port: u16) -> impl Fn(&Value) -> bool {
     move |v| v["type"] == "connection" && v["remote_port"] == port
 }
 
+/// Error lines the helper wrote after its hello, e.g. a connect hook it could not load.
+pub fn startup_errors(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    lines.iter().filter(|v| v["type"] == "error").collect()
+}
+
 /// The nftables tables of a namespace.
 pub fn nft_tables(ns: &str) -> String {
     let out = Net::cmd(ns, &["nft", "list", "tables"])

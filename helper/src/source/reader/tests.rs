@@ -250,7 +250,13 @@ fn a_wakeup_with_more_than_a_batch_queued_is_handed_on_in_whole_batches_losing_n
         current: VecDeque::new(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
-    run(source, tx, early, std::sync::Arc::new(EarlyUpdates::default()), false);
+    run(
+        source,
+        tx,
+        early,
+        std::sync::Arc::new(EarlyUpdates::default()),
+        false,
+    );
     let flows: Vec<usize> = rx
         .try_iter()
         .map(|b| {
