@@ -34,15 +34,15 @@ use conntrack_tray_helper::service::{self, CommandLine, Inputs, Speaker, Stop};
 use conntrack_tray_helper::source::conntrack::{EventSocket, GROUP_NEW};
 use conntrack_tray_helper::source::netif::{self, AddrWatch};
 use conntrack_tray_helper::source::nft::ConntrackTable;
-use conntrack_tray_helper::source::reader::{queue_batches, Batch, Early, EarlyUpdates};
+use conntrack_tray_helper::source::queue::{flow_queue, FlowSender};
+use conntrack_tray_helper::source::reader::{Early, EarlyUpdates};
 use conntrack_tray_helper::{privileges, realtime};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
 /// The largest `--rcvbuf`: four times the default, so no caller can pin more kernel memory.
 const MAX_RCVBUF: u64 = 256 << 20;
 /// The largest `--queue`: a queued flow takes about 170 bytes, so this bounds the queue at
-/// about 22 MiB (flows go in batches of up to 256, one per wakeup of the reader, so the
-/// bound is this rounded up to whole batches).
+/// about 22 MiB (and one batch of at most 256 more: see `source::queue`).
 const MAX_QUEUE: u64 = 1 << 17;
 /// How many of the newest processes the reader's early lookup scans.
 const EARLY_SCAN_LIMIT: usize = 64;
@@ -115,9 +115,8 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(4096..=MAX_RCVBUF))]
     rcvbuf: u64,
 
-    /// Flows held between the socket reader and the pipeline (at most 131072; rounded up to
-    /// whole batches of 256). When it is full the reader waits and the kernel's socket buffer
-    /// (--rcvbuf) holds the rest.
+    /// Flows held between the socket reader and the pipeline (at most 131072). When it is
+    /// full the reader waits and the kernel's socket buffer (--rcvbuf) holds the rest.
     #[arg(long, value_name = "N", default_value_t = 1 << 14,
           value_parser = clap::value_parser!(u64).range(1..=MAX_QUEUE))]
     queue: u64,
@@ -413,7 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let addrs = netif::local_addrs().context("cannot read the interface addresses")?;
     let early = Early::new(cfg.clone(), addrs.clone(), early_attr);
 
-    let (flow_tx, flow_rx) = bounded::<Batch>(queue_batches(queue));
+    let (flow_tx, flow_rx) = flow_queue(queue);
     let early_rx = std::sync::Arc::new(EarlyUpdates::default());
     let early_tx = early_rx.clone();
     // The DNS capture needs CAP_NET_RAW, which the helper does not keep: open it first.
@@ -521,7 +520,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
 fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
     socket: EventSocket,
-    tx: Sender<Batch>,
+    tx: FlowSender,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,

@@ -19,6 +19,7 @@ use crate::direction::LocalAddrs;
 use crate::event::Event;
 use crate::output::Output;
 use crate::pipeline::{Outcome, Pipeline};
+use crate::source::queue::FlowReceiver;
 use crate::source::reader::{Batch, EarlyUpdates, Incoming};
 
 /// One line read from stdin: a command, a line that was not one, or `None` at end of input.
@@ -53,7 +54,7 @@ impl std::fmt::Display for Stop {
 
 /// What the loop listens to, and where it sends the reader's settings.
 pub struct Inputs {
-    pub flows: Receiver<Batch>,
+    pub flows: FlowReceiver,
     pub cmds: Receiver<CommandLine>,
     pub sigs: Receiver<i32>,
     pub addrs: Receiver<LocalAddrs>,
@@ -139,12 +140,13 @@ pub fn serve<A: Attributor, W: Write>(
                 }
                 None
             },
-            recv(inputs.flows) -> f => match f {
+            recv(inputs.flows.channel()) -> f => match f {
                 Ok(batch) => {
-                    let last = batch.len().saturating_sub(1);
+                    let (last, n) = (last_flow(&batch), batch.len());
                     for (i, incoming) in batch.into_iter().enumerate() {
-                        // Only the last of a batch, with nothing queued behind it, may wait.
-                        let may_wait = i == last && inputs.flows.is_empty();
+                        // Only the last flow of a batch, with nothing queued behind it, may
+                        // wait (for a PTR answer): the others would hold up those after.
+                        let may_wait = Some(i) == last && inputs.flows.is_empty();
                         match flow_event(pipeline, out, incoming, may_wait, debug) {
                             Ok(Some(ev)) => {
                                 if out.emit(&ev).is_err() {
@@ -155,6 +157,8 @@ pub fn serve<A: Attributor, W: Write>(
                             Err(stop) => return stop,
                         }
                     }
+                    // Counted out once done: until then the reader sees the pipeline busy.
+                    inputs.flows.taken(n);
                     None
                 }
                 Err(_) => return Stop::ReaderFailed("the conntrack reader stopped".into()),
@@ -170,6 +174,13 @@ pub fn serve<A: Attributor, W: Write>(
             return Stop::StdoutClosed;
         }
     }
+}
+
+/// Where the last flow of `batch` is: the one flow of it that may wait.
+fn last_flow(batch: &Batch) -> Option<usize> {
+    batch
+        .iter()
+        .rposition(|m| matches!(m, Incoming::Flow { .. }))
 }
 
 /// Takes in the DNS capture's troubles and tells them now, not with the next flow, which may
@@ -246,7 +257,7 @@ mod tests {
     use crate::source::conntrack::{parse_datagram, Message};
     use crate::source::reader::testing::{Everyone, Script};
     use crate::source::reader::{self, Early};
-    use crossbeam_channel::{bounded, unbounded, Sender};
+    use crossbeam_channel::{unbounded, Sender};
     use serde_json::Value;
     use std::collections::VecDeque;
 
@@ -291,7 +302,7 @@ mod tests {
         early: std::sync::Arc<EarlyUpdates>,
     }
 
-    fn inputs(flows: Receiver<Batch>) -> (Inputs, Held) {
+    fn inputs(flows: FlowReceiver) -> (Inputs, Held) {
         let (cmds, cmd_rx) = unbounded();
         let (sigs, sig_rx) = unbounded();
         let (addrs, addr_rx) = unbounded();
@@ -318,7 +329,7 @@ mod tests {
     fn a_scripted_flow_is_reported_after_the_hello_and_a_failed_reader_ends_the_loop() {
         let mut cfg = Config::default();
         cfg.filter.show_unknown = true;
-        let (flow_tx, flow_rx) = bounded(16);
+        let (flow_tx, flow_rx) = crate::source::queue::flow_queue(16);
         let upd_rx = std::sync::Arc::new(EarlyUpdates::default());
         let script = Script {
             steps: VecDeque::from([Ok(TCP4_NEW.to_vec())]),
@@ -371,7 +382,7 @@ mod tests {
 
     #[test]
     fn commands_are_acknowledged_and_reach_the_reader_and_end_of_stdin_stops() {
-        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
+        let (_flow_tx, flow_rx) = crate::source::queue::flow_queue(1);
         let (inputs, held) = inputs(flow_rx);
         held.cmds.send(Some(Ok(Command::Pause))).expect("send");
         held.cmds
@@ -400,7 +411,7 @@ mod tests {
 
     #[test]
     fn heartbeats_are_not_acknowledged_and_their_silence_ends_the_loop() {
-        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
+        let (_flow_tx, flow_rx) = crate::source::queue::flow_queue(1);
         let (inputs, held) = inputs(flow_rx);
         let mut p = Pipeline::new(
             Config::default(),
@@ -429,7 +440,7 @@ mod tests {
 
     #[test]
     fn the_captures_troubles_are_told_when_it_rings_with_no_flow_coming() {
-        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
+        let (_flow_tx, flow_rx) = crate::source::queue::flow_queue(1);
         let (inputs, held) = inputs(flow_rx);
         let shared = crate::names::capture::Shared::without_capture();
         let mut p = Pipeline::new(
@@ -462,8 +473,28 @@ mod tests {
     }
 
     #[test]
+    fn only_the_last_flow_of_a_batch_may_wait_whatever_follows_it() {
+        let Ok(Message::Flow(flow)) = parse_datagram(TCP4_NEW).remove(0) else {
+            panic!("the captured message is a flow");
+        };
+        let f = || Incoming::Flow {
+            flow: flow.clone(),
+            at: std::time::SystemTime::now(),
+            read: Instant::now(),
+            early: None,
+        };
+        assert_eq!(last_flow(&vec![f(), f(), Incoming::Lost(3)]), Some(1));
+        assert_eq!(
+            last_flow(&vec![Incoming::Garbled("x".into()), f()]),
+            Some(1)
+        );
+        assert_eq!(last_flow(&vec![Incoming::Lost(1)]), None);
+        assert_eq!(last_flow(&Vec::new()), None);
+    }
+
+    #[test]
     fn a_signal_stops_the_loop() {
-        let (_flow_tx, flow_rx) = bounded::<Batch>(1);
+        let (_flow_tx, flow_rx) = crate::source::queue::flow_queue(1);
         let (inputs, held) = inputs(flow_rx);
         held.sigs.send(libc::SIGTERM).expect("send");
         let mut p = Pipeline::new(

@@ -37,7 +37,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
-use crate::attribution::bpf::frame::{current_process, read, read_key, update, zero_stack};
+use crate::attribution::bpf::frame::{
+    current_process, mark_port, read, read_key, update, zero_stack,
+};
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
     Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
@@ -46,6 +48,7 @@ use crate::attribution::bpf::layout::{
 use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
 use crate::attribution::netns::Namespaces;
+use crate::attribution::port_marks::PortMarks;
 use crate::attribution::send_hook::SendHook;
 use crate::flow::{Proto, Tuple};
 
@@ -233,9 +236,10 @@ const SOCK_DGRAM: i32 = 2;
 const SOCK_RAW: i32 = 3;
 
 /// The key of the socket at r6 (family, addresses, ports, namespace; the protocol byte is the
-/// caller's), then the value filed under it in `connects_fd`. Jumps to "out" for a family
-/// that is neither IPv4 nor IPv6; defines "out", which ends the program.
-fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
+/// caller's), then the value filed under it in `connects_fd`, its port marked in `marks_fd`
+/// first when given. Jumps to "out" for a family that is neither IPv4 nor IPv6; defines
+/// "out", which ends the program.
+fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32, marks_fd: Option<i32>) {
     use asm::*;
     read_key(a, KEY_FAMILY, R6, o.family);
     a.load(H, R0, FP, KEY_FAMILY.at(KEY))
@@ -265,6 +269,9 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32) {
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
     read_key(a, KEY_NETNS, R4, o.ns_inum);
     a.label("file");
+    if let Some(fd) = marks_fd {
+        mark_port(a, fd);
+    }
     update(a, connects_fd);
     a.label("out").mov_imm(R0, 0).exit();
 }
@@ -318,7 +325,7 @@ pub fn program(
         .add_imm(R2, i32::from(SK))
         .call(Helper::MapDeleteElem)
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, o, connects_fd);
+    file_tuple(&mut a, o, connects_fd, None);
     a.finish()
 }
 
@@ -342,6 +349,7 @@ pub fn udp_program(
     protocol: i32,
     sk_type: i32,
     connects_fd: i32,
+    marks_fd: Option<i32>,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let mut a = Asm::default();
@@ -379,7 +387,7 @@ pub fn udp_program(
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
-    file_tuple(&mut a, o, connects_fd);
+    file_tuple(&mut a, o, connects_fd, marks_fd);
     a.finish()
 }
 
@@ -417,6 +425,10 @@ impl ConnectLog {
             .map_err(sys_err("cannot create the connect map"))?;
         let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
             .map_err(sys_err("cannot create the send map"))?;
+        // Only saves lookups: without it (a kernel before 5.5) every lookup is made. Every
+        // program that files UDP records marks them, or none does.
+        let marks = PortMarks::create().ok().map(std::sync::Arc::new);
+        let marks_fd = marks.as_ref().map(|m| m.fd());
         let tcp = load_and_attach(
             program(&offsets, &task, pending.as_raw_fd(), map.as_raw_fd()),
             TRACEPOINT,
@@ -431,7 +443,14 @@ impl ConnectLog {
                 let sk_type =
                     i32::try_from(sk_type).map_err(|_| BtfError::Missing("sock.sk_type".into()))?;
                 load_and_attach(
-                    udp_program(&offsets, &task, protocol, sk_type, sends.as_raw_fd()),
+                    udp_program(
+                        &offsets,
+                        &task,
+                        protocol,
+                        sk_type,
+                        sends.as_raw_fd(),
+                        marks_fd,
+                    ),
                     UDP_TRACEPOINT,
                 )
             });
@@ -440,7 +459,7 @@ impl ConnectLog {
             Err(e) => (None, Some(e.to_string())),
         };
         // So is the send hook: it needs cgroup v2, and kernel 5.14.
-        let (send, send_off) = match SendHook::open(&sends, netns, &task) {
+        let (send, send_off) = match SendHook::open(&sends, marks_fd, netns, &task) {
             Ok(h) => (Some(h), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -452,6 +471,7 @@ impl ConnectLog {
             records: ConnectReader {
                 map,
                 sends,
+                marks,
                 netns,
                 udp: udp_records,
                 elsewhere: Namespaces::new(netns),
@@ -471,6 +491,7 @@ impl ConnectLog {
         Ok(ConnectReader {
             map: self.records.map.try_clone()?,
             sends: self.records.sends.try_clone()?,
+            marks: self.records.marks.clone(),
             netns: self.records.netns,
             udp: self.records.udp,
             elsewhere: Namespaces::new(self.records.netns),
@@ -481,6 +502,9 @@ impl ConnectLog {
 impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector(t)
+    }
+    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
+        self.records.connector_since(t, since_ns)
     }
     fn udp_records(&self) -> UdpRecords {
         self.records.udp
@@ -518,6 +542,8 @@ pub struct ConnectReader {
     map: OwnedFd,
     /// UDP sends, connected and unconnected.
     sends: OwnedFd,
+    /// Which kinds of UDP record each port had lately (shared by the readers).
+    marks: Option<std::sync::Arc<PortMarks>>,
     netns: u32,
     udp: UdpRecords,
     /// The machine's other network namespaces, for flows forwarded from them.
@@ -531,8 +557,10 @@ impl ConnectReader {
         Ok(found.then(|| connector(&value)))
     }
 
-    /// The record of `t` filed in namespace `netns`: see [`Connects::connector`].
-    fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
+    /// The record of `t` filed in namespace `netns`, of those filed at or after `since_ns`
+    /// (0: any): see [`Connects::connector`]. The time only spares UDP lookups that could find
+    /// nothing as new (see `attribution::port_marks`); an older record may still come back.
+    fn connector_in(&self, netns: u32, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
         match t.proto {
             Proto::Tcp => return Self::lookup(&self.map, &key(netns, t)),
             Proto::Udp | Proto::UdpLite | Proto::Sctp => {}
@@ -547,9 +575,15 @@ impl ConnectReader {
             }
             _ => return Self::lookup(&self.sends, &bare_key(netns, t, 0)),
         }
+        let ask = |k: &[u8; KEY_LEN]| -> io::Result<Option<Connector>> {
+            match &self.marks {
+                Some(m) if !m.may_hold(k, since_ns) => Ok(None),
+                _ => Self::lookup(&self.sends, k),
+            }
+        };
         let k = key(netns, t);
-        let exact = Self::lookup(&self.sends, &k)?;
-        let wild = Self::lookup(&self.sends, &wildcard_key(k))?;
+        let exact = ask(&k)?;
+        let wild = ask(&wildcard_key(k))?;
         Ok(newer(exact, wild))
     }
 
@@ -557,7 +591,7 @@ impl ConnectReader {
     fn in_known(&self, t: &Tuple) -> io::Result<Option<Connector>> {
         let mut best = None;
         for &ns in self.elsewhere.known() {
-            best = newer(best, self.connector_in(ns, t)?);
+            best = newer(best, self.connector_in(ns, t, 0)?);
         }
         Ok(best)
     }
@@ -576,7 +610,10 @@ impl Connects for ConnectReader {
     /// address ([`wildcard_key`]). Both are asked and the newer wins: the exact key may hold
     /// an older send of another socket sharing the port.
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        self.connector_in(self.netns, t)
+        self.connector_in(self.netns, t, 0)
+    }
+    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
+        self.connector_in(self.netns, t, since_ns)
     }
     fn udp_records(&self) -> UdpRecords {
         self.udp

@@ -3,7 +3,7 @@ use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R
 use crate::attribution::bpf::frame::listing::{
     assert_files_the_current_process, stack_writes, then_calls, updates,
 };
-use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
+use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD, VALUE_BOOT_NS};
 use crate::flow::Proto;
 
 #[test]
@@ -86,7 +86,7 @@ fn offsets() -> Offsets {
 #[test]
 fn the_programs_jump_forward_only_and_end_in_exit() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8, 8][..])] {
         let len = ops.last().map_or(0, |&(at, _)| at + 1);
         assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
@@ -141,7 +141,7 @@ fn the_programs_jump_forward_only_and_end_in_exit() {
 #[test]
 fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     for ops in [&tcp, &udp] {
         // First the whole frame is zeroed, so the padding is zero in every record.
         let zeroing = ops
@@ -195,7 +195,7 @@ fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
 #[test]
 fn the_current_process_goes_into_the_value_fields() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     for ops in [&tcp, &udp] {
         assert_files_the_current_process(ops);
     }
@@ -205,7 +205,7 @@ fn the_current_process_goes_into_the_value_fields() {
 fn the_records_are_filed_under_their_keys_in_their_maps() {
     let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     // TCP: the note under the socket's address in pending (7), then under the tuple in
     // connects (8); UDP: under the tuple only.
     assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
@@ -241,10 +241,16 @@ fn the_records_are_filed_under_their_keys_in_their_maps() {
 fn programs_as_hex() -> String {
     let mut out = String::new();
     let tcp = program(&offsets(), &TASK, 7, 8).unwrap();
-    let udp = udp_program(&offsets(), &TASK, 532, 540, 8).unwrap();
+    let udp = udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap();
+    let marked = udp_program(&offsets(), &TASK, 532, 540, 8, Some(9)).unwrap();
     for (title, p) in [
         ("tcp: program(&offsets(), &TASK, 7, 8)", tcp),
+        // Without port marks, as before there were any.
         ("udp: udp_program(&offsets(), &TASK, 532, 540, 8)", udp),
+        (
+            "udp: udp_program(&offsets(), &TASK, 532, 540, 8, Some(9))",
+            marked,
+        ),
     ] {
         out.push_str(&format!("# {title}\n"));
         for i in p {
@@ -279,4 +285,85 @@ fn offsets_from_a_kernel_like_btf() {
             ..offsets()
         }
     );
+}
+
+/// The op indexes at which map `fd` is loaded into r1, for a helper call.
+fn loads_of(ops: &[(usize, Op)], fd: i32) -> Vec<usize> {
+    ops.iter()
+        .enumerate()
+        .filter(|&(_, &(_, op))| op == Op::LoadMapFd { dst: R1, fd })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The op indexes of the updates of map `fd`.
+fn updates_of(ops: &[(usize, Op)], fd: i32) -> Vec<usize> {
+    loads_of(ops, fd)
+        .into_iter()
+        .filter(|&i| {
+            ops[i..]
+                .iter()
+                .take(7)
+                .any(|&(_, op)| op == Op::Call(Helper::MapUpdateElem))
+        })
+        .collect()
+}
+
+#[test]
+fn udp_records_mark_their_port_before_they_are_filed_and_tcp_records_do_not() {
+    let marks = 9;
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, Some(marks)).unwrap());
+    // One mark, for the connected-socket record (the tuple's), before its update; the ping
+    // and raw sockets' bare records are looked up by their own keys, never through marks.
+    let marked = loads_of(&udp, marks);
+    let filed = updates_of(&udp, 8);
+    assert_eq!(marked.len(), 1, "{udp:?}");
+    assert_eq!(filed.len(), 2);
+    let tuple_update = *filed
+        .iter()
+        .find(|&&u| u > marked[0])
+        .expect("an update after");
+    assert!(marked[0] < tuple_update);
+    assert_eq!(
+        udp[marked[0] + 3].1,
+        Op::Call(Helper::MapLookupElem),
+        "the mark's slot is looked up: {:?}",
+        &udp[marked[0]..marked[0] + 4]
+    );
+    // The time written is the record's own.
+    let written: Vec<Op> = udp[marked[0]..tuple_update]
+        .iter()
+        .map(|&(_, op)| op)
+        .collect();
+    assert!(written.contains(&Op::LoadMem {
+        size: DW,
+        dst: R1,
+        src: FP,
+        off: VALUE_BOOT_NS.at(VAL)
+    }));
+    // Into the slot's first word (a key with a local address) or its second (without).
+    for off in [0, 8] {
+        assert!(written.contains(&Op::StoreMem {
+            size: DW,
+            dst: R0,
+            off,
+            src: R1
+        }));
+    }
+    // And the send hook's programs, before their one update.
+    for family in [crate::flow::Family::Ipv4, crate::flow::Family::Ipv6] {
+        let ns = crate::attribution::send_hook::Netns { cookie: 1, inum: 2 };
+        let send = disassemble(
+            &crate::attribution::send_hook::program(family, ns, &TASK, 8, Some(marks)).unwrap(),
+        );
+        let (marked, filed) = (loads_of(&send, marks), updates_of(&send, 8));
+        assert_eq!(marked.len(), 1);
+        assert_eq!(filed.len(), 1);
+        assert!(marked[0] < filed[0]);
+    }
+    // Without the marks map, no mark; TCP never.
+    let plain = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
+    assert!(loads_of(&plain, marks).is_empty());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    assert!(loads_of(&tcp, marks).is_empty());
 }

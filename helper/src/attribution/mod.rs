@@ -29,6 +29,7 @@ pub mod holders;
 pub mod lineage;
 pub mod listeners;
 pub mod netns;
+pub mod port_marks;
 pub mod proc_fds;
 pub mod procfs;
 mod records;

@@ -13,10 +13,18 @@
 //! many of them, and file records there with any addresses: but nothing it sends there
 //! reaches this machine's conntrack (it has no link to it), so such a record can only match
 //! a forwarded flow with the same addresses and ports, and would name the hostile program
-//! for it. The number of namespaces asked per flow is bounded, and the namespaces of the
-//! machine's user namespace (a container engine's, root's) come first: an unprivileged
-//! program's come with a user namespace of their own, so however many it makes, they can
-//! push no container's namespace out of the list.
+//! for it. The number of namespaces asked per flow is bounded, and the namespaces with a
+//! process of the machine's user namespace (a rootful container engine's, root's) come
+//! first: an unprivileged program's come with a user namespace of their own, so however many
+//! it makes, they push none of those out of the list. Not closed: a setuid sandbox (bwrap or
+//! firejail installed setuid) makes namespaces in the machine's user namespace, and those
+//! still count as the machine's; the namespaces of unprivileged containers (LXD, rootless or
+//! userns-remapped engines) are listed with the others, and enough of a program's own can
+//! still push them out (their flows are then reported unnamed, as before). A namespace's
+//! user namespace is taken from one of its processes (`ns/net`, then `ns/user`, two reads
+//! a pid may be reused between): at worst a program's namespace is listed early, which costs
+//! a lookup, and a listener there is still checked again before it is named
+//! (`attribution::listeners`).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;

@@ -29,6 +29,12 @@ pub struct Connector {
 /// Records of who connected, by the connection's socket end (`src` local).
 pub trait Connects {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
+    /// The same, where only a record filed at or after `since_ns` (CLOCK_BOOTTIME) can be
+    /// used: a source may then spare lookups that could find no newer one.
+    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
+        let _ = since_ns;
+        self.connector(t)
+    }
     /// Which UDP sends the kernel records. None, unless the source says so.
     fn udp_records(&self) -> UdpRecords {
         UdpRecords::default()
@@ -92,6 +98,18 @@ pub(super) fn boot_ns() -> u64 {
         .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
+/// The oldest a record may be, in CLOCK_BOOTTIME nanoseconds, to name flow `t` whose event
+/// was read at `read` (see [`CONNECT_WINDOW_NS`], [`SEND_WINDOW_NS`]).
+fn window_start(t: &Tuple, read: Instant) -> u64 {
+    let read_boot_ns =
+        boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let window = match t.proto {
+        Proto::Udp | Proto::UdpLite => SEND_WINDOW_NS,
+        _ => CONNECT_WINDOW_NS,
+    };
+    read_boot_ns.saturating_sub(window)
+}
+
 /// How waiting for a send record ended.
 enum Wait {
     Came(Box<Attribution>),
@@ -107,7 +125,8 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// at `read`, from the kernel's record: the live process when it is still there, else
     /// what the record says (pid, comm, uid).
     pub(super) fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
-        let r = self.connects.as_mut()?.connector(t);
+        let since = window_start(t, read);
+        let r = self.connects.as_mut()?.connector_since(t, since);
         let c = self.note(r)??;
         self.by_record(t, c, read)
     }
@@ -127,13 +146,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
 
     /// The process record `c` names for flow `t`, unless the record is too old for it.
     fn by_record(&mut self, t: &Tuple, c: Connector, read: Instant) -> Option<Attribution> {
-        let read_boot_ns =
-            boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        let window = match t.proto {
-            Proto::Udp | Proto::UdpLite => SEND_WINDOW_NS,
-            _ => CONNECT_WINDOW_NS,
-        };
-        if c.at_boot_ns.saturating_add(window) < read_boot_ns {
+        if c.at_boot_ns < window_start(t, read) {
             return None;
         }
         let process = self

@@ -40,7 +40,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::attribution::bpf::asm;
-use crate::attribution::bpf::frame::{current_process, update, zero_stack, KEY};
+use crate::attribution::bpf::frame::{current_process, mark_port, update, zero_stack, KEY};
 use crate::attribution::bpf::layout::{
     KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
 };
@@ -97,12 +97,14 @@ const AF_INET6: i32 = 10;
 
 /// The program for one family's hook (`Ipv4`: `BPF_CGROUP_UDP4_SENDMSG`, which also sees a
 /// dual-stack IPv6 socket's sends to `::ffff:a.b.c.d`, as the IPv4 flows they are), filing
-/// into map `sends_fd`.
+/// into map `sends_fd`, and marking each record's port in `marks_fd` first when given (see
+/// `attribution::port_marks`).
 pub fn program(
     family: Family,
     ns: Netns,
     task: &TaskOffsets,
     sends_fd: i32,
+    marks_fd: Option<i32>,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let (af, words, dst, src) = match family {
@@ -142,6 +144,9 @@ pub fn program(
         .rsh_imm(R0, 8)
         .store(B, FP, sport, R0);
     current_process(&mut a, task);
+    if let Some(fd) = marks_fd {
+        mark_port(&mut a, fd);
+    }
     update(&mut a, sends_fd);
     a.label("out").mov_imm(R0, 1).exit();
     a.finish()
@@ -243,6 +248,7 @@ impl SendHook {
     /// link holds the cgroup itself.
     pub fn open(
         sends: &OwnedFd,
+        marks: Option<i32>,
         netns_inum: u32,
         task: &TaskOffsets,
     ) -> Result<SendHook, SendHookError> {
@@ -255,7 +261,7 @@ impl SendHook {
         };
         let mut fds = Vec::with_capacity(4);
         for family in [Family::Ipv4, Family::Ipv6] {
-            let insns = program(family, ns, task, sends.as_raw_fd()).map_err(|label| {
+            let insns = program(family, ns, task, sends.as_raw_fd(), marks).map_err(|label| {
                 SendHookError::Sys {
                     what: "send hook program",
                     err: io::Error::other(format!("unresolved jump to {label}")),
@@ -299,7 +305,7 @@ mod tests {
     };
 
     fn ops(family: Family) -> Vec<(usize, Op)> {
-        disassemble(&program(family, NS, &TaskOffsets::default(), 9).unwrap())
+        disassemble(&program(family, NS, &TaskOffsets::default(), 9, None).unwrap())
     }
 
     #[test]

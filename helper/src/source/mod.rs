@@ -8,4 +8,5 @@
 pub mod conntrack;
 pub mod netif;
 pub mod nft;
+pub mod queue;
 pub mod reader;

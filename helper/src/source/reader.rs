@@ -8,8 +8,6 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Sender;
-
 use crate::attribution::{Attribution, Attributor};
 use crate::config::Config;
 use crate::direction::{classify, LocalAddrs};
@@ -18,6 +16,7 @@ use crate::flow::Flow;
 use crate::flow::FlowEvent;
 use crate::sanitize::escape as sanitize;
 use crate::source::conntrack::{parse_datagram, EventSocket, Message};
+use crate::source::queue::FlowSender;
 
 /// Flows closer together than this are a burst: the reader leaves attribution to the pipeline.
 pub const BURST_GAP: Duration = Duration::from_millis(1);
@@ -42,13 +41,6 @@ pub const CONGESTED_WAKE: Duration = Duration::from_millis(500);
 
 /// What the reader thread hands to the pipeline at once: what one wakeup read, in order.
 pub type Batch = Vec<Incoming>;
-
-/// How many batches the queue between the reader and the pipeline holds for `flows` flows:
-/// a batch holds at most [`BATCH_LIMIT`] messages, so the queue holds at most `flows` rounded
-/// up to whole batches.
-pub fn queue_batches(flows: usize) -> usize {
-    flows.div_ceil(BATCH_LIMIT).max(1)
-}
 
 /// One message of the reader to the pipeline.
 #[derive(Debug, Clone)]
@@ -108,7 +100,9 @@ impl EarlyUpdates {
 /// thread hand-off before the /proc lookup is time it may use to vanish. So when nothing is
 /// queued the reader attributes the flow itself (only flows the cheap filter rules keep),
 /// and the pipeline only falls back to its own lookup when the reader did not try or did not
-/// succeed. During a burst the queue is not empty and the reader does nothing but read.
+/// succeed. During a burst flows come less than [`BURST_GAP`] apart, or the pipeline is still
+/// busy with a batch (the queue counts a batch until it is done), and the reader does
+/// nothing but read.
 pub struct Early<A> {
     cfg: Config,
     addrs: LocalAddrs,
@@ -271,7 +265,7 @@ impl<A: Attributor> Reading<A> {
 /// Runs until the pipeline goes away or the source fails `MAX_FAILURES` times in a row.
 pub fn run<S: EventSource, A: Attributor>(
     mut source: S,
-    tx: Sender<Batch>,
+    tx: FlowSender,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,

@@ -8,10 +8,10 @@
 //! read back as another process, and nothing would fail. Both generators import this file;
 //! it imports neither.
 
-use super::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, W};
+use super::asm::{self, Helper, DW, FP, H, R0, R1, R2, R3, R4, W};
 use super::layout::{
-    Field, KEY_LEN, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_START, VALUE_TGID,
-    VALUE_UID,
+    Field, KEY_LEN, KEY_SADDR, KEY_SPORT, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN,
+    VALUE_START, VALUE_TGID, VALUE_UID,
 };
 use super::task::TaskOffsets;
 
@@ -85,6 +85,33 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
         .add_imm(R3, i32::from(VAL))
         .mov_imm(R4, 0)
         .call(Helper::MapUpdateElem);
+}
+
+/// Notes in the port marks (map `marks_fd`; see `attribution::port_marks`) that a UDP record
+/// is about to be filed under the stack's key: the record's time goes into its local port's
+/// slot, the first word for a key with a local address, the second for one without. Before
+/// the record itself, so a reader that finds a mark older than it looks for cannot miss a
+/// record there already. Uses the scratch word; defines the label "marked".
+pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
+    let saddr = KEY_SADDR.at(KEY);
+    // The slot: the key's two port bytes as one native u16, as the reader indexes it.
+    a.load(H, R1, FP, KEY_SPORT.at(KEY))
+        .store(W, FP, TMP, R1)
+        .load_map(R1, marks_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(TMP))
+        .call(Helper::MapLookupElem)
+        .jeq_imm(R0, 0, "marked")
+        .load(DW, R1, FP, VALUE_BOOT_NS.at(VAL))
+        .load(DW, R2, FP, saddr)
+        .jne_imm(R2, 0, "mark_exact")
+        .load(DW, R2, FP, saddr + 8)
+        .jne_imm(R2, 0, "mark_exact")
+        .store(DW, R0, 8, R1)
+        .ja("marked")
+        .label("mark_exact")
+        .store(DW, R0, 0, R1)
+        .label("marked");
 }
 
 /// Readers of assembled programs, for the generators' tests.

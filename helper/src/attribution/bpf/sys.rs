@@ -8,9 +8,9 @@
 //! as a `#[repr(C)]` struct, because the kernel wants every byte it does not read zeroed
 //! (padding included) and its size grows with each kernel; each command's fields are named
 //! below with their offsets from linux/bpf.h, typed by width so a 4-byte field cannot take an
-//! 8-byte write. Three functions hold the unsafe code, each with its reason: the system call
-//! itself, taking ownership of the file descriptor it returns, and `getsockopt` for the
-//! namespace cookie.
+//! 8-byte write. The unsafe code is here, each with its reason: the system call itself,
+//! taking ownership of the file descriptor it returns, `getsockopt` for the namespace
+//! cookie, and mapping an array's values into the process ([`Mapped`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,7 +22,10 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_F_MMAPABLE` (since 5.5): an array whose values the process can map.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
@@ -68,6 +71,7 @@ mod map_create {
     pub const KEY_SIZE: U32 = U32(4);
     pub const VALUE_SIZE: U32 = U32(8);
     pub const MAX_ENTRIES: U32 = U32(12);
+    pub const MAP_FLAGS: U32 = U32(16);
     pub const MAP_NAME: Name = Name(28);
 }
 
@@ -187,15 +191,99 @@ pub fn scratch_create(value: usize, name: &[u8]) -> io::Result<OwnedFd> {
     create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, value, 1, name)
 }
 
+/// An array of `entries` slots of `value` bytes that the process can map
+/// ([`Mapped`]) and so read without a system call.
+pub fn mappable_array_create(value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    create_with(BPF_MAP_TYPE_ARRAY, 4, value, entries, BPF_F_MMAPABLE, name)
+}
+
 fn create(ty: u32, key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    create_with(ty, key, value, entries, 0, name)
+}
+
+fn create_with(
+    ty: u32,
+    key: usize,
+    value: usize,
+    entries: u32,
+    flags: u32,
+    name: &[u8],
+) -> io::Result<OwnedFd> {
     use map_create::*;
     let mut a = Attr::<SIZE>::new();
     a.u32(MAP_TYPE, ty)
         .u32(KEY_SIZE, key as u32)
         .u32(VALUE_SIZE, value as u32)
         .u32(MAX_ENTRIES, entries)
+        .u32(MAP_FLAGS, flags)
         .name(MAP_NAME, name);
     fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
+}
+
+/// The values of an array made by [`mappable_array_create`], mapped read-only, as 8-byte
+/// words. The kernel's programs write them at any time: each word is read whole, with an
+/// atomic load, never as a reference to plain memory.
+pub struct Mapped {
+    words: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory, read only through atomic loads, and stays mapped
+// until the value is dropped, whichever thread holds it.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapped {}
+// SAFETY: as above; `word` takes `&self` and does nothing but atomic loads.
+#[allow(unsafe_code)]
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps the first `bytes` of `map`'s values (a whole number of pages).
+    #[allow(unsafe_code)]
+    pub fn new(map: &OwnedFd, bytes: usize) -> io::Result<Mapped> {
+        // SAFETY: a new shared, read-only mapping at an address the kernel picks: no memory
+        // of this process is touched or aliased; the kernel checks `bytes` against the map.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let words = std::ptr::NonNull::new(p.cast()).ok_or(io::ErrorKind::InvalidData)?;
+        Ok(Mapped {
+            words,
+            len: bytes / 8,
+        })
+    }
+
+    /// Word `i`, if the mapping has it.
+    #[allow(unsafe_code)]
+    pub fn word(&self, i: usize) -> Option<u64> {
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: `i` is within the mapping, which is page-aligned and lives as long as
+        // `self`; `AtomicU64` has the size and alignment of `u64`.
+        let w = unsafe { &*self.words.as_ptr().add(i) };
+        Some(w.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+impl Drop for Mapped {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, of this length, unmapped once; no reference
+        // into it outlives `word`.
+        unsafe {
+            libc::munmap(self.words.as_ptr().cast(), self.len * 8);
+        }
+    }
 }
 
 /// Why a program was not loaded.
@@ -397,7 +485,13 @@ mod tests {
         use super::raw_tracepoint_open as rt;
         use super::{map_create as mc, map_elem as me, prog_load as pl};
         let map_create = spans(
-            &[mc::MAP_TYPE, mc::KEY_SIZE, mc::VALUE_SIZE, mc::MAX_ENTRIES],
+            &[
+                mc::MAP_TYPE,
+                mc::KEY_SIZE,
+                mc::VALUE_SIZE,
+                mc::MAX_ENTRIES,
+                mc::MAP_FLAGS,
+            ],
             &[],
             &[mc::MAP_NAME],
         );
