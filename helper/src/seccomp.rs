@@ -94,6 +94,7 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
     ("sendmsg", libc::SYS_sendmsg),
     ("recvfrom", libc::SYS_recvfrom),
     ("recvmsg", libc::SYS_recvmsg),
+    ("recvmmsg", libc::SYS_recvmmsg),
     ("getsockname", libc::SYS_getsockname),
     ("getpeername", libc::SYS_getpeername),
     ("getsockopt", libc::SYS_getsockopt),

@@ -342,6 +342,31 @@ impl EventSocket {
         self.socket.recv(&mut &mut buf[..], libc::MSG_DONTWAIT)
     }
 
+    /// The datagrams queued, without waiting, as many as `bufs` has buffers, each into its
+    /// own (`recvmmsg`: one system call for them all): each one's length, `None` for one its
+    /// buffer cut short. `WouldBlock` when none is queued.
+    pub fn recv_many_nowait(&self, bufs: &mut [Vec<u8>]) -> io::Result<Vec<Option<usize>>> {
+        use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
+        use std::io::IoSliceMut;
+        use std::os::fd::AsRawFd;
+        let mut headers = MultiHeaders::<()>::preallocate(bufs.len(), None);
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let got = recvmmsg(
+            self.socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        Ok(got
+            .map(|m| (!m.flags.contains(MsgFlags::MSG_TRUNC)).then_some(m.bytes))
+            .collect())
+    }
+
     /// The kernel's drop counter of this socket, from /proc/net/netlink.
     fn kernel_drops(&self) -> Option<u64> {
         let text = std::fs::read_to_string("/proc/net/netlink").ok()?;

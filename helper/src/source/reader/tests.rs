@@ -272,3 +272,65 @@ fn a_wakeup_with_more_than_a_batch_queued_is_handed_on_in_whole_batches_losing_n
         .collect();
     assert_eq!(flows, [BATCH_LIMIT, BATCH_LIMIT, 7]);
 }
+
+/// A socket whose one wakeup has a datagram, one too long for its buffer, and another.
+struct WithALongOne {
+    recvs: u32,
+    rest_read: bool,
+}
+
+impl EventSource for WithALongOne {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recvs += 1;
+        if self.recvs > 1 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        buf[..TCP4_NEW.len()].copy_from_slice(TCP4_NEW);
+        Ok(TCP4_NEW.len())
+    }
+    fn recv_many_nowait(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<Vec<Option<usize>>> {
+        if std::mem::replace(&mut self.rest_read, true) || bufs.len() < 2 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        bufs[1][..TCP4_NEW.len()].copy_from_slice(TCP4_NEW);
+        Ok(vec![None, Some(TCP4_NEW.len())])
+    }
+    fn take_lost(&mut self, _: bool) -> u64 {
+        0
+    }
+    fn reopen(&mut self) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EBADF))
+    }
+    fn backoff(&self, _: u32) -> Duration {
+        Duration::ZERO
+    }
+}
+
+#[test]
+fn a_datagram_its_buffer_cut_short_is_reported_and_the_rest_read_on() {
+    let early = Early::new(Config::default(), LocalAddrs::default(), Nobody);
+    let (tx, queue) = crate::source::queue::flow_queue(usize::MAX);
+    run(
+        WithALongOne {
+            recvs: 0,
+            rest_read: false,
+        },
+        tx,
+        early,
+        std::sync::Arc::new(EarlyUpdates::default()),
+        false,
+    );
+    let first: Vec<&str> = queue
+        .channel()
+        .try_iter()
+        .next()
+        .expect("a batch")
+        .iter()
+        .map(|m| match m {
+            Incoming::Flow { .. } => "flow",
+            Incoming::Garbled(_) => "garbled",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(first, ["flow", "garbled", "flow"]);
+}
