@@ -503,9 +503,6 @@ impl Connects for ConnectLog {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector(t)
     }
-    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
-        self.records.connector_since(t, since_ns)
-    }
     fn udp_records(&self) -> UdpRecords {
         self.records.udp
     }
@@ -542,7 +539,7 @@ pub struct ConnectReader {
     map: OwnedFd,
     /// UDP sends, connected and unconnected.
     sends: OwnedFd,
-    /// Which kinds of UDP record each port had lately (shared by the readers).
+    /// Which kinds of UDP record each port ever had (shared by the readers).
     marks: Option<std::sync::Arc<PortMarks>>,
     netns: u32,
     udp: UdpRecords,
@@ -557,10 +554,9 @@ impl ConnectReader {
         Ok(found.then(|| connector(&value)))
     }
 
-    /// The record of `t` filed in namespace `netns`, of those filed at or after `since_ns`
-    /// (0: any): see [`Connects::connector`]. The time only spares UDP lookups that could find
-    /// nothing as new (see `attribution::port_marks`); an older record may still come back.
-    fn connector_in(&self, netns: u32, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
+    /// The record of `t` filed in namespace `netns`: see [`Connects::connector`]. A UDP key
+    /// no record of its kind was ever filed from is not asked (see `attribution::port_marks`).
+    fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
         match t.proto {
             Proto::Tcp => return Self::lookup(&self.map, &key(netns, t)),
             Proto::Udp | Proto::UdpLite | Proto::Sctp => {}
@@ -577,7 +573,7 @@ impl ConnectReader {
         }
         let ask = |k: &[u8; KEY_LEN]| -> io::Result<Option<Connector>> {
             match &self.marks {
-                Some(m) if !m.may_hold(k, since_ns) => Ok(None),
+                Some(m) if !m.may_hold(k) => Ok(None),
                 _ => Self::lookup(&self.sends, k),
             }
         };
@@ -591,7 +587,7 @@ impl ConnectReader {
     fn in_known(&self, t: &Tuple) -> io::Result<Option<Connector>> {
         let mut best = None;
         for &ns in self.elsewhere.known() {
-            best = newer(best, self.connector_in(ns, t, 0)?);
+            best = newer(best, self.connector_in(ns, t)?);
         }
         Ok(best)
     }
@@ -610,10 +606,7 @@ impl Connects for ConnectReader {
     /// address ([`wildcard_key`]). Both are asked and the newer wins: the exact key may hold
     /// an older send of another socket sharing the port.
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
-        self.connector_in(self.netns, t, 0)
-    }
-    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
-        self.connector_in(self.netns, t, since_ns)
+        self.connector_in(self.netns, t)
     }
     fn udp_records(&self) -> UdpRecords {
         self.udp

@@ -1,4 +1,4 @@
-//! Which local ports had a UDP send record filed lately, and of which kind, read without a
+//! Which local ports ever had a UDP send record filed, and of which kind, read without a
 //! system call.
 //!
 //! A UDP flow's send record may be under two keys: its tuple, or its tuple with no local
@@ -6,16 +6,19 @@
 //! and the newer of the two wins. So every UDP flow cost two `bpf()` lookups, the largest
 //! share of the helper's CPU in a burst of datagrams. Most ports only ever see one kind: a
 //! connected socket's records have the address, a wildcard-bound socket's `sendto` records
-//! have none. The programs note, before each UDP record they file, its time in its local
-//! port's slot of a mappable array: one word for records with an address, one for records
-//! without. A lookup whose kind has no mark since the oldest record the flow could still
-//! take (`since`) would find nothing it may use, and is not made.
+//! have none. Before each UDP record they file, the programs count it in its local port's
+//! slot of a mappable array (an atomic add: one count for records with an address, one for
+//! records without), and a lookup of a kind whose count is still zero, so that no record
+//! of it was ever filed from that port since the helper started, is not made.
 //!
-//! The marks are per port only (any namespace, any destination, any socket): a mark can
-//! make a lookup happen that finds nothing, never skip one that would have found a record.
-//! A hostile program sending from the port of a flow it wants named after itself gains
-//! nothing: the lookup it causes is the one every flow made before. The array is 65,536
-//! slots of 16 bytes: 1 MiB of kernel memory.
+//! A count only grows, so no program, however long it stalls between counting and filing,
+//! can make a count look as if nothing were filed. The counts are per port only (any
+//! namespace, any destination, any socket): a count can make a lookup happen that finds
+//! nothing, never skip one that would have found a record. A hostile program sending from
+//! the port of a flow it wants named after itself gains nothing: the lookup it causes is the
+//! one every flow made before. A port used once for each kind costs both lookups from then
+//! on, as before. The array is 65,536 slots of 16 bytes: 1 MiB of kernel memory, mapped by
+//! the helper; only the pages of ports it looks at become part of its resident memory.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -36,6 +39,11 @@ pub struct PortMarks {
 
 impl PortMarks {
     pub fn create() -> io::Result<PortMarks> {
+        // A 64-bit count is read and added to whole only on 64-bit machines (a 32-bit
+        // kernel's JIT splits the add, and reading one takes a write there).
+        if cfg!(not(target_pointer_width = "64")) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         let map = mappable_array_create(SLOT, PORTS, b"ctt_ports")?;
         let mapped = Mapped::new(&map, SLOT * PORTS as usize)?;
         Ok(PortMarks { map, mapped })
@@ -46,14 +54,14 @@ impl PortMarks {
         self.map.as_raw_fd()
     }
 
-    /// Whether a record under `key` filed at or after `since_ns` (CLOCK_BOOTTIME) may be in
-    /// the map: false only when its port's mark of its kind is older.
-    pub fn may_hold(&self, key: &[u8; KEY_LEN], since_ns: u64) -> bool {
-        may_hold(key, since_ns, |w| self.mapped.word(w))
+    /// Whether a record under `key` may be in the map: false only when no record of its
+    /// kind was ever filed from its port.
+    pub fn may_hold(&self, key: &[u8; KEY_LEN]) -> bool {
+        may_hold(key, |w| self.mapped.word(w))
     }
 }
 
-/// The word of the array that marks records under `key`.
+/// The word of the array that counts records under `key`.
 fn word_of(key: &[u8; KEY_LEN]) -> usize {
     let port = u16::from_ne_bytes([key[KEY_SPORT.off], key[KEY_SPORT.off + 1]]);
     let wild = key[KEY_SADDR.range()].iter().all(|&b| b == 0);
@@ -61,8 +69,8 @@ fn word_of(key: &[u8; KEY_LEN]) -> usize {
 }
 
 /// [`PortMarks::may_hold`] over any array; a word that cannot be read says yes.
-fn may_hold(key: &[u8; KEY_LEN], since_ns: u64, word: impl Fn(usize) -> Option<u64>) -> bool {
-    word(word_of(key)).is_none_or(|marked| marked >= since_ns)
+fn may_hold(key: &[u8; KEY_LEN], word: impl Fn(usize) -> Option<u64>) -> bool {
+    word(word_of(key)).is_none_or(|count| count > 0)
 }
 
 #[cfg(test)]
@@ -87,18 +95,18 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_is_made_unless_its_kind_s_mark_is_older_than_the_flow_can_take() {
+    fn a_lookup_is_made_unless_no_record_of_its_kind_was_ever_filed_from_its_port() {
         let t = fixtures::flow(Proto::Udp, "10.0.0.1", 4000, "9.9.9.9", 53).orig;
         let exact = key(7, &t);
         let wild = wildcard_key(exact);
-        // Only records without an address were filed from this port, the last at 500.
-        let marks = |w: usize| Some(if w == word_of(&wild) { 500 } else { 0 });
-        assert!(!may_hold(&exact, 400, marks));
-        assert!(may_hold(&wild, 400, marks));
-        assert!(may_hold(&wild, 500, marks));
-        assert!(!may_hold(&wild, 501, marks));
-        // Without a window (since 0) every lookup is made; an unreadable word says yes.
-        assert!(may_hold(&exact, 0, marks));
-        assert!(may_hold(&exact, 400, |_| None));
+        // Only records without an address were filed from this port, three of them.
+        let counts = |w: usize| Some(if w == word_of(&wild) { 3 } else { 0 });
+        assert!(!may_hold(&exact, counts));
+        assert!(may_hold(&wild, counts));
+        // Another port: nothing filed, nothing asked.
+        let other = fixtures::flow(Proto::Udp, "10.0.0.1", 4001, "9.9.9.9", 53).orig;
+        assert!(!may_hold(&wildcard_key(key(7, &other)), counts));
+        // An unreadable word says yes.
+        assert!(may_hold(&exact, |_| None));
     }
 }

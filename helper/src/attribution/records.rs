@@ -29,12 +29,6 @@ pub struct Connector {
 /// Records of who connected, by the connection's socket end (`src` local).
 pub trait Connects {
     fn connector(&mut self, t: &Tuple) -> io::Result<Option<Connector>>;
-    /// The same, where only a record filed at or after `since_ns` (CLOCK_BOOTTIME) can be
-    /// used: a source may then spare lookups that could find no newer one.
-    fn connector_since(&mut self, t: &Tuple, since_ns: u64) -> io::Result<Option<Connector>> {
-        let _ = since_ns;
-        self.connector(t)
-    }
     /// Which UDP sends the kernel records. None, unless the source says so.
     fn udp_records(&self) -> UdpRecords {
         UdpRecords::default()
@@ -125,8 +119,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// at `read`, from the kernel's record: the live process when it is still there, else
     /// what the record says (pid, comm, uid).
     pub(super) fn by_connect_record(&mut self, t: &Tuple, read: Instant) -> Option<Attribution> {
-        let since = window_start(t, read);
-        let r = self.connects.as_mut()?.connector_since(t, since);
+        let r = self.connects.as_mut()?.connector(t);
         let c = self.note(r)??;
         self.by_record(t, c, read)
     }

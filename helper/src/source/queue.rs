@@ -72,9 +72,11 @@ impl FlowSender {
         })
     }
 
-    /// Whether the pipeline is done with everything handed on.
+    /// Whether the pipeline has received everything handed on (it may still be working on
+    /// the last batch): what the reader's early attribution asks, as it did when flows went
+    /// one by one.
     pub fn is_empty(&self) -> bool {
-        self.queued.load(Ordering::Acquire) == 0
+        self.tx.is_empty()
     }
 }
 

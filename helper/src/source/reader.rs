@@ -107,9 +107,8 @@ impl EarlyUpdates {
 /// thread hand-off before the /proc lookup is time it may use to vanish. So when nothing is
 /// queued the reader attributes the flow itself (only flows the cheap filter rules keep),
 /// and the pipeline only falls back to its own lookup when the reader did not try or did not
-/// succeed. During a burst flows come less than [`BURST_GAP`] apart, or the pipeline is still
-/// busy with a batch (the queue counts a batch until it is done), and the reader does
-/// nothing but read.
+/// succeed. During a burst flows come less than [`BURST_GAP`] apart, or batches wait in the
+/// queue, and the reader does nothing but read.
 pub struct Early<A> {
     cfg: Config,
     addrs: LocalAddrs,

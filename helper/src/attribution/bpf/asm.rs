@@ -224,6 +224,13 @@ pub enum Op {
         imm: i32,
         off: i16,
     },
+    /// `lock *(u64 *)(dst + off) += src` (`BPF_ATOMIC`, `BPF_ADD`, 64 bits; `BPF_XADD`
+    /// since 3.18): a count no two CPUs can lose an increment of, and that never goes back.
+    AtomicAdd {
+        dst: Reg,
+        off: i16,
+        src: Reg,
+    },
     /// An instruction slot this module does not write.
     Unknown(Insn),
 }
@@ -237,6 +244,7 @@ const JMP: u8 = 0x05;
 const JMP32: u8 = 0x06;
 const ALU64: u8 = 0x07;
 const MEM: u8 = 0x60;
+const ATOMIC: u8 = 0xc0;
 const IMM: u8 = 0x00;
 const K: u8 = 0x00;
 const X: u8 = 0x08;
@@ -317,6 +325,7 @@ impl Insn {
                 off,
                 imm,
             },
+            c if c == STX | ATOMIC | DW.code() && zero_imm => Op::AtomicAdd { dst, off, src },
             c if c == JMP | CALL && dst == R0 && src == R0 && off == 0 => {
                 Helper::from_id(imm).map_or(unknown, Op::Call)
             }
@@ -368,6 +377,7 @@ impl Op {
                 off,
                 imm,
             } => one(ST | MEM | size.code(), dst, R0, off, imm),
+            Op::AtomicAdd { dst, off, src } => one(STX | ATOMIC | DW.code(), dst, src, off, 0),
             Op::Call(helper) => one(JMP | CALL, R0, R0, 0, helper.id()),
             Op::Exit => one(JMP | EXIT, R0, R0, 0, 0),
             Op::LoadMapFd { dst, fd } => {
@@ -470,6 +480,10 @@ impl Asm {
             imm,
         })
     }
+    /// `lock *(u64 *)(dst + off) += src`
+    pub fn atomic_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.op(Op::AtomicAdd { dst, off, src })
+    }
     pub fn call(&mut self, helper: Helper) -> &mut Self {
         self.op(Op::Call(helper))
     }
@@ -562,6 +576,7 @@ mod tests {
             .load(DW, R6, R1, 8) // r6 = *(u64 *)(r1 + 8)
             .store(W, FP, -80, R0) // *(u32 *)(r10 - 80) = r0
             .store_imm(B, FP, -38, 6) // *(u8 *)(r10 - 38) = 6
+            .atomic_add(R0, 8, R1) // lock *(u64 *)(r0 + 8) += r1
             .call(Helper::GetCurrentPidTgid)
             .jne32_imm(R8, 2, "end") // if w8 != 2 goto end
             .load_map(R1, 7)
@@ -575,6 +590,7 @@ mod tests {
                 "7916080000000000",
                 "630ab0ff00000000",
                 "720adaff06000000",
+                "db10080000000000",
                 "850000000e000000",
                 "5608020002000000",
                 "1811000007000000",
@@ -607,6 +623,19 @@ mod tests {
             .ja("end")
             .label("end")
             .exit();
+        let mut add = Asm::default();
+        add.atomic_add(R0, 8, R1);
+        assert_eq!(
+            disassemble(&add.finish().unwrap()),
+            [(
+                0,
+                Op::AtomicAdd {
+                    dst: R0,
+                    off: 8,
+                    src: R1
+                }
+            )]
+        );
         let listing: Vec<String> = disassemble(&a.finish().unwrap())
             .into_iter()
             .map(|(at, op)| format!("{at}: {op:?}"))
@@ -655,7 +684,8 @@ mod tests {
     #[test]
     fn unknown_slots_are_not_guessed() {
         let odd = [
-            Insn::new(0xc3, R0, R1, 0, 0), // an atomic add: never written here
+            Insn::new(0xc3, R0, R1, 0, 0), // a 32-bit atomic add: never written here
+            Insn::new(STX | ATOMIC | DW.code(), R0, R1, 0, 0xf1), // a compare-and-exchange
             Insn::new(JMP | CALL, R0, R0, 0, 9999),
             Insn::new(LD | IMM | DW.code(), R1, R0, 0, 5), // a plain 64-bit immediate
         ];

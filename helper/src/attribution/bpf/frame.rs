@@ -87,11 +87,12 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
         .call(Helper::MapUpdateElem);
 }
 
-/// Notes in the port marks (map `marks_fd`; see `attribution::port_marks`) that a UDP record
-/// is about to be filed under the stack's key: the record's time goes into its local port's
-/// slot, the first word for a key with a local address, the second for one without. Before
-/// the record itself, so a reader that finds a mark older than it looks for cannot miss a
-/// record there already. Uses the scratch word; defines the label "marked".
+/// Counts in the port marks (map `marks_fd`; see `attribution::port_marks`) the UDP record
+/// about to be filed under the stack's key: one more in its local port's slot, the first
+/// word for a key with a local address, the second for one without. An atomic add, before
+/// the record itself: a count never goes back, and a reader that finds one still at zero
+/// cannot miss a record of that kind already there. Uses the scratch word; defines the label
+/// "marked".
 pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
     let saddr = KEY_SADDR.at(KEY);
     // The slot: the key's two port bytes as one native u16, as the reader indexes it.
@@ -102,15 +103,15 @@ pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
         .add_imm(R2, i32::from(TMP))
         .call(Helper::MapLookupElem)
         .jeq_imm(R0, 0, "marked")
-        .load(DW, R1, FP, VALUE_BOOT_NS.at(VAL))
+        .mov_imm(R1, 1)
         .load(DW, R2, FP, saddr)
         .jne_imm(R2, 0, "mark_exact")
         .load(DW, R2, FP, saddr + 8)
         .jne_imm(R2, 0, "mark_exact")
-        .store(DW, R0, 8, R1)
+        .atomic_add(R0, 8, R1)
         .ja("marked")
         .label("mark_exact")
-        .store(DW, R0, 0, R1)
+        .atomic_add(R0, 0, R1)
         .label("marked");
 }
 
