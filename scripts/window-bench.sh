@@ -38,7 +38,7 @@ switches() {
 # 1. The window alone.
 t0=$(date +%s.%N)
 "$bin" window --timing 2>"$work/window.log" & win=$!; pids+=($win)
-xdotool search --sync --name 'conntrack-tray .* Connections' >/dev/null
+xdotool search --sync --name 'conntrack-tray: Connections' >/dev/null
 t_map=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
 for _ in $(seq 100); do grep -q 'read and listed' "$work/window.log" && break; sleep 0.1; done
 read_ms=$(sed -n 's/.* in \([0-9]*\) ms$/\1/p' "$work/window.log")
@@ -70,8 +70,8 @@ PY
 c1=$(ticks "$win"); w_live=$(share "$c0" "$c1" 10)
 w_rss_live=$(kib "$win" VmRSS)
 # Scrolling the list: 200 wheel steps, 10 ms apart, over the 1000 x 640 window.
-xdotool search --name 'conntrack-tray .* Connections' windowfocus --sync >/dev/null 2>&1 || true
-eval "$(xdotool search --name 'conntrack-tray .* Connections' getwindowgeometry --shell | head -3)"
+xdotool search --name 'conntrack-tray: Connections' windowfocus --sync >/dev/null 2>&1 || true
+eval "$(xdotool search --name 'conntrack-tray: Connections' getwindowgeometry --shell | head -3)"
 xdotool mousemove $((X + 400)) $((Y + 300))
 c0=$(ticks "$win")
 xdotool click --repeat 200 --delay 10 5
@@ -92,7 +92,7 @@ idle() {
 a_rss1=$(kib "$app" VmRSS); a_wake1=$(idle)
 dbus-send --session --type=method_call --dest=io.github.conntrack_tray.Applet \
     /io/github/conntrack_tray/Applet io.github.conntrack_tray.Applet.Show
-xdotool search --sync --name 'conntrack-tray .* Connections' >/dev/null
+xdotool search --sync --name 'conntrack-tray: Connections' >/dev/null
 sleep 3
 child=$(pgrep -P "$app" -f ' window' | head -1)
 c_rss=$(kib "$child" VmRSS)

@@ -157,7 +157,7 @@ pub fn serve<A: Attributor, W: Write>(
                             Err(stop) => return stop,
                         }
                     }
-                    // Counted out once done: until then the reader sees the pipeline busy.
+                    // Counted out once done: the bound is on flows not yet finished.
                     inputs.flows.taken(n);
                     None
                 }

@@ -11,8 +11,8 @@ use std::process::Command;
 const TITLE: &str = "conntrack-tray: Connections";
 const BUS_NAME: &str = "io.github.conntrack_tray.Applet";
 const PATH: &str = "/io/github/conntrack_tray/Applet";
-/// [`TITLE`] as xdotool's pattern: it matches the title's bytes, and the dash is not ASCII.
-const TITLE_PATTERN: &str = "^conntrack-tray .* Connections$";
+/// [`TITLE`] as xdotool's pattern (a regular expression; the title has nothing special in it).
+const TITLE_PATTERN: &str = "^conntrack-tray: Connections$";
 /// The window's first frame on a loaded machine (a debug build, every test of the binary at
 /// once).
 const MAPPED_WITHIN: Duration = Duration::from_secs(60);
