@@ -12,9 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{is_conn_to, nft_tables, require, root_or_skip, startup_errors, Helper, Net};
-
-const WAIT: Duration = Duration::from_secs(5);
+use common::{is_conn_to, nft_tables, require, root_or_skip, startup_errors, Helper, Net, WAIT};
 
 #[test]
 fn ensure_conntrack_table_is_added_and_removed() {

@@ -8,14 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_file, is_conn_to, nft_tables, require, root_or_skip, Helper, Net};
-use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-fn pid_of(v: &Value) -> Option<u64> {
-    v["process"]["pid"].as_u64()
-}
+use common::{
+    config_file, is_conn_to, nft_tables, pid_of, require, root_or_skip, Helper, Net, WAIT,
+};
 
 #[test]
 fn a_tiny_socket_buffer_loses_events_and_says_how_many() {

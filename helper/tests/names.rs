@@ -8,14 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_file, is_conn_to, require, root_or_skip, Helper, Net};
+use common::{config_file, is_conn_to, pid_of, require, root_or_skip, Helper, Net, WAIT};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-fn pid_of(v: &Value) -> Option<u64> {
-    v["process"]["pid"].as_u64()
-}
 
 #[test]
 fn the_name_looked_up_over_dns_names_the_connection_and_can_be_whitelisted() {

@@ -9,23 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_file, is_conn_to, require, root_or_skip, startup_errors, Helper, Net};
+use common::{config_file, one_shots, pid_of, require, root_or_skip, startup_errors, Helper, Net};
 use serde_json::Value;
-
-fn pid_of(v: &Value) -> Option<u64> {
-    v["process"]["pid"].as_u64()
-}
-
-/// Runs `n` one-shot clients in `a`; returns their pids and the connection lines to `port`.
-fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<u64>, Vec<Value>) {
-    let pids = Net::run_each(&net.a, argv, n);
-    let lines = h
-        .collect(Duration::from_secs(2))
-        .into_iter()
-        .filter(|v| is_conn_to(port)(v))
-        .collect();
-    (pids, lines)
-}
 
 /// Every one-shot is reported, named with its own pid and `comm`, and none is misnamed.
 fn assert_all_named(lines: &[Value], pids: &[u64], n: usize, comm: &str) {

@@ -11,10 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::container::{Container, Impostor};
-use common::{config_file, is_conn_to, require, root_or_skip, Helper, Net};
+use common::{
+    config_file, is_conn_to, one_shots, pid_of, require, root_or_skip, Helper, Net, WAIT,
+};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(5);
 const ALL_PROTOCOLS: &str = "[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n";
 
 /// The tests here run one at a time: one of them steers the kernel's next pid
@@ -23,21 +24,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn pid_of(v: &Value) -> Option<u64> {
-    v["process"]["pid"].as_u64()
-}
-
-/// Runs `n` one-shots in `a`; returns their pids and the connection lines to `port`.
-fn one_shots(net: &Net, h: &Helper, n: usize, argv: &[&str], port: u16) -> (Vec<u64>, Vec<Value>) {
-    let pids = Net::run_each(&net.a, argv, n);
-    let lines = h
-        .collect(Duration::from_secs(2))
-        .into_iter()
-        .filter(|v| is_conn_to(port)(v))
-        .collect();
-    (pids, lines)
 }
 
 /// Each one-shot is reported with its own pid, bash's path and its whole command line.

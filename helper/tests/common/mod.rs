@@ -483,6 +483,31 @@ impl Drop for Helper {
 
 /// A connection line to this remote port.
 /// The system's python, which `nobody` can run (a python under /root may not be).
+/// How long a test waits for a line it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The pid a connection line names, if any.
+pub fn pid_of(v: &Value) -> Option<u64> {
+    v["process"]["pid"].as_u64()
+}
+
+/// Runs `n` one-shot clients in `a`; returns their pids and the connection lines to `port`.
+pub fn one_shots(
+    net: &Net,
+    h: &Helper,
+    n: usize,
+    argv: &[&str],
+    port: u16,
+) -> (Vec<u64>, Vec<Value>) {
+    let pids = Net::run_each(&net.a, argv, n);
+    let lines = h
+        .collect(Duration::from_secs(2))
+        .into_iter()
+        .filter(|v| is_conn_to(port)(v))
+        .collect();
+    (pids, lines)
+}
+
 pub const PY: &str = "/usr/bin/python3";
 
 /// The `connection` lines of a stream.
