@@ -28,7 +28,7 @@ use super::bpf::sys::{mappable_array_create, Mapped};
 
 /// One slot per local port.
 const PORTS: u32 = 1 << 16;
-/// Two words a slot: the newest record with a local address, the newest without.
+/// Two words a slot: the count of records with a local address, the count of those without.
 const SLOT: usize = 16;
 
 /// The array, mapped.
