@@ -337,11 +337,6 @@ impl EventSocket {
         self.socket.recv(&mut &mut buf[..], 0)
     }
 
-    /// Receives one datagram into `buf` if one is queued; `WouldBlock` otherwise.
-    pub fn recv_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.recv(&mut &mut buf[..], libc::MSG_DONTWAIT)
-    }
-
     /// The datagrams queued, without waiting, as many as `bufs` has buffers, each into its
     /// own (`recvmmsg`: one system call for them all): each one's length, `None` for one its
     /// buffer cut short. `WouldBlock` when none is queued.

@@ -185,9 +185,6 @@ impl EventSource for EventSocket {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         EventSocket::recv(self, buf)
     }
-    fn recv_nowait(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        EventSocket::recv_nowait(self, buf)
-    }
     fn recv_many_nowait(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<Vec<Option<usize>>> {
         EventSocket::recv_many_nowait(self, bufs)
     }
