@@ -22,6 +22,7 @@ mod pins;
 mod refusal;
 mod settings;
 mod setup;
+mod started_by;
 mod text;
 mod tray;
 mod watch;

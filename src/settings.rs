@@ -108,6 +108,7 @@ impl UserConfig {
             w.remote.extend(extra.remote.iter().cloned());
             w.hosts.extend(extra.hosts.iter().cloned());
             w.program_hosts.extend(extra.program_hosts.iter().cloned());
+            w.started_by.extend(extra.started_by.iter().cloned());
             w.pinned.extend(extra.pinned.iter().cloned());
         }
         w
@@ -164,6 +165,13 @@ pub enum Edit {
     WhitelistRemoteOn {
         host: String,
         remote: String,
+    },
+    /// Add `{ program, parent }` to `whitelist.started_by` (or that of `remote.on.HOST`): the
+    /// program when this very parent forked it.
+    WhitelistStartedBy {
+        host: Option<String>,
+        program: String,
+        parent: String,
     },
     /// Pin the hash a program has now (`whitelist.pinned`, or that of `remote.on.HOST`).
     Pin {
@@ -248,6 +256,7 @@ impl Settings {
                     remote: Vec::new(),
                     hosts: Vec::new(),
                     program_hosts: Vec::new(),
+                    started_by: Vec::new(),
                     pinned: Vec::new(),
                 },
                 ..UserConfig::default()
@@ -401,6 +410,17 @@ pub fn apply_to_document(doc: &mut DocumentMut, edit: &Edit) -> Result<(), Strin
         ),
         Edit::WhitelistRemoteOn { host, remote } => {
             push_unique(host_table(doc, host)?, "remote", remote, "remote.on.remote")
+        }
+        Edit::WhitelistStartedBy {
+            host,
+            program,
+            parent,
+        } => {
+            let (t, path) = match host {
+                Some(h) => (host_table(doc, h)?, "remote.on.started_by"),
+                None => (table(doc, "whitelist")?, "whitelist.started_by"),
+            };
+            crate::started_by::push(t, program, parent, path)
         }
         Edit::Pin {
             host,

@@ -384,6 +384,16 @@ pub fn details(s: &Seen) -> String {
                     if a.exited { ", exited" } else { "" },
                     line(&a.cmdline.join(" "))
                 ));
+                if i == 0 {
+                    lines.push(
+                        if p.parent_forked {
+                            "forked by parent 1: yes (the kernel saw it fork this process, running that file)"
+                        } else {
+                            "forked by parent 1: not known (a process can be handed to a reaper, or given its caller's parent)"
+                        }
+                        .into(),
+                    );
+                }
             }
             lines.extend(crate::pins::identity_lines(p));
         }

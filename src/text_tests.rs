@@ -312,3 +312,23 @@ fn a_parent_s_hostile_command_line_cannot_break_the_lines() {
         "{d}"
     );
 }
+
+#[test]
+fn the_details_say_whether_the_parent_is_known_to_have_forked_it() {
+    let forked = |yes: bool| {
+        let mut c = conn("curl", Some("/usr/bin/curl"));
+        let p = c.process.as_mut().expect("process");
+        p.ancestors = std::sync::Arc::new(vec![ancestor(9, "sh", "/usr/bin/dash", &["sh"])]);
+        p.parent_forked = yes;
+        let d = details(&Seen {
+            host: "laptop".into(),
+            conn: c,
+            own: false,
+        });
+        d.lines()
+            .find_map(|l| l.strip_prefix("forked by parent 1: "))
+            .map(str::to_string)
+    };
+    assert!(forked(true).is_some_and(|l| l.starts_with("yes")));
+    assert!(forked(false).is_some_and(|l| l.starts_with("not known")));
+}

@@ -108,6 +108,10 @@ pub struct Whitelist {
     pub hosts: Vec<HostPattern>,
     /// A program (as in `processes`) allowed to reach a host (as in `hosts`), and no other.
     pub program_hosts: Vec<ProgramHost>,
+    /// A program (as in `processes`) when the process that forked it runs the file at
+    /// `parent`, as the kernel's fork record proves (see `filter::started_by`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub started_by: Vec<StartedBy>,
     /// The SHA-256 each whitelisted program had when it was whitelisted: an entry above
     /// silences the program at that path only while it runs a binary of one of its pinned
     /// hashes. A program with no pin is matched as before.
@@ -170,6 +174,16 @@ impl<'de> Deserialize<'de> for Sha256Hex {
 pub struct ProgramHost {
     pub program: String,
     pub host: HostPattern,
+}
+
+/// One `{ program = "/usr/bin/node", parent = "/usr/bin/npm" }` entry of
+/// `whitelist.started_by`. The parent is a path: a bare name would match any root-owned
+/// file of that name, and a rule about who started a program is only as narrow as its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartedBy {
+    pub program: String,
+    pub parent: AbsolutePath,
 }
 
 /// A whitelisted name: exact, or `*.` and a domain for every name below that domain.
@@ -664,6 +678,21 @@ mod tests {
         );
         // Absent pins are not written, so the JSON and TOML of older settings stay as they were.
         assert!(!Config::default().to_toml().contains("pinned"));
+        // `started_by`: the parent is a path, and the error names the line and key.
+        let c = Config::from_toml(
+            "[whitelist]\nstarted_by = [{ program = \"curl\", parent = \"/usr/bin/apt\" }]\n",
+            "x",
+        )
+        .expect("parses");
+        assert_eq!(c.whitelist.started_by[0].parent.0, "/usr/bin/apt");
+        let msg = err("[whitelist]\n\nstarted_by = [{ program = \"curl\", parent = \"apt\" }]\n")
+            .to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(
+            msg.contains("whitelist.started_by") && msg.contains("not an absolute path"),
+            "{msg}"
+        );
+        assert!(!Config::default().to_toml().contains("started_by"));
         let back = Config::from_toml(&c.to_toml(), "x").expect("parses");
         assert_eq!(back, c);
     }

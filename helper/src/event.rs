@@ -48,6 +48,14 @@ pub struct Process {
     /// Shared: every cached copy of the process (one per flow in a burst) points at one.
     #[serde(default, skip_serializing_if = "no_ancestors")]
     pub ancestors: std::sync::Arc<Vec<Ancestor>>,
+    /// The first of `ancestors` is the process that forked this one, running the very file
+    /// its `exe` names: the kernel's fork record says so (`current` at the fork, and the
+    /// device and inode of the file it ran), and that file is still at that path. A parent
+    /// alone is no proof: a child whose forker exited is handed to a reaper, and
+    /// `CLONE_PARENT` gives a child its caller's parent. Only then may a
+    /// `whitelist.started_by` rule name the parent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parent_forked: bool,
     /// The working directory (`/proc/PID/cwd`), as the process's mount namespace shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,

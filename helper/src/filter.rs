@@ -118,6 +118,30 @@ fn host_whitelisted(
     paired.then_some(Skip::ProgramHostWhitelisted)
 }
 
+/// Whether an entry of `whitelist.started_by` names this process: the program as an entry of
+/// `processes` would, and its parent (the first of its ancestors) by its verified path, but
+/// only where the kernel's fork record proves that parent forked it, running that very file
+/// ([`Process::parent_forked`]). A program can be handed to a reaper or given its caller's
+/// parent (`CLONE_PARENT`), so a parent alone proves nothing.
+pub fn started_by(wl: &Whitelist, p: &Process) -> bool {
+    let parent = p
+        .ancestors
+        .first()
+        .filter(|a| p.parent_forked && a.exe_verified)
+        .and_then(|a| a.exe.as_deref());
+    parent.is_some_and(|parent| {
+        wl.started_by
+            .iter()
+            .any(|e| e.parent.0 == parent && process_matches(&e.program, p))
+    })
+}
+
+/// Whether a process entry of `wl` (`processes`, or `started_by` with its proof) silences
+/// the process, pins aside.
+fn process_entry(wl: &Whitelist, p: &Process) -> bool {
+    wl.processes.iter().any(|e| process_matches(e, p)) || started_by(wl, p)
+}
+
 /// Whether a reported connection falls under `wl` now (the applet asks, for connections
 /// reported before the person added an entry): the same rules as the helper's, on the same
 /// evidence.
@@ -125,7 +149,7 @@ pub fn whitelisted(wl: &Whitelist, c: &Connection) -> bool {
     // A process that shared the socket with others is no evidence (see [`process_rule`]).
     let alone = c.also_held_by.is_empty() && c.also_held_by_more == 0 && !c.holders_incomplete;
     let process = c.process.as_ref().filter(|_| alone);
-    process.is_some_and(|p| wl.processes.iter().any(|e| process_matches(e, p)) && pin_holds(wl, p))
+    process.is_some_and(|p| process_entry(wl, p) && pin_holds(wl, p))
         || wl.remote.iter().any(|r| r.contains(&c.remote_ip))
         || host_whitelisted(wl, process, c.host.as_deref().zip(c.host_source)).is_some()
 }
@@ -168,9 +192,10 @@ pub fn pin_holds(wl: &Whitelist, p: &Process) -> bool {
             .is_some_and(|h| pins.any(|pin| pin == h))
 }
 
-/// Whether an entry of `processes` or `program_hosts` names the process (pins aside).
+/// Whether an entry of `processes`, `started_by` or `program_hosts` names the process (pins
+/// aside).
 fn named_by(wl: &Whitelist, p: &Process) -> bool {
-    wl.processes.iter().any(|e| process_matches(e, p))
+    process_entry(wl, p)
         || wl
             .program_hosts
             .iter()
@@ -210,15 +235,7 @@ pub fn process_rule(
     alone: bool,
 ) -> Result<(), Skip> {
     match process {
-        Some(p)
-            if alone
-                && cfg
-                    .whitelist
-                    .processes
-                    .iter()
-                    .any(|entry| process_matches(entry, p))
-                && pin_holds(&cfg.whitelist, p) =>
-        {
+        Some(p) if alone && process_entry(&cfg.whitelist, p) && pin_holds(&cfg.whitelist, p) => {
             return Err(Skip::ProcessWhitelisted);
         }
         None if !cfg.filter.show_unknown => return Err(Skip::Unknown),

@@ -118,3 +118,86 @@ fn program_host_entries_and_the_applets_check_follow_pins_too() {
     assert_eq!(host_rule(&c, Some(&curl(Some(NEW))), host), Ok(()));
     assert!(exe_changed(&c.whitelist, &curl(Some(NEW))).is_some());
 }
+
+/// `whitelist.started_by`: the program, when its parent is proven to have forked it.
+mod started_by_rules {
+    use super::*;
+    use crate::config::{AbsolutePath, StartedBy};
+    use crate::event::Ancestor;
+
+    fn child_of(parent_exe: &str, verified: bool, forked: bool) -> Process {
+        Process {
+            ancestors: std::sync::Arc::new(vec![Ancestor {
+                pid: 7,
+                comm: "apt".into(),
+                exe: Some(parent_exe.into()),
+                exe_verified: verified,
+                ..Default::default()
+            }]),
+            parent_forked: forked,
+            ..curl(Some(OLD))
+        }
+    }
+
+    fn rule(program: &str) -> Config {
+        let mut c = Config::default();
+        c.whitelist.started_by = vec![StartedBy {
+            program: program.into(),
+            parent: AbsolutePath("/usr/bin/apt".into()),
+        }];
+        c
+    }
+
+    #[test]
+    fn a_proven_parent_silences_the_program_and_nothing_less_does() {
+        let c = rule("/usr/bin/curl");
+        let silenced = |p: &Process| process_rule(&c, &sides(), Some(p), true).is_err();
+        assert!(silenced(&child_of("/usr/bin/apt", true, true)));
+        assert!(started_by(
+            &c.whitelist,
+            &child_of("/usr/bin/apt", true, true)
+        ));
+        // Its parent, but not proven to have forked it (a reaper, CLONE_PARENT).
+        assert!(!silenced(&child_of("/usr/bin/apt", true, false)));
+        // A parent whose file is not verified, or another parent.
+        assert!(!silenced(&child_of("/usr/bin/apt", false, true)));
+        assert!(!silenced(&child_of("/usr/bin/apt-get", true, true)));
+        // No parent at all.
+        let mut orphan = child_of("/usr/bin/apt", true, true);
+        orphan.ancestors = std::sync::Arc::new(Vec::new());
+        assert!(!silenced(&orphan));
+        // Another program with that parent.
+        let mut wget = child_of("/usr/bin/apt", true, true);
+        wget.exe = Some("/usr/bin/wget".into());
+        assert!(!silenced(&wget));
+        // A socket shared with others is no evidence, as for any process entry.
+        assert!(process_rule(
+            &c,
+            &sides(),
+            Some(&child_of("/usr/bin/apt", true, true)),
+            false
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_program_is_matched_as_a_process_entry_and_keeps_its_pins() {
+        // A bare name only for a system file.
+        let c = rule("curl");
+        assert!(started_by(
+            &c.whitelist,
+            &child_of("/usr/bin/apt", true, true)
+        ));
+        let mut own = child_of("/usr/bin/apt", true, true);
+        own.exe_system = false;
+        assert!(!started_by(&c.whitelist, &own));
+        // A pin on the program holds for this entry too: another binary is reported, as
+        // changed.
+        let mut c = rule("/usr/bin/curl");
+        c.whitelist.pinned = cfg(&[NEW]).whitelist.pinned;
+        let p = child_of("/usr/bin/apt", true, true);
+        assert!(process_rule(&c, &sides(), Some(&p), true).is_ok());
+        assert!(needs_hash(&c.whitelist, &p));
+        assert!(exe_changed(&c.whitelist, &p).is_some());
+    }
+}

@@ -332,7 +332,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let execs = match btf.as_ref().filter(|_| !cli.no_exec_hook) {
         None => None,
         Some(btf) => match ExecLog::open(btf) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                if let Some(why) = &e.fork_off {
+                    startup.push(format!(
+                        "the fork hook is off; whitelist.started_by matches nothing: {why}"
+                    ));
+                }
+                Some(e)
+            }
             Err(e) => {
                 startup.push(format!(
                     "the exec hook is off; programs that exit at once may be reported \

@@ -478,3 +478,73 @@ fn pings_and_raw_sockets_are_named_after_their_sender() {
         .expect("the raw protocol's flow");
     assert_eq!(pid_of(&v), Some(pid), "{v}");
 }
+
+/// `whitelist.started_by` silences a program only where the kernel saw the parent fork it:
+/// `curl` forked by `sh` is silent; `curl` that a python made with `CLONE_PARENT` (so its
+/// parent is that same `sh`) is reported, and says its parent did not fork it.
+#[test]
+fn started_by_matches_only_a_parent_the_kernel_saw_fork() {
+    let test = "started_by_matches_only_a_parent_the_kernel_saw_fork";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3", "curl"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let real = |p: &str| {
+        std::fs::canonicalize(p)
+            .expect("path")
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (sh, curl) = (real("/bin/sh"), real("/usr/bin/curl"));
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8080, 8081, 8082]);
+    let (_d, cfg) = config_file(&format!(
+        "{ALL_PROTOCOLS}[whitelist]\nstarted_by = [{{ program = \"{curl}\", parent = \"{sh}\" }}]\n"
+    ));
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let url = |port: u16| format!("http://{}:{port}/", net.b4());
+    let run = |script: &str| {
+        let st = Net::cmd(&net.a, &["sh", "-c", script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("sh");
+        assert!(st.success(), "{script}");
+    };
+    // curl, forked by sh.
+    run(&format!("curl -s -m 2 {} >/dev/null; true", url(8080)));
+    // curl made by python with CLONE_PARENT: its parent is the sh, which never forked it.
+    let clone_parent = format!(
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         pid = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\n\
+         if pid == 0:\n    os.execv('{curl}', ['curl', '-s', '-m', '2', '-o', '/dev/null', '{}'])\n",
+        url(8081)
+    );
+    run(&format!("python3 -c \"{clone_parent}\"; sleep 2; true"));
+    // python, forked by sh: reported (no rule names it), with the proof.
+    let py = format!(
+        "import socket; socket.create_connection(('{}', 8082), timeout=2).close()",
+        net.b4()
+    );
+    run(&format!("python3 -c \"{py}\"; true"));
+    let lines = h.collect(Duration::from_secs(2));
+    let to = |port: u16| -> Vec<&Value> { lines.iter().filter(|v| is_conn_to(port)(v)).collect() };
+    assert!(
+        to(8080).is_empty(),
+        "curl forked by sh is whitelisted: {:?}",
+        to(8080)
+    );
+    let cloned = to(8081);
+    assert_eq!(cloned.len(), 1, "{lines:?}");
+    let p = &cloned[0]["process"];
+    assert_eq!(p["comm"], "curl", "{p}");
+    assert_eq!(p["ancestors"][0]["comm"], "sh", "the parent is the sh: {p}");
+    assert!(p["parent_forked"].is_null(), "the sh did not fork it: {p}");
+    let forked = to(8082);
+    assert_eq!(forked.len(), 1, "{lines:?}");
+    let p = &forked[0]["process"];
+    assert_eq!(p["ancestors"][0]["comm"], "sh", "{p}");
+    assert_eq!(p["ancestors"][0]["exe"], sh.as_str(), "{p}");
+    assert_eq!(p["parent_forked"], true, "the sh forked python: {p}");
+}

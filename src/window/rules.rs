@@ -4,7 +4,7 @@
 //! removal of one entry from the configuration document, keeping every comment: it goes
 //! through `Settings::apply_with`, the same atomic, comment-keeping write as the menu's edits.
 
-use conntrack_tray_helper::config::{HostPattern, ProgramHost, RemoteNet, Whitelist};
+use conntrack_tray_helper::config::{HostPattern, ProgramHost, RemoteNet, StartedBy, Whitelist};
 use toml_edit::{DocumentMut, Item};
 
 use crate::settings::UserConfig;
@@ -16,6 +16,7 @@ pub enum Entry {
     Remote(RemoteNet),
     Host(HostPattern),
     ProgramHost(ProgramHost),
+    StartedBy(StartedBy),
 }
 
 /// An entry and where it is: `[whitelist]`, or `[remote.on."HOST"]` for one watched host.
@@ -37,6 +38,11 @@ impl Rule {
                 "program {} to {}",
                 crate::text::line(&ph.program),
                 crate::text::host(&ph.host.to_string())
+            ),
+            Entry::StartedBy(sb) => format!(
+                "program {} when started by {}",
+                crate::text::line(&sb.program),
+                crate::text::line(&sb.parent.0)
             ),
         };
         match &self.on {
@@ -64,6 +70,9 @@ impl Rule {
             Entry::ProgramHost(_) => {
                 "Silences this program (checked as for a program entry) reaching this name (checked as for a name entry), and nothing else."
             }
+            Entry::StartedBy(_) => {
+                "Silences this program (checked as for a program entry) when the kernel saw this very file (same device and inode) fork it. A program handed to this parent after its own parent exited, or given it as parent by another (CLONE_PARENT), does not match. Anything this parent runs for others (a shell, an interpreter) is trusted with it."
+            }
         }
     }
 }
@@ -83,6 +92,7 @@ fn of(on: Option<&str>, w: &Whitelist, out: &mut Vec<Rule>) {
             .map(Entry::ProgramHost)
             .map(rule),
     );
+    out.extend(w.started_by.iter().cloned().map(Entry::StartedBy).map(rule));
 }
 
 /// Every whitelist entry of the configuration: everywhere first, then each watched host's.
@@ -111,6 +121,7 @@ pub fn remove(doc: &mut DocumentMut, rule: &Rule) -> Result<(), String> {
         Entry::Remote(_) => "remote",
         Entry::Host(_) => "hosts",
         Entry::ProgramHost(_) => "program_hosts",
+        Entry::StartedBy(_) => "started_by",
     };
     let Some(item) = table.get_mut(key) else {
         return Ok(());
@@ -121,20 +132,29 @@ pub fn remove(doc: &mut DocumentMut, rule: &Rule) -> Result<(), String> {
         (Entry::Host(h), Some(s)) => s.parse::<HostPattern>().ok().as_ref() == Some(h),
         _ => false,
     };
-    let same_pair = |program: Option<&str>, host: Option<&str>| match &rule.entry {
+    // A pair's second key: `host` or `parent`.
+    let same_pair = |program: Option<&str>, get: &dyn Fn(&str) -> Option<String>| match &rule.entry
+    {
         Entry::ProgramHost(ph) => {
             program == Some(ph.program.as_str())
-                && host.and_then(|h| h.parse::<HostPattern>().ok()).as_ref() == Some(&ph.host)
+                && get("host")
+                    .and_then(|h| h.parse::<HostPattern>().ok())
+                    .as_ref()
+                    == Some(&ph.host)
+        }
+        Entry::StartedBy(sb) => {
+            program == Some(sb.program.as_str()) && get("parent").as_deref() == Some(&sb.parent.0)
         }
         _ => false,
     };
     match item {
         Item::Value(toml_edit::Value::Array(arr)) => {
             arr.retain(|v| match v {
-                toml_edit::Value::InlineTable(t) => !same_pair(
-                    t.get("program").and_then(|v| v.as_str()),
-                    t.get("host").and_then(|v| v.as_str()),
-                ),
+                toml_edit::Value::InlineTable(t) => {
+                    !same_pair(t.get("program").and_then(|v| v.as_str()), &|k| {
+                        t.get(k).and_then(|v| v.as_str()).map(str::to_string)
+                    })
+                }
                 v => !same_str(v.as_str()),
             });
             // The space that stood after a removed first item's comma.
@@ -152,10 +172,9 @@ pub fn remove(doc: &mut DocumentMut, rule: &Rule) -> Result<(), String> {
         }
         Item::ArrayOfTables(tables) => {
             tables.retain(|t| {
-                !same_pair(
-                    t.get("program").and_then(|v| v.as_str()),
-                    t.get("host").and_then(|v| v.as_str()),
-                )
+                !same_pair(t.get("program").and_then(|v| v.as_str()), &|k| {
+                    t.get(k).and_then(|v| v.as_str()).map(str::to_string)
+                })
             });
             Ok(())
         }
@@ -174,6 +193,7 @@ processes = ["/usr/bin/curl", "ssh"] # two
 remote = ["9.9.9.9", "10.0.0.0/8"]
 hosts = ["*.debian.org"]
 program_hosts = [{ program = "/usr/bin/git", host = "github.com" }]
+started_by = [{ program = "/usr/bin/node", parent = "/usr/bin/npm" }]
 
 [[remote.on."nas".program_hosts]]
 program = "/usr/bin/rsync"
@@ -197,12 +217,14 @@ host = "backup.example"
                 "address 10.0.0.0/8",
                 "name *.debian.org",
                 "program /usr/bin/git to github.com",
+                "program /usr/bin/node when started by /usr/bin/npm",
                 "program /usr/bin/rsync to backup.example, on nas",
             ]
         );
         assert!(r[0].proves().contains("same device and inode"));
         assert!(r[1].proves().contains("owned by root"));
         assert!(r[4].proves().contains("PTR"));
+        assert!(r[6].proves().contains("CLONE_PARENT"));
     }
 
     #[test]
@@ -210,7 +232,7 @@ host = "backup.example"
         let c = parsed(FILE);
         let r = rules(&c);
         let mut doc: DocumentMut = FILE.parse().expect("toml");
-        for i in [0, 3, 5, 6] {
+        for i in [0, 3, 5, 6, 7] {
             remove(&mut doc, &r[i]).expect("remove");
         }
         let after = doc.to_string();

@@ -31,12 +31,13 @@ use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::layout::{
     Field, EXEC_ARGS, EXEC_ARGS_LEN, EXEC_AT, EXEC_COMM, EXEC_DEV, EXEC_HEADER_LEN, EXEC_INO,
     EXEC_KEY_LEN, EXEC_LEN, EXEC_MNT_NS, EXEC_PARENT_START, EXEC_PATH, EXEC_PPID, EXEC_START,
-    EXEC_TGID, EXEC_UID,
+    EXEC_TGID, EXEC_UID, FORK_LEN,
 };
 use crate::attribution::bpf::sys;
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::HookError;
 use crate::attribution::exe::FileId;
+use crate::attribution::fork_hook::{self, ForkRecord};
 use crate::attribution::procfs::split_cmdline;
 
 /// Where the fields the program reads sit, in bytes from the start of their structures.
@@ -46,6 +47,9 @@ pub struct ExecOffsets {
     /// `mm_struct.arg_start`, `arg_end`: where argv sits in the new program's memory.
     pub arg_start: i32,
     pub arg_end: i32,
+    /// `mm_struct.exe_file`: the file a process runs (what `/proc/PID/exe` names), read by
+    /// the fork program for the process that forks.
+    pub exe_file: i32,
     /// `nsproxy.mnt_ns`, then `mnt_namespace.ns.inum`.
     pub mnt_ns: i32,
     pub mnt_inum: i32,
@@ -64,6 +68,7 @@ pub const BTF_NAMES: &[&str] = &[
     "mm_struct",
     "arg_start",
     "arg_end",
+    "exe_file",
     "nsproxy",
     "mnt_ns",
     "mnt_namespace",
@@ -90,6 +95,7 @@ impl ExecOffsets {
             task: TaskOffsets::from_btf(btf)?,
             arg_start: at("mm_struct", &["arg_start"])?,
             arg_end: at("mm_struct", &["arg_end"])?,
+            exe_file: at("mm_struct", &["exe_file"])?,
             mnt_ns: at("nsproxy", &["mnt_ns"])?,
             mnt_inum: at("mnt_namespace", &["ns", "inum"])?,
             bprm_file: at("linux_binprm", &["file"])?,
@@ -128,7 +134,7 @@ fn read_into(a: &mut asm::Asm, to: Field, base: Reg, field: i32) {
 
 /// The pointer at `base + field` into `dst`; jumps to `null` when it is NULL (or unreadable:
 /// a failed read leaves zero).
-fn deref(a: &mut asm::Asm, dst: Reg, base: Reg, field: i32, null: &'static str) {
+pub(crate) fn deref(a: &mut asm::Asm, dst: Reg, base: Reg, field: i32, null: &'static str) {
     a.mov(R1, FP)
         .add_imm(R1, i32::from(TMP))
         .mov_imm(R2, 8)
@@ -264,7 +270,7 @@ fn c_string(b: &[u8]) -> String {
 }
 
 /// The kernel's `dev_t` (major << 20 | minor) as `stat` reports it.
-fn user_dev(kdev: u32) -> u64 {
+pub(crate) fn user_dev(kdev: u32) -> u64 {
     libc::makedev(kdev >> 20, kdev & 0xf_ffff)
 }
 
@@ -297,13 +303,22 @@ pub trait Execs {
     /// The newest record under `pid`, of whichever process had it: the caller checks the
     /// start time ([`ExecRecord::start_ns`]) against the process it means.
     fn exec_record(&mut self, pid: u32) -> io::Result<Option<ExecRecord>>;
+    /// The newest fork record under `pid` (see [`super::fork_hook`]), checked as above by
+    /// the caller. None where there are no fork records.
+    fn fork_record(&mut self, _pid: u32) -> io::Result<Option<ForkRecord>> {
+        Ok(None)
+    }
 }
 
-/// The loaded hook. Dropping it detaches the program and frees the maps.
+/// The loaded hook. Dropping it detaches the programs and frees the maps.
 pub struct ExecLog {
     map: OwnedFd,
     _scratch: OwnedFd,
     _prog: [OwnedFd; 2],
+    /// The fork records' map, program and link, when the kernel took them.
+    forks: Option<[OwnedFd; 3]>,
+    /// Why there are no fork records, if there are none.
+    pub fork_off: Option<String>,
 }
 
 impl ExecLog {
@@ -328,10 +343,18 @@ impl ExecLog {
             what: "cannot attach the exec hook to sched_process_exec",
             err,
         })?;
+        // Without fork records nothing is lost but the proof a `started_by` rule needs:
+        // such a rule then matches nothing, and what it would have silenced is reported.
+        let (forks, fork_off) = match open_forks(&offsets) {
+            Ok(fds) => (Some(fds), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         Ok(ExecLog {
             map,
             _scratch: scratch,
             _prog: [prog, link],
+            forks,
+            fork_off,
         })
     }
 
@@ -339,13 +362,43 @@ impl ExecLog {
     pub fn reader(&self) -> io::Result<ExecReader> {
         Ok(ExecReader {
             map: self.map.try_clone()?,
+            forks: match &self.forks {
+                Some([map, ..]) => Some(map.try_clone()?),
+                None => None,
+            },
         })
     }
+}
+
+/// The fork program ([`fork_hook`]): its map, the program and its link.
+fn open_forks(o: &ExecOffsets) -> Result<[OwnedFd; 3], HookError> {
+    let map = sys::map_create(
+        EXEC_KEY_LEN,
+        FORK_LEN,
+        fork_hook::FORK_ENTRIES,
+        b"ctt_forks",
+    )
+    .map_err(|err| HookError::Sys {
+        what: "cannot create the fork map",
+        err,
+    })?;
+    let insns = fork_hook::program(o, map.as_raw_fd()).map_err(|label| HookError::Sys {
+        what: "fork hook program",
+        err: io::Error::other(format!("unresolved jump to {label}")),
+    })?;
+    let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+    let prog = sys::prog_load_raw_tracepoint(&code, fork_hook::PROG_NAME)?;
+    let link = sys::attach(&prog, fork_hook::TRACEPOINT).map_err(|err| HookError::Sys {
+        what: "cannot attach the fork hook to sched_process_fork",
+        err,
+    })?;
+    Ok([map, prog, link])
 }
 
 /// A lookup handle on an [`ExecLog`]'s records.
 pub struct ExecReader {
     map: OwnedFd,
+    forks: Option<OwnedFd>,
 }
 
 impl Execs for ExecReader {
@@ -355,6 +408,18 @@ impl Execs for ExecReader {
             return Ok(None);
         }
         let r = record(&value);
+        Ok((r.pid == pid).then_some(r))
+    }
+
+    fn fork_record(&mut self, pid: u32) -> io::Result<Option<ForkRecord>> {
+        let Some(map) = &self.forks else {
+            return Ok(None);
+        };
+        let mut value = [0u8; FORK_LEN];
+        if !sys::map_lookup(map, &pid.to_ne_bytes(), &mut value)? {
+            return Ok(None);
+        }
+        let r = fork_hook::record(&value);
         Ok((r.pid == pid).then_some(r))
     }
 }

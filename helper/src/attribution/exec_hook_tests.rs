@@ -9,6 +9,7 @@ fn offsets() -> ExecOffsets {
         task: TASK,
         arg_start: 300,
         arg_end: 308,
+        exe_file: 400,
         mnt_ns: 24,
         mnt_inum: 8,
         bprm_file: 64,
@@ -158,7 +159,12 @@ fn offsets_from_a_kernel_like_btf() {
         16,
         &[("arg_start", u64t, 0), ("arg_end", u64t, 8)],
     );
-    b.composite(false, "mm_struct", 1024, &[("", anon, 300)]);
+    b.composite(
+        false,
+        "mm_struct",
+        1024,
+        &[("", anon, 300), ("exe_file", p, 400)],
+    );
     b.composite(false, "nsproxy", 64, &[("mnt_ns", p, 24)]);
     let ns = b.composite(false, "ns_common", 24, &[("inum", u32t, 16)]);
     b.composite(false, "mnt_namespace", 128, &[("ns", ns, 0)]);

@@ -24,6 +24,7 @@ pub mod exe;
 pub mod exe_hash;
 pub mod exec_hook;
 pub mod fd_table;
+pub mod fork_hook;
 pub mod held;
 pub mod holders;
 pub mod lineage;

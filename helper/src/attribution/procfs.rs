@@ -196,6 +196,50 @@ impl ProcIndex {
         u32::try_from(ppid).ok().map(|p| (p, None))
     }
 
+    /// Whether the first of `ancestors` (named `parent` by its pid and, when known, start)
+    /// forked process `pid` that started at `start`, running the file now at its `exe`
+    /// path: what [`Process::parent_forked`] says, from the kernel's fork record.
+    fn parent_forked(
+        &mut self,
+        pid: u32,
+        start: Start,
+        ancestors: &[Ancestor],
+        parent: Option<Parent>,
+    ) -> bool {
+        let Some((a, (_, parent_start))) = ancestors.first().zip(parent) else {
+            return false;
+        };
+        let Some(exe) = a.exe.as_deref().filter(|_| a.exe_verified) else {
+            return false;
+        };
+        let Some(f) = self
+            .execs
+            .as_mut()
+            .and_then(|e| e.fork_record(pid).ok().flatten())
+        else {
+            return false;
+        };
+        let same_start = |ns: u64, s: Start, tick_ns: u64| match s {
+            Start::Ns(want) => ns == want,
+            Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
+        };
+        if f.by != a.pid || f.by_file.1 == 0 || f.start_ns == 0 || f.by_start_ns == 0 {
+            return false;
+        }
+        if !same_start(f.start_ns, start, self.tick_ns) {
+            return false;
+        }
+        let by_start = match parent_start {
+            Some(ns) => Start::Ns(ns),
+            None => match i32::try_from(a.pid).ok().and_then(|p| self.stat(p)) {
+                Some(s) => Start::Ticks(s.starttime),
+                None => return false,
+            },
+        };
+        same_start(f.by_start_ns, by_start, self.tick_ns)
+            && std::fs::metadata(exe).is_ok_and(|m| (m.dev(), m.ino()) == f.by_file)
+    }
+
     /// The process's parents, from `parent` up.
     fn ancestors(&mut self, parent: Option<Parent>) -> std::sync::Arc<Vec<Ancestor>> {
         std::sync::Arc::new(lineage::walk(self, parent))
@@ -321,6 +365,8 @@ impl ProcIndex {
         }
         let user = self.user(uid);
         let parent = self.parent_of(upid, start, stat.ppid);
+        let ancestors = self.ancestors(parent);
+        let parent_forked = self.parent_forked(upid, Start::Ticks(start), &ancestors, parent);
         let process = Process {
             pid: upid,
             comm: stat.comm,
@@ -331,7 +377,8 @@ impl ProcIndex {
             exe_verified: facts.verified,
             exe_unverified: facts.unverified,
             exe_system: facts.system,
-            ancestors: self.ancestors(parent),
+            ancestors,
+            parent_forked,
             cwd: read_cwd(&dir),
             exited: false,
             exe_file: facts.version,
@@ -526,6 +573,8 @@ impl ProcIndex {
                 .as_deref()
                 .is_some_and(|p| exe::system_location(Path::new(p)));
         let parent = Some((r.ppid, Some(r.parent_start_ns)));
+        let ancestors = self.ancestors(parent);
+        let parent_forked = self.parent_forked(c.pid, Start::Ns(c.start_ns), &ancestors, parent);
         // The version of the file that ran, for its hash: the file at the path, when it is
         // the one that ran (same device and inode) and the verdict says so.
         let exe_file = r
@@ -546,7 +595,8 @@ impl ProcIndex {
             exe_verified: verdict.is_ok(),
             exe_unverified: verdict.err().map(str::to_string),
             exe_system: system,
-            ancestors: self.ancestors(parent),
+            ancestors,
+            parent_forked,
             cwd: None,
             exited: true,
             ..Default::default()

@@ -198,3 +198,79 @@ fn a_holder_that_is_exiting_is_described_by_its_exec_record() {
     // Not verified: the record's file id does not match /usr/bin/bash here.
     assert!(!p.exe_verified);
 }
+
+/// Exec records none, fork records by pid, for the tests.
+struct Forked(Vec<crate::attribution::fork_hook::ForkRecord>);
+
+impl Execs for Forked {
+    fn exec_record(&mut self, _pid: u32) -> std::io::Result<Option<ExecRecord>> {
+        Ok(None)
+    }
+    fn fork_record(
+        &mut self,
+        pid: u32,
+    ) -> std::io::Result<Option<crate::attribution::fork_hook::ForkRecord>> {
+        Ok(self.0.iter().find(|r| r.pid == pid).copied())
+    }
+}
+
+#[test]
+fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_file() {
+    use crate::attribution::fork_hook::ForkRecord;
+    let me = std::process::id();
+    let mut idx = ProcIndex::new();
+    let stat = idx.stat(me as i32).expect("own stat");
+    let ppid = u32::try_from(stat.ppid).expect("ppid");
+    let parent = idx.stat(stat.ppid).expect("parent's stat");
+    let parent_exe = std::fs::read_link(format!("/proc/{ppid}/exe")).expect("parent's exe");
+    let m = std::fs::metadata(&parent_exe).expect("parent's file");
+    let tick = idx.tick_ns;
+    let right = ForkRecord {
+        pid: me,
+        start_ns: stat.starttime * tick + 5,
+        by: ppid,
+        by_start_ns: parent.starttime * tick + 1,
+        by_file: (m.dev(), m.ino()),
+    };
+    let mut forked = |r: ForkRecord| {
+        let mut i =
+            std::mem::replace(&mut idx, ProcIndex::new()).with_execs(Box::new(Forked(vec![r])));
+        i.cache.clear();
+        i.parents.clear();
+        let p = i
+            .describe(i.stat(me as i32).expect("stat"))
+            .expect("described");
+        idx = i;
+        assert_eq!(p.ancestors.first().map(|a| a.pid), Some(ppid));
+        p.parent_forked
+    };
+    assert!(
+        forked(right),
+        "the record names the parent and the file it runs"
+    );
+    let wrong = [
+        ForkRecord {
+            by: ppid + 1,
+            ..right
+        },
+        ForkRecord {
+            by_start_ns: (parent.starttime + 1) * tick,
+            ..right
+        },
+        ForkRecord {
+            start_ns: (stat.starttime + 1) * tick,
+            ..right
+        },
+        ForkRecord {
+            by_file: (m.dev(), m.ino() + 1),
+            ..right
+        },
+        ForkRecord {
+            by_file: (0, 0),
+            ..right
+        },
+    ];
+    for r in wrong {
+        assert!(!forked(r), "{r:?}");
+    }
+}

@@ -100,6 +100,19 @@ impl Window {
             };
             out.push((on(format!("Whitelist {name}")), edit));
         }
+        if let Some((program, parent, label)) =
+            c.process.as_ref().and_then(crate::started_by::offer)
+        {
+            let host = remote_host.then(|| seen.host.clone());
+            out.push((
+                on(label),
+                Edit::WhitelistStartedBy {
+                    host,
+                    program,
+                    parent,
+                },
+            ));
+        }
         let ip = c.remote_ip.to_string();
         let edit = if remote_host {
             Edit::WhitelistRemoteOn {

@@ -157,6 +157,33 @@ pub const EXEC_FIELDS: [(&str, Field); 13] = [
     ("args", EXEC_ARGS),
 ];
 
+/// A fork record, filed by the fork program under the new process's tgid (native order, as
+/// the exec map's key): who called `fork` or `clone` for it, and the file that caller ran.
+///
+/// ```text
+///  0 u32 tgid           4 u32 the forking process's tgid
+///  8 u64 start time     16 u64 the forking process's start time (its leader's)
+/// 24 u64 the inode of the file the forking process ran    32 u32 its device   36 zero
+/// ```
+pub const FORK_LEN: usize = 40;
+pub const FORK_TGID: Field = Field { off: 0, len: 4 };
+pub const FORK_BY: Field = Field { off: 4, len: 4 };
+pub const FORK_START: Field = Field { off: 8, len: 8 };
+pub const FORK_BY_START: Field = Field { off: 16, len: 8 };
+pub const FORK_BY_INO: Field = Field { off: 24, len: 8 };
+pub const FORK_BY_DEV: Field = Field { off: 32, len: 4 };
+pub const FORK_PAD: Field = Field { off: 36, len: 4 };
+
+pub const FORK_FIELDS: [(&str, Field); 7] = [
+    ("tgid", FORK_TGID),
+    ("by", FORK_BY),
+    ("start", FORK_START),
+    ("by_start", FORK_BY_START),
+    ("by_ino", FORK_BY_INO),
+    ("by_dev", FORK_BY_DEV),
+    ("pad", FORK_PAD),
+];
+
 const _: () = assert!(KEY_LEN + VALUE_LEN <= i16::MAX as usize);
 
 #[cfg(test)]
@@ -180,6 +207,7 @@ mod tests {
         assert_tiles(&KEY_FIELDS, KEY_LEN);
         assert_tiles(&VALUE_FIELDS, VALUE_LEN);
         assert_tiles(&EXEC_FIELDS, EXEC_LEN);
+        assert_tiles(&FORK_FIELDS, FORK_LEN);
         assert_eq!(EXEC_HEADER_LEN % 8, 0);
     }
 
@@ -187,7 +215,12 @@ mod tests {
     fn the_program_can_store_each_field_with_aligned_stores() {
         // The program writes the addresses and the time as 8-byte words, the rest as the
         // register width of the field; each must be aligned to its own size.
-        for (name, f) in KEY_FIELDS.iter().chain(&VALUE_FIELDS).chain(&EXEC_FIELDS) {
+        for (name, f) in KEY_FIELDS
+            .iter()
+            .chain(&VALUE_FIELDS)
+            .chain(&EXEC_FIELDS)
+            .chain(&FORK_FIELDS)
+        {
             let align = if f.len.is_power_of_two() {
                 f.len.min(8)
             } else {

@@ -13,6 +13,8 @@ use super::btf::{Btf, BtfError};
 pub struct TaskOffsets {
     /// `pid_t tgid`.
     pub tgid: i32,
+    /// `pid_t pid`: the thread's id, the tgid for a process's first thread.
+    pub pid: i32,
     /// `struct task_struct *real_parent`: the process that forked it (until it exits and the
     /// child is handed to a reaper).
     pub real_parent: i32,
@@ -30,6 +32,7 @@ pub struct TaskOffsets {
 pub const BTF_NAMES: &[&str] = &[
     "task_struct",
     "tgid",
+    "pid",
     "real_parent",
     "group_leader",
     "start_boottime",
@@ -45,6 +48,7 @@ impl TaskOffsets {
         };
         Ok(TaskOffsets {
             tgid: at("tgid")?,
+            pid: at("pid")?,
             real_parent: at("real_parent")?,
             group_leader: at("group_leader")?,
             start_boottime: at("start_boottime")?,
@@ -63,6 +67,7 @@ pub mod tests {
     /// tests.
     pub const TASK_LIKE: TaskOffsets = TaskOffsets {
         tgid: 1200,
+        pid: 1196,
         real_parent: 1208,
         group_leader: 1224,
         start_boottime: 1600,
@@ -81,6 +86,7 @@ pub mod tests {
             4096,
             &[
                 ("tgid", u32t, 1200),
+                ("pid", u32t, 1196),
                 ("real_parent", ptr, 1208),
                 ("group_leader", ptr, 1224),
                 ("start_boottime", u64t, 1600),
@@ -102,7 +108,12 @@ pub mod tests {
     fn a_kernel_without_the_field_says_which() {
         let mut b = Builder::new();
         let u32t = b.int("u32", 4);
-        b.composite(false, "task_struct", 64, &[("tgid", u32t, 0)]);
+        b.composite(
+            false,
+            "task_struct",
+            64,
+            &[("tgid", u32t, 0), ("pid", u32t, 4)],
+        );
         let btf = Btf::load(std::io::Cursor::new(b.build()), BTF_NAMES).unwrap();
         let e = TaskOffsets::from_btf(&btf).unwrap_err().to_string();
         assert!(e.contains("real_parent"), "{e}");
