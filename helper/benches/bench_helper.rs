@@ -23,8 +23,8 @@
 //! The binary also serves as its own traffic generator: run with a first argument of
 //! `udp-burst`, `udp-same`, `connect-series`, `hold-sockets` or `lookup-series` it sends
 //! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
-//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle|processes` runs one
-//! part alone.
+//! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle|processes|costs` runs
+//! one part alone (`costs`: what the kernel programs cost a connect and a fork, rows k, l).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
@@ -104,6 +104,10 @@ fn generator(args: &[String]) -> bool {
                 };
             }
             println!("{}", start.elapsed().as_nanos() as f64 / f64::from(n));
+            true
+        }
+        Some("fork-cost") => {
+            processes::fork_cost(args[1].parse().expect("count"));
             true
         }
         Some("connect-cost") => {
@@ -304,7 +308,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let tools: &[&str] = match only.as_deref() {
         Some("latency") => &["ip", "nft", "python3"],
-        Some("abuse" | "burst" | "sockets" | "idle") => &["ip", "nft"],
+        Some("abuse" | "burst" | "sockets" | "idle" | "costs") => &["ip", "nft"],
         Some("processes" | "one-shots") => &["ip", "nft", "python3", "curl", "bash", "ping"],
         Some("udp-sendto" | "send-cost") => &["ip", "nft", "python3"],
         _ => &["ip", "nft", "python3", "curl", "bash"],
@@ -328,6 +332,11 @@ fn main() {
     }
     if only.as_deref() == Some("processes") {
         print_processes();
+        return;
+    }
+    if only.as_deref() == Some("costs") {
+        println!("{}", processes::connect_cost_row(2000));
+        println!("{}", processes::fork_cost_row(2000));
         return;
     }
     if only.as_deref() == Some("one-shots") {
@@ -563,4 +572,6 @@ fn print_processes() {
     println!("{}", processes::icmp_row(20));
     eprintln!("cost per connect...");
     println!("{}", processes::connect_cost_row(2000));
+    eprintln!("cost per fork...");
+    println!("{}", processes::fork_cost_row(2000));
 }

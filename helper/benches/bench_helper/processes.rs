@@ -355,11 +355,88 @@ pub fn connect_cost_row(n: u32) -> String {
         let after = programs_run_time(h.pid());
         (r, (after.0 - before.0) as f64 / 1000.0 / f64::from(n))
     };
+    // The floor: a program that does nothing, on the TCP program's tracepoint, run as often.
+    let (floor, runs) = {
+        let _probe = conntrack_tray_helper::attribution::connect_hook::empty_probe()
+            .expect("an empty program on inet_sock_set_state");
+        let before = programs_run_time(std::process::id());
+        connects(&net, n);
+        let after = programs_run_time(std::process::id());
+        (
+            (after.0 - before.0) as f64 / 1000.0 / f64::from(n),
+            (after.1 - before.1) as f64 / f64::from(n),
+        )
+    };
     format!(
-        "| (k) a program's cost per `connect()`, {n} connects (conntrack on) | nobody listening: {}; helper without kernel programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a connect | {} |",
+        "| (k) a program's cost per `connect()`, {n} connects (conntrack on) | nobody listening: {}; helper without kernel programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a connect; an empty program on the same tracepoint: {floor:.2} µs a connect ({runs:.1} runs) | {} |",
         fmt(bare),
         fmt(without),
         fmt(with),
         ct.map(fmt).unwrap_or_else(|| "not installed".into())
+    )
+}
+
+/// The generator: `n` forks, each child exiting at once and waited for; one line of µs per
+/// fork (fork to the child's reaping).
+#[allow(unsafe_code)]
+pub fn fork_cost(n: u32) {
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        if pid > 0 {
+            let mut status = 0;
+            // SAFETY: waits for the child just made.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            println!("{:.2}", t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+}
+
+/// Median and p90 µs of a fork in `n` forks in `a`.
+fn forks(net: &Net, n: u32) -> (f64, f64) {
+    let me = std::env::current_exe().expect("exe");
+    let out = Net::cmd(&net.a, &[me.to_str().unwrap(), "fork-cost", &n.to_string()])
+        .output()
+        .expect("fork-cost");
+    let mut us: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    us.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        us.get(((us.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.9))
+}
+
+/// What the fork records (the `sched_process_fork` program `whitelist.started_by` needs) cost
+/// a forking program: forks with the helper without its exec and fork programs, with all its
+/// programs, and those programs' own run time per fork.
+pub fn fork_cost_row(n: u32) -> String {
+    let _stats = super::bpf_run_time_stats();
+    let net = Net::new();
+    let fmt = |(m, p): (f64, f64)| format!("median {m:.1} µs, p90 {p:.1} µs");
+    let without = {
+        let _h = Helper::start(&net.a, &["--no-exec-hook"]);
+        forks(&net, n)
+    };
+    let (with, share) = {
+        let h = Helper::start(&net.a, &[]);
+        let before = programs_run_time(h.pid());
+        let r = forks(&net, n);
+        let after = programs_run_time(h.pid());
+        (r, (after.0 - before.0) as f64 / 1000.0 / f64::from(n))
+    };
+    format!(
+        "| (l) a program's cost per `fork()`, {n} forks (fork to reaping) | helper without exec and fork programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a fork | |",
+        fmt(without),
+        fmt(with),
     )
 }

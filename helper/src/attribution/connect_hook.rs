@@ -511,6 +511,15 @@ impl Connects for ConnectLog {
     }
 }
 
+/// A program that does nothing, attached where the TCP program is: what the kernel's own run
+/// time accounting (`kernel.bpf_stats_enabled`) counts for a run that does no work, the floor
+/// under the TCP program's figure. For the benchmark; dropping the value detaches it.
+pub fn empty_probe() -> Result<[OwnedFd; 2], HookError> {
+    let mut a = asm::Asm::default();
+    a.mov_imm(asm::R0, 0).exit();
+    load_and_attach(a.finish(), TRACEPOINT)
+}
+
 /// Loads an assembled program and attaches it to `tracepoint` (NUL-terminated): the program
 /// and its link, which detaches it when closed.
 fn load_and_attach(
