@@ -4,18 +4,36 @@
 //! An entry is only offered where the helper would match it: the event says the kernel saw
 //! that very parent fork the process (`parent_forked`), and the parent's path is verified. A
 //! button that wrote a rule the helper then never applies would leave the person believing
-//! the program is silenced for a reason it is not.
+//! the program is silenced for a reason it is not. Nor is one offered for a parent that runs
+//! whatever it is given (a shell, an interpreter, `env`): that rule would trust everything
+//! such a parent is ever asked to start, the watched code's requests included.
 
 use conntrack_tray_helper::event::Process;
 use toml_edit::{Array, InlineTable, Item, Table, Value};
+
+/// Parents that run whatever they are given (shells, interpreters, `env`): "started by"
+/// one of them says nothing about who asked, so no entry is offered for them.
+const RUNS_ANYTHING: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "fish", "ksh", "busybox", "env", "node", "nodejs", "perl", "ruby",
+    "php", "lua", "java", "sudo", "doas", "pkexec", "xargs", "nohup", "timeout",
+];
+
+fn runs_anything(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    RUNS_ANYTHING.contains(&base) || base.starts_with("python")
+}
 
 /// The entry a process offers: its exe and its parent's, with the button's label.
 pub fn offer(p: &Process) -> Option<(String, String, String)> {
     let a = p
         .ancestors
         .first()
-        .filter(|a| p.parent_forked && a.exe_verified)?;
-    let parent = a.exe.clone().filter(|e| e.starts_with('/'))?;
+        .filter(|a| p.parent_forked && a.exe_verified && p.exe_verified)?;
+    let parent = a
+        .exe
+        .clone()
+        .filter(|e| e.starts_with('/') && !runs_anything(e))?;
     let program = p.exe.clone().filter(|e| e.starts_with('/'))?;
     let name = |path: &str| crate::text::line(path.rsplit('/').next().unwrap_or(path));
     let label = format!(
@@ -60,6 +78,7 @@ mod tests {
     fn child(forked: bool, verified: bool) -> Process {
         Process {
             exe: Some("/usr/bin/node".into()),
+            exe_verified: true,
             ancestors: std::sync::Arc::new(vec![Ancestor {
                 pid: 9,
                 comm: "npm".into(),
@@ -87,6 +106,22 @@ mod tests {
         let mut no_exe = child(true, true);
         no_exe.exe = None;
         assert!(offer(&no_exe).is_none());
+        let mut unverified = child(true, true);
+        unverified.exe_verified = false;
+        assert!(offer(&unverified).is_none());
+        // A shell or an interpreter runs what it is given: no entry.
+        for shell in [
+            "/usr/bin/dash",
+            "/usr/bin/python3.11",
+            "/usr/bin/env",
+            "/usr/bin/node",
+        ] {
+            let mut p = child(true, true);
+            let mut a = p.ancestors[0].clone();
+            a.exe = Some(shell.into());
+            p.ancestors = std::sync::Arc::new(vec![a]);
+            assert!(offer(&p).is_none(), "{shell}");
+        }
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub struct ProgramHost {
     pub host: HostPattern,
 }
 
-/// One `{ program = "/usr/bin/node", parent = "/usr/bin/npm" }` entry of
+/// One `{ program = "/usr/lib/git-core/git-remote-https", parent = "/usr/bin/git" }` entry of
 /// `whitelist.started_by`. The parent is a path: a bare name would match any root-owned
 /// file of that name, and a rule about who started a program is only as narrow as its parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,6 +101,85 @@ rm -rf "$d"
     );
 }
 
+/// What the masquerade does, as python run through the dynamic loader (so the file the
+/// kernel mapped as the executable, the loader, can be unmapped, which the prctl wants):
+/// from a user namespace of its own, `prctl(PR_SET_MM, PR_SET_MM_MAP)` with `exe_fd` set
+/// to `argv[1]`, then one datagram to `argv[2]:argv[3]` on a socket connected before, and a
+/// second of work so the helper finds it alive. Pure python after the unmapping: the loader
+/// is gone, and the process crashes when it exits.
+const MASQUERADE: &str = r#"
+import ctypes, os, struct, sys, socket
+libc = ctypes.CDLL('libc.so.6', use_errno=True)
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.sbrk.restype = ctypes.c_void_p
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+exe = os.readlink('/proc/self/exe')
+fd = os.open(sys.argv[1], os.O_RDONLY)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[2], int(sys.argv[3])))
+f = open('/proc/self/stat').read().rsplit(') ', 1)[1].split()
+g = lambda n: int(f[n - 3])
+m = struct.pack('<11QQII', g(26), g(27), g(45), g(46), g(47), libc.sbrk(0), g(28), g(48), g(49), g(50), g(51), 0, 0, fd)
+buf = ctypes.create_string_buffer(m, len(m))
+maps = [l.split() for l in open('/proc/self/maps')]
+ranges = [[int(x, 16) for x in p[0].split('-')] for p in maps if len(p) >= 6 and p[5] == exe]
+if libc.unshare(0x10000000) != 0:
+    sys.exit(2)
+for a, b in ranges:
+    libc.munmap(a, b - a)
+if libc.prctl(35, 14, buf, len(m), 0) != 0:
+    sys.exit(3)
+s.send(b'x')
+n = 0
+while n < 20000000:
+    n += 1
+"#;
+
+/// A program that sets the executable `/proc/PID/exe` shows (to the whitelisted curl, with
+/// curl's device and inode) is not taken for curl: its exec record ran another file.
+#[test]
+fn a_program_that_sets_its_proc_executable_is_not_taken_for_that_program() {
+    let test = "a_program_that_sets_its_proc_executable_is_not_taken_for_that_program";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3", "curl"]) {
+        return;
+    }
+    let loader = "/lib64/ld-linux-x86-64.so.2";
+    let python = std::fs::canonicalize(PY).expect("python3's file");
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[9010]);
+    let (_d, cfg) = config_file(
+        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"curl\", \"/usr/bin/curl\"]\n",
+    );
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let b = net.b4();
+    // The script goes in hex: no quoting of the shell's to get wrong.
+    let hex: String = MASQUERADE.bytes().map(|c| format!("{c:02x}")).collect();
+    let script = format!(
+        "LD_BIND_NOW=1 {loader} {} -c \"exec(bytes.fromhex('{hex}').decode())\" \
+         /usr/bin/curl {b} 9009 2>/dev/null || true\n{PY} -c \"{marker}\"",
+        python.display(),
+        marker = connect_py(&b, 9010, None),
+    );
+    let printed = as_nobody_output(&net.a, &script);
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9010).is_some(),
+        "the helper saw nothing: {lines:?} {printed}"
+    );
+    let v = to_port(&lines, 9009)
+        .unwrap_or_else(|| panic!("the masquerade was silenced as curl: {lines:?}"));
+    let p = &v["process"];
+    assert_eq!(p["uid"], 65534, "{v}");
+    assert_eq!(p["exe"], "/usr/bin/curl", "the masquerade took: {v}");
+    assert_eq!(p["exe_verified"], false, "{v}");
+    assert!(
+        p["exe_unverified"]
+            .as_str()
+            .is_some_and(|w| w.contains("PR_SET_MM_MAP")),
+        "{v}"
+    );
+}
+
 /// Runs the test peer (`helper/tests/tools/peer.py`) as `nobody` in `ns`, to completion.
 fn peer_as_nobody(ns: &str, args: &[&str]) {
     let script = common::peer_script();

@@ -71,7 +71,7 @@ impl Rule {
                 "Silences this program (checked as for a program entry) reaching this name (checked as for a name entry), and nothing else."
             }
             Entry::StartedBy(_) => {
-                "Silences this program (checked as for a program entry) when the kernel saw this very file (same device and inode) fork it. A program handed to this parent after its own parent exited, or given it as parent by another (CLONE_PARENT), does not match. Anything this parent runs for others (a shell, an interpreter) is trusted with it."
+                "Silences this program (checked as for a program entry) when the kernel saw a process running this very parent file (same device and inode) fork it. A program handed to this parent after its own parent exited, or given it as parent by another (CLONE_PARENT), does not match. It is not proof of who asked: a program can run this parent itself, with its own arguments, and have it start the program."
             }
         }
     }
@@ -193,7 +193,7 @@ processes = ["/usr/bin/curl", "ssh"] # two
 remote = ["9.9.9.9", "10.0.0.0/8"]
 hosts = ["*.debian.org"]
 program_hosts = [{ program = "/usr/bin/git", host = "github.com" }]
-started_by = [{ program = "/usr/bin/node", parent = "/usr/bin/npm" }]
+started_by = [{ program = "/usr/lib/git-core/git-remote-https", parent = "/usr/bin/git" }]
 
 [[remote.on."nas".program_hosts]]
 program = "/usr/bin/rsync"
@@ -217,7 +217,7 @@ host = "backup.example"
                 "address 10.0.0.0/8",
                 "name *.debian.org",
                 "program /usr/bin/git to github.com",
-                "program /usr/bin/node when started by /usr/bin/npm",
+                "program /usr/lib/git-core/git-remote-https when started by /usr/bin/git",
                 "program /usr/bin/rsync to backup.example, on nas",
             ]
         );

@@ -20,6 +20,7 @@
 pub mod bpf;
 pub mod connect_hook;
 pub mod context;
+pub mod devices;
 pub mod exe;
 pub mod exe_hash;
 pub mod exec_hook;
@@ -27,6 +28,7 @@ pub mod fd_table;
 pub mod fork_hook;
 pub mod held;
 pub mod holders;
+pub mod image;
 pub mod lineage;
 pub mod listeners;
 pub mod netns;

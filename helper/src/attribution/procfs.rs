@@ -27,6 +27,7 @@ use super::context::Contexts;
 use super::exec_hook::{ExecRecord, Execs};
 use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
+use super::image::{self, Records, Shown, Start};
 use super::lineage::{self, Node, Parent, Tree};
 use super::proc_fds::ProcFds;
 use super::{exe, Connector, Held, Processes, HOLDERS_LISTED};
@@ -71,6 +72,10 @@ pub struct ProcIndex {
     cache: HashMap<(i32, u64), (Process, Option<exe::FileId>)>,
     /// The helper's own mount namespace, against which executables are checked.
     own_mnt: Option<u64>,
+    /// The helper's own user namespace (the machine's): see [`image`].
+    own_user: Option<u64>,
+    /// Which device a record's file is on, as `stat` reports it.
+    devices: super::devices::Devices,
     users: HashMap<u32, Option<String>>,
     scan_limit: Option<usize>,
     /// The last answer of [`Processes::by_pid`] for each pid, and when it was proven.
@@ -144,6 +149,8 @@ impl ProcIndex {
             index: HolderIndex::default(),
             cache: HashMap::new(),
             own_mnt: exe::mount_ns(Path::new("/proc/self")),
+            own_user: user_ns(Path::new("/proc/self")),
+            devices: super::devices::Devices::new(),
             users: HashMap::new(),
             scan_limit: None,
             named: HashMap::new(),
@@ -173,8 +180,38 @@ impl ProcIndex {
         (r.start_ns != 0 && same).then_some(r)
     }
 
+    /// `facts` (what `/proc/PID/exe` says, `dir` is `/proc/PID`) held to the kernel's
+    /// records of process `pid` started at `start`: a program can set what `/proc` shows
+    /// ([`image`]), so a verified file stays verified only if the records show it ran it, or
+    /// none reaches it and it is in the machine's user namespace.
+    fn held_to_records(
+        &mut self,
+        dir: &Path,
+        pid: u32,
+        start: Start,
+        facts: exe::ExeFacts,
+    ) -> exe::ExeFacts {
+        let Some(id) = facts.id.filter(|_| facts.verified) else {
+            return facts;
+        };
+        let why = match image::shown(self, pid, start, id) {
+            Shown::Runs => return facts,
+            Shown::Differs => image::DIFFERS,
+            Shown::Unknown if self.own_user.is_some() && user_ns(dir) == self.own_user => {
+                return facts;
+            }
+            Shown::Unknown => image::UNKNOWN,
+        };
+        exe::ExeFacts {
+            verified: false,
+            unverified: Some(why.into()),
+            system: false,
+            ..facts
+        }
+    }
+
     /// Whether a record's path names, in the helper's mount namespace, the file it ran.
-    fn record_verdict(&self, r: &ExecRecord) -> Result<(), &'static str> {
+    fn record_verdict(&mut self, r: &ExecRecord) -> Result<(), &'static str> {
         let Some(path) = r.path.as_deref() else {
             return Err("the executable's path was relative or could not be read");
         };
@@ -182,7 +219,17 @@ impl ProcIndex {
         if path.starts_with("/dev/fd/") || path.starts_with("/proc/") {
             return Err("it ran a file descriptor, not a path");
         }
-        let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let at_path = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+            // The record's device is the kernel's: the same file reads as the record's.
+            .map(|seen| {
+                if self.devices.same(r.file, seen) {
+                    r.file
+                } else {
+                    seen
+                }
+            });
         let home = self.own_mnt == Some(u64::from(r.mnt_ns));
         exe::verdict((r.file.1 != 0).then_some(r.file), at_path, home)
     }
@@ -237,7 +284,8 @@ impl ProcIndex {
             },
         };
         same_start(f.by_start_ns, by_start, self.tick_ns)
-            && std::fs::metadata(exe).is_ok_and(|m| (m.dev(), m.ino()) == f.by_file)
+            && std::fs::metadata(exe)
+                .is_ok_and(|m| self.devices.same(f.by_file, (m.dev(), m.ino())))
     }
 
     /// The process's parents, from `parent` up.
@@ -355,8 +403,9 @@ impl ProcIndex {
         let exe = std::fs::read_link(dir.join("exe"))
             .ok()
             .map(|e| e.to_string_lossy().into_owned());
-        let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
         let upid = u32::try_from(pid).ok()?;
+        let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
+        let facts = self.held_to_records(&dir, upid, Start::Ticks(start), facts);
         let cmdline = read_cmdline(&dir.join("cmdline"));
         let context = self.contexts.of(pid);
         // The process must still be the one we started reading: same start time at the end.
@@ -583,7 +632,7 @@ impl ProcIndex {
             .filter(|_| verdict.is_ok())
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| exe::version(&m))
-            .filter(|v| (v.dev, v.ino) == r.file);
+            .filter(|v| self.devices.same(r.file, (v.dev, v.ino)));
         Process {
             pid: c.pid,
             comm: c.comm.clone(),
@@ -604,15 +653,6 @@ impl ProcIndex {
     }
 }
 
-/// A process's start time, as precisely as it is known.
-#[derive(Debug, Clone, Copy)]
-enum Start {
-    /// From a kernel record: CLOCK_BOOTTIME nanoseconds.
-    Ns(u64),
-    /// From `/proc/PID/stat`: clock ticks.
-    Ticks(u64),
-}
-
 impl Tree for ProcIndex {
     fn live(&mut self, pid: u32, start: Option<u64>) -> Option<Node> {
         let stat = self.stat(i32::try_from(pid).ok()?)?;
@@ -630,6 +670,7 @@ impl Tree for ProcIndex {
             .ok()
             .map(|e| e.to_string_lossy().into_owned());
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
+        let facts = self.held_to_records(&dir, pid, Start::Ticks(stat.starttime), facts);
         let cmdline = lineage::short_cmdline(&read_cmdline(&dir.join("cmdline")));
         let node = Node {
             parent: self.parent_of(pid, stat.starttime, stat.ppid),
@@ -666,6 +707,36 @@ impl Tree for ProcIndex {
             },
         })
     }
+}
+
+impl Records for ProcIndex {
+    fn exec_file(&mut self, pid: u32, start: Start) -> Option<exe::FileId> {
+        self.record(pid, start).map(|r| r.file).filter(|f| f.1 != 0)
+    }
+
+    fn fork(
+        &mut self,
+        pid: u32,
+        start: Start,
+    ) -> Option<crate::attribution::fork_hook::ForkRecord> {
+        let f = self.execs.as_mut()?.fork_record(pid).ok()??;
+        let same = match start {
+            Start::Ns(ns) => f.start_ns == ns,
+            Start::Ticks(t) => lineage::ticks(f.start_ns, self.tick_ns) == t,
+        };
+        (f.start_ns != 0 && same).then_some(f)
+    }
+
+    fn same_file(&mut self, kernel: exe::FileId, seen: exe::FileId) -> bool {
+        self.devices.same(kernel, seen)
+    }
+}
+
+/// The inode of a process's user namespace (`proc_dir` is `/proc/PID` or `/proc/self`).
+fn user_ns(proc_dir: &Path) -> Option<u64> {
+    std::fs::metadata(proc_dir.join("ns/user"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// The working directory, as the process's own mount namespace names it.

@@ -13,13 +13,14 @@ fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
 #[test]
 fn a_record_s_path_is_verified_only_as_the_file_that_ran() {
     use std::os::unix::fs::MetadataExt;
-    let idx = ProcIndex::new();
+    let mut idx = ProcIndex::new();
     let me = std::fs::canonicalize("/proc/self/exe").expect("exe");
     let m = std::fs::metadata(&me).expect("stat");
+    let own_mnt = idx.own_mnt.unwrap_or(0) as u32;
     let record = |path: &str, file| ExecRecord {
         path: Some(path.into()),
         file,
-        mnt_ns: idx.own_mnt.unwrap_or(0) as u32,
+        mnt_ns: own_mnt,
         ..Default::default()
     };
     let me = me.to_str().expect("utf-8");
@@ -273,4 +274,43 @@ fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_fil
     for r in wrong {
         assert!(!forked(r), "{r:?}");
     }
+}
+
+#[test]
+fn an_executable_is_verified_only_as_far_as_its_exec_record_agrees() {
+    let me = std::process::id();
+    let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
+    let m = std::fs::metadata(&exe).expect("own file");
+    let mut idx = ProcIndex::new();
+    let stat = idx.stat(me as i32).expect("own stat");
+    let start_ns = stat.starttime * idx.tick_ns + 7;
+    let mut described = |file: Option<exe::FileId>| {
+        let records = file
+            .map(|file| ExecRecord {
+                pid: me,
+                start_ns,
+                file,
+                path: Some(exe.to_string_lossy().into_owned()),
+                comm: stat.comm.clone(),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        let mut i = ProcIndex::new().with_execs(Box::new(Recorded(records)));
+        i.describe(i.stat(me as i32).expect("stat"))
+            .expect("described")
+    };
+    // No record: this process is in the machine's user namespace, believed as /proc says.
+    assert!(described(None).exe_verified);
+    // Its exec record ran this very file.
+    assert!(described(Some((m.dev(), m.ino()))).exe_verified);
+    // Its exec record ran another file: what /proc shows was set since (PR_SET_MM_MAP).
+    let p = described(Some((m.dev(), m.ino() + 1)));
+    assert!(!p.exe_verified && !p.exe_system);
+    assert!(
+        p.exe_unverified
+            .as_deref()
+            .is_some_and(|w| w.contains("PR_SET_MM_MAP")),
+        "{p:?}"
+    );
 }
