@@ -234,8 +234,7 @@ fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_fil
         by_file: (m.dev(), m.ino()),
     };
     let mut forked = |r: ForkRecord| {
-        let mut i =
-            std::mem::replace(&mut idx, ProcIndex::new()).with_execs(Box::new(Forked(vec![r])));
+        let mut i = std::mem::take(&mut idx).with_execs(Box::new(Forked(vec![r])));
         i.cache.clear();
         i.parents.clear();
         let p = i
@@ -281,10 +280,10 @@ fn an_executable_is_verified_only_as_far_as_its_exec_record_agrees() {
     let me = std::process::id();
     let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
     let m = std::fs::metadata(&exe).expect("own file");
-    let mut idx = ProcIndex::new();
+    let idx = ProcIndex::new();
     let stat = idx.stat(me as i32).expect("own stat");
     let start_ns = stat.starttime * idx.tick_ns + 7;
-    let mut described = |file: Option<exe::FileId>| {
+    let described = |file: Option<exe::FileId>| {
         let records = file
             .map(|file| ExecRecord {
                 pid: me,
