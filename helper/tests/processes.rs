@@ -548,3 +548,50 @@ fn started_by_matches_only_a_parent_the_kernel_saw_fork() {
     assert_eq!(p["ancestors"][0]["exe"], sh.as_str(), "{p}");
     assert_eq!(p["parent_forked"], true, "the sh forked python: {p}");
 }
+
+/// A program started after the helper stays verified however many processes come and go
+/// after it: its image entry is kept while it lives (the exec records, 4,096 of them, are
+/// long gone by then), so a whitelist entry keeps matching.
+#[test]
+fn a_long_lived_program_stays_verified_after_thousands_of_execs() {
+    let test = "a_long_lived_program_stays_verified_after_thousands_of_execs";
+    if !root_or_skip(test) || !require(test, &["ip", "nft", "python3"]) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[8090]);
+    let (_d, h) = helper(&net, &[]);
+    let py = format!(
+        "import socket, sys; sys.stdin.read(1); socket.create_connection(('{}', 8090), 2).close()",
+        net.b4()
+    );
+    let mut waiting = Net::cmd(&net.a, &[common::PY, "-c", &py])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("python");
+    // 6,000 programs started and gone meanwhile, from a shell that is itself gone after.
+    let st = Net::cmd(
+        &net.a,
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 6000 ]; do /bin/true; i=$((i+1)); done",
+        ],
+    )
+    .status()
+    .expect("sh");
+    assert!(st.success());
+    use std::io::Write;
+    waiting
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"x")
+        .expect("go");
+    let _ = waiting.wait();
+    let v = h.wait_for(WAIT, is_conn_to(8090)).expect("python's line");
+    let p = &v["process"];
+    assert_eq!(p["pid"], u64::from(waiting.id()), "{v}");
+    assert_eq!(p["exe_verified"], true, "{v}");
+}

@@ -31,13 +31,18 @@ use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::layout::{
     Field, EXEC_ARGS, EXEC_ARGS_LEN, EXEC_AT, EXEC_COMM, EXEC_DEV, EXEC_HEADER_LEN, EXEC_INO,
     EXEC_KEY_LEN, EXEC_LEN, EXEC_MNT_NS, EXEC_PARENT_START, EXEC_PATH, EXEC_PPID, EXEC_START,
-    EXEC_TGID, EXEC_UID, FORK_LEN,
+    EXEC_TGID, EXEC_UID, FORK_LEN, IMAGE_DEV, IMAGE_INO, IMAGE_LEN, IMAGE_START,
 };
+
+/// Image entries kept: one per live process started since the helper, deleted when it is
+/// gone, never evicted. A machine with more live processes than this files no more until
+/// some end; those are then unverified (see `attribution::image`), not taken for another.
+const IMAGE_ENTRIES: u32 = 65536;
 use crate::attribution::bpf::sys;
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::HookError;
 use crate::attribution::exe::FileId;
-use crate::attribution::fork_hook::{self, ForkRecord};
+use crate::attribution::fork_hook::{self, ForkRecord, Image};
 use crate::attribution::procfs::split_cmdline;
 
 /// Where the fields the program reads sit, in bytes from the start of their structures.
@@ -117,10 +122,11 @@ const EXEC_ENTRIES: u32 = 4096;
 const TRACEPOINT: &[u8] = b"sched_process_exec\0";
 const PROG_NAME: &[u8] = b"ctt_exec";
 
-/// The stack: the map key (the tgid, or the scratch slot's index 0), and a word to read
-/// pointers through.
+/// The stack: the map key (the tgid, or the scratch slot's index 0), a word to read
+/// pointers through, and the image entry (`layout::IMAGE_*`).
 const KEY: i16 = -8;
 const TMP: i16 = -16;
+const IMG: i16 = TMP - IMAGE_LEN as i16;
 
 /// `*(len *)(base + field)` (kernel memory) into the record at `r8 + to`.
 fn read_into(a: &mut asm::Asm, to: Field, base: Reg, field: i32) {
@@ -147,12 +153,18 @@ pub(crate) fn deref(a: &mut asm::Asm, dst: Reg, base: Reg, field: i32, null: &'s
 
 /// The program. r6 = the task, r7 = the binprm (later argv's start), r8 = the record being
 /// filled (the scratch slot), r9 = a pointer on the way.
-pub fn program(o: &ExecOffsets, scratch_fd: i32, execs_fd: i32) -> Result<Vec<asm::Insn>, &str> {
+pub fn program(
+    o: &ExecOffsets,
+    scratch_fd: i32,
+    execs_fd: i32,
+    images_fd: i32,
+) -> Result<Vec<asm::Insn>, &str> {
     let t = &o.task;
     let mut a = asm::Asm::default();
-    a.store_imm(DW, FP, KEY, 0)
-        .store_imm(DW, FP, TMP, 0)
-        .load(DW, R6, R1, 0)
+    for off in (IMG..0).step_by(8) {
+        a.store_imm(DW, FP, off, 0);
+    }
+    a.load(DW, R6, R1, 0)
         .load(DW, R7, R1, 16)
         .load_map(R1, scratch_fd)
         .mov(R2, FP)
@@ -229,6 +241,20 @@ pub fn program(o: &ExecOffsets, scratch_fd: i32, execs_fd: i32) -> Result<Vec<as
         .mov(R2, FP)
         .add_imm(R2, i32::from(KEY))
         .mov(R3, R8)
+        .mov_imm(R4, 0)
+        .call(Helper::MapUpdateElem)
+        // The image: the file this exec ran, under the tgid, for as long as the process lives.
+        .load(DW, R1, R8, EXEC_START.off as i16)
+        .store(DW, FP, IMG + IMAGE_START.off as i16, R1)
+        .load(DW, R1, R8, EXEC_INO.off as i16)
+        .store(DW, FP, IMG + IMAGE_INO.off as i16, R1)
+        .load(W, R1, R8, EXEC_DEV.off as i16)
+        .store(W, FP, IMG + IMAGE_DEV.off as i16, R1)
+        .load_map(R1, images_fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(KEY))
+        .mov(R3, FP)
+        .add_imm(R3, i32::from(IMG))
         .mov_imm(R4, 0)
         .call(Helper::MapUpdateElem)
         .label("out")
@@ -308,6 +334,11 @@ pub trait Execs {
     fn fork_record(&mut self, _pid: u32) -> io::Result<Option<ForkRecord>> {
         Ok(None)
     }
+    /// The image entry under `pid` (see `attribution::image`), checked as above by the
+    /// caller. None where there are none.
+    fn image(&mut self, _pid: u32) -> io::Result<Option<Image>> {
+        Ok(None)
+    }
 }
 
 /// The loaded hook. Dropping it detaches the programs and frees the maps.
@@ -315,8 +346,10 @@ pub struct ExecLog {
     map: OwnedFd,
     _scratch: OwnedFd,
     _prog: [OwnedFd; 2],
-    /// The fork records' map, program and link, when the kernel took them.
-    forks: Option<[OwnedFd; 3]>,
+    images: OwnedFd,
+    /// The fork records' map, the fork and free programs and their links, when the kernel
+    /// took them.
+    forks: Option<[OwnedFd; 5]>,
     /// Why there are no fork records, if there are none.
     pub fork_off: Option<String>,
 }
@@ -331,11 +364,17 @@ impl ExecLog {
             .map_err(sys_err("cannot create the exec scratch map"))?;
         let map = sys::map_create(EXEC_KEY_LEN, EXEC_LEN, EXEC_ENTRIES, b"ctt_execs")
             .map_err(sys_err("cannot create the exec map"))?;
-        let insns = program(&offsets, scratch.as_raw_fd(), map.as_raw_fd()).map_err(|label| {
-            HookError::Sys {
-                what: "exec hook program",
-                err: io::Error::other(format!("unresolved jump to {label}")),
-            }
+        let images = sys::hash_create(EXEC_KEY_LEN, IMAGE_LEN, IMAGE_ENTRIES, b"ctt_images")
+            .map_err(sys_err("cannot create the image map"))?;
+        let insns = program(
+            &offsets,
+            scratch.as_raw_fd(),
+            map.as_raw_fd(),
+            images.as_raw_fd(),
+        )
+        .map_err(|label| HookError::Sys {
+            what: "exec hook program",
+            err: io::Error::other(format!("unresolved jump to {label}")),
         })?;
         let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
         let prog = sys::prog_load_raw_tracepoint(&code, PROG_NAME)?;
@@ -345,7 +384,7 @@ impl ExecLog {
         })?;
         // Without fork records nothing is lost but the proof a `started_by` rule needs:
         // such a rule then matches nothing, and what it would have silenced is reported.
-        let (forks, fork_off) = match open_forks(&offsets) {
+        let (forks, fork_off) = match open_forks(&offsets, &images) {
             Ok(fds) => (Some(fds), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -353,6 +392,7 @@ impl ExecLog {
             map,
             _scratch: scratch,
             _prog: [prog, link],
+            images,
             forks,
             fork_off,
         })
@@ -362,6 +402,7 @@ impl ExecLog {
     pub fn reader(&self) -> io::Result<ExecReader> {
         Ok(ExecReader {
             map: self.map.try_clone()?,
+            images: self.images.try_clone()?,
             forks: match &self.forks {
                 Some([map, ..]) => Some(map.try_clone()?),
                 None => None,
@@ -370,8 +411,8 @@ impl ExecLog {
     }
 }
 
-/// The fork program ([`fork_hook`]): its map, the program and its link.
-fn open_forks(o: &ExecOffsets) -> Result<[OwnedFd; 3], HookError> {
+/// The fork and free programs ([`fork_hook`]): the fork map, the programs and their links.
+fn open_forks(o: &ExecOffsets, images: &OwnedFd) -> Result<[OwnedFd; 5], HookError> {
     let map = sys::map_create(
         EXEC_KEY_LEN,
         FORK_LEN,
@@ -382,22 +423,39 @@ fn open_forks(o: &ExecOffsets) -> Result<[OwnedFd; 3], HookError> {
         what: "cannot create the fork map",
         err,
     })?;
-    let insns = fork_hook::program(o, map.as_raw_fd()).map_err(|label| HookError::Sys {
-        what: "fork hook program",
-        err: io::Error::other(format!("unresolved jump to {label}")),
-    })?;
-    let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
-    let prog = sys::prog_load_raw_tracepoint(&code, fork_hook::PROG_NAME)?;
-    let link = sys::attach(&prog, fork_hook::TRACEPOINT).map_err(|err| HookError::Sys {
-        what: "cannot attach the fork hook to sched_process_fork",
-        err,
-    })?;
-    Ok([map, prog, link])
+    let load = |insns: Result<Vec<asm::Insn>, &'static str>,
+                name: &[u8],
+                tracepoint: &'static [u8],
+                what: &'static str|
+     -> Result<[OwnedFd; 2], HookError> {
+        let insns = insns.map_err(|label| HookError::Sys {
+            what,
+            err: io::Error::other(format!("unresolved jump to {label}")),
+        })?;
+        let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+        let prog = sys::prog_load_raw_tracepoint(&code, name)?;
+        let link = sys::attach(&prog, tracepoint).map_err(|err| HookError::Sys { what, err })?;
+        Ok([prog, link])
+    };
+    let [fork, fork_link] = load(
+        fork_hook::program(o, map.as_raw_fd(), images.as_raw_fd()),
+        fork_hook::PROG_NAME,
+        fork_hook::TRACEPOINT,
+        "the fork hook on sched_process_fork",
+    )?;
+    let [free, free_link] = load(
+        fork_hook::free_program(&o.task, images.as_raw_fd()),
+        fork_hook::FREE_PROG_NAME,
+        fork_hook::FREE_TRACEPOINT,
+        "the free hook on sched_process_free",
+    )?;
+    Ok([map, fork, fork_link, free, free_link])
 }
 
 /// A lookup handle on an [`ExecLog`]'s records.
 pub struct ExecReader {
     map: OwnedFd,
+    images: OwnedFd,
     forks: Option<OwnedFd>,
 }
 
@@ -421,6 +479,14 @@ impl Execs for ExecReader {
         }
         let r = fork_hook::record(&value);
         Ok((r.pid == pid).then_some(r))
+    }
+
+    fn image(&mut self, pid: u32) -> io::Result<Option<Image>> {
+        let mut value = [0u8; IMAGE_LEN];
+        if !sys::map_lookup(&self.images, &pid.to_ne_bytes(), &mut value)? {
+            return Ok(None);
+        }
+        Ok(Some(fork_hook::image(&value)))
     }
 }
 

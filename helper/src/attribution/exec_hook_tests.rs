@@ -22,7 +22,7 @@ fn offsets() -> ExecOffsets {
 }
 
 fn ops() -> Vec<(usize, Op)> {
-    disassemble(&program(&offsets(), 5, 6).unwrap())
+    disassemble(&program(&offsets(), 5, 6, 8).unwrap())
 }
 
 #[test]

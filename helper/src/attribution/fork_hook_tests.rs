@@ -1,7 +1,7 @@
 use super::*;
 use crate::attribution::bpf::asm::{disassemble, Op, R8};
 use crate::attribution::bpf::frame::listing::stack_writes;
-use crate::attribution::bpf::layout::FORK_PAD;
+use crate::attribution::bpf::layout::FORK_FLAGS;
 
 fn offsets() -> ExecOffsets {
     ExecOffsets {
@@ -16,7 +16,7 @@ fn offsets() -> ExecOffsets {
 }
 
 fn ops() -> Vec<(usize, Op)> {
-    disassemble(&program(&offsets(), 7).unwrap())
+    disassemble(&program(&offsets(), 7, 9).unwrap())
 }
 
 #[test]
@@ -56,8 +56,10 @@ fn the_stack_is_zeroed_before_anything_is_read_into_it_and_reads_stay_in_their_f
             _ => None,
         })
         .collect();
-    assert_eq!(zeroed, (REC..0).step_by(8).collect::<Vec<_>>());
-    // Every write lands in the key, the pointer word or one field of the record, whole.
+    assert_eq!(zeroed, (IMG..0).step_by(8).collect::<Vec<_>>());
+    assert_eq!(zeroed.first(), Some(&IMG));
+    // Every write lands in the key, the pointer word or one field of the record or the
+    // image, whole.
     let fields = [
         FORK_TGID,
         FORK_BY,
@@ -65,15 +67,17 @@ fn the_stack_is_zeroed_before_anything_is_read_into_it_and_reads_stay_in_their_f
         FORK_BY_START,
         FORK_BY_INO,
         FORK_BY_DEV,
+        FORK_FLAGS,
     ];
+    let image = [IMAGE_START, IMAGE_INO, IMAGE_DEV, IMAGE_FLAGS];
     for (off, len) in stack_writes(&ops).into_iter().skip(zeroed.len()) {
-        let in_field = fields.iter().any(|f| off == at(*f) && len == f.len);
+        let in_field = fields.iter().any(|f| off == at(*f) && len == f.len)
+            || image.iter().any(|f| off == img(*f) && len == f.len);
         assert!(
             in_field || (off, len) == (KEY, 4) || (off, len) == (-16, 8),
             "a write of {len} at {off}"
         );
     }
-    assert!(!stack_writes(&ops).contains(&(at(FORK_PAD), FORK_PAD.len)));
 }
 
 #[test]
@@ -133,6 +137,73 @@ fn a_record_reads_back_with_its_forker_and_file() {
             by: 7,
             by_start_ns: 900,
             by_file: (libc::makedev(8, 1), 77),
+            inherited: false,
         }
     );
+    v[FORK_FLAGS.range()].copy_from_slice(&1u32.to_ne_bytes());
+    assert!(record(&v).inherited);
+}
+
+#[test]
+fn a_forker_s_image_is_what_the_child_gets_and_its_exe_file_only_marked_inherited() {
+    let ops = ops();
+    let lookup = ops
+        .iter()
+        .position(|&(_, op)| op == Op::Call(Helper::MapLookupElem))
+        .expect("the forker's image is looked up");
+    // Looked up in the image map (fd 9) under the forker's tgid, before mm->exe_file is read.
+    assert!(ops[..lookup]
+        .iter()
+        .any(|&(_, op)| op == Op::LoadMapFd { dst: R1, fd: 9 }));
+    let exe_file = ops
+        .iter()
+        .position(|&(_, op)| matches!(op, Op::AddImm { dst: R3, imm: 400 }))
+        .expect("mm->exe_file read");
+    assert!(lookup < exe_file);
+    // The inherited mark is stored on the path that reads mm->exe_file, before it.
+    let mark = ops
+        .iter()
+        .position(|&(_, op)| {
+            op == Op::StoreImm {
+                size: W,
+                dst: FP,
+                off: at(FORK_FLAGS),
+                imm: IMAGE_INHERITED,
+            }
+        })
+        .expect("marked");
+    assert!(lookup < mark && mark < exe_file);
+    // Two updates: the fork record (fd 7), then the child's image (fd 9).
+    let updates: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, &(_, op))| op == Op::Call(Helper::MapUpdateElem))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!(ops[updates[0] - 6].1, Op::LoadMapFd { dst: R1, fd: 7 });
+    assert_eq!(ops[updates[1] - 6].1, Op::LoadMapFd { dst: R1, fd: 9 });
+}
+
+#[test]
+fn the_free_program_deletes_only_the_entry_of_the_process_freed() {
+    let task = crate::attribution::bpf::task::tests::TASK_LIKE;
+    let ops = disassemble(&free_program(&task, 9).unwrap());
+    let delete = ops
+        .iter()
+        .position(|&(_, op)| op == Op::Call(Helper::MapDeleteElem))
+        .expect("a delete");
+    // Before it: the leader check (a subtraction of pid from tgid) and the start comparison
+    // (a second subtraction, of the entry's start), each jumping out on a difference.
+    let subs: Vec<usize> = ops[..delete]
+        .iter()
+        .enumerate()
+        .filter(|(_, &(_, op))| matches!(op, Op::Sub { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(subs.len(), 2);
+    for s in subs {
+        assert!(matches!(ops[s + 1].1, Op::Jump { imm: 0, .. }));
+    }
+    assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
 }

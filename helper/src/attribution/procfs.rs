@@ -27,7 +27,7 @@ use super::context::Contexts;
 use super::exec_hook::{ExecRecord, Execs};
 use super::fd_table::Budget;
 use super::holders::{HolderIndex, Limits};
-use super::image::{self, Records, Shown, Start};
+use super::image::{self, Shown, Start};
 use super::lineage::{self, Node, Parent, Tree};
 use super::proc_fds::ProcFds;
 use super::{exe, Connector, Held, Processes, HOLDERS_LISTED};
@@ -194,13 +194,25 @@ impl ProcIndex {
         let Some(id) = facts.id.filter(|_| facts.verified) else {
             return facts;
         };
-        let why = match image::shown(self, pid, start, id) {
+        let entry = self
+            .execs
+            .as_mut()
+            .and_then(|e| e.image(pid).ok().flatten());
+        let tick_ns = self.tick_ns;
+        let same_start = |ns: u64| match start {
+            Start::Ns(want) => ns == want,
+            Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
+        };
+        let devices = &mut self.devices;
+        let why = match image::shown(entry, same_start, id, |k, seen| devices.same(k, seen)) {
             Shown::Runs => return facts,
             Shown::Differs => image::DIFFERS,
-            Shown::Unknown if self.own_user.is_some() && user_ns(dir) == self.own_user => {
+            Shown::Inherited | Shown::Unknown
+                if self.own_user.is_some() && user_ns(dir) == self.own_user =>
+            {
                 return facts;
             }
-            Shown::Unknown => image::UNKNOWN,
+            Shown::Inherited | Shown::Unknown => image::UNKNOWN,
         };
         exe::ExeFacts {
             verified: false,
@@ -211,7 +223,7 @@ impl ProcIndex {
     }
 
     /// Whether a record's path names, in the helper's mount namespace, the file it ran.
-    fn record_verdict(&mut self, r: &ExecRecord) -> Result<(), &'static str> {
+    fn record_verdict(&self, r: &ExecRecord) -> Result<(), &'static str> {
         let Some(path) = r.path.as_deref() else {
             return Err("the executable's path was relative or could not be read");
         };
@@ -219,17 +231,7 @@ impl ProcIndex {
         if path.starts_with("/dev/fd/") || path.starts_with("/proc/") {
             return Err("it ran a file descriptor, not a path");
         }
-        let at_path = std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()))
-            // The record's device is the kernel's: the same file reads as the record's.
-            .map(|seen| {
-                if self.devices.same(r.file, seen) {
-                    r.file
-                } else {
-                    seen
-                }
-            });
+        let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
         let home = self.own_mnt == Some(u64::from(r.mnt_ns));
         exe::verdict((r.file.1 != 0).then_some(r.file), at_path, home)
     }
@@ -270,7 +272,8 @@ impl ProcIndex {
             Start::Ns(want) => ns == want,
             Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
         };
-        if f.by != a.pid || f.by_file.1 == 0 || f.start_ns == 0 || f.by_start_ns == 0 {
+        if f.by != a.pid || f.inherited || f.by_file.1 == 0 || f.start_ns == 0 || f.by_start_ns == 0
+        {
             return false;
         }
         if !same_start(f.start_ns, start, self.tick_ns) {
@@ -632,7 +635,7 @@ impl ProcIndex {
             .filter(|_| verdict.is_ok())
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| exe::version(&m))
-            .filter(|v| self.devices.same(r.file, (v.dev, v.ino)));
+            .filter(|v| (v.dev, v.ino) == r.file);
         Process {
             pid: c.pid,
             comm: c.comm.clone(),
@@ -706,29 +709,6 @@ impl Tree for ProcIndex {
                 exited: true,
             },
         })
-    }
-}
-
-impl Records for ProcIndex {
-    fn exec_file(&mut self, pid: u32, start: Start) -> Option<exe::FileId> {
-        self.record(pid, start).map(|r| r.file).filter(|f| f.1 != 0)
-    }
-
-    fn fork(
-        &mut self,
-        pid: u32,
-        start: Start,
-    ) -> Option<crate::attribution::fork_hook::ForkRecord> {
-        let f = self.execs.as_mut()?.fork_record(pid).ok()??;
-        let same = match start {
-            Start::Ns(ns) => f.start_ns == ns,
-            Start::Ticks(t) => lineage::ticks(f.start_ns, self.tick_ns) == t,
-        };
-        (f.start_ns != 0 && same).then_some(f)
-    }
-
-    fn same_file(&mut self, kernel: exe::FileId, seen: exe::FileId) -> bool {
-        self.devices.same(kernel, seen)
     }
 }
 

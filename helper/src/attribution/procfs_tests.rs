@@ -13,7 +13,7 @@ fn cmdline_splits_on_nul_and_drops_the_final_empty_piece() {
 #[test]
 fn a_record_s_path_is_verified_only_as_the_file_that_ran() {
     use std::os::unix::fs::MetadataExt;
-    let mut idx = ProcIndex::new();
+    let idx = ProcIndex::new();
     let me = std::fs::canonicalize("/proc/self/exe").expect("exe");
     let m = std::fs::metadata(&me).expect("stat");
     let own_mnt = idx.own_mnt.unwrap_or(0) as u32;
@@ -232,6 +232,7 @@ fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_fil
         by: ppid,
         by_start_ns: parent.starttime * tick + 1,
         by_file: (m.dev(), m.ino()),
+        inherited: false,
     };
     let mut forked = |r: ForkRecord| {
         let mut i = std::mem::take(&mut idx).with_execs(Box::new(Forked(vec![r])));
@@ -269,47 +270,76 @@ fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_fil
             by_file: (0, 0),
             ..right
         },
+        ForkRecord {
+            inherited: true,
+            ..right
+        },
     ];
     for r in wrong {
         assert!(!forked(r), "{r:?}");
     }
 }
 
+/// An image entry for one pid, for the tests.
+struct Imaged(Option<crate::attribution::fork_hook::Image>);
+
+impl Execs for Imaged {
+    fn exec_record(&mut self, _pid: u32) -> std::io::Result<Option<ExecRecord>> {
+        Ok(None)
+    }
+    fn image(
+        &mut self,
+        _pid: u32,
+    ) -> std::io::Result<Option<crate::attribution::fork_hook::Image>> {
+        Ok(self.0)
+    }
+}
+
 #[test]
-fn an_executable_is_verified_only_as_far_as_its_exec_record_agrees() {
+fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
+    use crate::attribution::fork_hook::Image;
     let me = std::process::id();
     let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
     let m = std::fs::metadata(&exe).expect("own file");
     let idx = ProcIndex::new();
     let stat = idx.stat(me as i32).expect("own stat");
     let start_ns = stat.starttime * idx.tick_ns + 7;
-    let described = |file: Option<exe::FileId>| {
-        let records = file
-            .map(|file| ExecRecord {
-                pid: me,
-                start_ns,
-                file,
-                path: Some(exe.to_string_lossy().into_owned()),
-                comm: stat.comm.clone(),
-                ..Default::default()
-            })
-            .into_iter()
-            .collect();
-        let mut i = ProcIndex::new().with_execs(Box::new(Recorded(records)));
+    let described = |image: Option<Image>| {
+        let mut i = ProcIndex::new().with_execs(Box::new(Imaged(image)));
         i.describe(i.stat(me as i32).expect("stat"))
             .expect("described")
     };
-    // No record: this process is in the machine's user namespace, believed as /proc says.
+    let image = |file, inherited| {
+        Some(Image {
+            start_ns,
+            file,
+            inherited,
+        })
+    };
+    let this = (m.dev(), m.ino());
+    let other = (m.dev(), m.ino() + 1);
+    // No entry: this process is in the machine's user namespace, believed as /proc says;
+    // so is one inherited from a forker that had none.
     assert!(described(None).exe_verified);
-    // Its exec record ran this very file.
-    assert!(described(Some((m.dev(), m.ino()))).exe_verified);
-    // Its exec record ran another file: what /proc shows was set since (PR_SET_MM_MAP).
-    let p = described(Some((m.dev(), m.ino() + 1)));
-    assert!(!p.exe_verified && !p.exe_system);
-    assert!(
-        p.exe_unverified
-            .as_deref()
-            .is_some_and(|w| w.contains("PR_SET_MM_MAP")),
-        "{p:?}"
-    );
+    assert!(described(image(this, true)).exe_verified);
+    // Its image is this very file.
+    assert!(described(image(this, false)).exe_verified);
+    // An entry of an earlier process with the pid says nothing.
+    let earlier = Some(Image {
+        start_ns: start_ns.saturating_sub(10 * idx.tick_ns),
+        file: other,
+        inherited: false,
+    });
+    assert!(described(earlier).exe_verified);
+    // Its image is another file: what /proc shows was set since (PR_SET_MM_MAP).
+    for inherited in [false, true] {
+        let p = described(image(other, inherited));
+        assert!(!p.exe_verified && !p.exe_system);
+        assert!(
+            p.exe_unverified
+                .as_deref()
+                .is_some_and(|w| w.contains("PR_SET_MM_MAP")),
+            "{p:?}"
+        );
+    }
 }

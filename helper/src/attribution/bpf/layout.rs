@@ -163,7 +163,9 @@ pub const EXEC_FIELDS: [(&str, Field); 13] = [
 /// ```text
 ///  0 u32 tgid           4 u32 the forking process's tgid
 ///  8 u64 start time     16 u64 the forking process's start time (its leader's)
-/// 24 u64 the inode of the file the forking process ran    32 u32 its device   36 zero
+/// 24 u64 the inode of the file the forking process ran    32 u32 its device
+/// 36 u32 flags: [`IMAGE_INHERITED`] when that file is the forker's `mm->exe_file`, not its
+///        image (the forker had none: it started before the helper)
 /// ```
 pub const FORK_LEN: usize = 40;
 pub const FORK_TGID: Field = Field { off: 0, len: 4 };
@@ -172,7 +174,7 @@ pub const FORK_START: Field = Field { off: 8, len: 8 };
 pub const FORK_BY_START: Field = Field { off: 16, len: 8 };
 pub const FORK_BY_INO: Field = Field { off: 24, len: 8 };
 pub const FORK_BY_DEV: Field = Field { off: 32, len: 4 };
-pub const FORK_PAD: Field = Field { off: 36, len: 4 };
+pub const FORK_FLAGS: Field = Field { off: 36, len: 4 };
 
 pub const FORK_FIELDS: [(&str, Field); 7] = [
     ("tgid", FORK_TGID),
@@ -181,7 +183,31 @@ pub const FORK_FIELDS: [(&str, Field); 7] = [
     ("by_start", FORK_BY_START),
     ("by_ino", FORK_BY_INO),
     ("by_dev", FORK_BY_DEV),
-    ("pad", FORK_PAD),
+    ("flags", FORK_FLAGS),
+];
+
+/// An image entry, filed under the tgid by the exec program (the file `execve` ran) and
+/// copied by the fork program from the forking process's entry into the new process's; the
+/// free program removes it when the process is gone. What a process runs, as only the kernel
+/// saw it (see `attribution::image`).
+///
+/// ```text
+///  0 u64 start time   8 u64 the file's inode   16 u32 its device   20 u32 flags
+/// ```
+pub const IMAGE_LEN: usize = 24;
+pub const IMAGE_START: Field = Field { off: 0, len: 8 };
+pub const IMAGE_INO: Field = Field { off: 8, len: 8 };
+pub const IMAGE_DEV: Field = Field { off: 16, len: 4 };
+pub const IMAGE_FLAGS: Field = Field { off: 20, len: 4 };
+/// The flag of an entry (or fork record) whose file was taken from the forking process's
+/// `mm->exe_file`, which a program can set, because the forker had no entry of its own.
+pub const IMAGE_INHERITED: i32 = 1;
+
+pub const IMAGE_FIELDS: [(&str, Field); 4] = [
+    ("start", IMAGE_START),
+    ("ino", IMAGE_INO),
+    ("dev", IMAGE_DEV),
+    ("flags", IMAGE_FLAGS),
 ];
 
 const _: () = assert!(KEY_LEN + VALUE_LEN <= i16::MAX as usize);
@@ -208,6 +234,7 @@ mod tests {
         assert_tiles(&VALUE_FIELDS, VALUE_LEN);
         assert_tiles(&EXEC_FIELDS, EXEC_LEN);
         assert_tiles(&FORK_FIELDS, FORK_LEN);
+        assert_tiles(&IMAGE_FIELDS, IMAGE_LEN);
         assert_eq!(EXEC_HEADER_LEN % 8, 0);
     }
 
@@ -220,6 +247,7 @@ mod tests {
             .chain(&VALUE_FIELDS)
             .chain(&EXEC_FIELDS)
             .chain(&FORK_FIELDS)
+            .chain(&IMAGE_FIELDS)
         {
             let align = if f.len.is_power_of_two() {
                 f.len.min(8)

@@ -22,7 +22,10 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// A hash map's records allocated as filed (`map_flags`).
+const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_F_MMAPABLE` (since 5.5): an array whose values the process can map.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -183,6 +186,19 @@ fn fd_of(rc: libc::c_long) -> io::Result<OwnedFd> {
 /// An LRU hash map of `entries` records; `name` is cut to 15 bytes.
 pub fn map_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
     create(BPF_MAP_TYPE_LRU_HASH, key, value, entries, name)
+}
+
+/// A hash map of up to `entries` records that are never evicted, only deleted, allocated as
+/// they are filed (`BPF_F_NO_PREALLOC`): its memory follows what is in it, not its bound.
+pub fn hash_create(key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    create_with(
+        BPF_MAP_TYPE_HASH,
+        key,
+        value,
+        entries,
+        BPF_F_NO_PREALLOC,
+        name,
+    )
 }
 
 /// A per-CPU array of one `value`-byte slot: a program's scratch space for a record larger
