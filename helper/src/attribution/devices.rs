@@ -158,5 +158,4 @@ mod tests {
         assert!(!d.same((7, 9), (40, 10)));
         assert!(!d.same((3, 9), (4, 9)));
     }
-
 }
