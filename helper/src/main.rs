@@ -335,7 +335,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(e) => {
                 if let Some(why) = &e.fork_off {
                     startup.push(format!(
-                        "the fork hook is off; whitelist.started_by matches nothing: {why}"
+                        "the fork hook is off; whitelist.started_by matches nothing, and a \
+                         program that sets the executable /proc shows is not caught: {why}"
                     ));
                 }
                 Some(e)

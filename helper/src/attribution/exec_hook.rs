@@ -339,6 +339,11 @@ pub trait Execs {
     fn image(&mut self, _pid: u32) -> io::Result<Option<Image>> {
         Ok(None)
     }
+    /// Since when (CLOCK_BOOTTIME ns) every new process gets an image entry: one started
+    /// later without an entry has lost it. None where there are no image entries.
+    fn images_since(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The loaded hook. Dropping it detaches the programs and frees the maps.
@@ -348,8 +353,9 @@ pub struct ExecLog {
     _prog: [OwnedFd; 2],
     images: OwnedFd,
     /// The fork records' map, the fork and free programs and their links, when the kernel
-    /// took them.
-    forks: Option<[OwnedFd; 5]>,
+    /// took them; and since when they run. Without them there are no usable image entries
+    /// (a forked child would have none, and none would be removed).
+    forks: Option<([OwnedFd; 5], u64)>,
     /// Why there are no fork records, if there are none.
     pub fork_off: Option<String>,
 }
@@ -385,7 +391,7 @@ impl ExecLog {
         // Without fork records nothing is lost but the proof a `started_by` rule needs:
         // such a rule then matches nothing, and what it would have silenced is reported.
         let (forks, fork_off) = match open_forks(&offsets, &images) {
-            Ok(fds) => (Some(fds), None),
+            Ok(fds) => (Some((fds, boot_ns())), None),
             Err(e) => (None, Some(e.to_string())),
         };
         Ok(ExecLog {
@@ -402,9 +408,12 @@ impl ExecLog {
     pub fn reader(&self) -> io::Result<ExecReader> {
         Ok(ExecReader {
             map: self.map.try_clone()?,
-            images: self.images.try_clone()?,
+            images: match &self.forks {
+                Some((_, since)) => Some((self.images.try_clone()?, *since)),
+                None => None,
+            },
             forks: match &self.forks {
-                Some([map, ..]) => Some(map.try_clone()?),
+                Some(([map, ..], _)) => Some(map.try_clone()?),
                 None => None,
             },
         })
@@ -455,8 +464,15 @@ fn open_forks(o: &ExecOffsets, images: &OwnedFd) -> Result<[OwnedFd; 5], HookErr
 /// A lookup handle on an [`ExecLog`]'s records.
 pub struct ExecReader {
     map: OwnedFd,
-    images: OwnedFd,
+    /// The image entries and since when every new process has one.
+    images: Option<(OwnedFd, u64)>,
     forks: Option<OwnedFd>,
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds (the clock of the records' start times).
+fn boot_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
 
 impl Execs for ExecReader {
@@ -482,11 +498,18 @@ impl Execs for ExecReader {
     }
 
     fn image(&mut self, pid: u32) -> io::Result<Option<Image>> {
+        let Some((images, _)) = &self.images else {
+            return Ok(None);
+        };
         let mut value = [0u8; IMAGE_LEN];
-        if !sys::map_lookup(&self.images, &pid.to_ne_bytes(), &mut value)? {
+        if !sys::map_lookup(images, &pid.to_ne_bytes(), &mut value)? {
             return Ok(None);
         }
         Ok(Some(fork_hook::image(&value)))
+    }
+
+    fn images_since(&self) -> Option<u64> {
+        self.images.as_ref().map(|(_, since)| *since)
     }
 }
 

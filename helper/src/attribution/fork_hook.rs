@@ -22,7 +22,8 @@ use crate::attribution::bpf::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, R6,
 use crate::attribution::bpf::frame::read;
 use crate::attribution::bpf::layout::{
     Field, FORK_BY, FORK_BY_DEV, FORK_BY_INO, FORK_BY_START, FORK_FLAGS, FORK_LEN, FORK_START,
-    FORK_TGID, IMAGE_DEV, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN, IMAGE_START,
+    FORK_TGID, IMAGE_DEV, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN, IMAGE_ORIGIN,
+    IMAGE_START,
 };
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::exe::FileId;
@@ -100,10 +101,15 @@ pub fn program(
         .store(W, FP, at(FORK_BY_DEV), R1)
         .load(W, R1, R0, IMAGE_FLAGS.off as i16)
         .store(W, FP, at(FORK_FLAGS), R1)
+        .load(DW, R1, R0, IMAGE_ORIGIN.off as i16)
+        .store(DW, FP, img(IMAGE_ORIGIN), R1)
         .ja("file_it");
-    // None: the file the forking process runs, mm->exe_file->f_inode, marked as such.
+    // None: the file the forking process runs, mm->exe_file->f_inode, marked as such, with
+    // the forker's start time as the origin (before the helper, or an entry lost since).
     a.label("inherit")
-        .store_imm(W, FP, at(FORK_FLAGS), IMAGE_INHERITED);
+        .store_imm(W, FP, at(FORK_FLAGS), IMAGE_INHERITED)
+        .load(DW, R1, FP, at(FORK_BY_START))
+        .store(DW, FP, img(IMAGE_ORIGIN), R1);
     deref(&mut a, R9, R6, t.mm, "file_it");
     deref(&mut a, R9, R9, o.exe_file, "file_it");
     deref(&mut a, R9, R9, o.f_inode, "file_it");
@@ -121,9 +127,9 @@ pub fn program(
         .add_imm(R3, i32::from(REC))
         .mov_imm(R4, 0)
         .call(Helper::MapUpdateElem)
-        // And its image: the forker's file, when one was read.
+        // And its image: the forker's file, always (an inode that could not be read, or a
+        // file with inode 0, reads as another file, never as no entry).
         .load(DW, R1, FP, at(FORK_BY_INO))
-        .jeq_imm(R1, 0, "out")
         .store(DW, FP, img(IMAGE_INO), R1)
         .load(DW, R1, FP, at(FORK_START))
         .store(DW, FP, img(IMAGE_START), R1)
@@ -194,6 +200,9 @@ pub struct Image {
     pub file: FileId,
     /// The file is a forker's `mm->exe_file`, not what an `execve` ran.
     pub inherited: bool,
+    /// For an inherited entry, the start time of that forker: a process started before the
+    /// helper had no entry to give, one started after it has lost its own.
+    pub origin_ns: u64,
 }
 
 /// Reads an image entry back.
@@ -205,6 +214,7 @@ pub fn image(v: &[u8; IMAGE_LEN]) -> Image {
         start_ns: u64_of(IMAGE_START),
         file: (user_dev(u32_of(IMAGE_DEV)), u64_of(IMAGE_INO)),
         inherited: u32_of(IMAGE_FLAGS) & IMAGE_INHERITED as u32 != 0,
+        origin_ns: u64_of(IMAGE_ORIGIN),
     }
 }
 

@@ -69,7 +69,7 @@ fn the_stack_is_zeroed_before_anything_is_read_into_it_and_reads_stay_in_their_f
         FORK_BY_DEV,
         FORK_FLAGS,
     ];
-    let image = [IMAGE_START, IMAGE_INO, IMAGE_DEV, IMAGE_FLAGS];
+    let image = [IMAGE_START, IMAGE_INO, IMAGE_DEV, IMAGE_FLAGS, IMAGE_ORIGIN];
     for (off, len) in stack_writes(&ops).into_iter().skip(zeroed.len()) {
         let in_field = fields.iter().any(|f| off == at(*f) && len == f.len)
             || image.iter().any(|f| off == img(*f) && len == f.len);

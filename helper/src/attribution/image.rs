@@ -17,11 +17,14 @@
 //! the process is gone and never evicted (`exec_hook`, `fork_hook`). A verified path stays
 //! verified only where the image shows that same file.
 //!
-//! Where there is no entry (a process started before the helper; or the table is full) or
-//! the entry was copied from a forker that had none (it then holds that forker's
-//! `mm->exe_file`, and is marked inherited), a process of the machine's user namespace is
-//! believed as `/proc` shows it and any other is not verified. Left open: a process started
-//! before the helper whose memory a masquerading process shares.
+//! Where there is no entry, or the entry was copied from a forker that had none (it then
+//! holds that forker's `mm->exe_file`, is marked inherited and names that forker's start),
+//! what decides is when: a process (or forker) that started before the entries began is
+//! believed as `/proc` shows it if it is in the machine's user namespace, and any other is
+//! not verified. One that started after has lost its entry (the table is full: the watched
+//! code can hold that many processes where `pid_max` allows) and is not verified either.
+//! Left open: a process started before the helper whose memory a masquerading process
+//! shares, and the processes it forks.
 
 use crate::attribution::exe::FileId;
 use crate::attribution::fork_hook::Image;
@@ -43,8 +46,9 @@ pub enum Shown {
     /// Its image is another file: it set its executable since (or a process sharing its
     /// memory did).
     Differs,
-    /// The file is what a forker without an image had as its `mm->exe_file`.
-    Inherited,
+    /// The file is what a forker without an image had as its `mm->exe_file`; that forker
+    /// started at this time (CLOCK_BOOTTIME ns).
+    Inherited(u64),
     /// No entry of this process.
     Unknown,
 }
@@ -64,7 +68,7 @@ pub fn shown(
     if !same_file(i.file, id) {
         Shown::Differs
     } else if i.inherited {
-        Shown::Inherited
+        Shown::Inherited(i.origin_ns)
     } else {
         Shown::Runs
     }
@@ -73,6 +77,11 @@ pub fn shown(
 /// Why a process's executable is not believed when its image is another file.
 pub const DIFFERS: &str = "the executable /proc shows is not the file the kernel ran for it: a \
     program can set it (PR_SET_MM_MAP, from a user namespace of its own)";
+/// Why, when it started after the image entries began and has none (or its forker had
+/// lost its own): the table was full, or the watched code made it so.
+pub const LOST: &str = "started after the helper, but the kernel holds no record of what it \
+    ran (more live processes than the record table holds?), and a program can set the \
+    executable /proc shows (PR_SET_MM_MAP)";
 /// Why, when there is no image to go by and it runs in a user namespace of its own.
 pub const UNKNOWN: &str = "runs in a user namespace of its own, where a program can set the \
     executable /proc shows (PR_SET_MM_MAP), and the kernel holds no record of what it ran";
@@ -89,6 +98,7 @@ mod tests {
             start_ns,
             file,
             inherited,
+            origin_ns: 3,
         })
     }
 
@@ -103,7 +113,7 @@ mod tests {
         assert_eq!(show(image(5, LOADER, false), 5, CURL), Shown::Differs);
         assert_eq!(show(image(5, LOADER, true), 5, CURL), Shown::Differs);
         // Copied from a forker that had no image: only what that forker's /proc said.
-        assert_eq!(show(image(5, CURL, true), 5, CURL), Shown::Inherited);
+        assert_eq!(show(image(5, CURL, true), 5, CURL), Shown::Inherited(3));
         // An entry of an earlier process with the pid, a zero start, or none.
         assert_eq!(show(image(4, LOADER, false), 5, CURL), Shown::Unknown);
         assert_eq!(show(image(0, CURL, false), 0, CURL), Shown::Unknown);

@@ -204,15 +204,27 @@ impl ProcIndex {
             Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
         };
         let devices = &mut self.devices;
-        let why = match image::shown(entry, same_start, id, |k, seen| devices.same(k, seen)) {
+        let shown = image::shown(entry, same_start, id, |k, seen| devices.same(k, seen));
+        // Since when every new process gets an entry: one that started later (or was forked
+        // by one that did) and has none has lost it.
+        let since = self
+            .execs
+            .as_ref()
+            .and_then(|e| e.images_since())
+            .map(|t0| lineage::ticks(t0, tick_ns));
+        let after = |ticks: u64| since.is_some_and(|t0| ticks > t0);
+        let started = match start {
+            Start::Ns(ns) => lineage::ticks(ns, tick_ns),
+            Start::Ticks(t) => t,
+        };
+        let home = self.own_user.is_some() && user_ns(dir) == self.own_user;
+        let why = match shown {
             Shown::Runs => return facts,
             Shown::Differs => image::DIFFERS,
-            Shown::Inherited | Shown::Unknown
-                if self.own_user.is_some() && user_ns(dir) == self.own_user =>
-            {
-                return facts;
-            }
-            Shown::Inherited | Shown::Unknown => image::UNKNOWN,
+            Shown::Inherited(origin) if after(lineage::ticks(origin, tick_ns)) => image::LOST,
+            Shown::Unknown if after(started) => image::LOST,
+            Shown::Inherited(_) | Shown::Unknown if home => return facts,
+            Shown::Inherited(_) | Shown::Unknown => image::UNKNOWN,
         };
         exe::ExeFacts {
             verified: false,
@@ -272,8 +284,11 @@ impl ProcIndex {
             Start::Ns(want) => ns == want,
             Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
         };
-        if f.by != a.pid || f.inherited || f.by_file.1 == 0 || f.start_ns == 0 || f.by_start_ns == 0
-        {
+        // A fork record that holds its forker's mm->exe_file (the forker had no image) counts
+        // only for a forker older than the image entries, as `held_to_records` believes one.
+        let since = self.execs.as_ref().and_then(|e| e.images_since());
+        let lost = f.inherited && since.is_none_or(|t0| f.by_start_ns >= t0);
+        if f.by != a.pid || lost || f.by_file.1 == 0 || f.start_ns == 0 || f.by_start_ns == 0 {
             return false;
         }
         if !same_start(f.start_ns, start, self.tick_ns) {

@@ -280,12 +280,15 @@ fn a_parent_is_said_to_have_forked_only_with_a_fork_record_naming_it_and_its_fil
     }
 }
 
-/// An image entry for one pid, for the tests.
-struct Imaged(Option<crate::attribution::fork_hook::Image>);
+/// An image entry for one pid, and since when entries are made, for the tests.
+struct Imaged(Option<crate::attribution::fork_hook::Image>, Option<u64>);
 
 impl Execs for Imaged {
     fn exec_record(&mut self, _pid: u32) -> std::io::Result<Option<ExecRecord>> {
         Ok(None)
+    }
+    fn images_since(&self) -> Option<u64> {
+        self.1
     }
     fn image(
         &mut self,
@@ -304,33 +307,54 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
     let idx = ProcIndex::new();
     let stat = idx.stat(me as i32).expect("own stat");
     let start_ns = stat.starttime * idx.tick_ns + 7;
-    let described = |image: Option<Image>| {
-        let mut i = ProcIndex::new().with_execs(Box::new(Imaged(image)));
+    let tick = idx.tick_ns;
+    let described_since = |image: Option<Image>, since: Option<u64>| {
+        let mut i = ProcIndex::new().with_execs(Box::new(Imaged(image, since)));
         i.describe(i.stat(me as i32).expect("stat"))
             .expect("described")
     };
+    // Entries made since long before this process started.
+    let described = |image: Option<Image>| described_since(image, Some(0));
     let image = |file, inherited| {
         Some(Image {
             start_ns,
             file,
             inherited,
+            origin_ns: 0,
         })
     };
     let this = (m.dev(), m.ino());
     let other = (m.dev(), m.ino() + 1);
-    // No entry: this process is in the machine's user namespace, believed as /proc says;
-    // so is one inherited from a forker that had none.
-    assert!(described(None).exe_verified);
-    assert!(described(image(this, true)).exe_verified);
+    // No entry though it started after entries began: lost (a full table), not believed;
+    // nor one inherited from a forker that started after them.
+    let lost = |p: Process| {
+        !p.exe_verified
+            && p.exe_unverified
+                .as_deref()
+                .is_some_and(|w| w.contains("started after the helper"))
+    };
+    assert!(lost(described(None)));
+    let late_forker = Some(Image {
+        origin_ns: start_ns.saturating_sub(tick),
+        ..image(this, true).expect("image")
+    });
+    assert!(lost(described_since(late_forker, Some(tick))));
+    // No entry for a process older than the entries, or one inherited from a forker older
+    // than them: this process is in the machine's user namespace, believed as /proc says.
+    let later = Some(start_ns + 10 * tick);
+    assert!(described_since(None, later).exe_verified);
+    assert!(described_since(None, None).exe_verified);
+    assert!(described_since(image(this, true), Some(tick)).exe_verified);
     // Its image is this very file.
     assert!(described(image(this, false)).exe_verified);
     // An entry of an earlier process with the pid says nothing.
     let earlier = Some(Image {
-        start_ns: start_ns.saturating_sub(10 * idx.tick_ns),
+        start_ns: start_ns.saturating_sub(10 * tick),
         file: other,
         inherited: false,
+        origin_ns: 0,
     });
-    assert!(described(earlier).exe_verified);
+    assert!(described_since(earlier, later).exe_verified);
     // Its image is another file: what /proc shows was set since (PR_SET_MM_MAP).
     for inherited in [false, true] {
         let p = described(image(other, inherited));
