@@ -286,7 +286,12 @@ fn connects(net: &Net, n: u32) -> (f64, f64) {
     )
     .output()
     .expect("connect-cost");
-    let mut us: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+    median_p90(&out.stdout)
+}
+
+/// The median and p90 of the numbers a generator printed, one a line.
+fn median_p90(printed: &[u8]) -> (f64, f64) {
+    let mut us: Vec<f64> = String::from_utf8_lossy(printed)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
@@ -403,17 +408,7 @@ fn forks(net: &Net, n: u32) -> (f64, f64) {
     let out = Net::cmd(&net.a, &[me.to_str().unwrap(), "fork-cost", &n.to_string()])
         .output()
         .expect("fork-cost");
-    let mut us: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    us.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        us.get(((us.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    (at(0.5), at(0.9))
+    median_p90(&out.stdout)
 }
 
 /// What the fork records (the `sched_process_fork` program `whitelist.started_by` needs) cost

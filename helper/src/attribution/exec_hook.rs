@@ -38,6 +38,7 @@ use crate::attribution::bpf::layout::{
 /// gone, never evicted. A machine with more live processes than this files no more until
 /// some end; those are then unverified (see `attribution::image`), not taken for another.
 const IMAGE_ENTRIES: u32 = 65536;
+use crate::attribution::bpf::frame::update_at;
 use crate::attribution::bpf::sys;
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::HookError;
@@ -249,17 +250,9 @@ pub fn program(
         .load(DW, R1, R8, EXEC_INO.off as i16)
         .store(DW, FP, IMG + IMAGE_INO.off as i16, R1)
         .load(W, R1, R8, EXEC_DEV.off as i16)
-        .store(W, FP, IMG + IMAGE_DEV.off as i16, R1)
-        .load_map(R1, images_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(IMG))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+        .store(W, FP, IMG + IMAGE_DEV.off as i16, R1);
+    update_at(&mut a, images_fd, KEY, IMG);
+    a.label("out").mov_imm(R0, 0).exit();
     a.finish()
 }
 

@@ -27,16 +27,7 @@ fn ops() -> Vec<(usize, Op)> {
 
 #[test]
 fn the_program_jumps_forward_only_knows_every_op_and_ends_in_exit() {
-    let ops = ops();
-    let len = ops.last().map_or(0, |&(at, _)| at + 1);
-    assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
-    for &(at, op) in &ops {
-        assert!(!matches!(op, Op::Unknown(_)), "unknown op at {at}");
-        if let Op::Ja { off } | Op::Jump { off, .. } = op {
-            assert!(off >= 0, "backward jump at {at}");
-            assert!(at + 1 + (off as usize) < len, "jump past the end at {at}");
-        }
-    }
+    crate::attribution::bpf::frame::listing::assert_forward_only(&ops());
 }
 
 #[test]

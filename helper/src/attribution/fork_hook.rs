@@ -18,8 +18,8 @@
 //!
 //! Threads (a `clone` with `CLONE_THREAD`) are not processes and are not recorded.
 
-use crate::attribution::bpf::asm::{self, Helper, DW, FP, R0, R1, R2, R3, R4, R6, R7, R9, W};
-use crate::attribution::bpf::frame::read;
+use crate::attribution::bpf::asm::{self, Helper, DW, FP, R0, R1, R2, R6, R7, R9, W};
+use crate::attribution::bpf::frame::{read, update_at};
 use crate::attribution::bpf::layout::{
     Field, FORK_BY, FORK_BY_DEV, FORK_BY_INO, FORK_BY_START, FORK_FLAGS, FORK_LEN, FORK_START,
     FORK_TGID, IMAGE_DEV, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN, IMAGE_ORIGIN,
@@ -119,34 +119,20 @@ pub fn program(
     // File the record under the new tgid, replacing a record of an earlier process with it.
     a.label("file_it")
         .load(W, R1, FP, at(FORK_TGID))
-        .store(W, FP, KEY, R1)
-        .load_map(R1, forks_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(REC))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        // And its image: the forker's file, always (an inode that could not be read, or a
-        // file with inode 0, reads as another file, never as no entry).
-        .load(DW, R1, FP, at(FORK_BY_INO))
+        .store(W, FP, KEY, R1);
+    update_at(&mut a, forks_fd, KEY, REC);
+    // And its image: the forker's file, always (an inode that could not be read, or a
+    // file with inode 0, reads as another file, never as no entry).
+    a.load(DW, R1, FP, at(FORK_BY_INO))
         .store(DW, FP, img(IMAGE_INO), R1)
         .load(DW, R1, FP, at(FORK_START))
         .store(DW, FP, img(IMAGE_START), R1)
         .load(W, R1, FP, at(FORK_BY_DEV))
         .store(W, FP, img(IMAGE_DEV), R1)
         .load(W, R1, FP, at(FORK_FLAGS))
-        .store(W, FP, img(IMAGE_FLAGS), R1)
-        .load_map(R1, images_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(IMG))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+        .store(W, FP, img(IMAGE_FLAGS), R1);
+    update_at(&mut a, images_fd, KEY, IMG);
+    a.label("out").mov_imm(R0, 0).exit();
     a.finish()
 }
 

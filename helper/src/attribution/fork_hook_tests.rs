@@ -1,5 +1,5 @@
 use super::*;
-use crate::attribution::bpf::asm::{disassemble, Op, R8};
+use crate::attribution::bpf::asm::{disassemble, Op, R3, R8};
 use crate::attribution::bpf::frame::listing::stack_writes;
 use crate::attribution::bpf::layout::FORK_FLAGS;
 
@@ -22,19 +22,16 @@ fn ops() -> Vec<(usize, Op)> {
 #[test]
 fn the_program_jumps_forward_only_knows_every_op_and_ends_in_exit() {
     let ops = ops();
-    let len = ops.last().map_or(0, |&(at, _)| at + 1);
-    assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
-    for &(at, op) in &ops {
-        assert!(!matches!(op, Op::Unknown(_)), "unknown op at {at}");
-        assert!(
-            !matches!(op, Op::LoadMem { src: R8, .. }),
-            "r8 is not set here"
-        );
-        if let Op::Ja { off } | Op::Jump { off, .. } = op {
-            assert!(off >= 0, "backward jump at {at}");
-            assert!(at + 1 + (off as usize) < len, "jump past the end at {at}");
-        }
-    }
+    crate::attribution::bpf::frame::listing::assert_forward_only(&ops);
+    assert!(
+        !ops.iter()
+            .any(|&(_, op)| matches!(op, Op::LoadMem { src: R8, .. })),
+        "r8 is not set here"
+    );
+    let task = crate::attribution::bpf::task::tests::TASK_LIKE;
+    crate::attribution::bpf::frame::listing::assert_forward_only(&disassemble(
+        &free_program(&task, 9).unwrap(),
+    ));
 }
 
 #[test]

@@ -78,11 +78,16 @@ pub fn current_process(a: &mut asm::Asm, task: &TaskOffsets) {
 /// Files the stack's value under the stack's key in map `fd`, replacing an older record with
 /// the same key (`BPF_ANY`): the newest connect or send is the one a new flow is read against.
 pub fn update(a: &mut asm::Asm, fd: i32) {
+    update_at(a, fd, KEY, VAL);
+}
+
+/// Files the value on the stack at `value` under the key at `key` in map `fd` (`BPF_ANY`).
+pub fn update_at(a: &mut asm::Asm, fd: i32, key: i16, value: i16) {
     a.load_map(R1, fd)
         .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
+        .add_imm(R2, i32::from(key))
         .mov(R3, FP)
-        .add_imm(R3, i32::from(VAL))
+        .add_imm(R3, i32::from(value))
         .mov_imm(R4, 0)
         .call(Helper::MapUpdateElem);
 }
@@ -123,6 +128,20 @@ pub mod listing {
     use crate::attribution::bpf::layout::{
         Field, VALUE_BOOT_NS, VALUE_COMM, VALUE_TGID, VALUE_UID,
     };
+
+    /// A program the verifier can take as written: every op known, jumps forward only and
+    /// within it, and an `exit` last.
+    pub fn assert_forward_only(ops: &[(usize, Op)]) {
+        let len = ops.last().map_or(0, |&(at, _)| at + 1);
+        assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
+        for &(at, op) in ops {
+            assert!(!matches!(op, Op::Unknown(_)), "unknown op at {at}");
+            if let Op::Ja { off } | Op::Jump { off, .. } = op {
+                assert!(off >= 0, "backward jump at {at}");
+                assert!(at + 1 + (off as usize) < len, "jump past the end at {at}");
+            }
+        }
+    }
 
     /// Whether the op at `i` is followed by a call of `helper`.
     pub fn then_calls(ops: &[(usize, Op)], i: usize, helper: Helper) -> bool {
