@@ -180,10 +180,11 @@ impl ProcIndex {
         (r.start_ns != 0 && same).then_some(r)
     }
 
-    /// `facts` (what `/proc/PID/exe` says, `dir` is `/proc/PID`) held to the kernel's
-    /// records of process `pid` started at `start`: a program can set what `/proc` shows
-    /// ([`image`]), so a verified file stays verified only if the records show it ran it, or
-    /// none reaches it and it is in the machine's user namespace.
+    /// `facts` (what `/proc/PID/exe` says, `dir` is `/proc/PID`) held to the kernel's image
+    /// of process `pid` started at `start`: a program can set what `/proc` shows
+    /// ([`image`]), so a verified file stays verified only if its image is that file, or it
+    /// has none (or an inherited one) because it, or the forker its entry came from, is older
+    /// than the image entries, and it is in the machine's user namespace.
     fn held_to_records(
         &mut self,
         dir: &Path,
