@@ -277,7 +277,8 @@ pub struct ExecRecord {
     pub args: Vec<String>,
 }
 
-fn field<const N: usize>(v: &[u8], f: Field) -> [u8; N] {
+/// A record's field as the bytes of a number (`f` is one of `layout`'s, within `v`).
+pub(crate) fn field<const N: usize>(v: &[u8], f: Field) -> [u8; N] {
     let mut b = [0u8; N];
     b.copy_from_slice(&v[f.range()]);
     b

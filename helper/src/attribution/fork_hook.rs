@@ -18,8 +18,8 @@
 //!
 //! Threads (a `clone` with `CLONE_THREAD`) are not processes and are not recorded.
 
-use crate::attribution::bpf::asm::{self, Helper, DW, FP, R0, R1, R2, R6, R7, R9, W};
-use crate::attribution::bpf::frame::{read, update_at};
+use crate::attribution::bpf::asm::{self, DW, FP, R0, R1, R2, R6, R7, R9, W};
+use crate::attribution::bpf::frame::{delete_at, lookup_at, read, update_at};
 use crate::attribution::bpf::layout::{
     Field, FORK_BY, FORK_BY_DEV, FORK_BY_INO, FORK_BY_START, FORK_FLAGS, FORK_LEN, FORK_START,
     FORK_TGID, IMAGE_DEV, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN, IMAGE_ORIGIN,
@@ -27,7 +27,7 @@ use crate::attribution::bpf::layout::{
 };
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::exe::FileId;
-use crate::attribution::exec_hook::{deref, user_dev, ExecOffsets};
+use crate::attribution::exec_hook::{deref, field, user_dev, ExecOffsets};
 
 /// Fork records kept: 16,384 of 40 bytes. A record is read when its process connects, which
 /// may be long after it started; a process forked more than 16,384 processes ago has lost
@@ -85,12 +85,9 @@ pub fn program(
     // The forker's image, if it is this very process's (same start).
     a.label("image")
         .load(W, R1, FP, at(FORK_BY))
-        .store(W, FP, KEY, R1)
-        .load_map(R1, images_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .call(Helper::MapLookupElem)
-        .jeq_imm(R0, 0, "inherit")
+        .store(W, FP, KEY, R1);
+    lookup_at(&mut a, images_fd, KEY);
+    a.jeq_imm(R0, 0, "inherit")
         .load(DW, R1, R0, IMAGE_START.off as i16)
         .load(DW, R2, FP, at(FORK_BY_START))
         .sub(R1, R2)
@@ -159,22 +156,14 @@ pub fn free_program(t: &TaskOffsets, images_fd: i32) -> Result<Vec<asm::Insn>, &
         .sub(R1, R2)
         .jne_imm(R1, 0, "out");
     read(&mut a, START, 8, R6, t.start_boottime);
-    a.load_map(R1, images_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .call(Helper::MapLookupElem)
-        .jeq_imm(R0, 0, "out")
+    lookup_at(&mut a, images_fd, KEY);
+    a.jeq_imm(R0, 0, "out")
         .load(DW, R1, R0, IMAGE_START.off as i16)
         .load(DW, R2, FP, START)
         .sub(R1, R2)
-        .jne_imm(R1, 0, "out")
-        .load_map(R1, images_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(KEY))
-        .call(Helper::MapDeleteElem)
-        .label("out")
-        .mov_imm(R0, 0)
-        .exit();
+        .jne_imm(R1, 0, "out");
+    delete_at(&mut a, images_fd, KEY);
+    a.label("out").mov_imm(R0, 0).exit();
     a.finish()
 }
 
@@ -193,9 +182,8 @@ pub struct Image {
 
 /// Reads an image entry back.
 pub fn image(v: &[u8; IMAGE_LEN]) -> Image {
-    let bytes = |f: Field| &v[f.range()];
-    let u32_of = |f| u32::from_ne_bytes(bytes(f).try_into().unwrap_or([0; 4]));
-    let u64_of = |f| u64::from_ne_bytes(bytes(f).try_into().unwrap_or([0; 8]));
+    let u32_of = |f| u32::from_ne_bytes(field(v, f));
+    let u64_of = |f| u64::from_ne_bytes(field(v, f));
     Image {
         start_ns: u64_of(IMAGE_START),
         file: (user_dev(u32_of(IMAGE_DEV)), u64_of(IMAGE_INO)),
@@ -222,9 +210,8 @@ pub struct ForkRecord {
 
 /// Reads a map value back into a [`ForkRecord`].
 pub fn record(v: &[u8; FORK_LEN]) -> ForkRecord {
-    let bytes = |f: Field| &v[f.range()];
-    let u32_of = |f| u32::from_ne_bytes(bytes(f).try_into().unwrap_or([0; 4]));
-    let u64_of = |f| u64::from_ne_bytes(bytes(f).try_into().unwrap_or([0; 8]));
+    let u32_of = |f| u32::from_ne_bytes(field(v, f));
+    let u64_of = |f| u64::from_ne_bytes(field(v, f));
     ForkRecord {
         pid: u32_of(FORK_TGID),
         start_ns: u64_of(FORK_START),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::attribution::bpf::asm::{disassemble, Op, R3, R8};
+use crate::attribution::bpf::asm::{disassemble, Helper, Op, R3, R8};
 use crate::attribution::bpf::frame::listing::stack_writes;
 use crate::attribution::bpf::layout::FORK_FLAGS;
 

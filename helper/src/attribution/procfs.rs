@@ -218,13 +218,14 @@ impl ProcIndex {
             Start::Ns(ns) => lineage::ticks(ns, tick_ns),
             Start::Ticks(t) => t,
         };
-        let home = self.own_user.is_some() && user_ns(dir) == self.own_user;
+        // The user namespace is read only where it decides.
+        let home = || self.own_user.is_some() && user_ns(dir) == self.own_user;
         let why = match shown {
             Shown::Runs => return facts,
             Shown::Differs => image::DIFFERS,
             Shown::Inherited(origin) if after(lineage::ticks(origin, tick_ns)) => image::LOST,
             Shown::Unknown if after(started) => image::LOST,
-            Shown::Inherited(_) | Shown::Unknown if home => return facts,
+            Shown::Inherited(_) | Shown::Unknown if home() => return facts,
             Shown::Inherited(_) | Shown::Unknown => image::UNKNOWN,
         };
         exe::ExeFacts {

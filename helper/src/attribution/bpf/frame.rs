@@ -81,6 +81,23 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
     update_at(a, fd, KEY, VAL);
 }
 
+/// Looks the key on the stack at `key` up in map `fd`: r0 is the value's address, or 0.
+pub fn lookup_at(a: &mut asm::Asm, fd: i32, key: i16) {
+    map_call(a, fd, key, Helper::MapLookupElem);
+}
+
+/// Deletes the key on the stack at `key` from map `fd`.
+pub fn delete_at(a: &mut asm::Asm, fd: i32, key: i16) {
+    map_call(a, fd, key, Helper::MapDeleteElem);
+}
+
+fn map_call(a: &mut asm::Asm, fd: i32, key: i16, helper: Helper) {
+    a.load_map(R1, fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(key))
+        .call(helper);
+}
+
 /// Files the value on the stack at `value` under the key at `key` in map `fd` (`BPF_ANY`).
 pub fn update_at(a: &mut asm::Asm, fd: i32, key: i16, value: i16) {
     a.load_map(R1, fd)
@@ -101,13 +118,9 @@ pub fn update_at(a: &mut asm::Asm, fd: i32, key: i16, value: i16) {
 pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
     let saddr = KEY_SADDR.at(KEY);
     // The slot: the key's two port bytes as one native u16, as the reader indexes it.
-    a.load(H, R1, FP, KEY_SPORT.at(KEY))
-        .store(W, FP, TMP, R1)
-        .load_map(R1, marks_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(TMP))
-        .call(Helper::MapLookupElem)
-        .jeq_imm(R0, 0, "marked")
+    a.load(H, R1, FP, KEY_SPORT.at(KEY)).store(W, FP, TMP, R1);
+    lookup_at(a, marks_fd, TMP);
+    a.jeq_imm(R0, 0, "marked")
         .mov_imm(R1, 1)
         .load(DW, R2, FP, saddr)
         .jne_imm(R2, 0, "mark_exact")
