@@ -180,6 +180,59 @@ fn a_program_that_sets_its_proc_executable_is_not_taken_for_that_program() {
     );
 }
 
+#[test]
+fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it() {
+    let test = "a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3", "kill"]) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[9011, 9012]);
+    let (_d, cfg) = config_file(
+        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
+    );
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let b = net.b4();
+    // The helper is held back while the program connects and then execs the whitelisted
+    // sleep, under sleep's name from the start: the watched code can slow the helper down
+    // (a flood) for as long as an exec takes. The socket is kept across the exec.
+    let signal = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &h.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let script = format!(
+        "{PY} -c \"import ctypes, os, socket; ctypes.CDLL(None).prctl(15, b'sleep', 0, 0, 0); \
+         s = socket.create_connection(('{b}', 9011), 2); os.set_inheritable(s.fileno(), True); \
+         os.execv('/usr/bin/sleep', ['sleep', '5'])\" >/dev/null 2>&1 &\nsleep 0.3"
+    );
+    as_nobody(&net.a, &script);
+    signal("-CONT");
+    as_nobody(
+        &net.a,
+        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
+    );
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9012).is_some(),
+        "the helper saw nothing: {lines:?}"
+    );
+    let v = to_port(&lines, 9011)
+        .unwrap_or_else(|| panic!("the connection was silenced as sleep: {lines:?}"));
+    let p = &v["process"];
+    assert_eq!(p["uid"], 65534, "{v}");
+    assert_eq!(p["exe_verified"], false, "{v}");
+    assert!(
+        p["exe_unverified"]
+            .as_str()
+            .is_some_and(|w| w.contains("after it connected")),
+        "{v}"
+    );
+}
+
 /// Runs the test peer (`helper/tests/tools/peer.py`) as `nobody` in `ns`, to completion.
 fn peer_as_nobody(ns: &str, args: &[&str]) {
     let script = common::peer_script();

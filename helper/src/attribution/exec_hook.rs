@@ -31,7 +31,7 @@ use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::layout::{
     Field, EXEC_ARGS, EXEC_ARGS_LEN, EXEC_AT, EXEC_COMM, EXEC_DEV, EXEC_HEADER_LEN, EXEC_INO,
     EXEC_KEY_LEN, EXEC_LEN, EXEC_MNT_NS, EXEC_PARENT_START, EXEC_PATH, EXEC_PPID, EXEC_START,
-    EXEC_TGID, EXEC_UID, FORK_LEN, IMAGE_DEV, IMAGE_INO, IMAGE_LEN, IMAGE_START,
+    EXEC_TGID, EXEC_UID, FORK_LEN, IMAGE_DEV, IMAGE_EXEC, IMAGE_INO, IMAGE_LEN, IMAGE_START,
 };
 
 /// Image entries kept: one per live process started since the helper, deleted when it is
@@ -250,7 +250,9 @@ pub fn program(
         .load(DW, R1, R8, EXEC_INO.off as i16)
         .store(DW, FP, IMG + IMAGE_INO.off as i16, R1)
         .load(W, R1, R8, EXEC_DEV.off as i16)
-        .store(W, FP, IMG + IMAGE_DEV.off as i16, R1);
+        .store(W, FP, IMG + IMAGE_DEV.off as i16, R1)
+        .load(DW, R1, R8, EXEC_AT.off as i16)
+        .store(DW, FP, IMG + IMAGE_EXEC.off as i16, R1);
     update_at(&mut a, images_fd, KEY, IMG);
     a.label("out").mov_imm(R0, 0).exit();
     a.finish()

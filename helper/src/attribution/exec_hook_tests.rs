@@ -180,3 +180,31 @@ fn offsets_from_a_kernel_like_btf() {
     want.mnt_inum = 16;
     assert_eq!(ExecOffsets::from_btf(&btf).unwrap(), want);
 }
+
+#[test]
+fn the_image_entry_takes_the_record_s_file_start_and_time() {
+    let ops: Vec<Op> = ops().into_iter().map(|(_, op)| op).collect();
+    // Each image field is loaded from the record's (r8) and stored whole into the entry.
+    for (from, to) in [
+        (EXEC_START, IMAGE_START),
+        (EXEC_INO, IMAGE_INO),
+        (EXEC_DEV, IMAGE_DEV),
+        (EXEC_AT, IMAGE_EXEC),
+    ] {
+        let copied = ops.windows(2).any(|w| {
+            w[0] == Op::LoadMem {
+                size: if from.len == 8 { DW } else { W },
+                dst: R1,
+                src: R8,
+                off: from.off as i16,
+            } && w[1]
+                == Op::StoreMem {
+                    size: if to.len == 8 { DW } else { W },
+                    dst: FP,
+                    off: IMG + to.off as i16,
+                    src: R1,
+                }
+        });
+        assert!(copied, "{to:?} is not copied from {from:?}");
+    }
+}

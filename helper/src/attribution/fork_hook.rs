@@ -22,8 +22,8 @@ use crate::attribution::bpf::asm::{self, DW, FP, R0, R1, R2, R6, R7, R9, W};
 use crate::attribution::bpf::frame::{delete_at, lookup_at, read, update_at};
 use crate::attribution::bpf::layout::{
     Field, FORK_BY, FORK_BY_DEV, FORK_BY_INO, FORK_BY_START, FORK_FLAGS, FORK_LEN, FORK_START,
-    FORK_TGID, IMAGE_DEV, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN, IMAGE_ORIGIN,
-    IMAGE_START,
+    FORK_TGID, IMAGE_DEV, IMAGE_EXEC, IMAGE_FLAGS, IMAGE_INHERITED, IMAGE_INO, IMAGE_LEN,
+    IMAGE_ORIGIN, IMAGE_START,
 };
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::exe::FileId;
@@ -178,6 +178,9 @@ pub struct Image {
     /// For an inherited entry, the start time of that forker: a process started before the
     /// helper had no entry to give, one started after it has lost its own.
     pub origin_ns: u64,
+    /// When its last `execve` ran the file (CLOCK_BOOTTIME ns), or 0: it has not exec'd
+    /// since it was forked (the fork program leaves it so).
+    pub exec_ns: u64,
 }
 
 /// Reads an image entry back.
@@ -189,6 +192,7 @@ pub fn image(v: &[u8; IMAGE_LEN]) -> Image {
         file: (user_dev(u32_of(IMAGE_DEV)), u64_of(IMAGE_INO)),
         inherited: u32_of(IMAGE_FLAGS) & IMAGE_INHERITED as u32 != 0,
         origin_ns: u64_of(IMAGE_ORIGIN),
+        exec_ns: u64_of(IMAGE_EXEC),
     }
 }
 

@@ -25,9 +25,15 @@
 //! code can hold that many processes where `pid_max` allows) and is not verified either.
 //! Left open: a process started before the helper whose memory a masquerading process
 //! shares, and the processes it forks.
+//!
+//! An entry also says when the exec that made it ran. A program can connect and then exec a
+//! whitelisted program (named after it from the start, so the connect record's name agrees)
+//! before the helper reads the flow: `/proc` and the image then both show the real program,
+//! and only the time tells that it came after the connect ([`made_before`]).
 
 use crate::attribution::exe::FileId;
 use crate::attribution::fork_hook::Image;
+use crate::event::Process;
 
 /// A process's start time, as precisely as it is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +80,34 @@ pub fn shown(
     }
 }
 
+/// When the process that started at `start` last exec'd, as `image` (the entry under its
+/// pid, if any) says: 0 when that is not known, or it has not exec'd since it was forked.
+pub fn exec_ns(image: Option<Image>, same_start: impl Fn(u64) -> bool) -> u64 {
+    image
+        .filter(|i| i.start_ns != 0 && same_start(i.start_ns))
+        .map_or(0, |i| i.exec_ns)
+}
+
+/// `process`, described now, as the maker of a connection at `at_ns` (CLOCK_BOOTTIME ns; 0:
+/// not known) when it last exec'd at `exec_ns`. A program can connect and then exec a
+/// whitelisted one, under that one's name from the start: what `/proc` shows then is not
+/// what connected, and is not believed for it.
+pub fn made_before(process: Process, exec_ns: u64, at_ns: u64) -> Process {
+    if at_ns == 0 || exec_ns <= at_ns {
+        return process;
+    }
+    Process {
+        exe_verified: false,
+        exe_system: false,
+        exe_unverified: Some(EXECED_SINCE.into()),
+        ..process
+    }
+}
+
+/// Why a process's executable is not believed when it exec'd after it connected.
+pub const EXECED_SINCE: &str = "it ran another program after it connected (execve): the \
+    connection was made by the program it ran before, and what /proc shows now is not that";
+
 /// Why a process's executable is not believed when its image is another file.
 pub const DIFFERS: &str = "the executable /proc shows is not the file the kernel ran for it: a \
     program can set it (PR_SET_MM_MAP, from a user namespace of its own)";
@@ -99,6 +133,7 @@ mod tests {
             file,
             inherited,
             origin_ns: 3,
+            exec_ns: 0,
         })
     }
 
@@ -118,5 +153,34 @@ mod tests {
         assert_eq!(show(image(4, LOADER, false), 5, CURL), Shown::Unknown);
         assert_eq!(show(image(0, CURL, false), 0, CURL), Shown::Unknown);
         assert_eq!(show(None, 5, CURL), Shown::Unknown);
+    }
+
+    #[test]
+    fn a_process_that_exec_d_after_it_connected_is_not_believed_for_that_connection() {
+        let at = |exec_ns| {
+            Some(Image {
+                exec_ns,
+                ..image(5, CURL, false).expect("image")
+            })
+        };
+        assert_eq!(exec_ns(at(90), |s| s == 5), 90);
+        // Another process's entry under the pid, or none: not known.
+        assert_eq!(exec_ns(at(90), |s| s == 6), 0);
+        assert_eq!(exec_ns(None, |_| true), 0);
+        let verified = Process {
+            exe: Some("/usr/bin/curl".into()),
+            exe_verified: true,
+            exe_system: true,
+            ..Default::default()
+        };
+        // Exec'd before the connect (or at the same nanosecond), or never since its fork.
+        for (exec, connect) in [(90, 100), (100, 100), (0, 100), (90, 0)] {
+            assert_eq!(made_before(verified.clone(), exec, connect), verified);
+        }
+        // Exec'd after it: what it runs now did not connect.
+        let p = made_before(verified.clone(), 110, 100);
+        assert!(!p.exe_verified && !p.exe_system, "{p:?}");
+        assert_eq!(p.exe_unverified.as_deref(), Some(EXECED_SINCE));
+        assert_eq!(p.exe, verified.exe);
     }
 }

@@ -69,7 +69,7 @@ pub struct ProcIndex {
     index: HolderIndex,
     /// Process details by (pid, start time), with the identity of the file it ran;
     /// revalidated against `stat` and that file on every use (an execve keeps both keys).
-    cache: HashMap<(i32, u64), (Process, Option<exe::FileId>)>,
+    cache: HashMap<(i32, u64), (Process, Option<exe::FileId>, u64)>,
     /// The helper's own mount namespace, against which executables are checked.
     own_mnt: Option<u64>,
     /// The helper's own user namespace (the machine's): see [`image`].
@@ -105,6 +105,8 @@ struct Named {
     comm: String,
     start_ns: u64,
     checked_ns: u64,
+    /// When its image entry says it last exec'd (0: not known, or not since its fork).
+    exec_ns: u64,
     process: Process,
 }
 
@@ -191,9 +193,9 @@ impl ProcIndex {
         pid: u32,
         start: Start,
         facts: exe::ExeFacts,
-    ) -> exe::ExeFacts {
+    ) -> (exe::ExeFacts, u64) {
         let Some(id) = facts.id.filter(|_| facts.verified) else {
-            return facts;
+            return (facts, 0);
         };
         let entry = self
             .execs
@@ -205,6 +207,7 @@ impl ProcIndex {
             Start::Ticks(t) => lineage::ticks(ns, tick_ns) == t,
         };
         let devices = &mut self.devices;
+        let exec_ns = image::exec_ns(entry, same_start);
         let shown = image::shown(entry, same_start, id, |k, seen| devices.same(k, seen));
         // Since when every new process gets an entry: one that started later (or was forked
         // by one that did) and has none has lost it.
@@ -221,19 +224,20 @@ impl ProcIndex {
         // The user namespace is read only where it decides.
         let home = || self.own_user.is_some() && user_ns(dir) == self.own_user;
         let why = match shown {
-            Shown::Runs => return facts,
+            Shown::Runs => return (facts, exec_ns),
             Shown::Differs => image::DIFFERS,
             Shown::Inherited(origin) if after(lineage::ticks(origin, tick_ns)) => image::LOST,
             Shown::Unknown if after(started) => image::LOST,
-            Shown::Inherited(_) | Shown::Unknown if home() => return facts,
+            Shown::Inherited(_) | Shown::Unknown if home() => return (facts, exec_ns),
             Shown::Inherited(_) | Shown::Unknown => image::UNKNOWN,
         };
-        exe::ExeFacts {
+        let facts = exe::ExeFacts {
             verified: false,
             unverified: Some(why.into()),
             system: false,
             ..facts
-        }
+        };
+        (facts, exec_ns)
     }
 
     /// Whether a record's path names, in the helper's mount namespace, the file it ran.
@@ -408,15 +412,21 @@ impl ProcIndex {
 
     /// Describes the process `stat` came from.
     fn describe(&mut self, stat: Stat) -> Option<Process> {
+        self.describe_exec(stat).map(|(p, _)| p)
+    }
+
+    /// The same, and when the process last exec'd, as its image entry says (0: not known,
+    /// or not since it was forked).
+    fn describe_exec(&mut self, stat: Stat) -> Option<(Process, u64)> {
         let (pid, start) = (stat.pid, stat.starttime);
         let dir = self.root.join(pid.to_string());
-        if let Some((cached, id)) = self.cache.get(&(pid, start)) {
+        if let Some((cached, id, exec_ns)) = self.cache.get(&(pid, start)) {
             // An execve keeps pid and start time but changes the file (and mostly comm); a
             // program that execs another with the same name must not inherit its verdict.
             // (`cwd` is the one read with the rest: a readlink a flow cost a burst's reader
             // more than the lookup itself.)
             if cached.comm == stat.comm && *id == exe::check_id(&dir) {
-                return Some(cached.clone());
+                return Some((cached.clone(), *exec_ns));
             }
         }
         let uid = owner_uid(&dir)?;
@@ -425,7 +435,7 @@ impl ProcIndex {
             .map(|e| e.to_string_lossy().into_owned());
         let upid = u32::try_from(pid).ok()?;
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
-        let facts = self.held_to_records(&dir, upid, Start::Ticks(start), facts);
+        let (facts, exec_ns) = self.held_to_records(&dir, upid, Start::Ticks(start), facts);
         let cmdline = read_cmdline(&dir.join("cmdline"));
         let context = self.contexts.of(pid);
         // The process must still be the one we started reading: same start time at the end.
@@ -457,8 +467,9 @@ impl ProcIndex {
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert((pid, start), (process.clone(), facts.id));
-        Some(process)
+        self.cache
+            .insert((pid, start), (process.clone(), facts.id, exec_ns));
+        Some((process, exec_ns))
     }
 
     /// A socket's holder that is exiting: its memory is released before its files are
@@ -554,7 +565,7 @@ impl Processes for ProcIndex {
                 && at_boot_ns <= n.checked_ns
                 && exact.is_none_or(|ns| lineage::ticks(ns, tick_ns) * tick_ns == n.start_ns)
             {
-                return Some(n.process.clone());
+                return Some(image::made_before(n.process.clone(), n.exec_ns, at_boot_ns));
             }
         }
         // Taken before the read: the process is alive at least until then.
@@ -570,7 +581,7 @@ impl Processes for ProcIndex {
             return None;
         }
         let stat_start = stat.starttime;
-        let mut process = self.describe(stat)?;
+        let (mut process, mut exec_ns) = self.describe_exec(stat)?;
         // What it exec'd, as the kernel recorded it then, when it has not exec'd since the
         // connect: the command line it was started with (a process can rewrite the one
         // /proc shows, and one that is exiting shows none, or part of it), and for one that
@@ -584,9 +595,7 @@ impl Processes for ProcIndex {
         let record = match cached {
             Some((name, r)) if *name == c.comm => r.clone(),
             _ => {
-                let r = self
-                    .record(c.pid, start)
-                    .filter(|r| r.exec_ns <= at_boot_ns);
+                let r = self.record(c.pid, start);
                 if self.recorded.len() >= NAMED_LIMIT {
                     self.recorded.clear();
                 }
@@ -594,7 +603,12 @@ impl Processes for ProcIndex {
                 r
             }
         };
-        if let Some(r) = record {
+        // The exec record is looked at too: it is there when the image entry is not (a
+        // process older than the helper, which exec'd since).
+        if let Some(r) = &record {
+            exec_ns = exec_ns.max(r.exec_ns);
+        }
+        if let Some(r) = record.filter(|r| r.exec_ns <= at_boot_ns) {
             if process.exe.is_none() {
                 process = self.described_by_record(c, r);
             } else {
@@ -610,10 +624,11 @@ impl Processes for ProcIndex {
                 comm: comm.to_string(),
                 start_ns,
                 checked_ns,
+                exec_ns,
                 process: process.clone(),
             },
         );
-        Some(process)
+        Some(image::made_before(process, exec_ns, at_boot_ns))
     }
 
     fn exited(&mut self, c: &Connector) -> Option<Process> {
@@ -690,7 +705,7 @@ impl Tree for ProcIndex {
             .ok()
             .map(|e| e.to_string_lossy().into_owned());
         let facts = exe::check(&dir, exe.as_deref(), self.own_mnt);
-        let facts = self.held_to_records(&dir, pid, Start::Ticks(stat.starttime), facts);
+        let (facts, _) = self.held_to_records(&dir, pid, Start::Ticks(stat.starttime), facts);
         let cmdline = lineage::short_cmdline(&read_cmdline(&dir.join("cmdline")));
         let node = Node {
             parent: self.parent_of(pid, stat.starttime, stat.ppid),

@@ -321,6 +321,7 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
             file,
             inherited,
             origin_ns: 0,
+            exec_ns: 0,
         })
     };
     let this = (m.dev(), m.ino());
@@ -353,6 +354,7 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
         file: other,
         inherited: false,
         origin_ns: 0,
+        exec_ns: 0,
     });
     assert!(described_since(earlier, later).exe_verified);
     // Its image is another file: what /proc shows was set since (PR_SET_MM_MAP).
@@ -365,5 +367,43 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
                 .is_some_and(|w| w.contains("PR_SET_MM_MAP")),
             "{p:?}"
         );
+    }
+}
+
+#[test]
+fn a_connect_record_does_not_name_what_its_process_exec_d_since() {
+    use crate::attribution::fork_hook::Image;
+    use crate::attribution::Processes;
+    let me = std::process::id();
+    let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
+    let m = std::fs::metadata(&exe).expect("own file");
+    let idx = ProcIndex::new();
+    let stat = idx.stat(me as i32).expect("own stat");
+    let start_ns = stat.starttime * idx.tick_ns + 7;
+    let exec_ns = start_ns + 1_000;
+    let image = Some(Image {
+        start_ns,
+        file: (m.dev(), m.ino()),
+        inherited: false,
+        origin_ns: 0,
+        exec_ns,
+    });
+    let mut i = ProcIndex::new().with_execs(Box::new(Imaged(image, Some(0))));
+    let connected_at = |at_boot_ns| Connector {
+        pid: me,
+        uid: 0,
+        comm: stat.comm.clone(),
+        at_boot_ns,
+        start_ns,
+    };
+    // Connected after its last exec: this very program.
+    let after = i.by_pid(&connected_at(exec_ns + 5)).expect("named");
+    assert!(after.exe_verified, "{after:?}");
+    // Connected before it (the same process, read while it is named and cached, and again):
+    // what it runs now is not what connected.
+    for _ in 0..2 {
+        let before = i.by_pid(&connected_at(exec_ns - 5)).expect("named");
+        assert!(!before.exe_verified, "{before:?}");
+        assert_eq!(before.exe_unverified.as_deref(), Some(image::EXECED_SINCE));
     }
 }

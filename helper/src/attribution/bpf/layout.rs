@@ -194,23 +194,28 @@ pub const FORK_FIELDS: [(&str, Field); 7] = [
 /// ```text
 ///  0 u64 start time   8 u64 the file's inode   16 u32 its device   20 u32 flags
 /// 24 u64 for an inherited entry, the start time of the process whose `mm->exe_file` it holds
+/// 32 u64 when the process's last `execve` ran that file (CLOCK_BOOTTIME ns; 0 for a process
+///        that has not exec'd since it was forked): a connection made before then was made
+///        by the program it ran before
 /// ```
-pub const IMAGE_LEN: usize = 32;
+pub const IMAGE_LEN: usize = 40;
 pub const IMAGE_START: Field = Field { off: 0, len: 8 };
 pub const IMAGE_INO: Field = Field { off: 8, len: 8 };
 pub const IMAGE_DEV: Field = Field { off: 16, len: 4 };
 pub const IMAGE_FLAGS: Field = Field { off: 20, len: 4 };
 pub const IMAGE_ORIGIN: Field = Field { off: 24, len: 8 };
+pub const IMAGE_EXEC: Field = Field { off: 32, len: 8 };
 /// The flag of an entry (or fork record) whose file was taken from the forking process's
 /// `mm->exe_file`, which a program can set, because the forker had no entry of its own.
 pub const IMAGE_INHERITED: i32 = 1;
 
-pub const IMAGE_FIELDS: [(&str, Field); 5] = [
+pub const IMAGE_FIELDS: [(&str, Field); 6] = [
     ("start", IMAGE_START),
     ("ino", IMAGE_INO),
     ("dev", IMAGE_DEV),
     ("flags", IMAGE_FLAGS),
     ("origin", IMAGE_ORIGIN),
+    ("exec", IMAGE_EXEC),
 ];
 
 const _: () = assert!(KEY_LEN + VALUE_LEN <= i16::MAX as usize);
