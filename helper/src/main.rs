@@ -318,6 +318,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let (true, Some(why)) = (cli.debug, &h.send_off) {
                     eprintln!("debug: no records of UDP sends to an address: {why}");
                 }
+                if let Some(why) = &h.tcp_late {
+                    startup.push(format!(
+                        "TCP connect records come only once the handshake is over, so a \
+                         connection still being set up is named by its socket's holder: {why}"
+                    ));
+                }
                 Some(h)
             }
             Err(e) => {

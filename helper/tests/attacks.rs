@@ -233,6 +233,86 @@ fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it
     );
 }
 
+#[test]
+fn a_socket_handed_to_a_whitelisted_program_while_it_connects_is_not_named_after_it() {
+    let test = "a_socket_handed_to_a_whitelisted_program_while_it_connects_is_not_named_after_it";
+    if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3", "kill"]) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[9012]);
+    // The program's own server, which lets SYNs wait: the handshake is still under way when
+    // the helper reads the flow, so the socket is in SYN_SENT.
+    for cmd in [
+        "add table inet ctt_slow",
+        "add chain inet ctt_slow in { type filter hook input priority 0 ; }",
+        "add rule inet ctt_slow in tcp dport { 9013, 9014 } drop",
+    ] {
+        let st = Net::cmd(&net.b, &["nft", cmd]).status().expect("nft");
+        assert!(st.success(), "{cmd}");
+    }
+    let (_d, cfg) = config_file(
+        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
+    );
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let b = net.b4();
+    let signal = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &h.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    // 9013: it connects without waiting and execs sleep, under sleep's name from the start.
+    // 9014: it connects, hands the socket to a new sleep and closes its own, and exits. Either
+    // way sleep is the socket's only holder by the time the helper looks.
+    let start = "import ctypes, os, socket, subprocess; \
+                 ctypes.CDLL(None).prctl(15, b'sleep', 0, 0, 0); \
+                 s = socket.socket(); s.setblocking(False); s.connect_ex";
+    let script = format!(
+        "{PY} -c \"{start}(('{b}', 9013)); os.set_inheritable(s.fileno(), True); \
+         os.execv('/usr/bin/sleep', ['sleep', '5'])\" >/dev/null 2>&1 &\n\
+         {PY} -c \"{start}(('{b}', 9014)); subprocess.Popen(['/usr/bin/sleep', '5'], \
+         pass_fds=[s.fileno()]); s.close()\" >/dev/null 2>&1\nsleep 0.3"
+    );
+    as_nobody(&net.a, &script);
+    signal("-CONT");
+    as_nobody(
+        &net.a,
+        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
+    );
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9012).is_some(),
+        "the helper saw nothing: {lines:?}"
+    );
+    let line = |port| {
+        let v = to_port(&lines, port)
+            .unwrap_or_else(|| panic!("{port} was silenced as sleep: {lines:?}"));
+        assert_eq!(v["attributed_by"], "connect", "named by a holder: {v}");
+        assert_eq!(v["process"]["uid"], 65534, "{v}");
+        v
+    };
+    // The process that connected is sleep now, but was not when it connected.
+    let v = line(9013);
+    assert_eq!(v["process"]["exe_verified"], false, "{v}");
+    assert!(
+        v["process"]["exe_unverified"]
+            .as_str()
+            .is_some_and(|w| w.contains("after it connected")),
+        "{v}"
+    );
+    // The process that connected is python, whoever holds the socket now.
+    let v = line(9014);
+    assert!(
+        v["process"]["exe"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("/usr/bin/python3")),
+        "{v}"
+    );
+}
+
 /// Runs the test peer (`helper/tests/tools/peer.py`) as `nobody` in `ns`, to completion.
 fn peer_as_nobody(ns: &str, args: &[&str]) {
     let script = common::peer_script();
@@ -561,7 +641,8 @@ fn send_hook_programs(pid: u32) -> Vec<u32> {
                 .find_map(|l| l.strip_prefix(name))
                 .map(|v| v.trim().to_string())
         };
-        let sendmsg = matches!(field("attach_type:").as_deref(), Some("14" | "15"));
+        // The UDP send hooks, and the TCP connect's sock_ops program.
+        let sendmsg = matches!(field("attach_type:").as_deref(), Some("14" | "15" | "3"));
         if field("link_type:").as_deref() == Some("cgroup") && sendmsg {
             ids.extend(field("prog_id:").and_then(|v| v.parse::<u32>().ok()));
         }
@@ -570,18 +651,20 @@ fn send_hook_programs(pid: u32) -> Vec<u32> {
     ids
 }
 
-/// Whether every one of `ids` is attached to the root cgroup's UDP send hooks.
+/// Whether every one of `ids` is attached to the root cgroup's UDP send hooks or its
+/// `sock_ops` hook.
 fn attached(ids: &[u32]) -> bool {
-    use conntrack_tray_helper::attribution::send_hook;
+    use conntrack_tray_helper::attribution::{send_hook, sock_ops};
     use conntrack_tray_helper::flow::Family;
     let mut all = send_hook::attached(Family::Ipv4).expect("query the root cgroup");
     all.extend(send_hook::attached(Family::Ipv6).expect("query the root cgroup"));
+    all.extend(sock_ops::attached().expect("query the root cgroup"));
     ids.iter().all(|id| all.contains(id))
 }
 
 #[test]
-fn the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one() {
-    let test = "the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one";
+fn the_cgroup_programs_leave_with_the_helper_even_killed_and_displace_no_one() {
+    let test = "the_cgroup_programs_leave_with_the_helper_even_killed_and_displace_no_one";
     if !root_or_skip(test) || !common::require(test, &["ip", "nft"]) {
         return;
     }
@@ -594,8 +677,8 @@ fn the_send_hook_leaves_with_the_helper_even_killed_and_displaces_no_one() {
     );
     assert_eq!(
         (a.len(), b.len()),
-        (2, 2),
-        "one program per family: {a:?} {b:?}"
+        (3, 3),
+        "one send program per family and the connect's: {a:?} {b:?}"
     );
     // Both at once, on the same root cgroup: neither displaced the other.
     assert!(attached(&a) && attached(&b), "{a:?} {b:?}");

@@ -360,10 +360,11 @@ pub fn connect_cost_row(n: u32) -> String {
         let after = programs_run_time(h.pid());
         (r, (after.0 - before.0) as f64 / 1000.0 / f64::from(n))
     };
-    // The floor: a program that does nothing, on the TCP program's tracepoint, run as often.
+    // The floor: a program that does nothing, on the TCP program's hook (sock_ops), run as
+    // often.
     let (floor, runs) = {
-        let _probe = conntrack_tray_helper::attribution::connect_hook::empty_probe()
-            .expect("an empty program on inet_sock_set_state");
+        let _probe = conntrack_tray_helper::attribution::sock_ops::empty_probe()
+            .expect("an empty sock_ops program");
         let before = programs_run_time(std::process::id());
         connects(&net, n);
         let after = programs_run_time(std::process::id());
@@ -373,7 +374,7 @@ pub fn connect_cost_row(n: u32) -> String {
         )
     };
     format!(
-        "| (k) a program's cost per `connect()`, {n} connects (conntrack on) | nobody listening: {}; helper without kernel programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a connect; an empty program on the same tracepoint: {floor:.2} µs a connect ({runs:.1} runs) | {} |",
+        "| (k) a program's cost per `connect()`, {n} connects (conntrack on) | nobody listening: {}; helper without kernel programs: {}; helper with all its programs: {}; the programs' own run time: {share:.2} µs a connect; an empty program on the same hook (sock_ops): {floor:.2} µs a connect ({runs:.1} runs) | {} |",
         fmt(bare),
         fmt(without),
         fmt(with),

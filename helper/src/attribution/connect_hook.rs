@@ -1,8 +1,10 @@
-//! The kernel tells who connected: an eBPF program on the `inet_sock_set_state` tracepoint
-//! records, for every outbound TCP connection, the process that called `connect()`, under the
-//! connection's addresses and ports; another, on `sock_send_length`, records the sender on
-//! connected UDP sockets; and the cgroup programs of [`send_hook`] record the sender of every
-//! UDP datagram sent to an address (unconnected sockets).
+//! The kernel tells who connected: an eBPF program records, for every outbound TCP connection,
+//! the process that called `connect()`, under the connection's addresses and ports (the
+//! `sock_ops` program of [`sock_ops`], filed before the SYN leaves; where the kernel refuses
+//! that, the `inet_sock_set_state` program here, filed when the handshake is over); another,
+//! on `sock_send_length`, records the sender on connected UDP sockets; and the cgroup programs
+//! of [`send_hook`] record the sender of every UDP datagram sent to an address (unconnected
+//! sockets).
 //!
 //! Socket lookups run after the kernel's conntrack event, and a program that connects and
 //! exits at once (a bash `/dev/tcp` one-shot, a connect refused at once) can be gone by then:
@@ -14,8 +16,8 @@
 //! [`bpf::asm`], because building eBPF from C or Rust needs a toolchain (clang, bpf-linker)
 //! that building this crate must not. Where `struct sock`'s fields sit comes from the running
 //! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one
-//! table the programs here store by and the lookups here build keys and read values by. They
-//! are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
+//! table the programs here store by and the lookups here build keys and read values by. Those
+//! here are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
 //! (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the
 //! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
 //! lookup, two per UDP lookup (the flow's key, and the same with no local address; the system
@@ -27,6 +29,7 @@
 //! of TCP.
 //!
 //! [`send_hook`]: crate::attribution::send_hook
+//! [`sock_ops`]: crate::attribution::sock_ops
 //! [`bpf::asm`]: crate::attribution::bpf::asm
 //! [`bpf::btf`]: crate::attribution::bpf::btf
 //! [`bpf::layout`]: crate::attribution::bpf::layout
@@ -50,6 +53,7 @@ use crate::attribution::bpf::{asm, sys};
 use crate::attribution::netns::Namespaces;
 use crate::attribution::port_marks::PortMarks;
 use crate::attribution::send_hook::SendHook;
+use crate::attribution::sock_ops::SockOpsHook;
 use crate::flow::{Proto, Tuple};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,8 @@ pub const BTF_NAMES: &[&str] = &[
     "inum",
     "sk_protocol",
     "sk_type",
+    "bpf_sock_ops",
+    "sk",
 ];
 
 /// The running kernel's BTF, with what both hooks look up: read once (it is megabytes, and
@@ -239,7 +245,14 @@ const SOCK_RAW: i32 = 3;
 /// caller's), then the value filed under it in `connects_fd`, its port marked in `marks_fd`
 /// first when given. Jumps to "out" for a family that is neither IPv4 nor IPv6; defines
 /// "out", which ends the program.
-fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32, marks_fd: Option<i32>) {
+/// Files the stack's value under the tuple of the socket in r6, then returns `ret`.
+pub(crate) fn file_tuple(
+    a: &mut asm::Asm,
+    o: &Offsets,
+    connects_fd: i32,
+    marks_fd: Option<i32>,
+    ret: i32,
+) {
     use asm::*;
     read_key(a, KEY_FAMILY, R6, o.family);
     a.load(H, R0, FP, KEY_FAMILY.at(KEY))
@@ -273,7 +286,7 @@ fn file_tuple(a: &mut asm::Asm, o: &Offsets, connects_fd: i32, marks_fd: Option<
         mark_port(a, fd);
     }
     update(a, connects_fd);
-    a.label("out").mov_imm(R0, 0).exit();
+    a.label("out").mov_imm(R0, ret).exit();
 }
 
 /// The TCP program, on `inet_sock_set_state(sk, oldstate, newstate)`.
@@ -325,7 +338,7 @@ pub fn program(
         .add_imm(R2, i32::from(SK))
         .call(Helper::MapDeleteElem)
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, o, connects_fd, None);
+    file_tuple(&mut a, o, connects_fd, None, 0);
     a.finish()
 }
 
@@ -387,16 +400,15 @@ pub fn udp_program(
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
-    file_tuple(&mut a, o, connects_fd, marks_fd);
+    file_tuple(&mut a, o, connects_fd, marks_fd, 0);
     a.finish()
 }
 
 /// The loaded hook. Dropping it detaches the programs and frees the maps.
 pub struct ConnectLog {
     records: ConnectReader,
-    _pending: OwnedFd,
-    /// The TCP program and its link.
-    _tcp: [OwnedFd; 2],
+    /// The TCP program (and the map it notes connects in while their port is unknown).
+    _tcp: Tcp,
     /// The connected-UDP program and its link, when the kernel took them.
     _udp: Option<[OwnedFd; 2]>,
     /// The unconnected-UDP programs and their links, when the kernel took them.
@@ -405,6 +417,17 @@ pub struct ConnectLog {
     pub udp_off: Option<String>,
     /// Why there are no records of sends to an address, if there are none.
     pub send_off: Option<String>,
+    /// Why TCP records are filed only when the handshake is over, if they are.
+    pub tcp_late: Option<String>,
+}
+
+/// Where the TCP records come from; held only to keep the programs attached.
+#[allow(dead_code)]
+enum Tcp {
+    /// The connect itself ([`sock_ops`](crate::attribution::sock_ops)).
+    SockOps(SockOpsHook),
+    /// The tracepoint program and its link, and its notes: the state changes.
+    Tracepoint { pending: OwnedFd, fds: [OwnedFd; 2] },
 }
 
 impl ConnectLog {
@@ -419,8 +442,6 @@ impl ConnectLog {
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = crate::attribution::netns::own_netns()
             .map_err(sys_err("cannot read the network namespace"))?;
-        let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
-            .map_err(sys_err("cannot create the pending map"))?;
         let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
             .map_err(sys_err("cannot create the connect map"))?;
         let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
@@ -429,10 +450,21 @@ impl ConnectLog {
         // program that files UDP records marks them, or none does.
         let marks = PortMarks::create().ok().map(std::sync::Arc::new);
         let marks_fd = marks.as_ref().map(|m| m.fd());
-        let tcp = load_and_attach(
-            program(&offsets, &task, pending.as_raw_fd(), map.as_raw_fd()),
-            TRACEPOINT,
-        )?;
+        // The connect itself files the record where the kernel lets a `sock_ops` program do
+        // it (`sock_ops`); else the state changes do, once the handshake is over.
+        let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, map.as_raw_fd()) {
+            Ok(h) => (Tcp::SockOps(h), None),
+            Err(e) => {
+                let pending =
+                    sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
+                        .map_err(sys_err("cannot create the pending map"))?;
+                let fds = load_and_attach(
+                    program(&offsets, &task, pending.as_raw_fd(), map.as_raw_fd()),
+                    TRACEPOINT,
+                )?;
+                (Tcp::Tracepoint { pending, fds }, Some(e.to_string()))
+            }
+        };
         // UDP is a bonus: older kernels lack the tracepoint, or have sk_protocol as a bitfield.
         let udp = protocol
             .and_then(|p| Ok((p, sk_type?)))
@@ -476,12 +508,12 @@ impl ConnectLog {
                 udp: udp_records,
                 elsewhere: Namespaces::new(netns),
             },
-            _pending: pending,
             _tcp: tcp,
             _udp: udp,
             _send: send,
             udp_off,
             send_off,
+            tcp_late,
         })
     }
 
@@ -509,15 +541,6 @@ impl Connects for ConnectLog {
     fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector_elsewhere(t)
     }
-}
-
-/// A program that does nothing, attached where the TCP program is: what the kernel's own run
-/// time accounting (`kernel.bpf_stats_enabled`) counts for a run that does no work, the floor
-/// under the TCP program's figure. For the benchmark; dropping the value detaches it.
-pub fn empty_probe() -> Result<[OwnedFd; 2], HookError> {
-    let mut a = asm::Asm::default();
-    a.mov_imm(asm::R0, 0).exit();
-    load_and_attach(a.finish(), TRACEPOINT)
 }
 
 /// Loads an assembled program and attaches it to `tracepoint` (NUL-terminated): the program

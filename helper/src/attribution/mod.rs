@@ -38,6 +38,7 @@ pub mod procfs;
 mod records;
 pub mod send_hook;
 pub mod sock_diag;
+pub mod sock_ops;
 
 use std::collections::HashMap;
 use std::io;

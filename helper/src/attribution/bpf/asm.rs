@@ -104,10 +104,11 @@ pub enum Helper {
     ProbeReadKernelStr = 115,
     GetNetnsCookie = 122,
     KtimeGetBootNs = 125,
+    SkcToTcpSock = 137,
 }
 
 impl Helper {
-    const ALL: [Helper; 12] = [
+    const ALL: [Helper; 13] = [
         Helper::MapLookupElem,
         Helper::MapUpdateElem,
         Helper::MapDeleteElem,
@@ -120,6 +121,7 @@ impl Helper {
         Helper::ProbeReadKernelStr,
         Helper::GetNetnsCookie,
         Helper::KtimeGetBootNs,
+        Helper::SkcToTcpSock,
     ];
 
     pub fn id(self) -> i32 {

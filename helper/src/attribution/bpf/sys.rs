@@ -30,6 +30,7 @@ const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_F_MMAPABLE` (since 5.5): an array whose values the process can map.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 /// `SO_NETNS_COOKIE` (asm-generic/socket.h, since 5.14; the libc crate has no name for it).
@@ -42,11 +43,15 @@ pub enum ProgType {
     RawTracepoint,
     /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` for this attach type.
     CgroupSockAddr(AttachType),
+    /// `BPF_PROG_TYPE_SOCK_OPS`, for [`AttachType::SockOps`].
+    SockOps,
 }
 
 /// The cgroup hooks used here (linux/bpf.h, `enum bpf_attach_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachType {
+    /// `BPF_CGROUP_SOCK_OPS`: a TCP socket's events (`tcp_call_bpf`), among them the connect.
+    SockOps = 3,
     /// `BPF_CGROUP_UDP4_SENDMSG`: `udp_sendmsg` with a destination address.
     Udp4Sendmsg = 14,
     /// `BPF_CGROUP_UDP6_SENDMSG`: `udpv6_sendmsg` with a destination address.
@@ -326,6 +331,7 @@ pub fn prog_load(ty: ProgType, code: &[u8], name: &[u8]) -> Result<OwnedFd, Load
     let (prog_type, attach) = match ty {
         ProgType::RawTracepoint => (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
         ProgType::CgroupSockAddr(at) => (BPF_PROG_TYPE_CGROUP_SOCK_ADDR, at as u32),
+        ProgType::SockOps => (BPF_PROG_TYPE_SOCK_OPS, 0),
     };
     let load = |log: Option<&mut Vec<u8>>| {
         let mut a = Attr::<SIZE>::new();

@@ -1,0 +1,238 @@
+//! The TCP connect record, filed in `connect()` itself before the first packet leaves: a
+//! `sock_ops` program, attached to the root cgroup, that acts on `BPF_SOCK_OPS_TCP_CONNECT_CB`.
+//!
+//! Why not only the `inet_sock_set_state` program of [`connect_hook`]: entering SYN_SENT
+//! happens before the local port is chosen, so that program notes the connector under the
+//! socket's address and files it under the tuple only when the socket *leaves* SYN_SENT. The
+//! helper reads a flow's event when its SYN leaves, so for any connection whose handshake is
+//! still under way (any server further than the helper's reading time, or one that lets SYNs
+//! wait on purpose) there was no record yet, and the socket's holder named the flow. A review
+//! of the exec-time check showed what that allows: a program starts a connect to a server of
+//! its own that answers late, hands the socket to a whitelisted program (an exec, or a child
+//! started with the descriptor), and that program, the socket's only holder, is named and
+//! silenced. `tcp_connect()` calls the `sock_ops` programs (`tcp_call_bpf`) first thing, in
+//! the connecting process, with the ports chosen and before the SYN is built: the record is
+//! there before conntrack's event is.
+//!
+//! It is also cheaper: one run files the record, with no note to file, find and delete. The
+//! program still runs for the other `sock_ops` events of every TCP socket (timeouts, window,
+//! ECN, established; both ends of a local connection), and does nothing for them but return.
+//!
+//! It only observes: it returns 1 on every path and never writes the context's reply, so TCP
+//! behaves as if it were not there (`tcp_call_bpf` then answers as with no program). Where the
+//! hook is not available (no cgroup v2 mount and no way to mount one, or a kernel that refuses
+//! the program), [`connect_hook`] falls back to its tracepoint program.
+//!
+//! [`connect_hook`]: crate::attribution::connect_hook
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use crate::attribution::bpf::asm::{self, Helper, B, DW, FP, R0, R1, R2, R6, W};
+use crate::attribution::bpf::btf::Btf;
+use crate::attribution::bpf::frame::{current_process, zero_stack, KEY};
+use crate::attribution::bpf::layout::KEY_PROTO;
+use crate::attribution::bpf::sys::{self, AttachType, ProgType};
+use crate::attribution::bpf::task::TaskOffsets;
+use crate::attribution::connect_hook::{file_tuple, HookError, Offsets};
+use crate::attribution::send_hook::open_root_cgroup;
+
+/// `BPF_SOCK_OPS_TCP_CONNECT_CB`: `tcp_connect()` is about to send the SYN.
+pub const TCP_CONNECT_CB: i32 = 3;
+const IPPROTO_TCP: i32 = 6;
+const PROG_NAME: &[u8] = b"ctt_tcp_connect";
+
+/// The program. `sk` is where `struct bpf_sock_ops` keeps its socket pointer (from BTF).
+///
+/// r6 is the socket as `struct tcp_sock` (`bpf_skc_to_tcp_sock`): the context's own pointer
+/// may not be offset, and the tuple is read from the socket as the tracepoint program reads it
+/// ([`file_tuple`]), dual-stack addresses and the namespace included.
+pub fn program(
+    o: &Offsets,
+    t: &TaskOffsets,
+    sk: i16,
+    connects_fd: i32,
+) -> Result<Vec<asm::Insn>, &'static str> {
+    let mut a = asm::Asm::default();
+    a.load(W, R2, R1, 0)
+        .jne_imm(R2, TCP_CONNECT_CB, "out")
+        .load(DW, R1, R1, sk)
+        .jeq_imm(R1, 0, "out")
+        .call(Helper::SkcToTcpSock)
+        .jeq_imm(R0, 0, "out")
+        .mov(R6, R0);
+    zero_stack(&mut a);
+    current_process(&mut a, t);
+    a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
+    file_tuple(&mut a, o, connects_fd, None, 1);
+    a.finish()
+}
+
+/// The attached program and its link; dropping it (or the helper's death) detaches it.
+pub struct SockOpsHook {
+    _fds: [OwnedFd; 2],
+}
+
+impl SockOpsHook {
+    /// Loads the program, filing into `connects`, and links it to the root cgroup. Needs
+    /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN to mount cgroup2 where none is
+    /// visible).
+    pub fn open(
+        btf: &Btf,
+        o: &Offsets,
+        t: &TaskOffsets,
+        connects_fd: i32,
+    ) -> Result<SockOpsHook, HookError> {
+        let sk = btf.offset_of("bpf_sock_ops", &["sk"])?;
+        let sk = i16::try_from(sk).map_err(|_| HookError::Sys {
+            what: "bpf_sock_ops.sk",
+            err: io::Error::other("offset out of range"),
+        })?;
+        Ok(SockOpsHook {
+            _fds: load_and_link(program(o, t, sk, connects_fd))?,
+        })
+    }
+}
+
+/// The ids of the `sock_ops` programs attached to the root cgroup (by anyone): to tell whether
+/// the helper's is there, or gone.
+pub fn attached() -> Result<Vec<u32>, HookError> {
+    let (dir, _) = open_root_cgroup().map_err(|e| HookError::Sys {
+        what: "cannot open the root cgroup",
+        err: io::Error::other(e.to_string()),
+    })?;
+    sys::prog_query(&dir, AttachType::SockOps).map_err(|err| HookError::Sys {
+        what: "cannot list the root cgroup's programs",
+        err,
+    })
+}
+
+/// A `sock_ops` program that does nothing but return 1, attached where [`SockOpsHook`] is:
+/// the kernel's run time accounting's floor under its figure, for the benchmark.
+pub fn empty_probe() -> Result<[OwnedFd; 2], HookError> {
+    let mut a = asm::Asm::default();
+    a.mov_imm(R0, 1).exit();
+    load_and_link(a.finish())
+}
+
+/// Loads an assembled `sock_ops` program and links it to the root cgroup: the program and its
+/// link, which detaches it when closed.
+fn load_and_link(program: Result<Vec<asm::Insn>, &'static str>) -> Result<[OwnedFd; 2], HookError> {
+    let insns = program.map_err(|label| HookError::Sys {
+        what: "sock_ops program",
+        err: io::Error::other(format!("unresolved jump to {label}")),
+    })?;
+    let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
+    let prog = sys::prog_load(ProgType::SockOps, &code, PROG_NAME)?;
+    let (dir, _) = open_root_cgroup().map_err(|e| HookError::Sys {
+        what: "cannot open the root cgroup",
+        err: io::Error::other(e.to_string()),
+    })?;
+    let link =
+        sys::link_cgroup(&prog, &dir, AttachType::SockOps).map_err(|err| HookError::Sys {
+            what: "cannot attach the sock_ops program to the root cgroup",
+            err,
+        })?;
+    Ok([prog, link])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::bpf::asm::{disassemble, Op};
+    use crate::attribution::bpf::frame::listing::{
+        assert_files_the_current_process, assert_forward_only, updates,
+    };
+    use crate::attribution::bpf::frame::VAL;
+    use crate::attribution::bpf::task::tests::TASK_LIKE;
+
+    const SK: i16 = 184;
+
+    fn offsets() -> Offsets {
+        Offsets {
+            family: 16,
+            dport: 12,
+            sport: 780,
+            daddr: 0,
+            rcv_saddr: 4,
+            v6_daddr: 56,
+            v6_rcv_saddr: 72,
+            net: 48,
+            ns_inum: 120,
+        }
+    }
+
+    fn ops() -> Vec<(usize, Op)> {
+        disassemble(&program(&offsets(), &TASK_LIKE, SK, 7).unwrap())
+    }
+
+    #[test]
+    fn every_path_ends_returning_1_and_tcp_behaves_as_without_it() {
+        let ops = ops();
+        assert_forward_only(&ops);
+        assert!(ops.iter().all(|(_, op)| !matches!(op, Op::Unknown(_))));
+        let exits: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].1 == Op::Exit).collect();
+        assert_eq!(exits, [ops.len() - 1]);
+        assert_eq!(ops[ops.len() - 2].1, Op::MovImm { dst: R0, imm: 1 });
+        for &(at, op) in &ops {
+            if let Op::MovImm { dst: R0, imm } = op {
+                assert_eq!(imm, 1, "at {at}");
+            }
+            // The context (r1 on entry) is only read: the reply is never written.
+            if let Op::StoreMem { dst, .. } | Op::StoreImm { dst, .. } = op {
+                assert_eq!(dst, FP, "a store outside the stack at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_connect_event_files_a_record_of_the_connecting_process() {
+        let ops = ops();
+        let head: Vec<Op> = ops[..7].iter().map(|&(_, op)| op).collect();
+        assert_eq!(
+            head[0],
+            Op::LoadMem {
+                size: W,
+                dst: R2,
+                src: R1,
+                off: 0
+            }
+        );
+        // Any other event (and a context without a socket) jumps straight to the end.
+        let out = ops[ops.len() - 2].0 as i64;
+        for (i, reg) in [(1, R2), (3, R1), (5, R0)] {
+            let Op::Jump { dst, imm, off, .. } = head[i] else {
+                panic!("no jump at {i}: {head:?}");
+            };
+            assert_eq!(dst, reg);
+            assert_eq!(imm, if i == 1 { TCP_CONNECT_CB } else { 0 });
+            assert_eq!(ops[i].0 as i64 + 1 + i64::from(off), out, "at {i}");
+        }
+        assert_eq!(
+            head[2],
+            Op::LoadMem {
+                size: DW,
+                dst: R1,
+                src: R1,
+                off: SK
+            }
+        );
+        assert_eq!(head[4], Op::Call(Helper::SkcToTcpSock));
+        assert_eq!(head[6], Op::Mov { dst: R6, src: R0 });
+        assert_files_the_current_process(&ops);
+        // One record, in the connect map, of the stack's key and value.
+        assert_eq!(
+            updates(&ops),
+            [(7, i32::from(KEY), i32::from(VAL))],
+            "{ops:?}"
+        );
+        // Marked TCP.
+        assert!(ops.iter().any(|&(_, op)| op
+            == Op::StoreImm {
+                size: B,
+                dst: FP,
+                off: KEY_PROTO.at(KEY),
+                imm: IPPROTO_TCP
+            }));
+    }
+}
