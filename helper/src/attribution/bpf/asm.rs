@@ -105,10 +105,11 @@ pub enum Helper {
     GetNetnsCookie = 122,
     KtimeGetBootNs = 125,
     SkcToTcpSock = 137,
+    GetCurrentTaskBtf = 158,
 }
 
 impl Helper {
-    const ALL: [Helper; 13] = [
+    const ALL: [Helper; 14] = [
         Helper::MapLookupElem,
         Helper::MapUpdateElem,
         Helper::MapDeleteElem,
@@ -122,6 +123,7 @@ impl Helper {
         Helper::GetNetnsCookie,
         Helper::KtimeGetBootNs,
         Helper::SkcToTcpSock,
+        Helper::GetCurrentTaskBtf,
     ];
 
     pub fn id(self) -> i32 {

@@ -26,6 +26,13 @@ pub struct TaskOffsets {
     pub mm: i32,
     /// `struct nsproxy *nsproxy`.
     pub nsproxy: i32,
+    /// `char comm[16]`.
+    pub comm: i32,
+    /// `const struct cred *cred`: the subjective credentials (`current_cred()`).
+    pub cred: i32,
+    /// Within `struct cred`: `kuid_t uid`, the real uid as the kernel holds it (what
+    /// `bpf_get_current_uid_gid` reads, in the initial user namespace).
+    pub cred_uid: i32,
 }
 
 /// The BTF names [`TaskOffsets::from_btf`] looks up.
@@ -38,13 +45,19 @@ pub const BTF_NAMES: &[&str] = &[
     "start_boottime",
     "mm",
     "nsproxy",
+    "comm",
+    "cred",
+    "uid",
 ];
 
 impl TaskOffsets {
     pub fn from_btf(btf: &Btf) -> Result<TaskOffsets, BtfError> {
+        // Within what a load's 16-bit offset reaches: `current_process` loads fields directly.
         let at = |f: &str| -> Result<i32, BtfError> {
             let off = btf.offset_of("task_struct", &[f])?;
-            i32::try_from(off).map_err(|_| BtfError::Missing(format!("task_struct.{f}")))
+            i16::try_from(off)
+                .map(i32::from)
+                .map_err(|_| BtfError::Missing(format!("task_struct.{f}")))
         };
         Ok(TaskOffsets {
             tgid: at("tgid")?,
@@ -54,6 +67,11 @@ impl TaskOffsets {
             start_boottime: at("start_boottime")?,
             mm: at("mm")?,
             nsproxy: at("nsproxy")?,
+            comm: at("comm")?,
+            cred: at("cred")?,
+            cred_uid: i16::try_from(btf.offset_of("cred", &["uid"])?)
+                .map(i32::from)
+                .map_err(|_| BtfError::Missing("cred.uid".into()))?,
         })
     }
 }
@@ -73,6 +91,9 @@ pub mod tests {
         start_boottime: 1600,
         mm: 900,
         nsproxy: 2000,
+        comm: 2400,
+        cred: 2300,
+        cred_uid: 4,
     };
 
     /// A cut-down `struct task_struct`, with the pointers the programs follow.
@@ -92,8 +113,11 @@ pub mod tests {
                 ("start_boottime", u64t, 1600),
                 ("mm", ptr, 900),
                 ("nsproxy", ptr, 2000),
+                ("comm", u64t, 2400),
+                ("cred", ptr, 2300),
             ],
-        )
+        );
+        b.composite(false, "cred", 64, &[("uid", u32t, 4)])
     }
 
     #[test]
