@@ -315,8 +315,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let (true, Some(why)) = (cli.debug, &h.udp_off) {
                     eprintln!("debug: no UDP connect records: {why}");
                 }
-                if let (true, Some(why)) = (cli.debug, &h.send_off) {
-                    eprintln!("debug: no records of UDP sends to an address: {why}");
+                // An error line: the watched code can bring it about (64 programs on the root
+                // cgroup's hook), and a datagram's sender is then named by its socket's holder.
+                if let Some(why) = &h.send_off {
+                    startup.push(format!(
+                        "no records of UDP sends to an address, so such a datagram is named by \
+                         its socket's holder: {why}"
+                    ));
                 }
                 if let Some(why) = &h.tcp_late {
                     startup.push(format!(

@@ -46,7 +46,8 @@ use crate::attribution::bpf::frame::{
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
     Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
-    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_START, VALUE_TGID, VALUE_UID,
+    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_BY_WRITE, VALUE_COMM, VALUE_FLAGS, VALUE_LEN,
+    VALUE_START, VALUE_TGID, VALUE_UID,
 };
 use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
@@ -116,6 +117,8 @@ pub const BTF_NAMES: &[&str] = &[
     "sk_type",
     "bpf_sock_ops",
     "sk",
+    "tcp_sock",
+    "fastopen_req",
 ];
 
 /// The running kernel's BTF, with what both hooks look up: read once (it is megabytes, and
@@ -228,6 +231,7 @@ pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
         at_boot_ns: u64::from_ne_bytes(bytes(v, VALUE_BOOT_NS)),
         start_ns: u64::from_ne_bytes(bytes(v, VALUE_START)),
         comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        by_write: u32::from_ne_bytes(bytes(v, VALUE_FLAGS)) & VALUE_BY_WRITE as u32 != 0,
     }
 }
 

@@ -58,9 +58,12 @@ fn values_read_back_with_a_cut_comm() {
             uid: 1000,
             at_boot_ns: 123_456_789,
             start_ns: 99,
-            comm: "bash".into()
+            comm: "bash".into(),
+            by_write: false,
         }
     );
+    v[VALUE_FLAGS.range()].copy_from_slice(&(VALUE_BY_WRITE as u32).to_ne_bytes());
+    assert!(connector(&v).by_write);
     v[VALUE_COMM.range()].copy_from_slice(b"0123456789abcdef");
     assert_eq!(connector(&v).comm, "0123456789abcdef");
     v[comm] = 0xff;

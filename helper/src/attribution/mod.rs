@@ -491,10 +491,13 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             }
         }
         let found = self.by_socket(sides, read);
-        // The kernel files a TCP record when the connection leaves SYN_SENT: a program that
-        // is gone by now has done that.
-        if found.is_none() && outbound && t.proto == Proto::Tcp {
-            return self.by_connect_record(&t, read);
+        if outbound && t.proto == Proto::Tcp {
+            // With the tracepoint program, the kernel files a TCP record when the connection
+            // leaves SYN_SENT: a program that is gone by now has done that.
+            let Some(found) = found else {
+                return self.by_connect_record(&t, read);
+            };
+            return Some(self.held_against_record(&t, found));
         }
         found
     }

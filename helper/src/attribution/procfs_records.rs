@@ -168,6 +168,7 @@ impl ProcIndex {
             comm: process.comm.clone(),
             at_boot_ns: 0,
             start_ns: r.start_ns,
+            by_write: false,
         };
         let recorded = self.described_by_record(&c, r);
         Process {

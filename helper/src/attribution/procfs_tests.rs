@@ -395,6 +395,7 @@ fn a_connect_record_does_not_name_what_its_process_exec_d_since() {
         comm: stat.comm.clone(),
         at_boot_ns,
         start_ns,
+        by_write: false,
     };
     // Connected after its last exec: this very program.
     let after = i.by_pid(&connected_at(exec_ns + 5)).expect("named");

@@ -24,6 +24,8 @@ pub struct Connector {
     /// When the process started, in the same clock (0: not recorded): with the pid, what
     /// tells it from a later process given the same pid.
     pub start_ns: u64,
+    /// A write opened the connection (TCP Fast Open), and the record names the writer.
+    pub by_write: bool,
 }
 
 /// Records of who connected, by the connection's socket end (`src` local).
@@ -114,6 +116,29 @@ enum Wait {
     Unreadable,
 }
 
+/// Why a TCP flow's holder is not believed when an old connect record names another process.
+pub const HANDED: &str = "the kernel's record of who connected names another process (read \
+    late, more than a second after the connect), so this one may have been handed the socket";
+
+/// Why a record of a connection a write opened names no program a whitelist entry may match.
+pub const BY_WRITE: &str = "a write opened this connection (TCP Fast Open), and the process \
+    that wrote need not be the one that connected (TCP_FASTOPEN_CONNECT leaves the SYN to \
+    the first write, whoever makes it)";
+
+/// `process` as the maker of the connection a record speaks for: not verified where a write
+/// opened the connection (`by_write`).
+fn opened_by(process: Process, by_write: bool) -> Process {
+    if !by_write {
+        return process;
+    }
+    Process {
+        exe_verified: false,
+        exe_system: false,
+        exe_unverified: Some(BY_WRITE.into()),
+        ..process
+    }
+}
+
 impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// The connecting or sending process of an outbound TCP or UDP flow whose event was read
     /// at `read`, from the kernel's record: the live process when it is still there, else
@@ -137,8 +162,41 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         Some(found)
     }
 
+    /// `found`, the holder of outbound TCP flow `t`'s socket, held against the flow's
+    /// connect record when there is one but it was too old to name the flow (the helper read
+    /// the flow more than [`CONNECT_WINDOW_NS`] after the connect: a flood can delay it so). A
+    /// record of another process says the holder may have been handed the socket while it
+    /// connected: the holder is not believed for it; a record of the holder itself names it
+    /// as a fresh record would. (A record is filed in `connect()`, so a later connect on the
+    /// tuple would have replaced it.)
+    pub(super) fn held_against_record(&mut self, t: &Tuple, found: Attribution) -> Attribution {
+        let Some(connects) = self.connects.as_mut() else {
+            return found;
+        };
+        let r = connects.connector(t);
+        let Some(Some(c)) = self.note(r) else {
+            return found;
+        };
+        // The same process: as its record names it (so an exec since the connect shows).
+        if c.pid == found.process.pid {
+            if let Some(process) = self.processes.by_pid(&c) {
+                return Attribution { process, ..found };
+            }
+        }
+        Attribution {
+            process: Process {
+                exe_verified: false,
+                exe_system: false,
+                exe_unverified: Some(HANDED.into()),
+                ..found.process
+            },
+            ..found
+        }
+    }
+
     /// The process record `c` names for flow `t`, unless the record is too old for it.
     fn by_record(&mut self, t: &Tuple, c: Connector, read: Instant) -> Option<Attribution> {
+        let by_write = c.by_write;
         if c.at_boot_ns < window_start(t, read) {
             return None;
         }
@@ -161,7 +219,10 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
                 ..Default::default()
             },
         };
-        Some(Attribution::new(process, AttributedBy::Connect))
+        Some(Attribution::new(
+            opened_by(process, by_write),
+            AttributedBy::Connect,
+        ))
     }
 
     /// An outbound UDP flow without a record (yet), whose socket lookups found `found`.

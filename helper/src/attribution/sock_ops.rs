@@ -30,8 +30,8 @@ use std::os::fd::OwnedFd;
 
 use crate::attribution::bpf::asm::{self, Helper, B, DW, FP, R0, R1, R2, R6, W};
 use crate::attribution::bpf::btf::Btf;
-use crate::attribution::bpf::frame::{current_process, zero_stack, KEY};
-use crate::attribution::bpf::layout::KEY_PROTO;
+use crate::attribution::bpf::frame::{current_process, zero_stack, KEY, VAL};
+use crate::attribution::bpf::layout::{KEY_PROTO, VALUE_BY_WRITE, VALUE_FLAGS};
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::{file_tuple, HookError, Offsets};
@@ -47,10 +47,17 @@ const PROG_NAME: &[u8] = b"ctt_tcp_connect";
 /// r6 is the socket as `struct tcp_sock` (`bpf_skc_to_tcp_sock`): the context's own pointer
 /// may not be offset, and the tuple is read from the socket as the tracepoint program reads it
 /// ([`file_tuple`]), dual-stack addresses and the namespace included.
+///
+/// A connect made by a write (TCP Fast Open: `tcp_sendmsg_fastopen` sets `fastopen_req` and
+/// then connects) is marked [`VALUE_BY_WRITE`]: on a socket connected with
+/// `TCP_FASTOPEN_CONNECT`, `connect()` only chose the port, and the SYN waits for the first
+/// write, whoever makes it (a review had a program connect so, and hand the socket to a
+/// whitelisted program as its standard output: the record named that program).
 pub fn program(
     o: &Offsets,
     t: &TaskOffsets,
     sk: i16,
+    fastopen_req: i16,
     connects_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     let mut a = asm::Asm::default();
@@ -63,7 +70,11 @@ pub fn program(
         .mov(R6, R0);
     zero_stack(&mut a);
     current_process(&mut a, t);
-    a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
+    a.load(DW, R1, R6, fastopen_req)
+        .jeq_imm(R1, 0, "connect")
+        .store_imm(W, FP, VALUE_FLAGS.at(VAL), VALUE_BY_WRITE)
+        .label("connect")
+        .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
     file_tuple(&mut a, o, connects_fd, None, 1);
     a.finish()
 }
@@ -83,13 +94,16 @@ impl SockOpsHook {
         t: &TaskOffsets,
         connects_fd: i32,
     ) -> Result<SockOpsHook, HookError> {
-        let sk = btf.offset_of("bpf_sock_ops", &["sk"])?;
-        let sk = i16::try_from(sk).map_err(|_| HookError::Sys {
-            what: "bpf_sock_ops.sk",
-            err: io::Error::other("offset out of range"),
-        })?;
+        let at = |ty: &'static str, field: &'static str| -> Result<i16, HookError> {
+            let off = btf.offset_of(ty, &[field])?;
+            i16::try_from(off).map_err(|_| HookError::Sys {
+                what: "a field's offset is out of a load's reach",
+                err: io::Error::other(format!("{ty}.{field}")),
+            })
+        };
+        let (sk, fastopen_req) = (at("bpf_sock_ops", "sk")?, at("tcp_sock", "fastopen_req")?);
         Ok(SockOpsHook {
-            _fds: load_and_link(program(o, t, sk, connects_fd))?,
+            _fds: load_and_link(program(o, t, sk, fastopen_req, connects_fd))?,
         })
     }
 }
@@ -163,7 +177,7 @@ mod tests {
     }
 
     fn ops() -> Vec<(usize, Op)> {
-        disassemble(&program(&offsets(), &TASK_LIKE, SK, 7).unwrap())
+        disassemble(&program(&offsets(), &TASK_LIKE, SK, 1600, 7).unwrap())
     }
 
     #[test]
@@ -234,5 +248,49 @@ mod tests {
                 off: KEY_PROTO.at(KEY),
                 imm: IPPROTO_TCP
             }));
+    }
+
+    #[test]
+    fn a_connect_that_a_write_made_is_marked_so() {
+        let ops = ops();
+        let read = Op::LoadMem {
+            size: DW,
+            dst: R1,
+            src: R6,
+            off: 1600,
+        };
+        let i = ops
+            .iter()
+            .position(|&(_, op)| op == read)
+            .expect("tcp_sock.fastopen_req is read");
+        // Without a Fast Open request the flag is left zero; with one it is set, before the
+        // record is filed.
+        assert!(
+            matches!(
+                ops[i + 1].1,
+                Op::Jump {
+                    dst: R1,
+                    imm: 0,
+                    off: 1,
+                    ..
+                }
+            ),
+            "{:?}",
+            ops[i + 1]
+        );
+        assert_eq!(
+            ops[i + 2].1,
+            Op::StoreImm {
+                size: W,
+                dst: FP,
+                off: VALUE_FLAGS.at(VAL),
+                imm: VALUE_BY_WRITE
+            }
+        );
+        let update = ops
+            .iter()
+            .position(|&(_, op)| op == Op::Call(Helper::MapUpdateElem))
+            .expect("an update");
+        assert!(i < update);
     }
 }

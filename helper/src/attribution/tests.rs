@@ -7,7 +7,7 @@ use super::records::{boot_ns, SEND_RECORD_WAIT};
 use super::*;
 use crate::direction::{classify, LocalAddrs};
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FakeSockets {
     /// Answers of the kernel's exact lookup, by (family, local port).
     exact: HashMap<(Family, u16), SockEntry>,
@@ -92,6 +92,7 @@ fn connector(pid: u32, comm: &str, age_ms: u64) -> Connector {
         comm: comm.into(),
         at_boot_ns: boot_ns().saturating_sub(age_ms * 1_000_000),
         start_ns: 0,
+        by_write: false,
     }
 }
 
@@ -439,8 +440,23 @@ fn stale_records_inbound_flows_and_failing_lookups_fall_back_to_sockets() {
         (&out, connector(99, "old", 1500)),
         (&inbound, connector(98, "nobody", 0)),
     ];
-    let mut a = with_records(s, &procs, &records, false);
-    assert_eq!(a.attribute(&out).unwrap().by, AttributedBy::Socket);
+    let mut a = with_records(s.clone(), &procs, &records, false);
+    let held = a.attribute(&out).unwrap();
+    assert_eq!((held.by, held.process.pid), (AttributedBy::Socket, 5));
+    // The record names another process: the holder may have been handed the socket while it
+    // connected (read late, the record is out of the window), and is not believed.
+    assert!(!held.process.exe_verified, "{held:?}");
+    assert_eq!(
+        held.process.exe_unverified.as_deref(),
+        Some(super::records::HANDED)
+    );
+    // A late record of the holder itself says nothing against it.
+    let own = [(&out, connector(5, "wget", 1500))];
+    let held = with_records(s.clone(), &procs, &own, false)
+        .attribute(&out)
+        .unwrap();
+    assert_eq!((held.by, held.process.pid), (AttributedBy::Socket, 5));
+    assert_eq!(held.process.exe_unverified, None, "{held:?}");
     let got = a.attribute(&inbound).unwrap();
     assert_eq!((got.by, got.process.pid), (AttributedBy::Listener, 6));
     assert_eq!(a.errors(), 0);
@@ -453,7 +469,8 @@ fn stale_records_inbound_flows_and_failing_lookups_fall_back_to_sockets() {
     let fresh = [(&out, connector(99, "new", 0))];
     let mut a = with_records(s, &procs, &fresh, true);
     assert_eq!(a.attribute(&out).unwrap().process.pid, 5);
-    assert_eq!(a.errors(), 1);
+    // Both looks at the record failed: for the flow, and to hold the holder against it.
+    assert_eq!(a.errors(), 2);
 }
 
 #[test]
