@@ -510,6 +510,7 @@ impl ConnectLog {
                 marks,
                 netns,
                 udp: udp_records,
+                tcp_at_connect: matches!(tcp, Tcp::SockOps(_)),
                 elsewhere: Namespaces::new(netns),
             },
             _tcp: tcp,
@@ -530,6 +531,7 @@ impl ConnectLog {
             marks: self.records.marks.clone(),
             netns: self.records.netns,
             udp: self.records.udp,
+            tcp_at_connect: self.records.tcp_at_connect,
             elsewhere: Namespaces::new(self.records.netns),
         })
     }
@@ -541,6 +543,9 @@ impl Connects for ConnectLog {
     }
     fn udp_records(&self) -> UdpRecords {
         self.records.udp
+    }
+    fn tcp_at_connect(&self) -> bool {
+        self.records.tcp_at_connect
     }
     fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         self.records.connector_elsewhere(t)
@@ -579,6 +584,8 @@ pub struct ConnectReader {
     marks: Option<std::sync::Arc<PortMarks>>,
     netns: u32,
     udp: UdpRecords,
+    /// Whether every TCP connect files its record before its first packet (`sock_ops`).
+    tcp_at_connect: bool,
     /// The machine's other network namespaces, for flows forwarded from them.
     elsewhere: Namespaces,
 }
@@ -646,6 +653,9 @@ impl Connects for ConnectReader {
     }
     fn udp_records(&self) -> UdpRecords {
         self.udp
+    }
+    fn tcp_at_connect(&self) -> bool {
+        self.tcp_at_connect
     }
     fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
         if let Some(c) = self.in_known(t)? {

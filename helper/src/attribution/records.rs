@@ -35,6 +35,12 @@ pub trait Connects {
     fn udp_records(&self) -> UdpRecords {
         UdpRecords::default()
     }
+    /// Whether every TCP connect files its record in `connect()`, before its first packet
+    /// (the `sock_ops` program), so a flow without one has lost it. No, unless the source
+    /// says so.
+    fn tcp_at_connect(&self) -> bool {
+        false
+    }
     /// The record of a flow forwarded from another network namespace on this machine (a
     /// container's), filed there under the flow's tuple as the container sees it.
     fn connector_elsewhere(&mut self, t: &Tuple) -> io::Result<Option<Connector>> {
@@ -119,6 +125,10 @@ enum Wait {
 /// Why a TCP flow's holder is not believed when an old connect record names another process.
 pub const HANDED: &str = "the kernel's record of who connected names another process (read \
     late, more than a second after the connect), so this one may have been handed the socket";
+/// Why, when the kernel records every connect and holds none for this one.
+pub const EVICTED: &str = "the kernel records every connect and holds no record of this one \
+    (evicted by a flood of connects?), so the process holding the socket may have been handed \
+    it";
 
 /// Why a record of a connection a write opened names no program a whitelist entry may match.
 pub const BY_WRITE: &str = "a write opened this connection (TCP Fast Open), and the process \
@@ -168,26 +178,35 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// record of another process says the holder may have been handed the socket while it
     /// connected: the holder is not believed for it; a record of the holder itself names it
     /// as a fresh record would. (A record is filed in `connect()`, so a later connect on the
-    /// tuple would have replaced it.)
+    /// tuple would have replaced it.) Where every connect files one, no record at all means
+    /// it was evicted, and the holder is not believed either.
     pub(super) fn held_against_record(&mut self, t: &Tuple, found: Attribution) -> Attribution {
         let Some(connects) = self.connects.as_mut() else {
             return found;
         };
+        let at_connect = connects.tcp_at_connect();
         let r = connects.connector(t);
-        let Some(Some(c)) = self.note(r) else {
-            return found;
+        let why = match self.note(r) {
+            // The same process: as its record names it (so an exec since the connect, or a
+            // write that opened the connection, shows).
+            Some(Some(c)) if c.pid == found.process.pid => match self.processes.by_pid(&c) {
+                Some(process) => {
+                    let process = opened_by(process, c.by_write);
+                    return Attribution { process, ..found };
+                }
+                None => HANDED,
+            },
+            Some(Some(_)) => HANDED,
+            // Every connect files one: this one's was evicted (a flood of connects can do
+            // that, in a namespace of its own, where none of it reaches the helper).
+            Some(None) if at_connect => EVICTED,
+            _ => return found,
         };
-        // The same process: as its record names it (so an exec since the connect shows).
-        if c.pid == found.process.pid {
-            if let Some(process) = self.processes.by_pid(&c) {
-                return Attribution { process, ..found };
-            }
-        }
         Attribution {
             process: Process {
                 exe_verified: false,
                 exe_system: false,
-                exe_unverified: Some(HANDED.into()),
+                exe_unverified: Some(why.into()),
                 ..found.process
             },
             ..found

@@ -65,6 +65,8 @@ struct FakeConnects {
     records: HashMap<Tuple, Connector>,
     failing: bool,
     udp: UdpRecords,
+    /// Every TCP connect files a record (the `sock_ops` program).
+    tcp_at_connect: bool,
     /// Lookups answered "not there" before the records show: a record that lands late.
     late_by: usize,
     asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -79,6 +81,9 @@ impl Connects for FakeConnects {
             return Ok(None);
         }
         Ok(self.records.get(t).cloned())
+    }
+    fn tcp_at_connect(&self) -> bool {
+        self.tcp_at_connect
     }
     fn udp_records(&self) -> UdpRecords {
         self.udp
@@ -471,6 +476,52 @@ fn stale_records_inbound_flows_and_failing_lookups_fall_back_to_sockets() {
     assert_eq!(a.attribute(&out).unwrap().process.pid, 5);
     // Both looks at the record failed: for the flow, and to hold the holder against it.
     assert_eq!(a.errors(), 2);
+}
+
+#[test]
+fn a_holder_read_late_is_held_to_its_own_record_and_an_evicted_one() {
+    let out = sides(Proto::Tcp, "10.0.0.1", 40004, "10.0.0.9", 443);
+    let mut s = FakeSockets::default();
+    s.exact.insert(
+        (Family::Ipv4, 40004),
+        sock(Proto::Tcp, 1, "10.0.0.1", 40004, "10.0.0.9", 443, 11),
+    );
+    let mut wget = proc_(5, "wget");
+    wget.exe_verified = true;
+    let procs = [(11, wget)];
+    // Its own record, out of the window, of a connect a write made: still not believed.
+    let by_write = Connector {
+        by_write: true,
+        ..connector(5, "wget", 1500)
+    };
+    let held = with_records(s.clone(), &procs, &[(&out, by_write)], false)
+        .attribute(&out)
+        .unwrap();
+    assert_eq!(held.process.pid, 5);
+    assert!(!held.process.exe_verified, "{held:?}");
+    assert_eq!(
+        held.process.exe_unverified.as_deref(),
+        Some(super::records::BY_WRITE)
+    );
+    // No record at all: where every connect files one, it was evicted; elsewhere (the
+    // tracepoint files only once the handshake is over) the holder speaks.
+    let none = |tcp_at_connect| {
+        let c = FakeConnects {
+            tcp_at_connect,
+            ..Default::default()
+        };
+        attributor(s.clone(), &procs)
+            .with_connects(Box::new(c))
+            .attribute(&out)
+            .unwrap()
+    };
+    let held = none(true);
+    assert!(!held.process.exe_verified, "{held:?}");
+    assert_eq!(
+        held.process.exe_unverified.as_deref(),
+        Some(super::records::EVICTED)
+    );
+    assert!(none(false).process.exe_verified);
 }
 
 #[test]

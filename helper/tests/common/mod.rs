@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod container;
+pub mod nobody;
 mod require;
 #[allow(unused_imports)] // a target that includes both modules uses one of them
 pub use require::require;
