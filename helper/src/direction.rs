@@ -51,6 +51,10 @@ pub struct Sides {
     pub local_port: u16,
     pub remote_ip: IpAddr,
     pub remote_port: u16,
+    /// A TCP connection conntrack picked up under way, not from its SYN: it began before
+    /// conntrack tracked anything (so before the helper), and no connect record of it can
+    /// exist.
+    pub under_way: bool,
 }
 
 impl Sides {
@@ -63,6 +67,9 @@ impl Sides {
 /// Classifies a flow against the machine's addresses.
 pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
     let o = &flow.orig;
+    let under_way = flow
+        .tcp_state
+        .is_some_and(|s| s != crate::flow::CT_TCP_SYN_SENT);
     if local.is_local(&o.src) {
         Sides {
             direction: Direction::Outbound,
@@ -71,6 +78,7 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
             local_port: o.sport,
             remote_ip: o.dst,
             remote_port: o.dport,
+            under_way,
         }
     } else if local.is_local(&o.dst) {
         // The reply tuple is the socket's own view: after DNAT its own end is the reply's
@@ -83,6 +91,7 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
             local_port: o.dport,
             remote_ip: o.src,
             remote_port: o.sport,
+            under_way,
         }
     } else {
         Sides {
@@ -92,6 +101,7 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
             local_port: o.sport,
             remote_ip: o.dst,
             remote_port: o.dport,
+            under_way,
         }
     }
 }
@@ -127,6 +137,7 @@ mod tests {
             mark: None,
             orig,
             reply: Some(reversed(orig)),
+            tcp_state: None,
         }
     }
 
@@ -143,6 +154,17 @@ mod tests {
         assert_eq!(s.direction, Direction::Outbound);
         assert_eq!(s.local_ip.to_string(), "10.0.0.1");
         assert_eq!((s.local_port, s.remote_port), (40000, 443));
+    }
+
+    #[test]
+    fn a_connection_conntrack_picked_up_under_way_is_marked_so() {
+        let mut f = flow("10.0.0.1", 40000, "93.184.216.34", 443);
+        assert!(!classify(&f, &addrs()).under_way);
+        f.tcp_state = Some(crate::flow::CT_TCP_SYN_SENT);
+        assert!(!classify(&f, &addrs()).under_way);
+        // ESTABLISHED in a NEW event: conntrack never saw its SYN.
+        f.tcp_state = Some(3);
+        assert!(classify(&f, &addrs()).under_way);
     }
 
     #[test]

@@ -199,7 +199,14 @@ pub struct Flow {
     pub mark: Option<u32>,
     pub orig: Tuple,
     pub reply: Option<Tuple>,
+    /// A TCP flow's state as conntrack holds it (`CTA_PROTOINFO_TCP_STATE`): in a NEW event,
+    /// `SYN_SENT` when conntrack saw the connection's SYN, `ESTABLISHED` when it picked up a
+    /// connection already under way (one that began before conntrack tracked anything).
+    pub tcp_state: Option<u8>,
 }
+
+/// conntrack's `TCP_CONNTRACK_SYN_SENT`.
+pub const CT_TCP_SYN_SENT: u8 = 1;
 
 /// Flows for the unit tests of every module, so each builds them the same way.
 #[cfg(test)]
@@ -213,6 +220,7 @@ pub(crate) mod fixtures {
             id: None,
             zone: None,
             mark: None,
+            tcp_state: None,
             orig: Tuple {
                 proto,
                 src: src.parse().expect("test address"),

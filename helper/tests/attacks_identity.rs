@@ -16,6 +16,25 @@ use common::nobody::{as_nobody, as_nobody_output, connect_py};
 use common::{config_file, root_or_skip, to_port, Helper, Net, PY};
 use serde_json::Value;
 
+/// The helper in `net.a`, with only `/usr/bin/sleep` whitelisted: the program the hostile one
+/// passes itself off as. The guard keeps the config file.
+fn sleep_whitelisted(net: &Net) -> (tempfile::TempDir, Helper) {
+    let (d, cfg) = config_file(
+        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
+    );
+    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    (d, h)
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the helper: holding it back as a flood would.
+fn signal(h: &Helper, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &h.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill {sig}");
+}
+
 #[test]
 fn a_program_cannot_borrow_a_whitelisted_identity() {
     let test = "a_program_cannot_borrow_a_whitelisted_identity";
@@ -177,29 +196,19 @@ fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it
     }
     let mut net = Net::new();
     net.serve(&net.b.clone(), "0.0.0.0", &[9011, 9012]);
-    let (_d, cfg) = config_file(
-        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
-    );
-    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let (_d, h) = sleep_whitelisted(&net);
     let b = net.b4();
     // The helper is held back while the program connects and then execs the whitelisted
     // sleep, under sleep's name from the start: the watched code can slow the helper down
     // (a flood) for as long as an exec takes. The socket is kept across the exec.
-    let signal = |sig: &str| {
-        let st = Command::new("kill")
-            .args([sig, &h.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill {sig}");
-    };
-    signal("-STOP");
+    signal(&h, "-STOP");
     let script = format!(
         "{PY} -c \"import ctypes, os, socket; ctypes.CDLL(None).prctl(15, b'sleep', 0, 0, 0); \
          s = socket.create_connection(('{b}', 9011), 2); os.set_inheritable(s.fileno(), True); \
          os.execv('/usr/bin/sleep', ['sleep', '5'])\" >/dev/null 2>&1 &\nsleep 0.3"
     );
     as_nobody(&net.a, &script);
-    signal("-CONT");
+    signal(&h, "-CONT");
     as_nobody(
         &net.a,
         &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
@@ -272,19 +281,9 @@ fn hand_off(test: &str, late: Duration, flood: bool) {
         let st = Net::cmd(&net.b, &["nft", cmd]).status().expect("nft");
         assert!(st.success(), "{cmd}");
     }
-    let (_d, cfg) = config_file(
-        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
-    );
-    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let (_d, h) = sleep_whitelisted(&net);
     let b = net.b4();
-    let signal = |sig: &str| {
-        let st = Command::new("kill")
-            .args([sig, &h.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill {sig}");
-    };
-    signal("-STOP");
+    signal(&h, "-STOP");
     // 9013: it connects without waiting and execs sleep, under sleep's name from the start.
     // 9014: it connects, hands the socket to a new sleep and closes its own, and exits. Either
     // way sleep is the socket's only holder by the time the helper looks.
@@ -310,7 +309,7 @@ fn hand_off(test: &str, late: Duration, flood: bool) {
             &format!("unshare -rn sh -c \"ip link set lo up && {PY} -c \\\"{run}\\\"\""),
         );
     }
-    signal("-CONT");
+    signal(&h, "-CONT");
     as_nobody(
         &net.a,
         &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
@@ -358,6 +357,53 @@ fn hand_off(test: &str, late: Duration, flood: bool) {
     }
 }
 
+/// What the record check leaves alone: a connection from before the helper (and before
+/// conntrack tracked anything) has no record, and conntrack picks it up under way at its next
+/// packet. Its holder still names it, so a whitelisted program's old connection stays
+/// silenced instead of being reported as evicted.
+#[test]
+fn a_connection_from_before_the_helper_is_still_named_after_its_holder() {
+    let test = "a_connection_from_before_the_helper_is_still_named_after_its_holder";
+    let tools = ["ip", "nft", "setpriv", "python3", "conntrack"];
+    if !root_or_skip(test) || !common::require(test, &tools) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[9012, 9017]);
+    let b = net.b4();
+    // Keepalives every second: the packets that conntrack, once on, picks the connection up by.
+    as_nobody(
+        &net.a,
+        &format!(
+            "{PY} -c \"import socket, subprocess; s = socket.create_connection(('{b}', 9017)); \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1); s.setsockopt(6, 4, 1); \
+             s.setsockopt(6, 5, 1); subprocess.Popen(['/usr/bin/sleep', '20'], \
+             pass_fds=[s.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\""
+        ),
+    );
+    let (_d, h) = sleep_whitelisted(&net);
+    std::thread::sleep(Duration::from_secs(3));
+    as_nobody(
+        &net.a,
+        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
+    );
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9012).is_some(),
+        "the helper saw nothing: {lines:?}"
+    );
+    // conntrack has it: picked up while the helper watched.
+    let listed = Net::cmd(&net.a, &["conntrack", "-L", "-p", "tcp", "--dport", "9017"])
+        .output()
+        .expect("conntrack -L");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("dport=9017"), "not picked up: {listed}");
+    assert!(
+        to_port(&lines, 9017).is_none(),
+        "the whitelisted holder's old connection was reported: {lines:?}"
+    );
+}
+
 #[test]
 fn a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it() {
     let test = "a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it";
@@ -366,10 +412,7 @@ fn a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it(
     }
     let mut net = Net::new();
     net.serve(&net.b.clone(), "0.0.0.0", &[9012, 9015]);
-    let (_d, cfg) = config_file(
-        "[monitor]\nprotocols = [\"all\"]\n[whitelist]\nprocesses = [\"/usr/bin/sleep\"]\n",
-    );
-    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let (_d, h) = sleep_whitelisted(&net);
     let b = net.b4();
     // TCP_FASTOPEN_CONNECT (30) and TCP_FASTOPEN_NO_COOKIE (34): connect() only picks the
     // port, and the SYN leaves with the first write, here sleep's --version on its stdout.

@@ -112,6 +112,7 @@ pub fn lookup_series(
             local_port: sport,
             remote_ip: dst,
             remote_port: dport,
+            under_way: false,
         };
         let t = Instant::now();
         let p = pipeline.attribute(&sides);
@@ -152,6 +153,7 @@ pub fn lookup_series(
             local_port: sport,
             remote_ip: dst,
             remote_port: dport,
+            under_way: false,
         };
         let t = Instant::now();
         let p = pipeline.attribute(&sides);

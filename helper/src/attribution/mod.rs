@@ -497,7 +497,7 @@ impl<S: Sockets, P: Processes> Attributor for SocketAttributor<S, P> {
             let Some(found) = found else {
                 return self.by_connect_record(&t, read);
             };
-            return Some(self.held_against_record(&t, found));
+            return Some(self.held_against_record(&t, sides.under_way, found));
         }
         found
     }

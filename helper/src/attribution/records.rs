@@ -179,8 +179,14 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
     /// connected: the holder is not believed for it; a record of the holder itself names it
     /// as a fresh record would. (A record is filed in `connect()`, so a later connect on the
     /// tuple would have replaced it.) Where every connect files one, no record at all means
-    /// it was evicted, and the holder is not believed either.
-    pub(super) fn held_against_record(&mut self, t: &Tuple, found: Attribution) -> Attribution {
+    /// it was evicted, and the holder is not believed either, unless conntrack picked the
+    /// connection up `under_way` (it began before conntrack, and the helper, saw anything).
+    pub(super) fn held_against_record(
+        &mut self,
+        t: &Tuple,
+        under_way: bool,
+        found: Attribution,
+    ) -> Attribution {
         let Some(connects) = self.connects.as_mut() else {
             return found;
         };
@@ -199,7 +205,8 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             Some(Some(_)) => HANDED,
             // Every connect files one: this one's was evicted (a flood of connects can do
             // that, in a namespace of its own, where none of it reaches the helper).
-            Some(None) if at_connect => EVICTED,
+            // (Not one conntrack picked up under way: it began before anything was tracked.)
+            Some(None) if at_connect && !under_way => EVICTED,
             _ => return found,
         };
         Attribution {

@@ -522,6 +522,20 @@ fn a_holder_read_late_is_held_to_its_own_record_and_an_evicted_one() {
         Some(super::records::EVICTED)
     );
     assert!(none(false).process.exe_verified);
+    // Nor one conntrack picked up under way: it began before anything was tracked.
+    let c = FakeConnects {
+        tcp_at_connect: true,
+        ..Default::default()
+    };
+    let under_way = Sides {
+        under_way: true,
+        ..out
+    };
+    let held = attributor(s.clone(), &procs)
+        .with_connects(Box::new(c))
+        .attribute(&under_way)
+        .unwrap();
+    assert!(held.process.exe_verified, "{held:?}");
 }
 
 #[test]

@@ -314,6 +314,7 @@ fn query_sides(proto: Proto, client: SocketAddr, server: SocketAddr) -> Sides {
         local_port: client.port(),
         remote_ip: server.ip(),
         remote_port: server.port(),
+        under_way: false,
     }
 }
 

@@ -33,10 +33,14 @@ const NFGENMSG_LEN: usize = 4;
 // enum ctattr_type
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_PROTOINFO: u16 = 4;
 const CTA_MARK: u16 = 8;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
 // enum ctattr_tuple
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_TUPLE_ZONE: u16 = 3;
@@ -158,10 +162,12 @@ pub fn parse_flow(event: FlowEvent, attrs: &[u8]) -> Result<Flow, ParseError> {
     let mut id = None;
     let mut mark = None;
     let mut zone = None;
+    let mut tcp_state = None;
     for nla in nlas(attrs) {
         let nla = nla?;
         let v = nla.value();
         match nla.kind() {
+            CTA_PROTOINFO => tcp_state = parse_tcp_state(v)?,
             CTA_TUPLE_ORIG => orig = Some(parse_tuple(v)?),
             CTA_TUPLE_REPLY => reply = Some(parse_tuple(v)?),
             CTA_ID => id = Some(be32(v, "CTA_ID")?),
@@ -178,7 +184,25 @@ pub fn parse_flow(event: FlowEvent, attrs: &[u8]) -> Result<Flow, ParseError> {
         mark,
         orig,
         reply,
+        tcp_state,
     })
+}
+
+/// The TCP state in a `CTA_PROTOINFO`, if it holds a TCP one.
+fn parse_tcp_state(buf: &[u8]) -> Result<Option<u8>, ParseError> {
+    for nla in nlas(buf) {
+        let nla = nla?;
+        if nla.kind() != CTA_PROTOINFO_TCP {
+            continue;
+        }
+        for inner in nlas(nla.value()) {
+            let inner = inner?;
+            if inner.kind() == CTA_PROTOINFO_TCP_STATE {
+                return u8_(inner.value(), "CTA_PROTOINFO_TCP_STATE").map(Some);
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Default)]
@@ -440,6 +464,28 @@ mod tests {
         assert_eq!(f.id, Some(1279655717));
         // The kernel leaves CTA_MARK out of events when the mark is 0.
         assert_eq!(f.mark, None);
+        // Seen from its SYN.
+        assert_eq!(f.tcp_state, Some(crate::flow::CT_TCP_SYN_SENT));
+        assert_eq!(one_flow(UDP6_NEW).tcp_state, None);
+    }
+
+    #[test]
+    fn a_tcp_state_is_read_from_its_nested_protoinfo() {
+        // CTA_PROTOINFO_TCP (nested) holding CTA_PROTOINFO_TCP_STATE = 3 (ESTABLISHED: a
+        // connection picked up under way) and, before it, another attribute.
+        let state = [5, 0, 1, 0, 3, 0, 0, 0];
+        let flags = [6, 0, 4, 0, 0, 0, 0, 0];
+        let mut tcp = vec![20, 0, 1, 0x80];
+        tcp.extend_from_slice(&flags);
+        tcp.extend_from_slice(&state);
+        assert_eq!(parse_tcp_state(&tcp).unwrap(), Some(3));
+        // Another protocol's protoinfo (DCCP is 2), or none.
+        tcp[2] = 2;
+        assert_eq!(parse_tcp_state(&tcp).unwrap(), None);
+        assert_eq!(parse_tcp_state(&[]).unwrap(), None);
+        // A state of the wrong size is an error, not a guess.
+        let bad = [12, 0, 1, 0x80, 6, 0, 1, 0, 3, 3, 0, 0];
+        assert!(parse_tcp_state(&bad).is_err());
     }
 
     #[test]
