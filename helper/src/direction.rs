@@ -51,9 +51,9 @@ pub struct Sides {
     pub local_port: u16,
     pub remote_ip: IpAddr,
     pub remote_port: u16,
-    /// A TCP connection conntrack picked up under way, not from its SYN: it began before
-    /// conntrack tracked anything (so before the helper), and no connect record of it can
-    /// exist.
+    /// A TCP connection conntrack picked up under way, not from its SYN, whose tuple the
+    /// helper never saw connect: it began before conntrack tracked anything (so before the
+    /// helper), and no connect record of it can exist.
     pub under_way: bool,
 }
 
@@ -67,9 +67,10 @@ impl Sides {
 /// Classifies a flow against the machine's addresses.
 pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
     let o = &flow.orig;
-    let under_way = flow
-        .tcp_state
-        .is_some_and(|s| s != crate::flow::CT_TCP_SYN_SENT);
+    let under_way = !flow.seen_from_syn
+        && flow
+            .tcp_state
+            .is_some_and(|s| s != crate::flow::CT_TCP_SYN_SENT);
     if local.is_local(&o.src) {
         Sides {
             direction: Direction::Outbound,
@@ -138,6 +139,7 @@ mod tests {
             orig,
             reply: Some(reversed(orig)),
             tcp_state: None,
+            seen_from_syn: false,
         }
     }
 

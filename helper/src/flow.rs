@@ -203,10 +203,88 @@ pub struct Flow {
     /// `SYN_SENT` when conntrack saw the connection's SYN, `ESTABLISHED` when it picked up a
     /// connection already under way (one that began before conntrack tracked anything).
     pub tcp_state: Option<u8>,
+    /// The helper saw a NEW event of this TCP tuple from its SYN before (the reader marks
+    /// it): a pickup under way is then that connection again, after its conntrack entry
+    /// ended (it expired, or was dropped), not one from before the helper.
+    pub seen_from_syn: bool,
 }
 
 /// conntrack's `TCP_CONNTRACK_SYN_SENT`.
 pub const CT_TCP_SYN_SENT: u8 = 1;
+
+/// The TCP tuples the reader saw connect from their SYN, newest kept (see
+/// [`Flow::seen_from_syn`]). A program that wants one forgotten must make as many
+/// connections as this through the helper's own conntrack, and each is reported.
+pub struct SeenFromSyn(lru::LruCache<Tuple, ()>);
+
+/// How many tuples [`SeenFromSyn`] keeps: about 1.3 MB.
+pub const SEEN_FROM_SYN: usize = 16384;
+
+impl Default for SeenFromSyn {
+    fn default() -> Self {
+        SeenFromSyn(lru::LruCache::new(
+            std::num::NonZeroUsize::new(SEEN_FROM_SYN).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
+    }
+}
+
+impl SeenFromSyn {
+    /// Notes a NEW TCP flow seen from its SYN, or marks one picked up under way whose tuple
+    /// was.
+    pub fn note(&mut self, flow: &mut Flow) {
+        if flow.event != FlowEvent::New || flow.orig.proto != Proto::Tcp {
+            return;
+        }
+        match flow.tcp_state {
+            Some(CT_TCP_SYN_SENT) => {
+                self.0.put(flow.orig, ());
+            }
+            Some(_) => flow.seen_from_syn = self.0.contains(&flow.orig),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    #[test]
+    fn a_pickup_of_a_tuple_seen_from_its_syn_is_marked_and_no_other() {
+        let mut seen = SeenFromSyn::default();
+        let mut f = fixtures::flow(Proto::Tcp, "10.0.0.1", 40000, "10.0.0.9", 443);
+        f.tcp_state = Some(3);
+        seen.note(&mut f);
+        assert!(!f.seen_from_syn, "never seen: a connection from before");
+        let mut syn = Flow {
+            tcp_state: Some(CT_TCP_SYN_SENT),
+            ..f.clone()
+        };
+        seen.note(&mut syn);
+        assert!(!syn.seen_from_syn);
+        seen.note(&mut f);
+        assert!(
+            f.seen_from_syn,
+            "seen from its SYN: the same connection again"
+        );
+        // Another tuple, another protocol, or a DESTROY event: not marked.
+        let mut other = fixtures::flow(Proto::Tcp, "10.0.0.1", 40001, "10.0.0.9", 443);
+        other.tcp_state = Some(3);
+        seen.note(&mut other);
+        assert!(!other.seen_from_syn);
+        let mut udp = fixtures::flow(Proto::Udp, "10.0.0.1", 40000, "10.0.0.9", 443);
+        udp.tcp_state = Some(3);
+        seen.note(&mut udp);
+        assert!(!udp.seen_from_syn);
+        let mut gone = Flow {
+            event: FlowEvent::Destroy,
+            seen_from_syn: false,
+            ..f.clone()
+        };
+        seen.note(&mut gone);
+        assert!(!gone.seen_from_syn);
+    }
+}
 
 /// Flows for the unit tests of every module, so each builds them the same way.
 #[cfg(test)]
@@ -221,6 +299,7 @@ pub(crate) mod fixtures {
             zone: None,
             mark: None,
             tcp_state: None,
+            seen_from_syn: false,
             orig: Tuple {
                 proto,
                 src: src.parse().expect("test address"),

@@ -185,6 +185,7 @@ pub fn parse_flow(event: FlowEvent, attrs: &[u8]) -> Result<Flow, ParseError> {
         orig,
         reply,
         tcp_state,
+        seen_from_syn: false,
     })
 }
 

@@ -240,6 +240,7 @@ struct Reading<A> {
     debug: bool,
     congested: bool,
     last_flow: Instant,
+    seen: crate::flow::SeenFromSyn,
 }
 
 impl<A: Attributor> Reading<A> {
@@ -254,7 +255,9 @@ impl<A: Attributor> Reading<A> {
         let (at, read) = (SystemTime::now(), Instant::now());
         for m in parse_datagram(bytes) {
             out.push(match m {
-                Ok(Message::Flow(flow)) => {
+                Ok(Message::Flow(mut flow)) => {
+                    // Every flow passes here once, in order: the one place to remember them.
+                    self.seen.note(&mut flow);
                     // Only when the pipeline has caught up and flows are not arriving back
                     // to back: in a burst, just read, and let the pipeline attribute the
                     // queued flows in one go.
@@ -300,6 +303,7 @@ pub fn run<S: EventSource, A: Attributor>(
         debug,
         congested: false,
         last_flow: Instant::now() - BURST_GAP,
+        seen: Default::default(),
     };
     // Whether `recv` gives up after CONGESTED_WAKE: only while congested.
     let mut waking = false;
