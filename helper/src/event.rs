@@ -209,6 +209,17 @@ pub struct Ancestor {
 pub const ANCESTOR_ARGS_KEPT: usize = 4;
 
 impl Process {
+    /// The same process, its executable not believed, for the reason `why`: no whitelist
+    /// entry matches it then.
+    pub fn unverified(self, why: &str) -> Process {
+        Process {
+            exe_verified: false,
+            exe_system: false,
+            exe_unverified: Some(why.into()),
+            ..self
+        }
+    }
+
     /// The executable's file name, or `comm` when the path is unknown.
     pub fn program_name(&self) -> &str {
         self.exe

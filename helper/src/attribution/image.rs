@@ -96,12 +96,7 @@ pub fn made_before(process: Process, exec_ns: u64, at_ns: u64) -> Process {
     if at_ns == 0 || exec_ns <= at_ns {
         return process;
     }
-    Process {
-        exe_verified: false,
-        exe_system: false,
-        exe_unverified: Some(EXECED_SINCE.into()),
-        ..process
-    }
+    process.unverified(EXECED_SINCE)
 }
 
 /// Why a process's executable is not believed when it exec'd after it connected.

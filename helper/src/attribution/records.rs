@@ -141,12 +141,7 @@ fn opened_by(process: Process, by_write: bool) -> Process {
     if !by_write {
         return process;
     }
-    Process {
-        exe_verified: false,
-        exe_system: false,
-        exe_unverified: Some(BY_WRITE.into()),
-        ..process
-    }
+    process.unverified(BY_WRITE)
 }
 
 impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
@@ -210,12 +205,7 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
             _ => return found,
         };
         Attribution {
-            process: Process {
-                exe_verified: false,
-                exe_system: false,
-                exe_unverified: Some(why.into()),
-                ..found.process
-            },
+            process: found.process.unverified(why),
             ..found
         }
     }
