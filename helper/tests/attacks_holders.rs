@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{config_file, connections, root_or_skip, to_port, Helper, Net, PY};
@@ -18,19 +17,7 @@ use serde_json::Value;
 /// its standard output and fails the test if it fails.
 fn as_nobody_with_fds(ns: &str, nofile: u32, script: &str) -> String {
     let limit = format!("--nofile={nofile}:{nofile}");
-    let out = Command::new("prlimit")
-        .args([limit.as_str(), "--", "ip", "netns", "exec", ns, "setpriv"])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .args(["sh", "-euc", script])
-        .output()
-        .expect("run prlimit and setpriv");
-    assert!(
-        out.status.success(),
-        "the attacker's script failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::nobody::as_nobody_under(&["prlimit", &limit, "--"], ns, script)
 }
 
 /// The `pid NAME N` lines a script printed, by name.

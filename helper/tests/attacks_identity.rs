@@ -35,6 +35,20 @@ fn signal(h: &Helper, sig: &str) {
     assert!(st.success(), "kill {sig}");
 }
 
+/// What the helper printed, once `nobody` has connected to the marker port 9012 of `net.b`
+/// (which the test serves): that line shows the helper was watching, so a flow missing
+/// beside it was silenced, not unseen.
+fn after_marker(net: &Net, h: &Helper) -> Vec<Value> {
+    let marker = connect_py(&net.b4(), 9012, None);
+    as_nobody(&net.a, &format!("{PY} -c \"{marker}\""));
+    let lines = h.collect(Duration::from_secs(2));
+    assert!(
+        to_port(&lines, 9012).is_some(),
+        "the helper saw nothing: {lines:?}"
+    );
+    lines
+}
+
 /// Asserts that `v`'s process is not verified, for a reason that says `why`.
 fn assert_unverified(v: &Value, why: &str) {
     let p = &v["process"];
@@ -211,15 +225,7 @@ fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it
     );
     as_nobody(&net.a, &script);
     signal(&h, "-CONT");
-    as_nobody(
-        &net.a,
-        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
-    );
-    let lines = h.collect(Duration::from_secs(2));
-    assert!(
-        to_port(&lines, 9012).is_some(),
-        "the helper saw nothing: {lines:?}"
-    );
+    let lines = after_marker(&net, &h);
     let v = to_port(&lines, 9011)
         .unwrap_or_else(|| panic!("the connection was silenced as sleep: {lines:?}"));
     let p = &v["process"];
@@ -298,15 +304,7 @@ fn hand_off(test: &str, late: Duration, flood: bool) {
         evict_records(&net.a);
     }
     signal(&h, "-CONT");
-    as_nobody(
-        &net.a,
-        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
-    );
-    let lines = h.collect(Duration::from_secs(2));
-    assert!(
-        to_port(&lines, 9012).is_some(),
-        "the helper saw nothing: {lines:?}"
-    );
+    let lines = after_marker(&net, &h);
     let line = |port| {
         let v = to_port(&lines, port)
             .unwrap_or_else(|| panic!("{port} was silenced as sleep: {lines:?}"));
@@ -371,15 +369,7 @@ fn a_connection_from_before_the_helper_is_still_named_after_its_holder() {
     );
     let (_d, h) = sleep_whitelisted(&net);
     std::thread::sleep(Duration::from_secs(3));
-    as_nobody(
-        &net.a,
-        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
-    );
-    let lines = h.collect(Duration::from_secs(2));
-    assert!(
-        to_port(&lines, 9012).is_some(),
-        "the helper saw nothing: {lines:?}"
-    );
+    let lines = after_marker(&net, &h);
     // conntrack has it: picked up while the helper watched.
     let listed = Net::cmd(&net.a, &["conntrack", "-L", "-p", "tcp", "--dport", "9017"])
         .output()
@@ -424,11 +414,7 @@ fn a_connection_picked_up_again_is_not_taken_for_one_from_before_the_helper() {
     assert!(st.status.success(), "no entry to end: {st:?}");
     // The keepalives (one a second) are picked up as a NEW flow under way.
     std::thread::sleep(Duration::from_secs(3));
-    as_nobody(
-        &net.a,
-        &format!("{PY} -c \"{}\"", connect_py(&b, 9012, None)),
-    );
-    let lines = h.collect(Duration::from_secs(2));
+    let lines = after_marker(&net, &h);
     let picked: Vec<&Value> = lines
         .iter()
         .filter(|v| v["remote_port"] == 9018 && v["attributed_by"] == "socket")
@@ -469,16 +455,10 @@ fn a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it(
     let script = format!(
         "{PY} -c \"import socket, subprocess; s = socket.socket(); s.setsockopt(6, 30, 1); \
          s.setsockopt(6, 34, 1); s.connect(('{b}', 9015)); \
-         subprocess.run(['/usr/bin/sleep', '--version'], stdout=s.fileno())\"\n\
-         {PY} -c \"{}\"",
-        connect_py(&b, 9012, None)
+         subprocess.run(['/usr/bin/sleep', '--version'], stdout=s.fileno())\""
     );
     as_nobody(&net.a, &script);
-    let lines = h.collect(Duration::from_secs(2));
-    assert!(
-        to_port(&lines, 9012).is_some(),
-        "the helper saw nothing: {lines:?}"
-    );
+    let lines = after_marker(&net, &h);
     let v = to_port(&lines, 9015)
         .unwrap_or_else(|| panic!("the connection sleep's write opened was silenced: {lines:?}"));
     assert_eq!(v["attributed_by"], "connect", "{v}");

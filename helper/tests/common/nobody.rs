@@ -21,16 +21,18 @@ pub fn connect_py(ip: &str, port: u16, comm: Option<&str>) -> String {
 /// Runs a shell script as `nobody` inside namespace `ns` and returns what it printed; fails
 /// the test if it fails.
 pub fn as_nobody_output(ns: &str, script: &str) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "setpriv", "--reuid=65534"])
-        .args([
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-euc",
-            script,
-        ])
+    as_nobody_under(&[], ns, script)
+}
+
+/// The same, run under `wrapper` (a command and its arguments, ending in `--`, run as root
+/// before the privileges are dropped: `prlimit` to raise a limit past the hard one).
+pub fn as_nobody_under(wrapper: &[&str], ns: &str, script: &str) -> String {
+    let mut argv = wrapper.to_vec();
+    argv.extend(["ip", "netns", "exec", ns, "setpriv"]);
+    argv.extend(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    argv.extend(["sh", "-euc", script]);
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
         .output()
         .expect("run setpriv");
     assert!(
