@@ -298,16 +298,41 @@ impl Execs for Imaged {
     }
 }
 
-#[test]
-fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
-    use crate::attribution::fork_hook::Image;
+/// This test process, as the image tests see it: its pid, its executable's (device,
+/// inode), its stat, a start time in nanoseconds within its start tick, and the tick.
+struct Own {
+    me: u32,
+    file: crate::attribution::exe::FileId,
+    stat: Stat,
+    start_ns: u64,
+    tick: u64,
+}
+
+fn own() -> Own {
     let me = std::process::id();
     let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
     let m = std::fs::metadata(&exe).expect("own file");
     let idx = ProcIndex::new();
     let stat = idx.stat(me as i32).expect("own stat");
-    let start_ns = stat.starttime * idx.tick_ns + 7;
-    let tick = idx.tick_ns;
+    Own {
+        me,
+        file: (m.dev(), m.ino()),
+        start_ns: stat.starttime * idx.tick_ns + 7,
+        tick: idx.tick_ns,
+        stat,
+    }
+}
+
+#[test]
+fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
+    use crate::attribution::fork_hook::Image;
+    let Own {
+        me,
+        file: this,
+        start_ns,
+        tick,
+        ..
+    } = own();
     let described_since = |image: Option<Image>, since: Option<u64>| {
         let mut i = ProcIndex::new().with_execs(Box::new(Imaged(image, since)));
         i.describe(i.stat(me as i32).expect("stat"))
@@ -324,8 +349,7 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
             exec_ns: 0,
         })
     };
-    let this = (m.dev(), m.ino());
-    let other = (m.dev(), m.ino() + 1);
+    let other = (this.0, this.1 + 1);
     // No entry though it started after entries began: lost (a full table), not believed;
     // nor one inherited from a forker that started after them.
     let lost = |p: Process| {
@@ -374,16 +398,17 @@ fn an_executable_is_verified_only_as_far_as_its_image_agrees() {
 fn a_connect_record_does_not_name_what_its_process_exec_d_since() {
     use crate::attribution::fork_hook::Image;
     use crate::attribution::Processes;
-    let me = std::process::id();
-    let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
-    let m = std::fs::metadata(&exe).expect("own file");
-    let idx = ProcIndex::new();
-    let stat = idx.stat(me as i32).expect("own stat");
-    let start_ns = stat.starttime * idx.tick_ns + 7;
+    let Own {
+        me,
+        file: this,
+        stat,
+        start_ns,
+        ..
+    } = own();
     let exec_ns = start_ns + 1_000;
     let image = Some(Image {
         start_ns,
-        file: (m.dev(), m.ino()),
+        file: this,
         inherited: false,
         origin_ns: 0,
         exec_ns,
