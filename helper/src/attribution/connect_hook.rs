@@ -35,9 +35,9 @@
 //! [`bpf::layout`]: crate::attribution::bpf::layout
 
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::record_key::{bare_key, connector, key, wildcard_key, AF_INET, AF_INET6};
 use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::frame::{
@@ -45,9 +45,8 @@ use crate::attribution::bpf::frame::{
 };
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
-    Field, KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
-    PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_BY_WRITE, VALUE_COMM, VALUE_FLAGS, VALUE_LEN,
-    VALUE_START, VALUE_TGID, VALUE_UID,
+    KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
+    PENDING_KEY_LEN, VALUE_LEN,
 };
 use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
@@ -188,52 +187,6 @@ const MAP_ENTRIES: u32 = 32768;
 const SEND_ENTRIES: u32 = 65536;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
-/// The key for a flow's socket end: `t.src:t.sport` local, `t.dst:t.dport` remote. An IPv4
-/// flow of a dual-stack IPv6 socket is recorded in its IPv4 form too, so one key fits both.
-pub fn key(netns: u32, t: &Tuple) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
-    k[KEY_NETNS.range()].copy_from_slice(&netns.to_ne_bytes());
-    k[KEY_DPORT.range()].copy_from_slice(&t.dport.to_be_bytes());
-    k[KEY_SPORT.range()].copy_from_slice(&t.sport.to_be_bytes());
-    k[KEY_PROTO.range()].copy_from_slice(&[t.proto.number()]);
-    let (fam, dst, src) = match (t.dst, t.src) {
-        (IpAddr::V4(d), IpAddr::V4(s)) => (AF_INET, d.octets().to_vec(), s.octets().to_vec()),
-        (d, s) => {
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets().to_vec(),
-                IpAddr::V6(v6) => v6.octets().to_vec(),
-            };
-            (AF_INET6, v6(d), v6(s))
-        }
-    };
-    k[KEY_FAMILY.range()].copy_from_slice(&fam.to_ne_bytes());
-    k[KEY_DADDR.off..KEY_DADDR.off + dst.len()].copy_from_slice(&dst);
-    k[KEY_SADDR.off..KEY_SADDR.off + src.len()].copy_from_slice(&src);
-    k
-}
-
-/// Reads a map value back into a [`Connector`].
-pub fn connector(v: &[u8; VALUE_LEN]) -> Connector {
-    fn bytes<const N: usize>(v: &[u8], f: Field) -> [u8; N] {
-        let mut b = [0u8; N];
-        b.copy_from_slice(&v[f.range()]);
-        b
-    }
-    let comm = &v[VALUE_COMM.range()];
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    Connector {
-        pid: u32::from_ne_bytes(bytes(v, VALUE_TGID)),
-        uid: u32::from_ne_bytes(bytes(v, VALUE_UID)),
-        at_boot_ns: u64::from_ne_bytes(bytes(v, VALUE_BOOT_NS)),
-        start_ns: u64::from_ne_bytes(bytes(v, VALUE_START)),
-        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
-        by_write: u32::from_ne_bytes(bytes(v, VALUE_FLAGS)) & VALUE_BY_WRITE as u32 != 0,
-    }
-}
 
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
@@ -666,30 +619,6 @@ impl Connects for ConnectReader {
         }
         self.in_known(t)
     }
-}
-
-/// The key of a send on a socket without ports (ping, raw): the flow's family and protocol,
-/// no addresses, `id` as the local port (a ping socket's echo id; 0 for a raw socket).
-pub fn bare_key(netns: u32, t: &Tuple, id: u16) -> [u8; KEY_LEN] {
-    let none = match t.src {
-        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    };
-    let bare = Tuple {
-        src: none,
-        dst: none,
-        sport: id,
-        dport: 0,
-        ..*t
-    };
-    key(netns, &bare)
-}
-
-/// `k` with no local address: the key of a send from a socket bound to the wildcard address,
-/// whose source the kernel picks after the send hook has run.
-pub fn wildcard_key(mut k: [u8; KEY_LEN]) -> [u8; KEY_LEN] {
-    k[KEY_SADDR.range()].fill(0);
-    k
 }
 
 #[cfg(test)]

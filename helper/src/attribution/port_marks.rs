@@ -2,7 +2,7 @@
 //! system call.
 //!
 //! A UDP flow's send record may be under two keys: its tuple, or its tuple with no local
-//! address (a socket that lets routing pick its source; see `connect_hook::wildcard_key`),
+//! address (a socket that lets routing pick its source; see `record_key::wildcard_key`),
 //! and the newer of the two wins. So every UDP flow cost two `bpf()` lookups, the largest
 //! share of the helper's CPU in a burst of datagrams. Most ports only ever see one kind: a
 //! connected socket's records have the address, a wildcard-bound socket's `sendto` records
@@ -76,7 +76,7 @@ fn may_hold(key: &[u8; KEY_LEN], word: impl Fn(usize) -> Option<u64>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::connect_hook::{key, wildcard_key};
+    use crate::attribution::record_key::{key, wildcard_key};
     use crate::flow::{fixtures, Proto};
 
     #[test]
