@@ -103,14 +103,25 @@ pub(super) fn boot_ns() -> u64 {
 /// The oldest a record may be, in CLOCK_BOOTTIME nanoseconds, to name flow `t` whose event
 /// was read at `read` (see [`CONNECT_WINDOW_NS`], [`SEND_WINDOW_NS`]).
 fn window_start(t: &Tuple, read: Instant) -> u64 {
-    let read_boot_ns =
-        boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let read_boot_ns = read_boot_ns(read);
     let window = match t.proto {
         Proto::Udp | Proto::UdpLite => SEND_WINDOW_NS,
         _ => CONNECT_WINDOW_NS,
     };
     read_boot_ns.saturating_sub(window)
 }
+
+/// `read`, an instant in the past, in CLOCK_BOOTTIME nanoseconds.
+fn read_boot_ns(read: Instant) -> u64 {
+    boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Where TCP records are filed in `connect()` (the `sock_ops` program, before the SYN, so
+/// before conntrack's event), a flow's own record is older than the moment its event was
+/// read; one filed later is a later connection's on the same addresses and ports (a tuple
+/// freed by a reset can be connected again at once), which replaced the flow's own. The slack
+/// covers turning the read's instant into CLOCK_BOOTTIME.
+const RECORD_AFTER_READ_NS: u64 = 1_000_000;
 
 /// How waiting for a send record ended.
 enum Wait {
@@ -129,6 +140,11 @@ pub const HANDED: &str = "the kernel's record of who connected names another pro
 pub const EVICTED: &str = "the kernel records every connect and holds no record of this one \
     (evicted by a flood of connects?), so the process holding the socket may have been handed \
     it";
+
+/// Why, when the record was filed after the flow was read (see [`RECORD_AFTER_READ_NS`]).
+pub const LATER: &str = "the kernel's record of who connected was filed after this connection \
+    was seen, by a later connection with the same addresses and ports, so it does not say who \
+    opened this one";
 
 /// Why a record of a connection a write opened names no program a whitelist entry may match.
 pub const BY_WRITE: &str = "a write opened this connection (TCP Fast Open), and the process \
@@ -216,6 +232,10 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
         if c.at_boot_ns < window_start(t, read) {
             return None;
         }
+        let at_connect = self.connects.as_ref().is_some_and(|c| c.tcp_at_connect());
+        let later = at_connect
+            && t.proto == Proto::Tcp
+            && c.at_boot_ns > read_boot_ns(read).saturating_add(RECORD_AFTER_READ_NS);
         let process = self
             .processes
             .by_pid(&c)
@@ -235,10 +255,13 @@ impl<S: Sockets, P: Processes> SocketAttributor<S, P> {
                 ..Default::default()
             },
         };
-        Some(Attribution::new(
-            opened_by(process, by_write),
-            AttributedBy::Connect,
-        ))
+        let process = opened_by(process, by_write);
+        let process = if later {
+            process.unverified(LATER)
+        } else {
+            process
+        };
+        Some(Attribution::new(process, AttributedBy::Connect))
     }
 
     /// An outbound UDP flow without a record (yet), whose socket lookups found `found`.

@@ -177,3 +177,44 @@ fn a_record_is_judged_against_when_the_flow_was_read_not_now() {
     // Read just now, the same record is from before the window: not this connection's.
     assert_eq!(a.attribute(&flow), None);
 }
+
+#[test]
+fn a_record_filed_after_the_flow_was_read_is_a_later_connection_s() {
+    let flow = sides(Proto::Tcp, "10.0.0.1", 40005, "10.0.0.9", 443);
+    let mut curl = proc_(8, "curl");
+    curl.exe_verified = true;
+    let procs = [(12, curl)];
+    // The flow was read half a second ago; curl connected on the same tuple just now.
+    let read = Instant::now() - std::time::Duration::from_millis(500);
+    let attribute = |tcp_at_connect| {
+        let c = FakeConnects {
+            records: [(flow.socket, connector(8, "curl", 0))].into(),
+            tcp_at_connect,
+            ..Default::default()
+        };
+        attributor(FakeSockets::default(), &procs)
+            .with_connects(Box::new(c))
+            .attribute_read_at(&flow, read)
+            .unwrap()
+    };
+    let got = attribute(true);
+    assert_eq!((got.by, got.process.pid), (AttributedBy::Connect, 8));
+    assert!(!got.process.exe_verified, "{got:?}");
+    assert_eq!(
+        got.process.exe_unverified.as_deref(),
+        Some(crate::attribution::records::LATER)
+    );
+    // The tracepoint files a record when the handshake is over, after the event: no bound.
+    assert!(attribute(false).process.exe_verified);
+    // A record from before the read is the flow's own.
+    let c = FakeConnects {
+        records: [(flow.socket, connector(8, "curl", 0))].into(),
+        tcp_at_connect: true,
+        ..Default::default()
+    };
+    let got = attributor(FakeSockets::default(), &procs)
+        .with_connects(Box::new(c))
+        .attribute(&flow)
+        .unwrap();
+    assert!(got.process.exe_verified, "{got:?}");
+}
