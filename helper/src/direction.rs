@@ -84,7 +84,21 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
     } else if local.is_local(&o.dst) {
         // The reply tuple is the socket's own view: after DNAT its own end is the reply's
         // source, not the original destination.
-        let socket = flow.reply.unwrap_or_else(|| reversed(*o));
+        let socket = flow.reply.unwrap_or_else(|| o.reversed());
+        if flow.reply_seen_from_syn {
+            // A connection this machine opened, picked up again at a packet of the peer's:
+            // outbound, so it is held to the connect record as any outbound one is (taken
+            // for inbound, its holder would be believed, handed the socket or not).
+            return Sides {
+                direction: Direction::Outbound,
+                socket,
+                local_ip: socket.src,
+                local_port: socket.sport,
+                remote_ip: socket.dst,
+                remote_port: socket.dport,
+                under_way: false,
+            };
+        }
         Sides {
             direction: Direction::Inbound,
             socket,
@@ -104,16 +118,6 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
             remote_port: o.dport,
             under_way,
         }
-    }
-}
-
-fn reversed(t: Tuple) -> Tuple {
-    Tuple {
-        src: t.dst,
-        dst: t.src,
-        sport: t.dport,
-        dport: t.sport,
-        ..t
     }
 }
 
@@ -137,9 +141,10 @@ mod tests {
             zone: None,
             mark: None,
             orig,
-            reply: Some(reversed(orig)),
+            reply: Some(orig.reversed()),
             tcp_state: None,
             seen_from_syn: false,
+            reply_seen_from_syn: false,
         }
     }
 
@@ -167,6 +172,28 @@ mod tests {
         // ESTABLISHED in a NEW event: conntrack never saw its SYN.
         f.tcp_state = Some(3);
         assert!(classify(&f, &addrs()).under_way);
+    }
+
+    #[test]
+    fn a_connection_opened_here_and_picked_up_at_the_peer_s_packet_is_outbound() {
+        // conntrack's new entry starts at the server's keepalive: orig is the server's side.
+        let mut f = flow("93.184.216.34", 443, "10.0.0.1", 40000);
+        f.tcp_state = Some(3);
+        assert_eq!(classify(&f, &addrs()).direction, Direction::Inbound);
+        f.reply_seen_from_syn = true;
+        let s = classify(&f, &addrs());
+        assert_eq!(s.direction, Direction::Outbound);
+        assert_eq!(
+            (s.local_ip.to_string(), s.local_port),
+            ("10.0.0.1".into(), 40000)
+        );
+        assert_eq!(
+            (s.remote_ip.to_string(), s.remote_port),
+            ("93.184.216.34".into(), 443)
+        );
+        // The socket's own view, as the connect record was filed under.
+        assert_eq!((s.socket.sport, s.socket.dport), (40000, 443));
+        assert!(!s.under_way, "seen from its SYN: held to its record");
     }
 
     #[test]

@@ -175,6 +175,19 @@ pub struct Tuple {
     pub icmp: Option<Icmp>,
 }
 
+impl Tuple {
+    /// The same flow seen from its other end: addresses and ports swapped.
+    pub fn reversed(self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..self
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Icmp {
     #[serde(rename = "type")]
@@ -207,6 +220,10 @@ pub struct Flow {
     /// it): a pickup under way is then that connection again, after its conntrack entry
     /// ended (it expired, or was dropped), not one from before the helper.
     pub seen_from_syn: bool,
+    /// The helper saw this tuple's reverse connect from its SYN: conntrack picked the
+    /// connection up again at a packet of the other end (a server's keepalive, say), so
+    /// `orig` is the peer's side of a connection this machine opened.
+    pub reply_seen_from_syn: bool,
 }
 
 /// conntrack's `TCP_CONNTRACK_SYN_SENT`.
@@ -239,7 +256,11 @@ impl SeenFromSyn {
             Some(CT_TCP_SYN_SENT) => {
                 self.0.put(flow.orig, ());
             }
-            Some(_) => flow.seen_from_syn = self.0.contains(&flow.orig),
+            Some(_) => {
+                flow.seen_from_syn = self.0.contains(&flow.orig);
+                flow.reply_seen_from_syn =
+                    !flow.seen_from_syn && self.0.contains(&flow.orig.reversed());
+            }
             None => {}
         }
     }
@@ -267,11 +288,21 @@ mod seen_tests {
             f.seen_from_syn,
             "seen from its SYN: the same connection again"
         );
+        assert!(!f.reply_seen_from_syn);
+        // Picked up at a packet of the other end: the reverse tuple was seen from its SYN.
+        let mut back = fixtures::flow(Proto::Tcp, "10.0.0.9", 443, "10.0.0.1", 40000);
+        back.tcp_state = Some(3);
+        seen.note(&mut back);
+        assert!(!back.seen_from_syn);
+        assert!(
+            back.reply_seen_from_syn,
+            "this machine's connection, from the peer's side"
+        );
         // Another tuple, another protocol, or a DESTROY event: not marked.
         let mut other = fixtures::flow(Proto::Tcp, "10.0.0.1", 40001, "10.0.0.9", 443);
         other.tcp_state = Some(3);
         seen.note(&mut other);
-        assert!(!other.seen_from_syn);
+        assert!(!other.seen_from_syn && !other.reply_seen_from_syn);
         let mut udp = fixtures::flow(Proto::Udp, "10.0.0.1", 40000, "10.0.0.9", 443);
         udp.tcp_state = Some(3);
         seen.note(&mut udp);
@@ -279,6 +310,7 @@ mod seen_tests {
         let mut gone = Flow {
             event: FlowEvent::Destroy,
             seen_from_syn: false,
+            reply_seen_from_syn: false,
             ..f.clone()
         };
         seen.note(&mut gone);
@@ -300,6 +332,7 @@ pub(crate) mod fixtures {
             mark: None,
             tcp_state: None,
             seen_from_syn: false,
+            reply_seen_from_syn: false,
             orig: Tuple {
                 proto,
                 src: src.parse().expect("test address"),

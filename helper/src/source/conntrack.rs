@@ -186,6 +186,7 @@ pub fn parse_flow(event: FlowEvent, attrs: &[u8]) -> Result<Flow, ParseError> {
         reply,
         tcp_state,
         seen_from_syn: false,
+        reply_seen_from_syn: false,
     })
 }
 

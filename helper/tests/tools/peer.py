@@ -2,6 +2,8 @@
 """Test peer for the namespace tests: tiny servers and clients with a known pid.
 
   peer.py serve HOST PORT [PORT...]   TCP listeners (and UDP sockets) that accept and hold
+  peer.py keepalive HOST PORT         a TCP listener whose connections send a keepalive each
+                                      second (a server's packets after a client went quiet)
   peer.py connect HOST PORT [HOLD]    one TCP connection, held HOLD seconds (default 1)
   peer.py udp HOST PORT [HOLD]        one UDP datagram from an unconnected socket
   peer.py name NAME HOST PORT         connect with comm set to NAME (hostile names)
@@ -40,6 +42,22 @@ def serve(host, ports):
             threading.Thread(target=accept, args=(t,), daemon=True).start()
     print("ready", flush=True)
     time.sleep(120)
+
+def keepalive(host, port):
+    t = socket.socket(family(host), socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((host, int(port))); t.listen(16); t.settimeout(1)
+    print("ready", flush=True)
+    held, end = [], time.time() + 120
+    while time.time() < end:
+        try:
+            c, _ = t.accept()
+        except socket.timeout:
+            continue
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        held.append(c)
 
 def connect(host, port, hold):
     s = socket.socket(family(host), socket.SOCK_STREAM)
@@ -99,6 +117,8 @@ def resolve(name, server, port):
 cmd = sys.argv[1]
 if cmd == "serve":
     serve(sys.argv[2], [int(p) for p in sys.argv[3:]])
+elif cmd == "keepalive":
+    keepalive(sys.argv[2], sys.argv[3])
 elif cmd == "connect":
     connect(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else 1)
 elif cmd == "udp":
