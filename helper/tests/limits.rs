@@ -185,6 +185,7 @@ fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
     let (_d, cfg) =
         config_file("[monitor]\nprotocols = [\"all\"]\n[filter]\nrepeat_after_secs = 0\n");
     let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    let peak = AnonPeak::watch(h.pid());
     // 100,000 distinct flows: two sockets, 50,000 ports each, nobody listening.
     let code = format!(
         "import socket\nfor k in range(2):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n for p in range(10000,60000): s.sendto(b'x',('{}',p))\n",
@@ -205,12 +206,50 @@ fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
         }
     }
     assert_eq!(reported + lost, 100_000, "reported {reported}, lost {lost}");
-    // The documented bound (README): under 16 MiB resident at its peak.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).expect("status");
-    let hwm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    assert!(hwm_kib < 16 * 1024, "peak RSS {hwm_kib} KiB");
+    // What the helper allocates stays bounded: its anonymous memory, sampled through the
+    // flood (4.7 MiB at the end when measured). Not its whole resident size: most of that is
+    // this unoptimised build's 68 MB binary paged in, which varied by a megabyte between runs
+    // (15.6 to 16.6 MiB) and says nothing about the flood. The README's 16 MiB is the release
+    // build's peak, measured by the benchmark.
+    let anon_kib = peak.stop();
+    eprintln!("peak anonymous memory in the flood: {anon_kib} KiB");
+    assert!(anon_kib > 0, "no sample of the helper's memory");
+    assert!(anon_kib < 10 * 1024, "peak anonymous memory {anon_kib} KiB");
+}
+
+/// The largest `RssAnon` of a process, sampled every 10 ms until stopped.
+struct AnonPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl AnonPeak {
+    fn watch(pid: u32) -> AnonPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            // Bounded: the test's own loop ends within 60 s.
+            for _ in 0..12_000 {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                let anon = status.ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("RssAnon:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                });
+                peak = peak.max(anon.unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        AnonPeak { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }
