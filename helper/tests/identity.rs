@@ -85,7 +85,9 @@ fn the_hash_is_in_the_event_and_a_replaced_binary_is_reported_as_changed() {
     program(&prog, b"\0one", 0);
     let old = sha256(&prog);
     let (_c, cfg) = pinned_config(&prog, &old);
-    let h = Helper::start(&net.a, &["--config", cfg.to_str().expect("path")]);
+    // --debug: the silenced flow's decision shows on stderr.
+    let args = ["--config", cfg.to_str().expect("path"), "--debug=true"];
+    let h = Helper::start(&net.a, &args);
     let p = prog.display();
     // The pinned binary: silent (its hash is waited for, and matches).
     run_in(
@@ -93,6 +95,17 @@ fn the_hash_is_in_the_event_and_a_replaced_binary_is_reported_as_changed() {
         None,
         &format!("{p} -c \"{}\"", connect_py(&b, 9101)),
     );
+    // Decided before the file is replaced: the rename changes the old file's ctime, and a
+    // hash still being read then is of no version (a CI run on a loaded machine did that).
+    let decided = format!("{b}:9101: ");
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < end {
+        if let Ok(l) = h.stderr.recv_timeout(Duration::from_millis(200)) {
+            seen = l.contains(&decided);
+        }
+    }
+    assert!(seen, "no decision on the pinned binary's flow within 20 s");
     // Replaced by another file at the same path, its mtime set back to the old one's.
     let new = d.path().join("new");
     program(&new, b"\0two", 0);
