@@ -67,10 +67,18 @@ impl Sides {
 /// Classifies a flow against the machine's addresses.
 pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
     let o = &flow.orig;
+    // Exempt from the connect record check: a connection conntrack picked up under way that
+    // the helper never saw open and whose socket was there when it started.
     let under_way = !flow.seen_from_syn
+        && flow.began_before
         && flow
             .tcp_state
             .is_some_and(|s| s != crate::flow::CT_TCP_SYN_SENT);
+    if flow.reply_seen_from_syn {
+        if let Some(sides) = picked_up_from_its_other_end(flow, local) {
+            return sides;
+        }
+    }
     if local.is_local(&o.src) {
         Sides {
             direction: Direction::Outbound,
@@ -85,20 +93,6 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
         // The reply tuple is the socket's own view: after DNAT its own end is the reply's
         // source, not the original destination.
         let socket = flow.reply.unwrap_or_else(|| o.reversed());
-        if flow.reply_seen_from_syn {
-            // A connection this machine opened, picked up again at a packet of the peer's:
-            // outbound, so it is held to the connect record as any outbound one is (taken
-            // for inbound, its holder would be believed, handed the socket or not).
-            return Sides {
-                direction: Direction::Outbound,
-                socket,
-                local_ip: socket.src,
-                local_port: socket.sport,
-                remote_ip: socket.dst,
-                remote_port: socket.dport,
-                under_way: false,
-            };
-        }
         Sides {
             direction: Direction::Inbound,
             socket,
@@ -119,6 +113,36 @@ pub fn classify(flow: &Flow, local: &LocalAddrs) -> Sides {
             under_way,
         }
     }
+}
+
+/// A TCP connection the reader saw open from its SYN in the other direction, picked up
+/// again at a packet of the end that did not open it: the reply's source opened it. Opened
+/// here, it is outbound, held to its connect record as any outbound one is (taken for
+/// inbound, its holder would be believed, handed the socket or not); opened by a remote
+/// peer, it is inbound, whichever end's packet conntrack saw first.
+fn picked_up_from_its_other_end(flow: &Flow, local: &LocalAddrs) -> Option<Sides> {
+    let o = &flow.orig;
+    let opener = flow.reply.unwrap_or_else(|| o.reversed());
+    if local.is_local(&opener.src) {
+        return Some(Sides {
+            direction: Direction::Outbound,
+            socket: opener,
+            local_ip: opener.src,
+            local_port: opener.sport,
+            remote_ip: opener.dst,
+            remote_port: opener.dport,
+            under_way: false,
+        });
+    }
+    local.is_local(&o.src).then_some(Sides {
+        direction: Direction::Inbound,
+        socket: *o,
+        local_ip: o.src,
+        local_port: o.sport,
+        remote_ip: o.dst,
+        remote_port: o.dport,
+        under_way: false,
+    })
 }
 
 #[cfg(test)]
@@ -145,6 +169,7 @@ mod tests {
             tcp_state: None,
             seen_from_syn: false,
             reply_seen_from_syn: false,
+            began_before: false,
         }
     }
 
@@ -169,9 +194,14 @@ mod tests {
         assert!(!classify(&f, &addrs()).under_way);
         f.tcp_state = Some(crate::flow::CT_TCP_SYN_SENT);
         assert!(!classify(&f, &addrs()).under_way);
-        // ESTABLISHED in a NEW event: conntrack never saw its SYN.
+        // ESTABLISHED in a NEW event: conntrack never saw its SYN; exempt only if its socket
+        // was there when the helper started.
         f.tcp_state = Some(3);
+        assert!(!classify(&f, &addrs()).under_way);
+        f.began_before = true;
         assert!(classify(&f, &addrs()).under_way);
+        f.seen_from_syn = true;
+        assert!(!classify(&f, &addrs()).under_way, "seen from its SYN");
     }
 
     #[test]
@@ -194,6 +224,32 @@ mod tests {
         // The socket's own view, as the connect record was filed under.
         assert_eq!((s.socket.sport, s.socket.dport), (40000, 443));
         assert!(!s.under_way, "seen from its SYN: held to its record");
+        // A peer on this machine (the server at a local address): its end's packet still
+        // names the connection after the end that opened it.
+        let both = LocalAddrs::new([
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        ]);
+        let mut f = flow("10.0.0.2", 443, "10.0.0.1", 40000);
+        f.tcp_state = Some(3);
+        f.reply_seen_from_syn = true;
+        let s = classify(&f, &both);
+        assert_eq!(s.direction, Direction::Outbound);
+        assert_eq!((s.socket.sport, s.socket.dport), (40000, 443));
+        assert!(!s.under_way);
+    }
+
+    #[test]
+    fn an_inbound_connection_picked_up_at_this_machine_s_packet_is_inbound() {
+        // A client connected here; conntrack's new entry starts at our keepalive.
+        let mut f = flow("10.0.0.1", 22, "198.51.100.7", 51000);
+        f.tcp_state = Some(3);
+        assert_eq!(classify(&f, &addrs()).direction, Direction::Outbound);
+        f.reply_seen_from_syn = true;
+        let s = classify(&f, &addrs());
+        assert_eq!(s.direction, Direction::Inbound);
+        assert_eq!((s.local_port, s.remote_port), (22, 51000));
+        assert_eq!((s.socket.sport, s.socket.dport), (22, 51000));
     }
 
     #[test]

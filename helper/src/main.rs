@@ -26,6 +26,7 @@ use conntrack_tray_helper::commands;
 use conntrack_tray_helper::config::{Config, ProtoSel};
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::flow::Proto;
+use conntrack_tray_helper::flow::{SeenFromSyn, TcpBefore};
 use conntrack_tray_helper::names::capture::{DnsCapture, Shared};
 use conntrack_tray_helper::names::Names;
 use conntrack_tray_helper::output::{self, Format, Output};
@@ -455,6 +456,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Threads inherit the scheduling policy and the capabilities of the thread that starts
     // them: raise the priority for the reader, then give up what is no longer needed, start
     // the reader, and bring the main thread back to normal priority before the rest.
+    // Read once the connect records are being filed (above), so every connection is in it
+    // or has a record.
+    let before = tcp_before(&mut startup);
     let prio = realtime::raise_reader_priority();
     match privileges::leave_root() {
         Ok(Some(user)) if cli.debug => eprintln!("debug: running as {user} from now on"),
@@ -467,7 +471,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Err(e) = conntrack_tray_helper::seccomp::confine(cli.broadcast) {
         startup.push(format!("running without the seccomp filter: {e}"));
     }
-    spawn_reader(socket, flow_tx, early, early_rx, cli.debug, prio)?;
+    spawn_reader(socket, flow_tx, early, early_rx, (cli.debug, prio), before)?;
     realtime::normal_priority();
     let names = match capture.map(|c| {
         c.spawn(Box::new(move |sides| {
@@ -545,21 +549,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
+/// The TCP connections of the helper's network namespace now: a pickup under way is exempt
+/// from the connect record check only for one of these. Unreadable, none is (a whitelisted
+/// program's old connection is then reported unverified, not silenced), and it says so.
+fn tcp_before(startup: &mut Vec<String>) -> TcpBefore {
+    let v4 = procfs::net::tcp();
+    let v6 = procfs::net::tcp6();
+    if let Err(e) = &v4 {
+        startup.push(format!(
+            "cannot list the connections from before the helper (/proc/net/tcp): {e}"
+        ));
+    }
+    let entries = v4.into_iter().chain(v6).flatten();
+    TcpBefore::from_pairs(entries.map(|e| (e.local_address, e.remote_address)))
+}
+
 fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
     socket: EventSocket,
     tx: FlowSender,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
-    debug: bool,
-    prio: &'static str,
+    (debug, prio): (bool, &'static str),
+    before: TcpBefore,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("ct-reader".into())
         .spawn(move || {
             if debug {
-                eprintln!("debug: conntrack reader runs at {prio}");
+                eprintln!(
+                    "debug: conntrack reader runs at {prio}; {} connections from before",
+                    before.len()
+                );
             }
-            conntrack_tray_helper::source::reader::run(socket, tx, early, updates, debug);
+            let seen = SeenFromSyn::with_before(before);
+            conntrack_tray_helper::source::reader::run_with(
+                socket, tx, early, updates, debug, seen,
+            );
         })
         .context("cannot start the reader thread")?;
     Ok(())

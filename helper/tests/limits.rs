@@ -209,8 +209,8 @@ fn a_100k_flow_flood_keeps_memory_bounded_and_accounts_for_every_flow() {
     // What the helper allocates stays bounded: its anonymous memory, sampled through the
     // flood (4.7 MiB at the end when measured). Not its whole resident size: most of that is
     // this unoptimised build's 68 MB binary paged in, which varied by a megabyte between runs
-    // (15.6 to 16.6 MiB) and says nothing about the flood. The README's 16 MiB is the release
-    // build's peak, measured by the benchmark.
+    // (15.6 to 16.6 MiB) and says nothing about the flood. The release build's peak is the
+    // benchmark's to measure (README, rows (d) and (e)).
     let anon_kib = peak.stop();
     eprintln!("peak anonymous memory in the flood: {anon_kib} KiB");
     assert!(anon_kib > 0, "no sample of the helper's memory");

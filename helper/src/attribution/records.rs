@@ -111,17 +111,20 @@ fn window_start(t: &Tuple, read: Instant) -> u64 {
     read_boot_ns.saturating_sub(window)
 }
 
-/// `read`, an instant in the past, in CLOCK_BOOTTIME nanoseconds.
+/// `read`, an instant in the past, in CLOCK_BOOTTIME nanoseconds. The time since is taken
+/// first, so a delay between the two clock reads makes the answer late, never early.
 fn read_boot_ns(read: Instant) -> u64 {
-    boot_ns().saturating_sub(u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    let ago = u64::try_from(read.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    boot_ns().saturating_sub(ago)
 }
 
 /// Where TCP records are filed in `connect()` (the `sock_ops` program, before the SYN, so
 /// before conntrack's event), a flow's own record is older than the moment its event was
 /// read; one filed later is a later connection's on the same addresses and ports (a tuple
 /// freed by a reset can be connected again at once), which replaced the flow's own. The slack
-/// covers turning the read's instant into CLOCK_BOOTTIME.
-const RECORD_AFTER_READ_NS: u64 = 1_000_000;
+/// covers turning the read's instant into CLOCK_BOOTTIME (two clocks that tick together, read
+/// so that any error makes the read late: see [`read_boot_ns`]).
+const RECORD_AFTER_READ_NS: u64 = 50_000;
 
 /// How waiting for a send record ended.
 enum Wait {

@@ -187,6 +187,7 @@ pub fn parse_flow(event: FlowEvent, attrs: &[u8]) -> Result<Flow, ParseError> {
         tcp_state,
         seen_from_syn: false,
         reply_seen_from_syn: false,
+        began_before: false,
     })
 }
 

@@ -132,13 +132,23 @@ impl<A: Attributor> Early<A> {
         self.addrs = addrs;
     }
 
+    /// The machine's addresses as the reader last heard of them.
+    pub fn addrs(&self) -> &LocalAddrs {
+        &self.addrs
+    }
+
     pub fn attribute(&mut self, flow: &Flow) -> Option<Attribution> {
+        self.attribute_read_at(flow, Instant::now())
+    }
+
+    /// For a flow whose event was read at `read` (the records are judged against that).
+    pub fn attribute_read_at(&mut self, flow: &Flow, read: Instant) -> Option<Attribution> {
         if flow.event != FlowEvent::New {
             return None;
         }
         let sides = classify(flow, &self.addrs);
         filter::before_attribution(&self.cfg, &sides).ok()?;
-        self.attributor.attribute_read_at(&sides, Instant::now())
+        self.attributor.attribute_read_at(&sides, read)
     }
 }
 
@@ -205,7 +215,7 @@ fn early_attribution<A: Attributor>(
     early: &mut Early<A>,
     updates: &EarlyUpdates,
     flow: &Flow,
-    at: SystemTime,
+    (at, read): (SystemTime, Instant),
     debug: bool,
 ) -> Option<Box<Attribution>> {
     let (cfg, addrs) = updates.take();
@@ -216,7 +226,7 @@ fn early_attribution<A: Attributor>(
         early.set_addrs(a);
     }
     let t0 = Instant::now();
-    let found = early.attribute(flow).map(Box::new);
+    let found = early.attribute_read_at(flow, read).map(Box::new);
     if debug {
         eprintln!(
             "debug: early attribution of {}:{} took {:?}, {:?} after the event was read: {}",
@@ -257,14 +267,16 @@ impl<A: Attributor> Reading<A> {
             out.push(match m {
                 Ok(Message::Flow(mut flow)) => {
                     // Every flow passes here once, in order: the one place to remember them.
-                    self.seen.note(&mut flow);
+                    let addrs = self.early.addrs();
+                    self.seen.note(&mut flow, |ip| addrs.is_local(ip));
                     // Only when the pipeline has caught up and flows are not arriving back
                     // to back: in a burst, just read, and let the pipeline attribute the
                     // queued flows in one go.
                     let calm = read.saturating_duration_since(self.last_flow) >= BURST_GAP;
                     self.last_flow = read;
                     let early = if calm && !queued && out.is_empty() {
-                        early_attribution(&mut self.early, &self.updates, &flow, at, self.debug)
+                        let when = (at, read);
+                        early_attribution(&mut self.early, &self.updates, &flow, when, self.debug)
                     } else {
                         None
                     };
@@ -288,11 +300,24 @@ impl<A: Attributor> Reading<A> {
 
 /// Runs until the pipeline goes away or the source fails `MAX_FAILURES` times in a row.
 pub fn run<S: EventSource, A: Attributor>(
+    source: S,
+    tx: FlowSender,
+    early: Early<A>,
+    updates: std::sync::Arc<EarlyUpdates>,
+    debug: bool,
+) {
+    run_with(source, tx, early, updates, debug, Default::default());
+}
+
+/// [`run`], with what the reader knows of TCP connections from the start (the connections
+/// that were there when the helper started: [`crate::flow::SeenFromSyn::with_before`]).
+pub fn run_with<S: EventSource, A: Attributor>(
     mut source: S,
     tx: FlowSender,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
+    seen: crate::flow::SeenFromSyn,
 ) {
     let mut buf = vec![0u8; 1 << 16];
     let mut bufs = vec![vec![0u8; RECV_BUF]; RECV_AT_ONCE];
@@ -303,7 +328,7 @@ pub fn run<S: EventSource, A: Attributor>(
         debug,
         congested: false,
         last_flow: Instant::now() - BURST_GAP,
-        seen: Default::default(),
+        seen,
     };
     // Whether `recv` gives up after CONGESTED_WAKE: only while congested.
     let mut waking = false;

@@ -24,7 +24,6 @@ const PACKAGES: &[(&str, &str)] = &[
     // a default limit.
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
-    ("taskset", "util-linux"),
     ("prlimit", "util-linux"),
     ("kill", "procps"),
     ("mount", "mount"),
