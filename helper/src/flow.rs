@@ -235,7 +235,10 @@ pub const CT_TCP_SYN_SENT: u8 = 1;
 /// The TCP connections whose sockets were there when the helper started (its network
 /// namespace's `/proc/net/tcp` and `tcp6`, read once its connect records were being filed):
 /// the only ones a pickup under way may be exempt for, having begun before anything filed a
-/// record. Unlike [`SeenFromSyn`], no later traffic can push an entry out or put one in.
+/// record. Unlike [`SeenFromSyn`], no later traffic can push an entry out or put one in; a
+/// SYN on a listed tuple takes it off (a new connection there, not the listed one). It holds
+/// tuples, not the sockets themselves: the holder's socket is not compared with the listed
+/// one.
 #[derive(Debug, Default, Clone)]
 pub struct TcpBefore(std::collections::HashSet<(IpAddr, u16, IpAddr, u16)>);
 
@@ -244,16 +247,17 @@ pub struct TcpBefore(std::collections::HashSet<(IpAddr, u16, IpAddr, u16)>);
 pub const TCP_BEFORE: usize = 65536;
 
 impl TcpBefore {
-    /// From (local, remote) socket address pairs; listeners and unconnected sockets (a
-    /// remote port of 0) are left out, and IPv4-mapped IPv6 addresses are taken as IPv4, the
+    /// From (local, remote, inode) of each socket; listeners and unconnected sockets (a
+    /// remote port of 0) and entries with no socket are left out, and IPv4-mapped IPv6 addresses are taken as IPv4, the
     /// way conntrack tracks a dual-stack socket's IPv4 connection.
-    pub fn from_pairs(
-        pairs: impl IntoIterator<Item = (std::net::SocketAddr, std::net::SocketAddr)>,
+    pub fn from_sockets(
+        sockets: impl IntoIterator<Item = (std::net::SocketAddr, std::net::SocketAddr, u64)>,
     ) -> TcpBefore {
-        let set = pairs
+        let set = sockets
             .into_iter()
-            .filter(|(_, r)| r.port() != 0)
-            .map(|(l, r)| {
+            // No inode: a TIME_WAIT entry, no socket any process holds.
+            .filter(|(_, r, inode)| r.port() != 0 && *inode != 0)
+            .map(|(l, r, _)| {
                 (
                     l.ip().to_canonical(),
                     l.port(),
@@ -270,6 +274,14 @@ impl TcpBefore {
     pub fn contains(&self, t: &Tuple) -> bool {
         let (s, d) = (t.src.to_canonical(), t.dst.to_canonical());
         self.0.contains(&(s, t.sport, d, t.dport)) || self.0.contains(&(d, t.dport, s, t.sport))
+    }
+
+    /// `t` connected again, from either end: a new connection on the same tuple, not the
+    /// one that was there.
+    pub fn remove(&mut self, t: &Tuple) {
+        let (s, d) = (t.src.to_canonical(), t.dst.to_canonical());
+        self.0.remove(&(s, t.sport, d, t.dport));
+        self.0.remove(&(d, t.dport, s, t.sport));
     }
 
     pub fn len(&self) -> usize {
@@ -337,15 +349,20 @@ impl SeenFromSyn {
         let (o, rev) = (flow.orig, flow.orig.reversed());
         match flow.tcp_state {
             Some(CT_TCP_SYN_SENT) => {
+                if let Some(before) = &mut self.before {
+                    before.remove(&o);
+                }
                 let loopback = o.src.to_canonical().is_loopback();
                 if loopback {
                     // Not kept: they are not reported by default, so they would push the rest
                     // out unseen. A loopback pickup is still held to its record, unless its
                     // socket is one from before the helper.
-                } else if local(&o.src) {
-                    self.here.put(o, ());
-                } else if local(&o.dst) {
+                } else if local(&o.dst) && !local(&o.src) {
                     self.there.put(o, ());
+                } else {
+                    // From here, or from an address not known as ours yet (one just added):
+                    // kept as opened here, the side whose pickups are checked.
+                    self.here.put(o, ());
                 }
             }
             Some(_) => {
@@ -413,30 +430,39 @@ mod seen_tests {
             pickup(&mut seen, "10.0.0.9", 5000, "10.0.0.1", 22),
             (true, false)
         );
-        // A connect to loopback is not kept, nor is what passes through.
+        // A connect to loopback is not kept.
         seen.note_local(&mut syn("127.0.0.1", 40100, "127.0.0.1", 80));
         assert_eq!(
             pickup(&mut seen, "127.0.0.1", 40100, "127.0.0.1", 80),
             (false, false)
         );
+        // From an address not known as ours (one just added, before the reader heard of it):
+        // kept as opened here, the side held to its records.
         seen.note_local(&mut syn("10.9.0.5", 1000, "10.0.0.9", 80));
         assert_eq!(
-            pickup(&mut seen, "10.9.0.5", 1000, "10.0.0.9", 80),
-            (false, false)
+            pickup(&mut seen, "10.0.0.9", 80, "10.9.0.5", 1000),
+            (false, true)
         );
     }
 
     #[test]
     fn a_pickup_is_from_before_only_if_its_socket_was_listed_at_the_start() {
         let sa = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
-        let before = TcpBefore::from_pairs([
-            (sa("10.0.0.1:40000"), sa("10.0.0.9:443")),
+        let before = TcpBefore::from_sockets([
+            (sa("10.0.0.1:40000"), sa("10.0.0.9:443"), 11),
             // A dual-stack socket's IPv4 connection, as tcp6 lists it.
-            (sa("[::ffff:10.0.0.1]:40001"), sa("[::ffff:10.0.0.9]:443")),
+            (
+                sa("[::ffff:10.0.0.1]:40001"),
+                sa("[::ffff:10.0.0.9]:443"),
+                12,
+            ),
+            (sa("10.0.0.1:40003"), sa("10.0.0.9:443"), 13),
             // A listener: no peer.
-            (sa("0.0.0.0:22"), sa("0.0.0.0:0")),
+            (sa("0.0.0.0:22"), sa("0.0.0.0:0"), 14),
+            // TIME_WAIT: no socket.
+            (sa("10.0.0.1:40004"), sa("10.0.0.9:443"), 0),
         ]);
-        assert_eq!(before.len(), 2);
+        assert_eq!(before.len(), 3);
         let mut seen = SeenFromSyn::with_before(before);
         let mut pickup = |sport, dst: &str, dport| {
             let mut f = fixtures::flow(Proto::Tcp, "10.0.0.1", sport, dst, dport);
@@ -450,11 +476,20 @@ mod seen_tests {
             !pickup(40002, "10.0.0.9", 443),
             "opened since: it has a record, or lost it"
         );
+        assert!(!pickup(40004, "10.0.0.9", 443), "a TIME_WAIT entry");
         // From the peer's side (its keepalive came first).
         let mut back = fixtures::flow(Proto::Tcp, "10.0.0.9", 443, "10.0.0.1", 40000);
         back.tcp_state = Some(3);
         seen.note_local(&mut back);
         assert!(back.began_before);
+        // Listed, then connected again on the same tuple: the new one is not from before.
+        let mut syn = fixtures::flow(Proto::Tcp, "10.0.0.1", 40003, "10.0.0.9", 443);
+        syn.tcp_state = Some(CT_TCP_SYN_SENT);
+        seen.note_local(&mut syn);
+        let mut again = fixtures::flow(Proto::Tcp, "10.0.0.1", 40003, "10.0.0.9", 443);
+        again.tcp_state = Some(3);
+        seen.note_local(&mut again);
+        assert!(!again.began_before);
         // No list taken: every pickup may be from before.
         let mut f = fixtures::flow(Proto::Tcp, "10.0.0.1", 40002, "10.0.0.9", 443);
         f.tcp_state = Some(3);

@@ -548,7 +548,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
 /// The TCP connections of the helper's network namespace now: a pickup under way is exempt
 /// from the connect record check only for one of these. Unreadable, none is (a whitelisted
 /// program's old connection is then reported unverified, not silenced), and it says so.
@@ -561,9 +560,10 @@ fn tcp_before(startup: &mut Vec<String>) -> TcpBefore {
         ));
     }
     let entries = v4.into_iter().chain(v6).flatten();
-    TcpBefore::from_pairs(entries.map(|e| (e.local_address, e.remote_address)))
+    TcpBefore::from_sockets(entries.map(|e| (e.local_address, e.remote_address, e.inode)))
 }
 
+/// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
 fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
     socket: EventSocket,
     tx: FlowSender,

@@ -441,24 +441,16 @@ fn picked_up_again(test: &str, by_server: bool) {
         ),
     );
     evict_records(&net.a);
-    // And make the reader forget what it saw connect: 17,000 refused connects (it keeps
-    // 16,384). To loopback, which it does not report, they must not count (the peer's packet
-    // is then still known to be of a connection opened here); to the peer, reported, they
-    // push it out, and it must still not be taken for a connection from before the helper.
+    // And make the reader forget what it saw connect. To loopback, which it does not
+    // report, the connects must not count (the peer's packet is then still known to be of a
+    // connection opened here); to the peer, reported, they push it out, and it must still
+    // not be taken for a connection from before the helper.
     let to = if by_server {
         "127.0.0.1".to_string()
     } else {
         b.clone()
     };
-    let forget = format!(
-        "import socket\nfor i in range(17000):\n    s = socket.socket()\n    \
-         s.connect_ex(('{to}', 1 + i % 7))\n    s.close()\n"
-    );
-    let hex: String = forget.bytes().map(|c| format!("{c:02x}")).collect();
-    as_nobody(
-        &net.a,
-        &format!("{PY} -c \"exec(bytes.fromhex('{hex}').decode())\""),
-    );
+    forget(&net.a, &to);
     let dport = port.to_string();
     let st = Net::cmd(&net.a, &["conntrack", "-D", "-p", "tcp", "--dport", &dport])
         .output()
@@ -471,11 +463,97 @@ fn picked_up_again(test: &str, by_server: bool) {
         .iter()
         .filter(|v| v["remote_port"] == port && v["attributed_by"] == "socket")
         .collect();
+    // None of the flush lost (a lost SYN event would leave the tuple remembered).
+    assert!(
+        !lines.iter().any(|v| v["type"] == "lost"),
+        "events were lost in the flush"
+    );
     let [again] = picked[..] else {
         panic!("the pickup was silenced as sleep, or not seen: {lines:?}");
     };
     assert_eq!(again["direction"], "outbound", "{again}");
     // Its record was evicted, and nothing else: not a record of another process read late.
+    assert_unverified(again, "holds no record");
+}
+
+/// 20,000 refused connects to `to` from namespace `ns`, through the helper's conntrack: more
+/// than the 16,384 SYNs the reader keeps.
+fn forget(ns: &str, to: &str) {
+    let forget = format!(
+        "import socket\nfor i in range(20000):\n    s = socket.socket()\n    \
+         s.connect_ex(('{to}', 1 + i % 7))\n    s.close()\n"
+    );
+    let hex: String = forget.bytes().map(|c| format!("{c:02x}")).collect();
+    as_nobody(
+        ns,
+        &format!("{PY} -c \"exec(bytes.fromhex('{hex}').decode())\""),
+    );
+}
+
+/// A connection listed when the helper started is exempt, not its tuple: a review reset such
+/// a connection after the start and connected the same tuple again (`SO_REUSEADDR`, the same
+/// local port), handed the socket to sleep, pushed the tuple out of the reader's memory and
+/// evicted the record. The new SYN takes the tuple off the list.
+#[test]
+fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
+    let test = "a_listed_connection_s_tuple_connected_again_is_not_from_before";
+    let tools = [
+        "ip",
+        "nft",
+        "setpriv",
+        "python3",
+        "conntrack",
+        "unshare",
+        "kill",
+    ];
+    if !root_or_skip(test) || !common::require(test, &tools) {
+        return;
+    }
+    let mut net = Net::new();
+    net.serve(&net.b.clone(), "0.0.0.0", &[9012, 9020]);
+    let b = net.b4();
+    // Before the helper: from port 45020, held by a sleep, closed with a reset when that ends
+    // (SO_LINGER 0: no TIME_WAIT to keep the tuple).
+    let connect = |then: &str| {
+        format!(
+            "{PY} -c \"import socket, struct, subprocess; s = socket.socket(); \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 45020)); \
+             s.connect(('{b}', 9020)); {then}p = subprocess.Popen(['/usr/bin/sleep', '20'], \
+             pass_fds=[s.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); \
+             print(p.pid)\""
+        )
+    };
+    let linger = "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); ";
+    let first = as_nobody_output(&net.a, &connect(linger));
+    let (_d, h) = sleep_whitelisted(&net);
+    let st = Command::new("kill")
+        .arg(first.trim())
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill the first holder {first:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let keepalive = "s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1); \
+                     s.setsockopt(6, 4, 1); s.setsockopt(6, 5, 1); ";
+    as_nobody(&net.a, &connect(keepalive));
+    evict_records(&net.a);
+    forget(&net.a, &b);
+    let st = Net::cmd(&net.a, &["conntrack", "-D", "-p", "tcp", "--dport", "9020"])
+        .output()
+        .expect("conntrack -D");
+    assert!(st.status.success(), "no entry to end: {st:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = after_marker(&net, &h);
+    assert!(
+        !lines.iter().any(|v| v["type"] == "lost"),
+        "events were lost in the flush"
+    );
+    let picked: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["remote_port"] == 9020 && v["attributed_by"] == "socket")
+        .collect();
+    let [again] = picked[..] else {
+        panic!("the pickup was silenced as sleep, or not seen: {lines:?}");
+    };
     assert_unverified(again, "holds no record");
 }
 

@@ -211,13 +211,8 @@ impl EventSource for EventSocket {
 
 /// The reader's own attribution of a flow, right after reading it (see [`Early`]), with the
 /// settings the main loop sent since the last one.
-fn early_attribution<A: Attributor>(
-    early: &mut Early<A>,
-    updates: &EarlyUpdates,
-    flow: &Flow,
-    (at, read): (SystemTime, Instant),
-    debug: bool,
-) -> Option<Box<Attribution>> {
+/// The configuration and addresses the main thread sent since the last datagram.
+fn apply_updates<A: Attributor>(early: &mut Early<A>, updates: &EarlyUpdates) {
     let (cfg, addrs) = updates.take();
     if let Some(c) = cfg {
         early.set_config(*c);
@@ -225,6 +220,14 @@ fn early_attribution<A: Attributor>(
     if let Some(a) = addrs {
         early.set_addrs(a);
     }
+}
+
+fn early_attribution<A: Attributor>(
+    early: &mut Early<A>,
+    flow: &Flow,
+    (at, read): (SystemTime, Instant),
+    debug: bool,
+) -> Option<Box<Attribution>> {
     let t0 = Instant::now();
     let found = early.attribute_read_at(flow, read).map(Box::new);
     if debug {
@@ -263,6 +266,9 @@ impl<A: Attributor> Reading<A> {
         out: &mut Vec<Incoming>,
     ) {
         let (at, read) = (SystemTime::now(), Instant::now());
+        // Before any flow of the datagram is noted: what is this machine's address decides
+        // how a SYN is remembered, and a stream of filtered flows must not keep it stale.
+        apply_updates(&mut self.early, &self.updates);
         for m in parse_datagram(bytes) {
             out.push(match m {
                 Ok(Message::Flow(mut flow)) => {
@@ -276,7 +282,7 @@ impl<A: Attributor> Reading<A> {
                     self.last_flow = read;
                     let early = if calm && !queued && out.is_empty() {
                         let when = (at, read);
-                        early_attribution(&mut self.early, &self.updates, &flow, when, self.debug)
+                        early_attribution(&mut self.early, &flow, when, self.debug)
                     } else {
                         None
                     };
