@@ -20,6 +20,7 @@ pub mod flow;
 pub mod legacy;
 pub mod names;
 pub mod output;
+pub mod pickups;
 pub mod pipeline;
 pub mod privileges;
 pub mod realtime;

@@ -35,7 +35,7 @@ pub mod netns;
 pub mod port_marks;
 pub mod proc_fds;
 pub mod procfs;
-mod record_key;
+pub mod record_key;
 mod records;
 pub mod send_hook;
 pub mod sock_diag;

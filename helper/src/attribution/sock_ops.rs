@@ -46,7 +46,7 @@ const PROG_NAME: &[u8] = b"ctt_tcp_connect";
 ///
 /// r6 is the socket as `struct tcp_sock` (`bpf_skc_to_tcp_sock`): the context's own pointer
 /// may not be offset, and the tuple is read from the socket as the tracepoint program reads it
-/// ([`file_tuple`]), dual-stack addresses and the namespace included.
+/// (`file_tuple`), dual-stack addresses and the namespace included.
 ///
 /// A connect made by a write (TCP Fast Open: `tcp_sendmsg_fastopen` sets `fastopen_req` and
 /// then connects) is marked [`VALUE_BY_WRITE`]: on a socket connected with

@@ -253,7 +253,7 @@ struct Reading<A> {
     debug: bool,
     congested: bool,
     last_flow: Instant,
-    seen: crate::flow::SeenFromSyn,
+    seen: crate::pickups::SeenFromSyn,
 }
 
 impl<A: Attributor> Reading<A> {
@@ -316,14 +316,14 @@ pub fn run<S: EventSource, A: Attributor>(
 }
 
 /// [`run`], with what the reader knows of TCP connections from the start (the connections
-/// that were there when the helper started: [`crate::flow::SeenFromSyn::with_before`]).
+/// that were there when the helper started: [`crate::pickups::SeenFromSyn::with_before`]).
 pub fn run_with<S: EventSource, A: Attributor>(
     mut source: S,
     tx: FlowSender,
     early: Early<A>,
     updates: std::sync::Arc<EarlyUpdates>,
     debug: bool,
-    seen: crate::flow::SeenFromSyn,
+    seen: crate::pickups::SeenFromSyn,
 ) {
     let mut buf = vec![0u8; 1 << 16];
     let mut bufs = vec![vec![0u8; RECV_BUF]; RECV_AT_ONCE];
