@@ -80,12 +80,19 @@ impl TcpBefore {
 /// outbound and reported unverified). Pushing out a connection opened here takes as many
 /// connections opened here, each one a flow the helper classifies (reported unless the
 /// person's own filters hide it). What depends on forgetting nothing, the exemption, is
-/// decided by [`TcpBefore`], which nothing forgets.
+/// decided by [`TcpBefore`], which nothing forgets. SYNs with neither end known as ours
+/// (forwarded ones, or one from an address just added that the reader has not heard of) are
+/// kept apart again, so a busy router or container host does not push out the machine's own.
+///
+/// Once events were lost, a SYN may have gone unseen: nothing is exempt any more, and a
+/// pickup of a tuple neither side was seen opening is taken as opened here.
 pub struct SeenFromSyn {
     here: lru::LruCache<Tuple, ()>,
     there: lru::LruCache<Tuple, ()>,
+    elsewhere: lru::LruCache<Tuple, ()>,
     /// `None`: no list was taken, and every pickup may be from before the helper.
     before: Option<TcpBefore>,
+    lost: bool,
 }
 
 /// How many tuples [`SeenFromSyn`] keeps of each kind: about 1.3 MB each, when full.
@@ -101,7 +108,9 @@ impl Default for SeenFromSyn {
         SeenFromSyn {
             here: lru(),
             there: lru(),
+            elsewhere: lru(),
             before: None,
+            lost: false,
         }
     }
 }
@@ -112,6 +121,14 @@ impl SeenFromSyn {
         SeenFromSyn {
             before: Some(before),
             ..SeenFromSyn::default()
+        }
+    }
+
+    /// Events were lost (the socket overflowed, or was reopened): see the type's doc.
+    pub fn lost(&mut self) {
+        self.lost = true;
+        if self.before.is_some() {
+            self.before = Some(TcpBefore::default());
         }
     }
 
@@ -133,21 +150,27 @@ impl SeenFromSyn {
                     // Not kept: they are not reported by default, so they would push the rest
                     // out unseen. A loopback pickup is still held to its record, unless its
                     // socket is one from before the helper.
-                } else if local(&o.dst) && !local(&o.src) {
+                } else if local(&o.src) {
+                    self.here.put(o, ());
+                } else if local(&o.dst) {
                     self.there.put(o, ());
                 } else {
-                    // From here, or from an address not known as ours yet (one just added):
-                    // kept as opened here, the side whose pickups are checked.
-                    self.here.put(o, ());
+                    self.elsewhere.put(o, ());
                 }
             }
             Some(_) => {
                 // Opened here decides over opened there: a peer's SYN to a port of ours, sent
                 // before we connected from it, must not make our connection look inbound.
-                let (orig, reply) = if self.here.contains(&o) || self.here.contains(&rev) {
-                    (self.here.contains(&o), !self.here.contains(&o))
-                } else {
+                // A SYN kept as elsewhere counts as this side's: if its source is ours after
+                // all (an address just added), classification then says outbound.
+                let mine = |t: &Tuple| self.here.contains(t) || self.elsewhere.contains(t);
+                let (orig, reply) = if mine(&o) || mine(&rev) {
+                    (mine(&o), !mine(&o))
+                } else if self.there.contains(&o) || self.there.contains(&rev) {
                     (self.there.contains(&o), self.there.contains(&rev))
+                } else {
+                    // Unseen from either end: after a loss, its SYN may have been ours.
+                    (false, self.lost && local(&o.dst) && !local(&o.src))
                 };
                 flow.seen_from_syn = orig;
                 flow.reply_seen_from_syn = !orig && reply;
@@ -218,6 +241,37 @@ mod tests {
         seen.note_local(&mut syn("10.9.0.5", 1000, "10.0.0.9", 80));
         assert_eq!(
             pickup(&mut seen, "10.0.0.9", 80, "10.9.0.5", 1000),
+            (false, true)
+        );
+    }
+
+    #[test]
+    fn after_a_loss_nothing_is_exempt_and_an_unseen_pickup_is_taken_as_opened_here() {
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
+        let before = TcpBefore::from_sockets([(sa("10.0.0.1:40000"), sa("10.0.0.9:443"), 11)]);
+        let mut seen = SeenFromSyn::with_before(before);
+        let pickup = |seen: &mut SeenFromSyn, src: &str, sport, dst: &str, dport| {
+            let mut f = fixtures::flow(Proto::Tcp, src, sport, dst, dport);
+            f.tcp_state = Some(3);
+            seen.note_local(&mut f);
+            (f.began_before, f.reply_seen_from_syn)
+        };
+        assert_eq!(
+            pickup(&mut seen, "10.0.0.1", 40000, "10.0.0.9", 443),
+            (true, false)
+        );
+        assert_eq!(
+            pickup(&mut seen, "10.0.0.9", 443, "10.0.0.1", 40001),
+            (false, false)
+        );
+        seen.lost();
+        assert_eq!(
+            pickup(&mut seen, "10.0.0.1", 40000, "10.0.0.9", 443),
+            (false, false)
+        );
+        // At the peer's packet: its SYN may have been lost, so it is held as ours.
+        assert_eq!(
+            pickup(&mut seen, "10.0.0.9", 443, "10.0.0.1", 40001),
             (false, true)
         );
     }

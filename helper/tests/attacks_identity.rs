@@ -26,6 +26,15 @@ fn sleep_whitelisted(net: &Net) -> (tempfile::TempDir, Helper) {
     (d, h)
 }
 
+/// One test of this file at a time. Every helper's `sock_ops` program sees every connect on
+/// the machine, in every namespace, so one test's flood of connects evicts the records of a
+/// test running beside it (a hand-off read late then said "holds no record" instead of
+/// naming the other process).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Sends `sig` (`-STOP`, `-CONT`) to the helper: holding it back as a flood would.
 fn signal(h: &Helper, sig: &str) {
     let st = Command::new("kill")
@@ -59,6 +68,7 @@ fn assert_unverified(v: &Value, why: &str) {
 
 #[test]
 fn a_program_cannot_borrow_a_whitelisted_identity() {
+    let _one = one_at_a_time();
     let test = "a_program_cannot_borrow_a_whitelisted_identity";
     let tools = [
         "ip", "nft", "setpriv", "unshare", "mount", "curl", "python3",
@@ -169,6 +179,7 @@ while n < 20000000:
 /// curl's device and inode) is not taken for curl: its exec record ran another file.
 #[test]
 fn a_program_that_sets_its_proc_executable_is_not_taken_for_that_program() {
+    let _one = one_at_a_time();
     let test = "a_program_that_sets_its_proc_executable_is_not_taken_for_that_program";
     if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3", "curl"]) {
         return;
@@ -206,6 +217,7 @@ fn a_program_that_sets_its_proc_executable_is_not_taken_for_that_program() {
 
 #[test]
 fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it() {
+    let _one = one_at_a_time();
     let test = "a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it";
     if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3", "kill"]) {
         return;
@@ -235,6 +247,7 @@ fn a_program_that_becomes_a_whitelisted_one_after_connecting_is_not_taken_for_it
 
 #[test]
 fn a_socket_handed_to_a_whitelisted_program_while_it_connects_is_not_named_after_it() {
+    let _one = one_at_a_time();
     hand_off(
         "a_socket_handed_to_a_whitelisted_program_while_it_connects_is_not_named_after_it",
         Duration::from_millis(300),
@@ -246,6 +259,7 @@ fn a_socket_handed_to_a_whitelisted_program_while_it_connects_is_not_named_after
 /// the records are out of their window, and the holders speak, held against the records.
 #[test]
 fn a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_even_read_late() {
+    let _one = one_at_a_time();
     hand_off(
         "a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_even_read_late",
         Duration::from_millis(1500),
@@ -257,6 +271,7 @@ fn a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_even_read_late
 /// it reaches the helper), which evicts records and delays the read.
 #[test]
 fn a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_after_a_flood() {
+    let _one = one_at_a_time();
     hand_off(
         "a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_after_a_flood",
         Duration::from_millis(300),
@@ -352,6 +367,7 @@ fn hand_off(test: &str, late: Duration, flood: bool) {
 /// silenced instead of being reported as evicted.
 #[test]
 fn a_connection_from_before_the_helper_is_still_named_after_its_holder() {
+    let _one = one_at_a_time();
     let test = "a_connection_from_before_the_helper_is_still_named_after_its_holder";
     let tools = ["ip", "nft", "setpriv", "python3", "conntrack"];
     if !root_or_skip(test) || !common::require(test, &tools) {
@@ -393,6 +409,7 @@ fn a_connection_from_before_the_helper_is_still_named_after_its_holder() {
 /// was seen from its SYN, so it is not exempt. The client's keepalives make that packet.
 #[test]
 fn a_connection_picked_up_again_is_not_taken_for_one_from_before_the_helper() {
+    let _one = one_at_a_time();
     picked_up_again(
         "a_connection_picked_up_again_is_not_taken_for_one_from_before_the_helper",
         false,
@@ -404,6 +421,7 @@ fn a_connection_picked_up_again_is_not_taken_for_one_from_before_the_helper() {
 /// which no record is asked about, and silenced as sleep: it is this machine's outbound one.
 #[test]
 fn a_connection_picked_up_again_at_the_peer_s_packet_is_still_outbound() {
+    let _one = one_at_a_time();
     picked_up_again(
         "a_connection_picked_up_again_at_the_peer_s_packet_is_still_outbound",
         true,
@@ -436,7 +454,7 @@ fn picked_up_again(test: &str, by_server: bool) {
         &net.a,
         &format!(
             "{PY} -c \"import socket, subprocess; s = socket.create_connection(('{b}', {port})); \
-             {keepalive}subprocess.Popen(['/usr/bin/sleep', '20'], pass_fds=[s.fileno()], \
+             {keepalive}subprocess.Popen(['/usr/bin/sleep', '60'], pass_fds=[s.fileno()], \
              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\""
         ),
     );
@@ -496,6 +514,7 @@ fn forget(ns: &str, to: &str) {
 /// evicted the record. The new SYN takes the tuple off the list.
 #[test]
 fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
+    let _one = one_at_a_time();
     let test = "a_listed_connection_s_tuple_connected_again_is_not_from_before";
     let tools = [
         "ip",
@@ -518,7 +537,7 @@ fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
         format!(
             "{PY} -c \"import socket, struct, subprocess; s = socket.socket(); \
              s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 45020)); \
-             s.connect(('{b}', 9020)); {then}p = subprocess.Popen(['/usr/bin/sleep', '20'], \
+             s.connect(('{b}', 9020)); {then}p = subprocess.Popen(['/usr/bin/sleep', '60'], \
              pass_fds=[s.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); \
              print(p.pid)\""
         )
@@ -531,7 +550,15 @@ fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
         .status()
         .expect("kill");
     assert!(st.success(), "kill the first holder {first:?}");
-    std::thread::sleep(Duration::from_millis(300));
+    // Until its socket is gone (the reset sent), at most 5 s.
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let out = Net::cmd(&net.a, &["ss", "-Htan", "sport = :45020"])
+            .output()
+            .expect("ss");
+        out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
+    });
+    assert!(gone, "the first connection's socket stayed");
     let keepalive = "s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1); \
                      s.setsockopt(6, 4, 1); s.setsockopt(6, 5, 1); ";
     as_nobody(&net.a, &connect(keepalive));
@@ -581,6 +608,7 @@ fn evict_records(ns: &str) {
 
 #[test]
 fn a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it() {
+    let _one = one_at_a_time();
     let test = "a_connection_a_whitelisted_program_s_first_write_opens_is_not_named_after_it";
     if !root_or_skip(test) || !common::require(test, &["ip", "nft", "setpriv", "python3"]) {
         return;

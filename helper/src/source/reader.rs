@@ -74,9 +74,14 @@ pub enum Incoming {
 /// The main loop may apply thousands of commands while no flow comes to make the reader look
 /// (a hostile caller can send 1 MB configurations in a loop); a queue would keep a copy of
 /// every one. The slot keeps only the newest, so memory stays at two configurations.
+///
+/// The reader asks before every datagram, at real-time priority: it looks at a flag first and
+/// takes the lock only when something was sent, and whatever a replaced value was is freed
+/// outside the lock, by the thread that replaced it.
 #[derive(Default)]
 pub struct EarlyUpdates {
     slot: std::sync::Mutex<(Option<Box<Config>>, Option<LocalAddrs>)>,
+    sent: std::sync::atomic::AtomicBool,
 }
 
 impl EarlyUpdates {
@@ -86,16 +91,23 @@ impl EarlyUpdates {
 
     /// Replaces any configuration not yet taken.
     pub fn set_config(&self, cfg: Box<Config>) {
-        self.slot().0 = Some(cfg);
+        let old = self.slot().0.replace(cfg);
+        self.sent.store(true, std::sync::atomic::Ordering::Release);
+        drop(old);
     }
 
     /// Replaces any addresses not yet taken.
     pub fn set_addrs(&self, addrs: LocalAddrs) {
-        self.slot().1 = Some(addrs);
+        let old = self.slot().1.replace(addrs);
+        self.sent.store(true, std::sync::atomic::Ordering::Release);
+        drop(old);
     }
 
     /// What changed since the last call.
     pub fn take(&self) -> (Option<Box<Config>>, Option<LocalAddrs>) {
+        if !self.sent.swap(false, std::sync::atomic::Ordering::Acquire) {
+            return (None, None);
+        }
         std::mem::take(&mut *self.slot())
     }
 }
@@ -209,8 +221,6 @@ impl EventSource for EventSocket {
     }
 }
 
-/// The reader's own attribution of a flow, right after reading it (see [`Early`]), with the
-/// settings the main loop sent since the last one.
 /// The configuration and addresses the main thread sent since the last datagram.
 fn apply_updates<A: Attributor>(early: &mut Early<A>, updates: &EarlyUpdates) {
     let (cfg, addrs) = updates.take();
@@ -222,6 +232,7 @@ fn apply_updates<A: Attributor>(early: &mut Early<A>, updates: &EarlyUpdates) {
     }
 }
 
+/// The reader's own attribution of a flow, right after reading it (see [`Early`]).
 fn early_attribution<A: Attributor>(
     early: &mut Early<A>,
     flow: &Flow,
@@ -295,6 +306,7 @@ impl<A: Attributor> Reading<A> {
                 }
                 Ok(Message::Error(code)) if code == -libc::ENOBUFS => {
                     self.congested = true;
+                    self.seen.lost();
                     Incoming::Lost(source.take_lost(true))
                 }
                 Ok(_) => continue,
@@ -423,6 +435,12 @@ pub fn run_with<S: EventSource, A: Attributor>(
                     msgs.push(Incoming::Reopened(e.to_string()));
                 }
             }
+        }
+        if msgs
+            .iter()
+            .any(|m| matches!(m, Incoming::Lost(_) | Incoming::Reopened(_)))
+        {
+            r.seen.lost();
         }
         if !msgs.is_empty() && tx.send(msgs).is_err() {
             return;

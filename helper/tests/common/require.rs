@@ -14,6 +14,7 @@ use std::path::Path;
 const PACKAGES: &[(&str, &str)] = &[
     // The kernel tests and the benchmark.
     ("ip", "iproute2"),
+    ("ss", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
     ("curl", "curl"),
