@@ -127,9 +127,7 @@ impl SeenFromSyn {
     /// Events were lost (the socket overflowed, or was reopened): see the type's doc.
     pub fn lost(&mut self) {
         self.lost = true;
-        if self.before.is_some() {
-            self.before = Some(TcpBefore::default());
-        }
+        self.before = Some(TcpBefore::default());
     }
 
     /// Notes a NEW TCP flow seen from its SYN, or marks one picked up under way: whose tuple

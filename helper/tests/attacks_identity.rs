@@ -518,6 +518,7 @@ fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
     let test = "a_listed_connection_s_tuple_connected_again_is_not_from_before";
     let tools = [
         "ip",
+        "ss",
         "nft",
         "setpriv",
         "python3",

@@ -76,8 +76,9 @@ pub enum Incoming {
 /// every one. The slot keeps only the newest, so memory stays at two configurations.
 ///
 /// The reader asks before every datagram, at real-time priority: it looks at a flag first and
-/// takes the lock only when something was sent, and whatever a replaced value was is freed
-/// outside the lock, by the thread that replaced it.
+/// takes the lock only when something was sent, and a value replaced before the reader took
+/// it is freed outside the lock, by the thread that replaced it. (The configuration the
+/// reader was using is still freed by the reader, when it takes a new one.)
 #[derive(Default)]
 pub struct EarlyUpdates {
     slot: std::sync::Mutex<(Option<Box<Config>>, Option<LocalAddrs>)>,
@@ -436,10 +437,12 @@ pub fn run_with<S: EventSource, A: Attributor>(
                 }
             }
         }
-        if msgs
-            .iter()
-            .any(|m| matches!(m, Incoming::Lost(_) | Incoming::Reopened(_)))
-        {
+        if msgs.iter().any(|m| {
+            matches!(
+                m,
+                Incoming::Lost(_) | Incoming::Reopened(_) | Incoming::Garbled(_)
+            )
+        }) {
             r.seen.lost();
         }
         if !msgs.is_empty() && tx.send(msgs).is_err() {
