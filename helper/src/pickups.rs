@@ -24,8 +24,9 @@ pub const TCP_BEFORE: usize = 65536;
 
 impl TcpBefore {
     /// From (local, remote, inode) of each socket; listeners and unconnected sockets (a
-    /// remote port of 0) and entries with no socket are left out, and IPv4-mapped IPv6 addresses are taken as IPv4, the
-    /// way conntrack tracks a dual-stack socket's IPv4 connection.
+    /// remote port of 0) and entries with no socket are left out, and IPv4-mapped IPv6
+    /// addresses are taken as IPv4, the way conntrack tracks a dual-stack socket's IPv4
+    /// connection.
     pub fn from_sockets(
         sockets: impl IntoIterator<Item = (std::net::SocketAddr, std::net::SocketAddr, u64)>,
     ) -> TcpBefore {
