@@ -334,3 +334,55 @@ fn a_datagram_its_buffer_cut_short_is_reported_and_the_rest_read_on() {
         .collect();
     assert_eq!(first, ["flow", "garbled", "flow"]);
 }
+
+/// Once the reader lost events, it fails closed for pickups: nothing is from before the
+/// helper, and a pickup at the peer's packet of a tuple it never saw open is held as opened
+/// here (its SYN may have been among the lost).
+#[test]
+fn after_lost_events_a_pickup_is_neither_exempt_nor_taken_for_inbound() {
+    // The captured NEW event, its TCP state made ESTABLISHED: a pickup under way.
+    let mut pickup = TCP4_NEW.to_vec();
+    assert_eq!(
+        pickup[0xa0], 1,
+        "CTA_PROTOINFO_TCP_STATE: SYN_SENT in the capture"
+    );
+    pickup[0xa0] = 3;
+    let Ok(Message::Flow(flow)) = parse_datagram(&pickup).remove(0) else {
+        panic!("the patched message is a flow");
+    };
+    assert_eq!(flow.tcp_state, Some(3));
+    // This machine is the flow's destination: the pickup came in at the peer's packet.
+    let early = Early::new(Config::default(), LocalAddrs::new([flow.orig.dst]), Nobody);
+    // nlmsghdr(len 36, NLMSG_ERROR) + errno -ENOBUFS + the original header.
+    let mut enobufs = vec![36, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    enobufs.extend_from_slice(&(-libc::ENOBUFS).to_ne_bytes());
+    enobufs.extend_from_slice(&[0; 16]);
+    let source = Batches {
+        wakeups: VecDeque::from([
+            VecDeque::from([pickup.clone()]),
+            VecDeque::from([enobufs]),
+            VecDeque::from([pickup]),
+        ]),
+        current: VecDeque::new(),
+    };
+    let (tx, queue) = crate::source::queue::flow_queue(usize::MAX);
+    let rx = queue.channel();
+    run(
+        source,
+        tx,
+        early,
+        std::sync::Arc::new(EarlyUpdates::default()),
+        false,
+    );
+    let seen: Vec<(bool, bool)> = rx
+        .try_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            Incoming::Flow { flow, .. } => Some((flow.began_before, flow.reply_seen_from_syn)),
+            _ => None,
+        })
+        .collect();
+    // Before the loss (no list taken): may be from before, not known as ours. After it:
+    // from before no more, and held as this machine's.
+    assert_eq!(seen, [(true, false), (false, true)]);
+}
