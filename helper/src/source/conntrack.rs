@@ -428,6 +428,16 @@ pub fn netlink_drops(text: &str, inode: u64) -> Option<u64> {
     })
 }
 
+/// The kernel's error message for an overflowed socket, as one datagram: nlmsghdr (len 36,
+/// NLMSG_ERROR), errno -ENOBUFS, and the original header.
+#[cfg(test)]
+pub(crate) fn enobufs_datagram() -> Vec<u8> {
+    let mut err = vec![36, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&(-libc::ENOBUFS).to_ne_bytes());
+    err.extend_from_slice(&[0; 16]);
+    err
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,11 +581,10 @@ mod tests {
 
     #[test]
     fn error_and_other_subsystems() {
-        // nlmsghdr(len 36, NLMSG_ERROR) + errno -ENOBUFS + the original header.
-        let mut err = vec![36, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        err.extend_from_slice(&(-105i32).to_ne_bytes());
-        err.extend_from_slice(&[0; 16]);
-        assert_eq!(parse_datagram(&err), vec![Ok(Message::Error(-105))]);
+        assert_eq!(
+            parse_datagram(&enobufs_datagram()),
+            vec![Ok(Message::Error(-105))]
+        );
         // A message of subsystem 2 (ctnetlink_exp): skipped.
         let other = [20, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
         assert_eq!(parse_datagram(&other), vec![Ok(Message::Ignored)]);

@@ -4,6 +4,7 @@ use super::testing::{Everyone, Script};
 use super::*;
 use crate::direction::Sides;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 const TCP4_NEW: &[u8] = include_bytes!("../../../tests/data/tcp4_new.bin");
 
@@ -42,6 +43,22 @@ impl EventSource for Batches {
     fn backoff(&self, _: u32) -> Duration {
         Duration::ZERO
     }
+}
+
+/// What the reader hands the pipeline for `wakeups` (each the datagrams queued at once), to
+/// the script's end.
+fn read_all<A: Attributor>(
+    wakeups: impl IntoIterator<Item = Vec<Vec<u8>>>,
+    early: Early<A>,
+) -> Vec<Batch> {
+    let source = Batches {
+        wakeups: wakeups.into_iter().map(VecDeque::from).collect(),
+        current: VecDeque::new(),
+    };
+    let (tx, queue) = crate::source::queue::flow_queue(usize::MAX);
+    let rx = queue.channel();
+    run(source, tx, early, Arc::new(EarlyUpdates::default()), false);
+    rx.try_iter().collect()
 }
 
 #[test]
@@ -248,21 +265,8 @@ fn a_wakeup_with_more_than_a_batch_queued_is_handed_on_in_whole_batches_losing_n
     };
     let early = Early::new(Config::default(), LocalAddrs::new([flow.orig.src]), Nobody);
     let queued = 2 * BATCH_LIMIT + 7;
-    let source = Batches {
-        wakeups: VecDeque::from([VecDeque::from(vec![TCP4_NEW.to_vec(); queued])]),
-        current: VecDeque::new(),
-    };
-    let (tx, queue) = crate::source::queue::flow_queue(usize::MAX);
-    let rx = queue.channel();
-    run(
-        source,
-        tx,
-        early,
-        std::sync::Arc::new(EarlyUpdates::default()),
-        false,
-    );
-    let flows: Vec<usize> = rx
-        .try_iter()
+    let flows: Vec<usize> = read_all([vec![TCP4_NEW.to_vec(); queued]], early)
+        .into_iter()
         .map(|b| {
             b.iter()
                 .filter(|m| matches!(m, Incoming::Flow { .. }))
@@ -353,29 +357,10 @@ fn after_lost_events_a_pickup_is_neither_exempt_nor_taken_for_inbound() {
     assert_eq!(flow.tcp_state, Some(3));
     // This machine is the flow's destination: the pickup came in at the peer's packet.
     let early = Early::new(Config::default(), LocalAddrs::new([flow.orig.dst]), Nobody);
-    // nlmsghdr(len 36, NLMSG_ERROR) + errno -ENOBUFS + the original header.
-    let mut enobufs = vec![36, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    enobufs.extend_from_slice(&(-libc::ENOBUFS).to_ne_bytes());
-    enobufs.extend_from_slice(&[0; 16]);
-    let source = Batches {
-        wakeups: VecDeque::from([
-            VecDeque::from([pickup.clone()]),
-            VecDeque::from([enobufs]),
-            VecDeque::from([pickup]),
-        ]),
-        current: VecDeque::new(),
-    };
-    let (tx, queue) = crate::source::queue::flow_queue(usize::MAX);
-    let rx = queue.channel();
-    run(
-        source,
-        tx,
-        early,
-        std::sync::Arc::new(EarlyUpdates::default()),
-        false,
-    );
-    let seen: Vec<(bool, bool)> = rx
-        .try_iter()
+    let enobufs = crate::source::conntrack::enobufs_datagram();
+    let wakeups = [vec![pickup.clone()], vec![enobufs], vec![pickup]];
+    let seen: Vec<(bool, bool)> = read_all(wakeups, early)
+        .into_iter()
         .flatten()
         .filter_map(|m| match m {
             Incoming::Flow { flow, .. } => Some((flow.began_before, flow.reply_seen_from_syn)),
