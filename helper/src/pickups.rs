@@ -192,6 +192,14 @@ mod tests {
                 ip.to_canonical().is_loopback() || *ip == "10.0.0.1".parse::<IpAddr>().expect("ip")
             });
         }
+
+        /// A TCP pickup under way (ESTABLISHED in its NEW event), as noted.
+        fn picked_up(&mut self, src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
+            let mut f = fixtures::flow(Proto::Tcp, src, sport, dst, dport);
+            f.tcp_state = Some(3);
+            self.note_local(&mut f);
+            f
+        }
     }
 
     #[test]
@@ -202,9 +210,7 @@ mod tests {
             ..fixtures::flow(Proto::Tcp, src, sport, dst, dport)
         };
         let pickup = |seen: &mut SeenFromSyn, src: &str, sport, dst: &str, dport| {
-            let mut f = fixtures::flow(Proto::Tcp, src, sport, dst, dport);
-            f.tcp_state = Some(3);
-            seen.note_local(&mut f);
+            let f = seen.picked_up(src, sport, dst, dport);
             (f.seen_from_syn, f.reply_seen_from_syn)
         };
         // The peer's SYN to our port 40000 first, then our connect from it to the peer.
@@ -250,9 +256,7 @@ mod tests {
         let before = TcpBefore::from_sockets([(sa("10.0.0.1:40000"), sa("10.0.0.9:443"), 11)]);
         let mut seen = SeenFromSyn::with_before(before);
         let pickup = |seen: &mut SeenFromSyn, src: &str, sport, dst: &str, dport| {
-            let mut f = fixtures::flow(Proto::Tcp, src, sport, dst, dport);
-            f.tcp_state = Some(3);
-            seen.note_local(&mut f);
+            let f = seen.picked_up(src, sport, dst, dport);
             (f.began_before, f.reply_seen_from_syn)
         };
         assert_eq!(
@@ -294,12 +298,8 @@ mod tests {
         ]);
         assert_eq!(before.len(), 3);
         let mut seen = SeenFromSyn::with_before(before);
-        let mut pickup = |sport, dst: &str, dport| {
-            let mut f = fixtures::flow(Proto::Tcp, "10.0.0.1", sport, dst, dport);
-            f.tcp_state = Some(3);
-            seen.note_local(&mut f);
-            f.began_before
-        };
+        let mut pickup =
+            |sport, dst: &str, dport| seen.picked_up("10.0.0.1", sport, dst, dport).began_before;
         assert!(pickup(40000, "10.0.0.9", 443));
         assert!(pickup(40001, "10.0.0.9", 443), "IPv4-mapped");
         assert!(
@@ -308,23 +308,25 @@ mod tests {
         );
         assert!(!pickup(40004, "10.0.0.9", 443), "a TIME_WAIT entry");
         // From the peer's side (its keepalive came first).
-        let mut back = fixtures::flow(Proto::Tcp, "10.0.0.9", 443, "10.0.0.1", 40000);
-        back.tcp_state = Some(3);
-        seen.note_local(&mut back);
-        assert!(back.began_before);
+        assert!(
+            seen.picked_up("10.0.0.9", 443, "10.0.0.1", 40000)
+                .began_before
+        );
         // Listed, then connected again on the same tuple: the new one is not from before.
         let mut syn = fixtures::flow(Proto::Tcp, "10.0.0.1", 40003, "10.0.0.9", 443);
         syn.tcp_state = Some(CT_TCP_SYN_SENT);
         seen.note_local(&mut syn);
-        let mut again = fixtures::flow(Proto::Tcp, "10.0.0.1", 40003, "10.0.0.9", 443);
-        again.tcp_state = Some(3);
-        seen.note_local(&mut again);
-        assert!(!again.began_before);
+        assert!(
+            !seen
+                .picked_up("10.0.0.1", 40003, "10.0.0.9", 443)
+                .began_before
+        );
         // No list taken: every pickup may be from before.
-        let mut f = fixtures::flow(Proto::Tcp, "10.0.0.1", 40002, "10.0.0.9", 443);
-        f.tcp_state = Some(3);
-        SeenFromSyn::default().note_local(&mut f);
-        assert!(f.began_before);
+        let mut none = SeenFromSyn::default();
+        assert!(
+            none.picked_up("10.0.0.1", 40002, "10.0.0.9", 443)
+                .began_before
+        );
     }
 
     #[test]
