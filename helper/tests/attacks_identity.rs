@@ -469,29 +469,36 @@ fn picked_up_again(test: &str, by_server: bool) {
         b.clone()
     };
     forget(&net.a, &to);
+    let again = picked_up_after_its_entry_ends(&net, &h, port);
+    assert_eq!(again["direction"], "outbound", "{again}");
+    // Its record was evicted, and nothing else: not a record of another process read late.
+    assert_unverified(&again, "holds no record");
+}
+
+/// Ends conntrack's entry of the connection to `port` (`conntrack -D`, standing in for an
+/// expiry) and returns the line of its pickup at the next keepalive (one a second), named by
+/// the socket's holder; nothing may have been lost on the way.
+fn picked_up_after_its_entry_ends(net: &Net, h: &Helper, port: u16) -> Value {
     let dport = port.to_string();
     let st = Net::cmd(&net.a, &["conntrack", "-D", "-p", "tcp", "--dport", &dport])
         .output()
         .expect("conntrack -D");
     assert!(st.status.success(), "no entry to end: {st:?}");
-    // The keepalives (one a second) are picked up as a NEW flow under way.
     std::thread::sleep(Duration::from_secs(3));
-    let lines = after_marker(&net, &h);
-    let picked: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v["remote_port"] == port && v["attributed_by"] == "socket")
-        .collect();
+    let lines = after_marker(net, h);
     // None of the flush lost (a lost SYN event would leave the tuple remembered).
     assert!(
         !lines.iter().any(|v| v["type"] == "lost"),
         "events were lost in the flush"
     );
+    let picked: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["remote_port"] == port && v["attributed_by"] == "socket")
+        .collect();
     let [again] = picked[..] else {
         panic!("the pickup was silenced as sleep, or not seen: {lines:?}");
     };
-    assert_eq!(again["direction"], "outbound", "{again}");
-    // Its record was evicted, and nothing else: not a record of another process read late.
-    assert_unverified(again, "holds no record");
+    again.clone()
 }
 
 /// 20,000 refused connects to `to` from namespace `ns`, through the helper's conntrack: more
@@ -565,24 +572,8 @@ fn a_listed_connection_s_tuple_connected_again_is_not_from_before() {
     as_nobody(&net.a, &connect(keepalive));
     evict_records(&net.a);
     forget(&net.a, &b);
-    let st = Net::cmd(&net.a, &["conntrack", "-D", "-p", "tcp", "--dport", "9020"])
-        .output()
-        .expect("conntrack -D");
-    assert!(st.status.success(), "no entry to end: {st:?}");
-    std::thread::sleep(Duration::from_secs(3));
-    let lines = after_marker(&net, &h);
-    assert!(
-        !lines.iter().any(|v| v["type"] == "lost"),
-        "events were lost in the flush"
-    );
-    let picked: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v["remote_port"] == 9020 && v["attributed_by"] == "socket")
-        .collect();
-    let [again] = picked[..] else {
-        panic!("the pickup was silenced as sleep, or not seen: {lines:?}");
-    };
-    assert_unverified(again, "holds no record");
+    let again = picked_up_after_its_entry_ends(&net, &h, 9020);
+    assert_unverified(&again, "holds no record");
 }
 
 /// Refused connects with distinct tuples, in a user and network namespace of the program's
