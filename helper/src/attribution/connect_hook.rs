@@ -41,7 +41,7 @@ use super::record_key::{bare_key, connector, key, wildcard_key, AF_INET, AF_INET
 use super::{Connector, Connects, UdpRecords};
 use crate::attribution::bpf::btf::{Btf, BtfError};
 use crate::attribution::bpf::frame::{
-    current_process, mark_port, read, read_key, update, zero_stack,
+    current_process, mark_port, read, read_key, read_key_via, read_via, update, zero_stack, Pointer,
 };
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
@@ -202,15 +202,19 @@ const SOCK_RAW: i32 = 3;
 /// caller's), then the value filed under it in `connects_fd`, its port marked in `marks_fd`
 /// first when given. Jumps to "out" for a family that is neither IPv4 nor IPv6; defines
 /// "out", which ends the program.
-/// Files the stack's value under the tuple of the socket in r6, then returns `ret`.
+/// Files the stack's value under the tuple of the socket in r6, then returns `ret`. `p` says
+/// whether r6 is a typed pointer, read with plain loads.
 pub(crate) fn file_tuple(
     a: &mut asm::Asm,
+    p: Pointer,
     o: &Offsets,
     connects_fd: i32,
     marks_fd: Option<i32>,
     ret: i32,
 ) {
     use asm::*;
+    let read = |a: &mut Asm, to, len, base, field| read_via(a, p, to, len, base, field);
+    let read_key = |a: &mut Asm, f, base, field| read_key_via(a, p, f, base, field);
     read_key(a, KEY_FAMILY, R6, o.family);
     a.load(H, R0, FP, KEY_FAMILY.at(KEY))
         .jeq_imm(R0, i32::from(AF_INET), "v4")
@@ -295,7 +299,7 @@ pub fn program(
         .add_imm(R2, i32::from(SK))
         .call(Helper::MapDeleteElem)
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, o, connects_fd, None, 0);
+    file_tuple(&mut a, Pointer::Untyped, o, connects_fd, None, 0);
     a.finish()
 }
 
@@ -357,7 +361,7 @@ pub fn udp_program(
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
-    file_tuple(&mut a, o, connects_fd, marks_fd, 0);
+    file_tuple(&mut a, Pointer::Untyped, o, connects_fd, marks_fd, 0);
     a.finish()
 }
 

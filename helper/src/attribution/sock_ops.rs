@@ -30,7 +30,7 @@ use std::os::fd::OwnedFd;
 
 use crate::attribution::bpf::asm::{self, Helper, B, DW, FP, R0, R1, R2, R6, W};
 use crate::attribution::bpf::btf::Btf;
-use crate::attribution::bpf::frame::{current_process, zero_stack, KEY, VAL};
+use crate::attribution::bpf::frame::{current_process, zero_stack, Pointer, KEY, VAL};
 use crate::attribution::bpf::layout::{KEY_PROTO, VALUE_BY_WRITE, VALUE_FLAGS};
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
@@ -75,7 +75,7 @@ pub fn program(
         .store_imm(W, FP, VALUE_FLAGS.at(VAL), VALUE_BY_WRITE)
         .label("connect")
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, o, connects_fd, None, 1);
+    file_tuple(&mut a, Pointer::Typed, o, connects_fd, None, 1);
     a.finish()
 }
 
@@ -248,6 +248,64 @@ mod tests {
                 off: KEY_PROTO.at(KEY),
                 imm: IPPROTO_TCP
             }));
+    }
+
+    /// The socket is a typed pointer (`bpf_skc_to_tcp_sock`), so the tuple is read with
+    /// plain loads, each field from its offset into its place in the key, and no helper call.
+    #[test]
+    fn the_tuple_is_loaded_from_the_typed_socket_into_the_key_without_a_helper_call() {
+        use crate::attribution::bpf::asm::{H, R4};
+        use crate::attribution::bpf::frame::{KEY, TMP};
+        use crate::attribution::bpf::layout::{
+            KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_NETNS, KEY_SADDR, KEY_SPORT,
+        };
+        let ops = ops();
+        assert!(
+            !ops.iter()
+                .any(|&(_, op)| op == Op::Call(Helper::ProbeReadKernel)),
+            "{ops:?}"
+        );
+        let o = offsets();
+        let (v4d, v4s) = (KEY_DADDR.at(KEY), KEY_SADDR.at(KEY));
+        let expected: [(asm::Size, asm::Reg, i32, i16); 12] = [
+            (H, R6, o.family, KEY_FAMILY.at(KEY)),
+            (DW, R6, o.v6_daddr, v4d),
+            (DW, R6, o.v6_daddr + 8, v4d + 8),
+            (DW, R6, o.v6_rcv_saddr, v4s),
+            (DW, R6, o.v6_rcv_saddr + 8, v4s + 8),
+            (W, R6, o.daddr, v4d),
+            (W, R6, o.rcv_saddr, v4s),
+            (H, R6, o.dport, KEY_DPORT.at(KEY)),
+            (H, R6, o.sport, KEY_SPORT.at(KEY)),
+            (DW, R6, o.net, TMP),
+            (W, R4, o.ns_inum, KEY_NETNS.at(KEY)),
+            // The namespace pointer, spilled and read back into r4.
+            (DW, FP, i32::from(TMP), 0),
+        ];
+        for (size, src, field, to) in expected {
+            let load = Op::LoadMem {
+                size,
+                dst: if src == FP { R4 } else { R0 },
+                src,
+                off: field as i16,
+            };
+            let i = ops
+                .iter()
+                .position(|&(_, op)| op == load)
+                .unwrap_or_else(|| panic!("no {load:?} in {ops:?}"));
+            if src != FP {
+                assert_eq!(
+                    ops[i + 1].1,
+                    Op::StoreMem {
+                        size,
+                        dst: FP,
+                        off: to,
+                        src: R0
+                    },
+                    "after {load:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,45 @@ pub fn read_key(a: &mut asm::Asm, f: Field, base: asm::Reg, field: i32) {
     read(a, f.at(KEY), f.len as i32, base, field);
 }
 
+/// What a program knows of the pointer it reads a socket (or a namespace) through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pointer {
+    /// A bare address (a raw tracepoint's argument): each read is a `probe_read_kernel`.
+    Untyped,
+    /// A pointer the verifier knows the type of (from `bpf_skc_to_tcp_sock`, and the pointers
+    /// loaded through it): each read is a plain load, which the kernel makes fault-safe. A
+    /// helper call costs about 0.05 µs on the CI machines, and a tuple is seven reads.
+    Typed,
+}
+
+/// As [`read`], through a pointer of the kind `p` says. A typed read of 16 bytes is two
+/// 8-byte loads; `len` is 2, 4, 8 or 16. Uses r0 (and r1 to r3 for an untyped read).
+pub fn read_via(a: &mut asm::Asm, p: Pointer, to: i16, len: i32, base: asm::Reg, field: i32) {
+    let typed = match (p, i16::try_from(field)) {
+        (Pointer::Typed, Ok(at)) => Some(at),
+        // Out of a load's reach (no kernel lays a socket out so): read it the slow way.
+        _ => None,
+    };
+    let Some(at) = typed else {
+        return read(a, to, len, base, field);
+    };
+    let (size, step, n) = match len {
+        2 => (H, 2, 1),
+        4 => (W, 4, 1),
+        8 => (DW, 8, 1),
+        _ => (DW, 8, len / 8),
+    };
+    for i in 0..n as i16 {
+        a.load(size, R0, base, at + i * step)
+            .store(size, FP, to + i * step, R0);
+    }
+}
+
+/// As [`read_key`], through a pointer of the kind `p` says.
+pub fn read_key_via(a: &mut asm::Asm, p: Pointer, f: Field, base: asm::Reg, field: i32) {
+    read_via(a, p, f.at(KEY), f.len as i32, base, field);
+}
+
 /// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm, and the process's
 /// start time (`current->group_leader->start_boottime`; a thread's own differs).
 ///
