@@ -3,8 +3,11 @@
 //!
 //! Current kernels track nothing in a namespace until some ruleset uses conntrack, and then a
 //! conntrack monitor reports nothing at all. The helper adds a minimal nftables table of its
-//! own, `table inet conntrack_tray_<pid>` (one `ct state new accept` rule per hook, changing no
-//! verdict), named after its pid so no two helpers' tables meet.
+//! own, `table inet conntrack_tray_<pid>`, named after its pid so no two helpers' tables meet.
+//! Its one rule, `ct state new accept`, sits in a regular chain that no hook runs: adding a
+//! rule that uses conntrack is what switches tracking on (the kernel registers conntrack's own
+//! hooks for the namespace), and a base chain would have had every packet of the machine pass
+//! through it for nothing.
 //!
 //! The table is created over the helper's own NETLINK_NETFILTER socket ([`socket`]), in one
 //! nf_tables batch ([`wire`]), with the kernel's owner flag (`NFT_TABLE_F_OWNER`, Linux 5.12):

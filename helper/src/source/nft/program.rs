@@ -9,21 +9,21 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::wire::COMMENT;
+use super::wire::{CHAIN, COMMENT};
 
 /// Where Debian and others install `nft`; PATH is not trusted in a root helper.
 const NFT_PATHS: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 
-/// The nft script that creates the table: one base chain per direction whose only rule uses
-/// conntrack state (which is what switches tracking on) and accepts, changing no verdict. It
-/// is the ruleset of [`super::wire::create_table`], whose bytes are checked against nft's.
+/// The nft script that creates the table: one regular chain, which no packet ever enters,
+/// whose only rule uses conntrack state. Adding a rule that uses conntrack is what switches
+/// tracking on in the namespace; a base chain would also have every packet of the machine run
+/// through it, which costs each packet and does nothing. It is the ruleset of
+/// [`super::wire::create_table`], whose bytes are checked against nft's.
 pub fn create_script(table: &str) -> String {
     format!(
         "table inet {table} {{\n\
          \tcomment \"{COMMENT}\"\n\
-         \tchain output {{ type filter hook output priority 0; policy accept; ct state new accept; }}\n\
-         \tchain input {{ type filter hook input priority 0; policy accept; ct state new accept; }}\n\
-         \tchain forward {{ type filter hook forward priority 0; policy accept; ct state new accept; }}\n\
+         \tchain {CHAIN} {{ ct state new accept; }}\n\
          }}\n"
     )
 }
@@ -81,6 +81,7 @@ mod tests {
         assert!(s.starts_with("table inet conntrack_tray_4242 {"));
         assert_eq!(s.matches("table ").count(), 1);
         assert!(!s.contains("flush") && !s.contains("delete") && !s.contains("drop"));
-        assert_eq!(s.matches("ct state new accept").count(), 3);
+        assert_eq!(s.matches("ct state new accept").count(), 1);
+        assert!(!s.contains("hook"), "no packet goes through the table: {s}");
     }
 }

@@ -15,9 +15,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_netfilter::nftables::Bitwise;
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, Immediate, InetHookNumber,
-    NfTablesMessage, Operator, Register, RuleAttribute, RuleMessage, TableAttribute, TableFlags,
-    TableMessage, Verdict, VerdictAttribute,
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Immediate, NfTablesMessage,
+    Operator, Register, RuleAttribute, RuleMessage, TableAttribute, TableFlags, TableMessage,
+    Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -43,12 +43,9 @@ pub const COMMENT: &str =
 // The comment's length, with its NUL, is one byte in the user data.
 const _: () = assert!(COMMENT.len() < u8::MAX as usize);
 
-/// The base chains: name and hook. Each has one `ct state new accept` rule.
-pub const CHAINS: [(&str, InetHookNumber); 3] = [
-    ("output", InetHookNumber::LocalOut),
-    ("input", InetHookNumber::LocalIn),
-    ("forward", InetHookNumber::Forward),
-];
+/// The table's one chain: a regular chain (no hook, so no packet runs through it) holding
+/// one `ct state new accept` rule, there only to switch conntrack on.
+pub const CHAIN: &str = "track";
 
 /// The netlink flags of each message and the table's own flags: all that differs between the
 /// helper's create batch and the one `nft -f` sends for the same ruleset.
@@ -197,8 +194,8 @@ fn ct_state_new_accept() -> Vec<Expressions> {
     ]
 }
 
-/// The batch that creates `table inet NAME` with its comment, one filter base chain per
-/// [`CHAINS`] entry (priority 0, policy accept) and their rules.
+/// The batch that creates `table inet NAME` with its comment, its regular chain [`CHAIN`]
+/// and that chain's rule.
 pub fn create_table(name: &str, first_seq: u32, flavor: Flavor) -> Batch {
     let mut b = Builder::new(first_seq);
     let flags = if flavor.owner {
@@ -218,38 +215,29 @@ pub fn create_table(name: &str, first_seq: u32, flavor: Flavor) -> Batch {
         flavor.table,
         format!("table inet {name}"),
     );
-    for (chain, hook) in CHAINS {
-        let msg = ChainMessage {
-            attributes: vec![
-                ChainAttribute::Table(name.into()),
-                ChainAttribute::Name(chain.into()),
-                ChainAttribute::Type("filter".into()),
-                ChainAttribute::Policy(NF_ACCEPT),
-                ChainAttribute::Hook(vec![Hook::Number(hook.into()), Hook::Priority(0)]),
-            ],
-        };
-        b.command(
-            NfTablesMessage::NewChain(msg),
-            flavor.chain,
-            format!("chain {chain} (hook {chain})"),
-        );
-    }
-    for (chain, _) in CHAINS {
-        let rule = RuleMessage {
-            attributes: vec![
-                RuleAttribute::Table(name.into()),
-                RuleAttribute::Chain(chain.into()),
-                RuleAttribute::Expressions(
-                    ct_state_new_accept().into_iter().map(Into::into).collect(),
-                ),
-            ],
-        };
-        b.command(
-            NfTablesMessage::NewRule(rule),
-            flavor.rule,
-            format!("the ct state rule of chain {chain}"),
-        );
-    }
+    let chain = ChainMessage {
+        attributes: vec![
+            ChainAttribute::Table(name.into()),
+            ChainAttribute::Name(CHAIN.into()),
+        ],
+    };
+    b.command(
+        NfTablesMessage::NewChain(chain),
+        flavor.chain,
+        format!("chain {CHAIN}"),
+    );
+    let rule = RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(name.into()),
+            RuleAttribute::Chain(CHAIN.into()),
+            RuleAttribute::Expressions(ct_state_new_accept().into_iter().map(Into::into).collect()),
+        ],
+    };
+    b.command(
+        NfTablesMessage::NewRule(rule),
+        flavor.rule,
+        format!("the ct state rule of chain {CHAIN}"),
+    );
     b.finish()
 }
 
@@ -385,9 +373,7 @@ mod tests {
         let script = include_str!("../../../tests/data/nft_add_table.nft");
         assert_eq!(super::super::program::create_script(NAME), script);
         assert!(script.contains(COMMENT));
-        for (chain, _) in CHAINS {
-            assert!(script.contains(&format!("chain {chain} {{ type filter hook {chain}")));
-        }
+        assert!(script.contains(&format!("chain {CHAIN} {{ ct state new accept; }}")));
     }
 
     /// Offsets where two buffers of equal length differ.
@@ -415,21 +401,21 @@ mod tests {
     fn the_helpers_batch_differs_only_in_flags_and_the_owner_bit() {
         let ours = create_table(NAME, 0, HELPER);
         let msgs = starts(NFT_ADD);
-        assert_eq!(msgs.len(), 9, "begin, table, 3 chains, 3 rules, end");
+        assert_eq!(msgs.len(), 5, "begin, table, chain, rule, end");
         // nlmsg_flags is bytes 6..8 of each header; the table's NFTA_TABLE_FLAGS value is at
         // 16 (nlmsghdr) + 4 (nfgenmsg) + 24 (its name attribute) + 4 (attribute header).
         let table_flags = msgs[1] + 16 + 4 + 24 + 4;
-        let mut expected: Vec<usize> = msgs[1..8].iter().map(|m| m + 6).collect();
+        let mut expected: Vec<usize> = msgs[1..4].iter().map(|m| m + 6).collect();
         expected.push(table_flags + 3);
         // REQUEST|ACK|CREATE|EXCL is 0x0605 against REQUEST: both bytes differ for the table,
-        // the low byte (the ACK bit) alone for chains and rules.
+        // the low byte (the ACK bit) alone for the chain and the rule.
         expected.push(msgs[1] + 7);
         expected.sort();
         assert_eq!(diff(&ours.bytes, NFT_ADD), expected);
         assert_eq!(ours.bytes[table_flags..table_flags + 4], [0, 0, 0, 2]);
         let seqs: Vec<u32> = ours.acked.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
-        assert_eq!((ours.begin_seq, ours.next_seq), (0, 9));
+        assert_eq!(seqs, (1..=3).collect::<Vec<_>>());
+        assert_eq!((ours.begin_seq, ours.next_seq), (0, 5));
         assert_eq!(ours.acked[0].1, "table inet conntrack_tray_4242");
     }
 
