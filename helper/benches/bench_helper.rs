@@ -384,8 +384,13 @@ fn main() {
         );
         return;
     }
-    eprintln!("burst ({BURST} UDP flows)...");
-    let b = burst(BURST, have_conntrack);
+    // BENCH_BURST_FLOWS: a longer burst, to profile the helper through it.
+    let flows = std::env::var("BENCH_BURST_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BURST);
+    eprintln!("burst ({flows} UDP flows)...");
+    let b = burst(flows, have_conntrack);
     if only.as_deref() == Some("burst") {
         let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
         println!(
