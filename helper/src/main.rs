@@ -6,13 +6,13 @@
 //! changes each feed one channel; the main thread runs the library's main loop
 //! ([`conntrack_tray_helper::service`]) over them.
 
-use std::io::{self, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded};
 
 use conntrack_tray_helper::attribution::connect_hook::{kernel_btf, ConnectLog};
 use conntrack_tray_helper::attribution::exec_hook::ExecLog;
@@ -22,22 +22,22 @@ use conntrack_tray_helper::attribution::procfs::ProcIndex;
 use conntrack_tray_helper::attribution::sock_diag::SockDiag;
 use conntrack_tray_helper::attribution::Attributor;
 use conntrack_tray_helper::attribution::{Connects, SocketAttributor};
-use conntrack_tray_helper::commands;
 use conntrack_tray_helper::config::{Config, ProtoSel};
-use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::flow::Proto;
 use conntrack_tray_helper::names::capture::{DnsCapture, Shared};
 use conntrack_tray_helper::names::Names;
 use conntrack_tray_helper::output::{self, Format, Output};
-use conntrack_tray_helper::pickups::{SeenFromSyn, TcpBefore};
 use conntrack_tray_helper::pipeline::Pipeline;
 use conntrack_tray_helper::service::{self, CommandLine, Inputs, Speaker, Stop};
 use conntrack_tray_helper::source::conntrack::{EventSocket, GROUP_NEW};
-use conntrack_tray_helper::source::netif::{self, AddrWatch};
+use conntrack_tray_helper::source::netif;
 use conntrack_tray_helper::source::nft::ConntrackTable;
-use conntrack_tray_helper::source::queue::{flow_queue, FlowSender};
+use conntrack_tray_helper::source::queue::flow_queue;
 use conntrack_tray_helper::source::reader::{Early, EarlyUpdates};
 use conntrack_tray_helper::{privileges, realtime};
+
+mod threads;
+use threads::{spawn_addr_watch, spawn_reader, spawn_signals, spawn_stdin, tcp_before};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
 /// The largest `--rcvbuf`: four times the default, so no caller can pin more kernel memory.
@@ -546,114 +546,4 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
     })
-}
-
-/// The TCP connections of the helper's network namespace now: a pickup under way is exempt
-/// from the connect record check only for one of these. Unreadable, none is (a whitelisted
-/// program's old connection is then reported unverified, not silenced), and it says so.
-fn tcp_before(startup: &mut Vec<String>) -> TcpBefore {
-    let v4 = procfs::net::tcp();
-    let v6 = procfs::net::tcp6();
-    if let Err(e) = &v4 {
-        startup.push(format!(
-            "cannot list the connections from before the helper (/proc/net/tcp): {e}"
-        ));
-    }
-    let entries = v4.into_iter().chain(v6).flatten();
-    TcpBefore::from_sockets(entries.map(|e| (e.local_address, e.remote_address, e.inode)))
-}
-
-/// Starts the reader thread (see `conntrack_tray_helper::source::reader`).
-fn spawn_reader<A: conntrack_tray_helper::attribution::Attributor + Send + 'static>(
-    socket: EventSocket,
-    tx: FlowSender,
-    early: Early<A>,
-    updates: std::sync::Arc<EarlyUpdates>,
-    (debug, prio): (bool, &'static str),
-    before: TcpBefore,
-) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("ct-reader".into())
-        .spawn(move || {
-            if debug {
-                eprintln!(
-                    "debug: conntrack reader runs at {prio}; {} connections from before",
-                    before.len()
-                );
-            }
-            let seen = SeenFromSyn::with_before(before);
-            conntrack_tray_helper::source::reader::run_with(
-                socket, tx, early, updates, debug, seen,
-            );
-        })
-        .context("cannot start the reader thread")?;
-    Ok(())
-}
-
-fn spawn_stdin(tx: Sender<CommandLine>) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut r = BufReader::new(io::stdin());
-            loop {
-                match commands::read_line(&mut r) {
-                    Ok(Some(c)) => {
-                        if tx.send(Some(c)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        let _ = tx.send(None);
-                        return;
-                    }
-                }
-            }
-        })
-        .context("cannot start the stdin thread")?;
-    Ok(())
-}
-
-fn spawn_signals(tx: Sender<i32>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(s) = signals.forever().next() {
-                let _ = tx.send(s);
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
-}
-
-/// Re-reads the interface addresses whenever the kernel announces a change. Without the
-/// subscription the addresses read at start stay in force (reported once on stderr).
-fn spawn_addr_watch(tx: Sender<LocalAddrs>) {
-    let watch = match AddrWatch::open() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("conntrack-tray-helper: address changes will go unnoticed: {e}");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("addrs".into())
-        .spawn(move || {
-            let mut watch = watch;
-            while watch.wait().is_ok() {
-                match netif::local_addrs() {
-                    Ok(a) => {
-                        if tx.send(a).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => continue,
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("conntrack-tray-helper: address changes will go unnoticed: {e}");
-    }
 }

@@ -19,6 +19,7 @@
 
 pub mod bpf;
 pub mod connect_hook;
+pub mod connect_programs;
 pub mod context;
 pub mod devices;
 pub mod exe;

@@ -34,7 +34,8 @@ use crate::attribution::bpf::frame::{current_process, zero_stack, Pointer, KEY, 
 use crate::attribution::bpf::layout::{KEY_PROTO, VALUE_BY_WRITE, VALUE_FLAGS};
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
-use crate::attribution::connect_hook::{file_tuple, HookError, Offsets};
+use crate::attribution::connect_hook::{HookError, Offsets};
+use crate::attribution::connect_programs::file_tuple;
 use crate::attribution::send_hook::open_root_cgroup;
 
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB`: `tcp_connect()` is about to send the SYN.

@@ -1,9 +1,11 @@
 use super::*;
 use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
+use crate::attribution::bpf::btf::Btf;
 use crate::attribution::bpf::frame::listing::{
     assert_files_the_current_process, stack_writes, then_calls, updates,
 };
 use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
+use crate::attribution::connect_hook::BTF_NAMES;
 
 const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
 
