@@ -43,8 +43,12 @@ pub(crate) fn file_tuple(
     ret: i32,
 ) {
     use asm::*;
-    let read = |a: &mut Asm, to, len, base, field| read_via(a, p, to, len, base, field);
-    let read_key = |a: &mut Asm, f, base, field| read_key_via(a, p, f, base, field);
+    let read = |a: &mut Asm, to, len, base, field| {
+        read_via(a, p, to, len, base, field);
+    };
+    let read_key = |a: &mut Asm, f, base, field| {
+        read_key_via(a, p, f, base, field);
+    };
     read_key(a, KEY_FAMILY, R6, o.family);
     a.load(H, R0, FP, KEY_FAMILY.at(KEY))
         .jeq_imm(R0, i32::from(AF_INET), "v4")
@@ -69,9 +73,11 @@ pub(crate) fn file_tuple(
     read_key(a, KEY_DPORT, R6, o.dport);
     read_key(a, KEY_SPORT, R6, o.sport);
     // The namespace: sk->__sk_common.skc_net.net->ns.inum.
-    read(a, TMP, 8, R6, o.net);
+    // Typed only if the pointer itself was loaded typed: read with probe_read, it is a
+    // plain number to the verifier.
+    let net = read_via(a, p, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
-    read_key(a, KEY_NETNS, R4, o.ns_inum);
+    read_key_via(a, net, KEY_NETNS, R4, o.ns_inum);
     a.label("file");
     if let Some(fd) = marks_fd {
         mark_port(a, fd);

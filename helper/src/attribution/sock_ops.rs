@@ -283,6 +283,78 @@ mod tests {
             // The namespace pointer, spilled and read back into r4.
             (DW, FP, i32::from(TMP), 0),
         ];
+        // Nothing else is read from the socket but the Fast Open request.
+        let mut from_socket: Vec<(asm::Size, i32)> = ops
+            .iter()
+            .filter_map(|&(_, op)| match op {
+                Op::LoadMem {
+                    size, src: R6, off, ..
+                } => Some((size, i32::from(off))),
+                _ => None,
+            })
+            .collect();
+        let mut want: Vec<(asm::Size, i32)> = expected
+            .iter()
+            .filter(|e| e.1 == R6)
+            .map(|e| (e.0, e.2))
+            .chain([(DW, 1600)])
+            .collect();
+        from_socket.sort_by_key(|&(s, o)| (o, s.bytes()));
+        want.sort_by_key(|&(s, o)| (o, s.bytes()));
+        assert_eq!(from_socket, want);
+        // The namespace: its pointer loaded, spilled, read back into r4 and checked for null,
+        // then the inode number loaded through it, in that order.
+        let net = ops
+            .iter()
+            .position(|&(_, op)| {
+                op == Op::LoadMem {
+                    size: DW,
+                    dst: R0,
+                    src: R6,
+                    off: o.net as i16,
+                }
+            })
+            .expect("the namespace pointer is loaded");
+        let run: Vec<Op> = ops[net + 1..net + 6].iter().map(|&(_, op)| op).collect();
+        assert_eq!(
+            run[0],
+            Op::StoreMem {
+                size: DW,
+                dst: FP,
+                off: TMP,
+                src: R0
+            }
+        );
+        assert_eq!(
+            run[1],
+            Op::LoadMem {
+                size: DW,
+                dst: R4,
+                src: FP,
+                off: TMP
+            }
+        );
+        assert!(
+            matches!(
+                run[2],
+                Op::Jump {
+                    dst: R4,
+                    imm: 0,
+                    ..
+                }
+            ),
+            "{:?}",
+            run[2]
+        );
+        assert_eq!(
+            run[3],
+            Op::LoadMem {
+                size: W,
+                dst: R0,
+                src: R4,
+                off: o.ns_inum as i16
+            }
+        );
         for (size, src, field, to) in expected {
             let load = Op::LoadMem {
                 size,

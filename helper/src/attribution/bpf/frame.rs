@@ -60,32 +60,47 @@ pub enum Pointer {
     Typed,
 }
 
-/// As [`read`], through a pointer of the kind `p` says. A typed read of 16 bytes is two
-/// 8-byte loads; `len` is 2, 4, 8 or 16. Uses r0 (and r1 to r3 for an untyped read).
-pub fn read_via(a: &mut asm::Asm, p: Pointer, to: i16, len: i32, base: asm::Reg, field: i32) {
-    let typed = match (p, i16::try_from(field)) {
-        (Pointer::Typed, Ok(at)) => Some(at),
-        // Out of a load's reach (no kernel lays a socket out so): read it the slow way.
+/// As [`read`], through a pointer of the kind `p` says: a typed read is one load (two 8-byte
+/// loads for 16 bytes) and a store per piece, using r0. Returns how it was read: a length
+/// other than 2, 4, 8 or 16, or a field out of a load's reach (no kernel lays a socket out
+/// so), is read with `probe_read_kernel` (r1 to r3) whatever `p` says. What it read is then
+/// a plain number to the verifier, even a pointer: the caller reads through it as `Untyped`.
+pub fn read_via(
+    a: &mut asm::Asm,
+    p: Pointer,
+    to: i16,
+    len: i32,
+    base: asm::Reg,
+    field: i32,
+) -> Pointer {
+    let pieces = match len {
+        2 => Some((H, 2, 1)),
+        4 => Some((W, 4, 1)),
+        8 => Some((DW, 8, 1)),
+        16 => Some((DW, 8, 2)),
         _ => None,
     };
-    let Some(at) = typed else {
-        return read(a, to, len, base, field);
-    };
-    let (size, step, n) = match len {
-        2 => (H, 2, 1),
-        4 => (W, 4, 1),
-        8 => (DW, 8, 1),
-        _ => (DW, 8, len / 8),
-    };
-    for i in 0..n as i16 {
-        a.load(size, R0, base, at + i * step)
-            .store(size, FP, to + i * step, R0);
+    let reach = i16::try_from(field)
+        .ok()
+        .zip(i16::try_from(field + len - 1).ok());
+    match (p, pieces, reach) {
+        (Pointer::Typed, Some((size, step, n)), Some((at, _))) => {
+            for i in 0..n {
+                a.load(size, R0, base, at + i * step)
+                    .store(size, FP, to + i * step, R0);
+            }
+            Pointer::Typed
+        }
+        _ => {
+            read(a, to, len, base, field);
+            Pointer::Untyped
+        }
     }
 }
 
-/// As [`read_key`], through a pointer of the kind `p` says.
-pub fn read_key_via(a: &mut asm::Asm, p: Pointer, f: Field, base: asm::Reg, field: i32) {
-    read_via(a, p, f.at(KEY), f.len as i32, base, field);
+/// As [`read_key`], through a pointer of the kind `p` says (see [`read_via`]).
+pub fn read_key_via(a: &mut asm::Asm, p: Pointer, f: Field, base: asm::Reg, field: i32) -> Pointer {
+    read_via(a, p, f.at(KEY), f.len as i32, base, field)
 }
 
 /// The current process into the value: tgid, uid, CLOCK_BOOTTIME, comm, and the process's
@@ -310,5 +325,62 @@ pub mod listing {
         assert_eq!(VALUE_COMM.len, 16);
         let update = call(Helper::MapUpdateElem);
         assert!(task < update && time < update);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::bpf::asm::{disassemble, Op, R6};
+
+    fn ops_of(p: Pointer, len: i32, field: i32) -> (Pointer, Vec<Op>) {
+        let mut a = asm::Asm::default();
+        let used = read_via(&mut a, p, TMP, len, R6, field);
+        a.exit();
+        let ops = disassemble(&a.finish().expect("no jumps"));
+        (used, ops.into_iter().map(|(_, op)| op).collect())
+    }
+
+    fn probe_reads(ops: &[Op]) -> usize {
+        ops.iter()
+            .filter(|&&op| op == Op::Call(Helper::ProbeReadKernel))
+            .count()
+    }
+
+    #[test]
+    fn a_typed_read_is_plain_loads_and_says_so() {
+        for (len, loads) in [(2, 1), (4, 1), (8, 1), (16, 2)] {
+            let (used, ops) = ops_of(Pointer::Typed, len, 100);
+            assert_eq!(used, Pointer::Typed);
+            assert_eq!(probe_reads(&ops), 0, "{len}: {ops:?}");
+            let n = ops
+                .iter()
+                .filter(|op| matches!(op, Op::LoadMem { src: R6, .. }))
+                .count();
+            assert_eq!(n, loads, "{len}: {ops:?}");
+        }
+    }
+
+    /// What can't be loaded is read with probe_read, and the caller is told, so that a
+    /// pointer read so is not then loaded through (the verifier would refuse the program).
+    #[test]
+    fn out_of_reach_or_odd_lengths_fall_back_to_probe_read_and_say_untyped() {
+        for (len, field) in [
+            (8, 40_000),
+            (16, i32::from(i16::MAX) - 8),
+            (12, 100),
+            (1, 0),
+        ] {
+            let (used, ops) = ops_of(Pointer::Typed, len, field);
+            assert_eq!(used, Pointer::Untyped, "{len} at {field}");
+            assert_eq!(probe_reads(&ops), 1, "{len} at {field}: {ops:?}");
+            assert!(
+                !ops.iter()
+                    .any(|op| matches!(op, Op::LoadMem { src: R6, .. })),
+                "{ops:?}"
+            );
+        }
+        let (used, ops) = ops_of(Pointer::Untyped, 8, 100);
+        assert_eq!((used, probe_reads(&ops)), (Pointer::Untyped, 1));
     }
 }
