@@ -225,6 +225,8 @@ struct Rate {
     reported: usize,
     tried: usize,
     right_pid: bool,
+    /// Events the helper said it lost (`lost` lines), which would explain a flow not reported.
+    lost: u64,
 }
 
 /// Runs `n` clients one after another (each a command in namespace a); counts how many of
@@ -240,8 +242,13 @@ fn attribution(n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> 
     let argv = client(&net);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let pids = Net::run_each(&net.a, &argv, n);
-    let lines: Vec<Value> = h
-        .collect(Duration::from_secs(2))
+    let all = h.collect(Duration::from_secs(2));
+    let lost = all
+        .iter()
+        .filter(|v| v["type"] == "lost")
+        .filter_map(|v| v["count"].as_u64())
+        .sum();
+    let lines: Vec<Value> = all
         .into_iter()
         .filter(|v| v["type"] == "connection" && v["remote_port"] == 8080)
         .collect();
@@ -254,6 +261,7 @@ fn attribution(n: usize, server: bool, client: impl Fn(&Net) -> Vec<String>) -> 
         reported: lines.len(),
         tried: n,
         right_pid: named.iter().all(|p| pids.contains(p)),
+        lost,
     }
 }
 
@@ -485,13 +493,18 @@ fn main() {
     println!("| (b) connect() → JSON line, 200 connections 5 ms apart | median {:.3} ms, p99 {:.3} ms ({} measured) | |", percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
     let row = |r: &Rate| {
         format!(
-            "{}/{} ({:.0}%), reported {}/{}, wrong pids: {}",
+            "{}/{} ({:.0}%), reported {}/{}, wrong pids: {}{}",
             r.attributed,
             r.tried,
             pct(r.attributed as u64, r.tried as u64),
             r.reported,
             r.tried,
-            if r.right_pid { "none" } else { "SOME" }
+            if r.right_pid { "none" } else { "SOME" },
+            if r.lost > 0 {
+                format!(", lost records: {}", r.lost)
+            } else {
+                String::new()
+            }
         )
     };
     println!(
