@@ -25,6 +25,7 @@
 //! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
 //! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle|processes|costs` runs
 //! one part alone (`costs`: what the kernel programs cost a connect and a fork, rows k, l).
+//! `BENCH_BURST_FLOWS=N` makes the burst N flows long.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 
