@@ -1,7 +1,7 @@
 //! The kernel tells who connected: an eBPF program records, for every outbound TCP connection,
 //! the process that called `connect()`, under the connection's addresses and ports (the
 //! `sock_ops` program of [`sock_ops`], filed before the SYN leaves; where the kernel refuses
-//! that, the `inet_sock_set_state` program here, filed when the handshake is over); another,
+//! that, the `inet_sock_set_state` program, filed when the handshake is over); another,
 //! on `sock_send_length`, records the sender on connected UDP sockets; and the cgroup programs
 //! of [`send_hook`] record the sender of every UDP datagram sent to an address (unconnected
 //! sockets).
@@ -12,23 +12,24 @@
 //! `connect()` in the connecting process, so the record does not depend on the process living
 //! on; the helper looks it up by the flow's tuple.
 //!
-//! The programs are small and written here as instructions, with the assembler of
-//! [`bpf::asm`], because building eBPF from C or Rust needs a toolchain (clang, bpf-linker)
+//! The programs are small and written as instructions ([`connect_programs`]), with the assembler
+//! of [`bpf::asm`], because building eBPF from C or Rust needs a toolchain (clang, bpf-linker)
 //! that building this crate must not. Where `struct sock`'s fields sit comes from the running
-//! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one
-//! table the programs here store by and the lookups here build keys and read values by. Those
-//! here are raw tracepoint programs: function-entry hooks (fentry) are refused on some kernels
-//! (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so the
-//! kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
+//! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one table
+//! the programs store by and the lookups here build keys and read values by. The two tracepoint
+//! programs are raw tracepoint programs: function-entry hooks (fentry) are refused on some
+//! kernels (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so
+//! the kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
 //! lookup, two per UDP lookup (the flow's key, and the same with no local address; the system
-//! calls are `bpf::sys`). Records carry the network namespace, so a connect in
-//! another namespace with the same addresses is never taken for ours.
+//! calls are `bpf::sys`). Records carry the network namespace, so a connect in another namespace
+//! with the same addresses is never taken for ours.
 //!
 //! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
 //! hostile program can send at will, evicts older UDP records only, never the connect records
 //! of TCP.
 //!
 //! [`send_hook`]: crate::attribution::send_hook
+//! [`connect_programs`]: crate::attribution::connect_programs
 //! [`sock_ops`]: crate::attribution::sock_ops
 //! [`bpf::asm`]: crate::attribution::bpf::asm
 //! [`bpf::btf`]: crate::attribution::bpf::btf

@@ -1,6 +1,6 @@
 //! The code of the record programs [`connect_hook`] loads: the TCP program on
 //! `inet_sock_set_state` (where `sock_ops` is refused), the UDP program on
-//! `sock_send_length`, and [`file_tuple`], the tuple-and-file tail they share with the
+//! `sock_send_length`, and `file_tuple`, the tuple-and-file tail they share with the
 //! `sock_ops` program ([`sock_ops`]). Plain values in, instructions out, tested by
 //! disassembly (`connect_programs_tests.rs`); the kernel tests load them.
 //!
