@@ -9,7 +9,8 @@
 
 use crate::attribution::bpf::asm;
 use crate::attribution::bpf::frame::{
-    current_process, mark_port, read, read_key, read_key_via, read_via, update, zero_stack, Pointer,
+    current_process, delete_at, lookup_at, mark_port, read, read_key, read_key_via, read_via,
+    update, update_at, zero_stack, Pointer,
 };
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
@@ -110,31 +111,18 @@ pub fn program(
         .jne32_imm(R8, TCP_SYN_SENT as u32, "leaving");
     // Entering SYN_SENT: note the current process under the socket's address.
     current_process(&mut a, t);
-    a.load_map(R1, pending_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(SK))
-        .mov(R3, FP)
-        .add_imm(R3, i32::from(VAL))
-        .mov_imm(R4, 0)
-        .call(Helper::MapUpdateElem)
-        .ja("out");
+    update_at(&mut a, pending_fd, SK, VAL);
+    a.ja("out");
 
     // Leaving SYN_SENT: take the note, if any, and file it under the tuple.
-    a.label("leaving")
-        .jne32_imm(R7, TCP_SYN_SENT as u32, "out")
-        .load_map(R1, pending_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(SK))
-        .call(Helper::MapLookupElem)
-        .jeq_imm(R0, 0, "out");
+    a.label("leaving").jne32_imm(R7, TCP_SYN_SENT as u32, "out");
+    lookup_at(&mut a, pending_fd, SK);
+    a.jeq_imm(R0, 0, "out");
     for off in (0..VALUE_LEN as i16).step_by(8) {
         a.load(DW, R1, R0, off).store(DW, FP, VAL + off, R1);
     }
-    a.load_map(R1, pending_fd)
-        .mov(R2, FP)
-        .add_imm(R2, i32::from(SK))
-        .call(Helper::MapDeleteElem)
-        .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
+    delete_at(&mut a, pending_fd, SK);
+    a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
     file_tuple(&mut a, Pointer::Untyped, o, connects_fd, None, 0);
     a.finish()
 }
