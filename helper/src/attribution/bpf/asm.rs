@@ -106,10 +106,14 @@ pub enum Helper {
     KtimeGetBootNs = 125,
     SkcToTcpSock = 137,
     GetCurrentTaskBtf = 158,
+    RingbufOutput = 130,
+    RingbufQuery = 134,
 }
 
 impl Helper {
-    const ALL: [Helper; 14] = [
+    const ALL: [Helper; 16] = [
+        Helper::RingbufOutput,
+        Helper::RingbufQuery,
         Helper::MapLookupElem,
         Helper::MapUpdateElem,
         Helper::MapDeleteElem,

@@ -22,6 +22,8 @@ pub const KEY: i16 = -(KEY_LEN as i16);
 pub const VAL: i16 = KEY - VALUE_LEN as i16;
 pub const TMP: i16 = VAL - 8;
 pub const SK: i16 = TMP - PENDING_KEY_LEN as i16;
+// `output` files the value and the key with one copy.
+const _: () = assert!(VAL + VALUE_LEN as i16 == KEY);
 
 /// Zeroes the stack the programs use: the verifier wants what helpers read initialised, and
 /// the key's padding (`KEY_PAD`) and unused address bytes must be zero to match the keys
@@ -134,6 +136,30 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
     update_at(a, fd, KEY, VAL);
 }
 
+/// Files the stack's value and key (one piece: the value lies right below the key) as a
+/// record in the ring buffer `fd` (`bpf_ringbuf_output`), without waking its reader unless
+/// more than `wake_at` bytes are waiting (`BPF_RB_AVAIL_DATA`, then `BPF_RB_FORCE_WAKEUP`
+/// instead of `BPF_RB_NO_WAKEUP`). Defines the labels "wake" and "emit".
+pub fn output(a: &mut asm::Asm, fd: i32, wake_at: i32) {
+    const AVAIL_DATA: i32 = 0;
+    const NO_WAKEUP: i32 = 1;
+    const FORCE_WAKEUP: i32 = 2;
+    a.load_map(R1, fd)
+        .mov_imm(R2, AVAIL_DATA)
+        .call(Helper::RingbufQuery)
+        .mov_imm(R4, NO_WAKEUP)
+        .jgt_imm(R0, wake_at, "wake")
+        .ja("emit")
+        .label("wake")
+        .mov_imm(R4, FORCE_WAKEUP)
+        .label("emit")
+        .load_map(R1, fd)
+        .mov(R2, FP)
+        .add_imm(R2, i32::from(VAL))
+        .mov_imm(R3, (VALUE_LEN + KEY_LEN) as i32)
+        .call(Helper::RingbufOutput);
+}
+
 /// Looks the key on the stack at `key` up in map `fd`: r0 is the value's address, or 0.
 pub fn lookup_at(a: &mut asm::Asm, fd: i32, key: i16) {
     map_call(a, fd, key, Helper::MapLookupElem);
@@ -190,7 +216,7 @@ pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
 #[cfg(test)]
 pub mod listing {
     use super::VAL;
-    use crate::attribution::bpf::asm::{Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, W};
+    use crate::attribution::bpf::asm::{Cmp, Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, W};
     use crate::attribution::bpf::layout::{
         VALUE_BOOT_NS, VALUE_COMM, VALUE_START, VALUE_TGID, VALUE_UID,
     };
@@ -278,6 +304,62 @@ pub mod listing {
         out
     }
 
+    /// The `(ring fd, record on the stack, its length, bytes waiting past which it wakes the
+    /// reader)` of each ring output, read from the query before it and the
+    /// `r1 = ring; r2 = fp + record; r3 = length` that sets it up. The flags are no wakeup
+    /// unless the query said more than that is waiting.
+    pub fn outputs(ops: &[(usize, Op)]) -> Vec<(i32, i32, i32, i32)> {
+        let mut out = Vec::new();
+        for (i, &(_, op)) in ops.iter().enumerate() {
+            if op != Op::Call(Helper::RingbufOutput) {
+                continue;
+            }
+            let before: Vec<Op> = ops[i - 11..i].iter().map(|&(_, op)| op).collect();
+            let (Op::LoadMapFd { dst: R1, fd: asked }, Op::LoadMapFd { dst: R1, fd }) =
+                (before[0], before[7])
+            else {
+                panic!("an output at {i} without its ring: {before:?}");
+            };
+            assert_eq!(asked, fd, "the ring asked is the ring filed");
+            assert_eq!(
+                before[1],
+                Op::MovImm { dst: R2, imm: 0 },
+                "BPF_RB_AVAIL_DATA"
+            );
+            assert_eq!(before[2], Op::Call(Helper::RingbufQuery));
+            assert_eq!(
+                before[3],
+                Op::MovImm { dst: R4, imm: 1 },
+                "BPF_RB_NO_WAKEUP"
+            );
+            let Op::Jump {
+                cmp: Cmp::Gt,
+                dst: R0,
+                imm: wake_at,
+                off: 1,
+                jmp32: false,
+                ..
+            } = before[4]
+            else {
+                panic!("an output at {i} with no check of what waits: {before:?}");
+            };
+            assert_eq!(before[5], Op::Ja { off: 1 });
+            assert_eq!(
+                before[6],
+                Op::MovImm { dst: R4, imm: 2 },
+                "BPF_RB_FORCE_WAKEUP"
+            );
+            assert_eq!(before[8], Op::Mov { dst: R2, src: FP });
+            let (Op::AddImm { dst: R2, imm: from }, Op::MovImm { dst: R3, imm: len }) =
+                (before[9], before[10])
+            else {
+                panic!("an output at {i} without its record: {before:?}");
+            };
+            out.push((fd, from, len, wake_at));
+        }
+        out
+    }
+
     /// The current process goes into the value's fields, all of it before the record is
     /// filed: tgid, comm, uid and the leader's start loaded from the task
     /// (`get_current_task_btf`, no other call in between, so r0 stays the task), and the
@@ -323,8 +405,14 @@ pub mod listing {
             );
         }
         assert_eq!(VALUE_COMM.len, 16);
-        let update = call(Helper::MapUpdateElem);
-        assert!(task < update && time < update);
+        // Filed into a map or a ring, whichever the program's records go to.
+        let filed = ops
+            .iter()
+            .position(|&(_, op)| {
+                op == Op::Call(Helper::MapUpdateElem) || op == Op::Call(Helper::RingbufOutput)
+            })
+            .unwrap_or_else(|| panic!("no record filed"));
+        assert!(task < filed && time < filed);
     }
 }
 

@@ -10,8 +10,8 @@
 //!   map update).
 //! - [`task`]: where `struct task_struct`'s fields sit (the process's start time, its
 //!   parent), for the records and the exec hook.
-//! - `sys`: the `bpf()` system calls (maps, program load, tracepoint and cgroup attach); the
-//!   hooks' only unsafe code.
+//! - `sys`: the `bpf()` system calls (maps, program load, tracepoint and cgroup attach), and
+//!   `ring`: a ring buffer map read through `mmap`; the hooks' only unsafe code.
 //!
 //! The hooks themselves, which put these together, are `attribution::connect_hook` and
 //! `attribution::send_hook`. They import these files and none of them imports either; that
@@ -22,5 +22,6 @@ pub mod asm;
 pub mod btf;
 pub mod frame;
 pub mod layout;
+pub(crate) mod ring;
 pub(crate) mod sys;
 pub mod task;

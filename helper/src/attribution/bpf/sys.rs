@@ -30,6 +30,7 @@ const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_F_MMAPABLE` (since 5.5): an array whose values the process can map.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
@@ -216,6 +217,12 @@ pub fn scratch_create(value: usize, name: &[u8]) -> io::Result<OwnedFd> {
 /// ([`Mapped`]) and so read without a system call.
 pub fn mappable_array_create(value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {
     create_with(BPF_MAP_TYPE_ARRAY, 4, value, entries, BPF_F_MMAPABLE, name)
+}
+
+/// A ring buffer of `bytes` (a power of two, whole pages) that programs file records into
+/// with `bpf_ringbuf_output` (since 5.8), read through [`super::ring::Ring`].
+pub fn ring_create(bytes: u32, name: &[u8]) -> io::Result<OwnedFd> {
+    create(BPF_MAP_TYPE_RINGBUF, 0, 0, bytes, name)
 }
 
 fn create(ty: u32, key: usize, value: usize, entries: u32, name: &[u8]) -> io::Result<OwnedFd> {

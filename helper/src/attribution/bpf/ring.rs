@@ -1,0 +1,148 @@
+//! A `BPF_MAP_TYPE_RINGBUF` map, mapped and read without a system call.
+//!
+//! Why a ring for the TCP connect records and not a hash map: a program that files a record
+//! with `bpf_ringbuf_output` pays a lock, a copy and a store, where an LRU hash map's update
+//! hashes the key, takes a bucket lock and, once the map is full, evicts an older record;
+//! measured, that update was half of what the connect programs cost each `connect()`. The
+//! helper keeps its own index of what it read (`attribution::tcp_records`).
+//!
+//! The kernel's layout (`kernel/bpf/ringbuf.c`): a page with the consumer position, the only
+//! one the reader may write; a page with the producer position; then the data pages, mapped
+//! twice in a row so that a record that wraps around the end reads as one piece. Each record
+//! has an 8-byte header: its length, with a busy bit while the program still writes it and a
+//! discard bit, then the record itself, rounded up to 8 bytes.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const HEADER: u64 = 8;
+
+/// The ring, mapped: the consumer's page read-write, the producer's page and the data
+/// read-only. Only the one holding it as `&mut` reads records (its consumer position is the
+/// reader's own), so there is one reader at a time.
+pub struct Ring {
+    consumer: NonNull<AtomicU64>,
+    producer: NonNull<u8>,
+    page: usize,
+    /// The data area's size, a power of two.
+    size: usize,
+}
+
+// SAFETY: the mappings are shared memory, valid until the value is dropped; the positions
+// are read and written with atomics only, and records only between positions the producer
+// has committed and the consumer has not yet released.
+#[allow(unsafe_code)]
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Maps the ring `map` of `size` bytes (the map's `max_entries`).
+    #[allow(unsafe_code)]
+    pub fn new(map: &OwnedFd, size: usize) -> io::Result<Ring> {
+        let page = rustix::param::page_size();
+        if !size.is_power_of_two() || !size.is_multiple_of(page) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let fd = map.as_raw_fd();
+        let map_at = |len: usize, prot: libc::c_int, off: usize| -> io::Result<NonNull<u8>> {
+            let off = libc::off_t::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
+            // SAFETY: a new shared mapping at an address the kernel picks: no memory of this
+            // process is touched or aliased; the kernel checks length, offset and protection
+            // against the map (only the consumer's page may be written).
+            let p =
+                unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, off) };
+            if p == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            NonNull::new(p.cast()).ok_or_else(|| io::ErrorKind::InvalidData.into())
+        };
+        let consumer = map_at(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = match map_at(page + 2 * size, libc::PROT_READ, page) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: the mapping made just above, of this length, unmapped once.
+                unsafe { libc::munmap(consumer.as_ptr().cast(), page) };
+                return Err(e);
+            }
+        };
+        Ok(Ring {
+            consumer: consumer.cast(),
+            producer,
+            page,
+            size,
+        })
+    }
+
+    #[allow(unsafe_code)]
+    fn producer_pos(&self) -> u64 {
+        // SAFETY: the producer's page starts with its position, a u64 the kernel writes with
+        // release semantics; the page is mapped as long as `self` lives.
+        unsafe { &*self.producer.as_ptr().cast::<AtomicU64>() }.load(Ordering::Acquire)
+    }
+
+    #[allow(unsafe_code)]
+    fn consumer(&self) -> &AtomicU64 {
+        // SAFETY: the consumer's page starts with its position; mapped as long as `self`.
+        unsafe { self.consumer.as_ref() }
+    }
+
+    /// Hands `each` every record committed since the last call, in order, and releases them.
+    /// Stops at a record still being written (the next call starts there). Returns how many
+    /// records it handed over.
+    #[allow(unsafe_code)]
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let mask = (self.size - 1) as u64;
+        let mut cons = self.consumer().load(Ordering::Acquire);
+        let mut handed = 0;
+        // Bounded: a call reads at most what fits in the ring at once.
+        for _ in 0..=self.size / HEADER as usize {
+            let prod = self.producer_pos();
+            if cons >= prod {
+                break;
+            }
+            // Within the data area: (cons & mask) < size, and the area is mapped twice.
+            let at = (cons & mask) as usize;
+            // SAFETY: the data area follows the producer's page and is `2 * size` long;
+            // `at + 8 <= size`, since records are 8-byte aligned; the header is a u32 the
+            // kernel commits with release semantics.
+            let data = unsafe { self.producer.as_ptr().add(self.page) };
+            let len = unsafe { &*data.add(at).cast::<AtomicU32>() }.load(Ordering::Acquire);
+            if len & BUSY != 0 {
+                break;
+            }
+            let body = u64::from(len & !(BUSY | DISCARD));
+            if body > mask {
+                // Not a record the kernel could have written: stop rather than read past.
+                break;
+            }
+            if len & DISCARD == 0 {
+                // SAFETY: the record lies within the doubly mapped data area (`at < size`,
+                // `body < size`), the kernel no longer writes it (committed, not busy), and
+                // it stays until the consumer position passes it, below.
+                let rec = unsafe {
+                    std::slice::from_raw_parts(data.add(at + HEADER as usize), body as usize)
+                };
+                each(rec);
+                handed += 1;
+            }
+            cons += (body + HEADER + 7) & !7;
+            self.consumer().store(cons, Ordering::Release);
+        }
+        handed
+    }
+}
+
+impl Drop for Ring {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the two mappings made in `new`, of these lengths, unmapped once; no
+        // reference into them outlives `drain`.
+        unsafe {
+            libc::munmap(self.consumer.as_ptr().cast(), self.page);
+            libc::munmap(self.producer.as_ptr().cast(), self.page + 2 * self.size);
+        }
+    }
+}
