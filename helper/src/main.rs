@@ -37,7 +37,9 @@ use conntrack_tray_helper::source::reader::{Early, EarlyUpdates};
 use conntrack_tray_helper::{privileges, realtime};
 
 mod threads;
-use threads::{spawn_addr_watch, spawn_reader, spawn_signals, spawn_stdin, tcp_before};
+use threads::{
+    spawn_addr_watch, spawn_reader, spawn_signals, spawn_stdin, spawn_tcp_drain, tcp_before,
+};
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
 /// The largest `--rcvbuf`: four times the default, so no caller can pin more kernel memory.
@@ -386,6 +388,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => a,
         })
     };
+    // Drained by a thread of its own, started with the others below.
+    let tcp_records = hook.as_ref().map(|h| h.tcp_records());
     let second = match &hook {
         Some(h) => Some(Box::new(h.reader().context("cannot share the connect map")?) as _),
         None => None,
@@ -501,6 +505,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     spawn_signals(sig_tx)?;
     let (addr_tx, addr_rx) = unbounded();
     spawn_addr_watch(addr_tx);
+    if let Some(r) = tcp_records {
+        spawn_tcp_drain(r);
+    }
     let inputs = Inputs {
         flows: flow_rx,
         cmds: cmd_rx,

@@ -7,6 +7,7 @@ use std::io::{self, BufReader};
 use anyhow::Context;
 use crossbeam_channel::Sender;
 
+use conntrack_tray_helper::attribution::tcp_records::TcpRecords;
 use conntrack_tray_helper::commands;
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::pickups::{SeenFromSyn, TcpBefore};
@@ -96,6 +97,24 @@ pub fn spawn_signals(tx: Sender<i32>) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// Drains the TCP connect records' ring whenever the programs say it is half full (see
+/// `conntrack_tray_helper::attribution::tcp_records`). Without the thread, lookups still
+/// drain it; a flood in a namespace the helper hears nothing from could then fill it, and the
+/// records that did not fit would be lost (their flows fail closed). Said on stderr.
+pub fn spawn_tcp_drain(records: std::sync::Arc<TcpRecords>) {
+    let spawned = std::thread::Builder::new()
+        .name("tcp-records".into())
+        .spawn(move || {
+            let e = records.run_drain();
+            eprintln!("conntrack-tray-helper: the connect records' ring is no longer drained: {e}");
+        });
+    if let Err(e) = spawned {
+        eprintln!(
+            "conntrack-tray-helper: cannot start the thread that drains the connect records: {e}"
+        );
+    }
 }
 
 /// Re-reads the interface addresses whenever the kernel announces a change. Without the

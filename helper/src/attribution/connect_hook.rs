@@ -18,10 +18,12 @@
 //! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one table
 //! the programs store by and the lookups here build keys and read values by. The two tracepoint
 //! programs are raw tracepoint programs: function-entry hooks (fentry) are refused on some
-//! kernels (EPERM on the CI machines) where tracepoints are not. Records go to LRU hash maps, so
-//! the kernel bounds their size; the helper reads with one `bpf(BPF_MAP_LOOKUP_ELEM)` per TCP
-//! lookup, two per UDP lookup (the flow's key, and the same with no local address; the system
-//! calls are `bpf::sys`). Records carry the network namespace, so a connect in another namespace
+//! kernels (EPERM on the CI machines) where tracepoints are not. TCP records go into a ring
+//! buffer the helper drains into an index of its own ([`tcp_records`]: filing one costs a
+//! connect half what an LRU map update did, and a lookup is no system call); UDP records go
+//! to LRU hash maps, so the kernel bounds their size, and the helper reads with one
+//! `bpf(BPF_MAP_LOOKUP_ELEM)` per key asked (the flow's key, and the same with no local
+//! address; the system calls are `bpf::sys`). Records carry the network namespace, so a connect in another namespace
 //! with the same addresses is never taken for ours.
 //!
 //! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
@@ -29,6 +31,7 @@
 //! of TCP.
 //!
 //! [`send_hook`]: crate::attribution::send_hook
+//! [`tcp_records`]: crate::attribution::tcp_records
 //! [`connect_programs`]: crate::attribution::connect_programs
 //! [`sock_ops`]: crate::attribution::sock_ops
 //! [`bpf::asm`]: crate::attribution::bpf::asm
@@ -49,6 +52,7 @@ use crate::attribution::netns::Namespaces;
 use crate::attribution::port_marks::PortMarks;
 use crate::attribution::send_hook::SendHook;
 use crate::attribution::sock_ops::SockOpsHook;
+use crate::attribution::tcp_records::TcpRecords;
 use crate::flow::{Proto, Tuple};
 
 #[derive(Debug, thiserror::Error)]
@@ -170,15 +174,12 @@ impl Offsets {
     }
 }
 
-/// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
-/// reader looks a flow up within milliseconds of its connect.
-const MAP_ENTRIES: u32 = 32768;
 /// UDP send records kept. A record must outlive the wait for its lookup, and in a burst of
 /// datagrams to many destinations that wait is long: when the pipeline's queue is full the
 /// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
 /// second from one socket) the last flows were read more than a second after they were sent,
-/// with some 33,000 sends filed in between. So twice the TCP map: 65,536 records, 9.4 MB of
-/// kernel memory (`memlock` in the map's fdinfo; the TCP map's 32,768 take 4.7 MB).
+/// with some 33,000 sends filed in between. So twice the TCP records' 32,768: 65,536
+/// records, 9.4 MB of kernel memory (`memlock` in the map's fdinfo).
 const SEND_ENTRIES: u32 = 65536;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
@@ -221,8 +222,6 @@ impl ConnectLog {
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = crate::attribution::netns::own_netns()
             .map_err(sys_err("cannot read the network namespace"))?;
-        let map = sys::map_create(KEY_LEN, VALUE_LEN, MAP_ENTRIES, b"ctt_connects")
-            .map_err(sys_err("cannot create the connect map"))?;
         let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
             .map_err(sys_err("cannot create the send map"))?;
         // Only saves lookups: without it (a kernel before 5.5) every lookup is made. Every
@@ -231,14 +230,17 @@ impl ConnectLog {
         let marks_fd = marks.as_ref().map(|m| m.fd());
         // The connect itself files the record where the kernel lets a `sock_ops` program do
         // it (`sock_ops`); else the state changes do, once the handshake is over.
-        let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, map.as_raw_fd()) {
+        let tcp_records = std::sync::Arc::new(
+            TcpRecords::create().map_err(sys_err("cannot create the connect records' ring"))?,
+        );
+        let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, tcp_records.fd()) {
             Ok(h) => (Tcp::SockOps(h), None),
             Err(e) => {
                 let pending =
                     sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
                         .map_err(sys_err("cannot create the pending map"))?;
                 let fds = load_and_attach(
-                    program(&offsets, &task, pending.as_raw_fd(), map.as_raw_fd()),
+                    program(&offsets, &task, pending.as_raw_fd(), tcp_records.fd()),
                     TRACEPOINT,
                 )?;
                 (Tcp::Tracepoint { pending, fds }, Some(e.to_string()))
@@ -280,7 +282,7 @@ impl ConnectLog {
         };
         Ok(ConnectLog {
             records: ConnectReader {
-                map,
+                tcp: tcp_records,
                 sends,
                 marks,
                 netns,
@@ -297,11 +299,17 @@ impl ConnectLog {
         })
     }
 
+    /// The TCP records, for the thread that drains their ring when it fills
+    /// ([`TcpRecords::run_drain`]).
+    pub fn tcp_records(&self) -> std::sync::Arc<TcpRecords> {
+        self.records.tcp.clone()
+    }
+
     /// Another handle on the records, for a second attributor (the programs stay attached
     /// as long as this `ConnectLog` lives).
     pub fn reader(&self) -> io::Result<ConnectReader> {
         Ok(ConnectReader {
-            map: self.records.map.try_clone()?,
+            tcp: self.records.tcp.clone(),
             sends: self.records.sends.try_clone()?,
             marks: self.records.marks.clone(),
             netns: self.records.netns,
@@ -352,7 +360,7 @@ fn load_and_attach(
 /// A lookup handle on a [`ConnectLog`]'s records.
 pub struct ConnectReader {
     /// TCP connects.
-    map: OwnedFd,
+    tcp: std::sync::Arc<TcpRecords>,
     /// UDP sends, connected and unconnected.
     sends: OwnedFd,
     /// Which kinds of UDP record each port ever had (shared by the readers).
@@ -376,7 +384,7 @@ impl ConnectReader {
     /// no record of its kind was ever filed from is not asked (see `attribution::port_marks`).
     fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
         match t.proto {
-            Proto::Tcp => return Self::lookup(&self.map, &key(netns, t)),
+            Proto::Tcp => return Ok(self.tcp.find(&key(netns, t)).map(|v| connector(&v))),
             Proto::Udp | Proto::UdpLite | Proto::Sctp => {}
             // A ping socket's record under its echo id, else a raw socket's under the
             // protocol: see `udp_program`.
@@ -440,5 +448,53 @@ impl Connects for ConnectReader {
             return Ok(None);
         }
         self.in_known(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::fixtures;
+
+    /// The tracepoint program, which files TCP records where the kernel refuses the
+    /// `sock_ops` one, is taken by the kernel and files a connect into the ring, found by its
+    /// key with the connecting process. The kernel tests only ever see the `sock_ops`
+    /// program (this kernel takes it). On loopback, in the test's own namespace; root only,
+    /// and never skipped in CI.
+    #[test]
+    fn the_tracepoint_program_files_a_connect_into_the_ring() {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs this test as root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let btf = kernel_btf().expect("the kernel's BTF");
+        let offsets = Offsets::from_btf(&btf).expect("offsets");
+        let task = TaskOffsets::from_btf(&btf).expect("task offsets");
+        let records = TcpRecords::create().expect("the ring");
+        let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend")
+            .expect("the pending map");
+        let _fds = load_and_attach(
+            program(&offsets, &task, pending.as_raw_fd(), records.fd()),
+            TRACEPOINT,
+        )
+        .expect("the kernel takes the tracepoint program");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let to = listener.local_addr().expect("its port");
+        let conn = std::net::TcpStream::connect(to).expect("connect");
+        let from = conn.local_addr().expect("the local port");
+        let t = fixtures::flow(Proto::Tcp, "127.0.0.1", from.port(), "127.0.0.1", to.port()).orig;
+        let netns = crate::attribution::netns::own_netns().expect("the namespace");
+        let value = records.find(&key(netns, &t)).expect("the connect's record");
+        let c = connector(&value);
+        assert_eq!(c.pid, std::process::id());
+        assert_eq!(c.uid, 0);
+        // The accepting end's state changes file nothing under the other tuple.
+        let back =
+            fixtures::flow(Proto::Tcp, "127.0.0.1", to.port(), "127.0.0.1", from.port()).orig;
+        assert!(records.find(&key(netns, &back)).is_none());
     }
 }

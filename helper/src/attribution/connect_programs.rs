@@ -9,8 +9,8 @@
 
 use crate::attribution::bpf::asm;
 use crate::attribution::bpf::frame::{
-    current_process, delete_at, lookup_at, mark_port, read, read_key, read_key_via, read_via,
-    update, update_at, zero_stack, Pointer,
+    current_process, delete_at, lookup_at, mark_port, output, read, read_key, read_key_via,
+    read_via, update, update_at, zero_stack, Pointer,
 };
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
@@ -19,6 +19,7 @@ use crate::attribution::bpf::layout::{
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::Offsets;
 use crate::attribution::record_key::{AF_INET, AF_INET6};
+use crate::attribution::tcp_records::WAKE_AT;
 
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
@@ -30,8 +31,17 @@ const IPPROTO_ICMPV6: i32 = 58;
 const SOCK_DGRAM: i32 = 2;
 const SOCK_RAW: i32 = 3;
 
+/// Where [`file_tuple`] files a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filing {
+    /// Under its key in an LRU hash map (the UDP send records).
+    Map(i32),
+    /// Into the TCP records' ring buffer (`attribution::tcp_records`).
+    Ring(i32),
+}
+
 /// Reads the key of the socket at r6 (family, addresses, ports, namespace; the protocol byte
-/// is the caller's) and files the stack's value under it in `connects_fd`, its port marked in
+/// is the caller's) and files the stack's value under it as `filing` says, its port marked in
 /// `marks_fd` first when given; then returns `ret`. `p` says whether r6 is a typed pointer,
 /// read with plain loads. Jumps to "out" for a family that is neither IPv4 nor IPv6; defines
 /// "out", which ends the program.
@@ -39,7 +49,7 @@ pub(crate) fn file_tuple(
     a: &mut asm::Asm,
     p: Pointer,
     o: &Offsets,
-    connects_fd: i32,
+    filing: Filing,
     marks_fd: Option<i32>,
     ret: i32,
 ) {
@@ -83,7 +93,10 @@ pub(crate) fn file_tuple(
     if let Some(fd) = marks_fd {
         mark_port(a, fd);
     }
-    update(a, connects_fd);
+    match filing {
+        Filing::Map(fd) => update(a, fd),
+        Filing::Ring(fd) => output(a, fd, WAKE_AT),
+    }
     a.label("out").mov_imm(R0, ret).exit();
 }
 
@@ -98,7 +111,7 @@ pub fn program(
     o: &Offsets,
     t: &TaskOffsets,
     pending_fd: i32,
-    connects_fd: i32,
+    ring_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let mut a = Asm::default();
@@ -123,7 +136,7 @@ pub fn program(
     }
     delete_at(&mut a, pending_fd, SK);
     a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, Pointer::Untyped, o, connects_fd, None, 0);
+    file_tuple(&mut a, Pointer::Untyped, o, Filing::Ring(ring_fd), None, 0);
     a.finish()
 }
 
@@ -185,7 +198,14 @@ pub fn udp_program(
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
-    file_tuple(&mut a, Pointer::Untyped, o, connects_fd, marks_fd, 0);
+    file_tuple(
+        &mut a,
+        Pointer::Untyped,
+        o,
+        Filing::Map(connects_fd),
+        marks_fd,
+        0,
+    );
     a.finish()
 }
 

@@ -2,10 +2,11 @@ use super::*;
 use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
 use crate::attribution::bpf::btf::Btf;
 use crate::attribution::bpf::frame::listing::{
-    assert_files_the_current_process, stack_writes, then_calls, updates,
+    assert_files_the_current_process, outputs, stack_writes, then_calls, updates,
 };
 use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
 use crate::attribution::connect_hook::BTF_NAMES;
+use crate::attribution::tcp_records::RECORD_LEN;
 
 const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
 
@@ -27,7 +28,7 @@ fn offsets() -> Offsets {
 fn the_programs_jump_forward_only_and_end_in_exit() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    for (ops, maps) in [(&tcp, &[7, 7, 7, 8][..]), (&udp, &[8, 8][..])] {
+    for (ops, maps) in [(&tcp, &[7, 7, 7, 8, 8][..]), (&udp, &[8, 8][..])] {
         let len = ops.last().map_or(0, |&(at, _)| at + 1);
         assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
         // Every slot is an instruction the assembler writes.
@@ -146,9 +147,11 @@ fn the_records_are_filed_under_their_keys_in_their_maps() {
     let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
     let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    // TCP: the note under the socket's address in pending (7), then under the tuple in
-    // connects (8); UDP: under the tuple only.
-    assert_eq!(updates(&tcp), [(7, sk, val), (8, key, val)]);
+    // TCP: the note under the socket's address in pending (7), then value and key as one
+    // record into the ring (8); UDP: under the tuple only.
+    assert_eq!(updates(&tcp), [(7, sk, val)]);
+    assert_eq!(outputs(&tcp), [(8, val, RECORD_LEN as i32, WAKE_AT)]);
+    assert!(outputs(&udp).is_empty());
     // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
     assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);
     // Leaving SYN_SENT, the note found in pending is copied whole into the value.

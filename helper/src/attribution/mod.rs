@@ -41,6 +41,7 @@ mod records;
 pub mod send_hook;
 pub mod sock_diag;
 pub mod sock_ops;
+pub mod tcp_records;
 
 use std::collections::HashMap;
 use std::io;

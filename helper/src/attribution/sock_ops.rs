@@ -35,7 +35,7 @@ use crate::attribution::bpf::layout::{KEY_PROTO, VALUE_BY_WRITE, VALUE_FLAGS};
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::{HookError, Offsets};
-use crate::attribution::connect_programs::file_tuple;
+use crate::attribution::connect_programs::{file_tuple, Filing};
 use crate::attribution::send_hook::open_root_cgroup;
 
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB`: `tcp_connect()` is about to send the SYN.
@@ -59,7 +59,7 @@ pub fn program(
     t: &TaskOffsets,
     sk: i16,
     fastopen_req: i16,
-    connects_fd: i32,
+    ring_fd: i32,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     let mut a = asm::Asm::default();
     a.load(W, R2, R1, 0)
@@ -76,7 +76,7 @@ pub fn program(
         .store_imm(W, FP, VALUE_FLAGS.at(VAL), VALUE_BY_WRITE)
         .label("connect")
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, Pointer::Typed, o, connects_fd, None, 1);
+    file_tuple(&mut a, Pointer::Typed, o, Filing::Ring(ring_fd), None, 1);
     a.finish()
 }
 
@@ -86,14 +86,14 @@ pub struct SockOpsHook {
 }
 
 impl SockOpsHook {
-    /// Loads the program, filing into `connects`, and links it to the root cgroup. Needs
+    /// Loads the program, filing into the ring `ring_fd`, and links it to the root cgroup. Needs
     /// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN to mount cgroup2 where none is
     /// visible).
     pub fn open(
         btf: &Btf,
         o: &Offsets,
         t: &TaskOffsets,
-        connects_fd: i32,
+        ring_fd: i32,
     ) -> Result<SockOpsHook, HookError> {
         let at = |ty: &'static str, field: &'static str| -> Result<i16, HookError> {
             let off = btf.offset_of(ty, &[field])?;
@@ -104,7 +104,7 @@ impl SockOpsHook {
         };
         let (sk, fastopen_req) = (at("bpf_sock_ops", "sk")?, at("tcp_sock", "fastopen_req")?);
         Ok(SockOpsHook {
-            _fds: load_and_link(program(o, t, sk, fastopen_req, connects_fd))?,
+            _fds: load_and_link(program(o, t, sk, fastopen_req, ring_fd))?,
         })
     }
 }
@@ -156,10 +156,11 @@ mod tests {
     use super::*;
     use crate::attribution::bpf::asm::{disassemble, Op};
     use crate::attribution::bpf::frame::listing::{
-        assert_files_the_current_process, assert_forward_only, updates,
+        assert_files_the_current_process, assert_forward_only, outputs, updates,
     };
     use crate::attribution::bpf::frame::VAL;
     use crate::attribution::bpf::task::tests::TASK_LIKE;
+    use crate::attribution::tcp_records::{RECORD_LEN, WAKE_AT};
 
     const SK: i16 = 184;
 
@@ -235,10 +236,11 @@ mod tests {
         assert_eq!(head[4], Op::Call(Helper::SkcToTcpSock));
         assert_eq!(head[6], Op::Mov { dst: R6, src: R0 });
         assert_files_the_current_process(&ops);
-        // One record, in the connect map, of the stack's key and value.
+        // One record, into the ring, of the stack's value and key (one piece).
+        assert!(updates(&ops).is_empty(), "{ops:?}");
         assert_eq!(
-            updates(&ops),
-            [(7, i32::from(KEY), i32::from(VAL))],
+            outputs(&ops),
+            [(7, i32::from(VAL), RECORD_LEN as i32, WAKE_AT)],
             "{ops:?}"
         );
         // Marked TCP.
@@ -420,8 +422,8 @@ mod tests {
         );
         let update = ops
             .iter()
-            .position(|&(_, op)| op == Op::Call(Helper::MapUpdateElem))
-            .expect("an update");
+            .position(|&(_, op)| op == Op::Call(Helper::RingbufOutput))
+            .expect("a record filed");
         assert!(i < update);
     }
 }

@@ -1,0 +1,222 @@
+//! The TCP connect records: filed by the connect programs into a ring buffer, kept by the
+//! helper in an index of the newest [`CAPACITY`], looked up by the flow's key.
+//!
+//! Why not the LRU hash map the UDP send records are in: its update was half of what the
+//! programs cost each `connect()` (a build that skipped it ran in 365 ns a connect, not 740),
+//! and a connecting program pays that in `connect()` itself. `bpf_ringbuf_output` is a lock,
+//! a copy and a store. The index keeps what an LRU map of the same size kept: the newest
+//! records, each under its key, a newer record under the same key replacing the older, and
+//! one pushed out once [`CAPACITY`] newer ones came, in the order the kernel filed them, so a
+//! flood of connects anywhere evicts what it held exactly as before.
+//!
+//! The ring must not fill: a record that does not fit is lost (the kernel refuses it, and its
+//! flow then holds no record, which fails closed). Lookups drain it, and when it is half full
+//! the programs wake [`TcpRecords::run_drain`] (`BPF_RB_FORCE_WAKEUP`; every other record is
+//! filed without a wakeup, which would cost each connect an interrupt), so a flood in a
+//! namespace the helper gets no events from still cannot fill it.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::bpf::layout::{KEY_LEN, VALUE_LEN};
+use super::bpf::ring::Ring;
+use super::bpf::sys::ring_create;
+
+/// A record as the programs file it: the value, then the key (their stack's order, so one
+/// copy files both).
+pub const RECORD_LEN: usize = VALUE_LEN + KEY_LEN;
+/// The ring's size: 10,082 records of 104 bytes (with the kernel's header).
+pub const RING_BYTES: u32 = 1 << 20;
+/// Filled past this, each record wakes the drain thread.
+pub const WAKE_AT: i32 = (RING_BYTES / 2) as i32;
+/// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
+/// reader looks a flow up within milliseconds of its connect.
+pub const CAPACITY: usize = 32768;
+/// After a drain the thread naps this long before it waits again: the ring takes 5,000
+/// records to wake it, so a steady stream of connects costs it a wakeup every 50 ms at
+/// 100,000 connects a second, not one per record found on return.
+const DRAIN_NAP: Duration = Duration::from_millis(10);
+
+/// The newest records in the order they were filed, and where each key's newest is.
+#[derive(Default)]
+struct Index {
+    /// Slot `n % CAPACITY` holds the `n`th record read; filled up to [`CAPACITY`], then
+    /// overwritten oldest first.
+    records: Vec<[u8; RECORD_LEN]>,
+    read: usize,
+    /// A key's hash (keyed per helper: no one else can make two keys meet) to its slot.
+    slots: HashMap<u64, u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl Index {
+    fn key_of(rec: &[u8; RECORD_LEN]) -> &[u8] {
+        &rec[VALUE_LEN..]
+    }
+
+    /// Files a record read from the ring; one of another length is ignored.
+    fn insert(&mut self, rec: &[u8]) {
+        let Ok(rec) = <[u8; RECORD_LEN]>::try_from(rec) else {
+            return;
+        };
+        let slot = self.read % CAPACITY;
+        self.read = self.read.wrapping_add(1);
+        let at = slot as u32;
+        if let Some(old) = self.records.get_mut(slot) {
+            let h = self.hasher.hash_one(Self::key_of(old));
+            // Unless a newer record under the same key is filed elsewhere.
+            if self.slots.get(&h) == Some(&at) {
+                self.slots.remove(&h);
+            }
+            *old = rec;
+        } else {
+            self.records.push(rec);
+        }
+        let h = self.hasher.hash_one(Self::key_of(&rec));
+        self.slots.insert(h, at);
+    }
+
+    fn get(&self, key: &[u8; KEY_LEN]) -> Option<[u8; VALUE_LEN]> {
+        let slot = *self.slots.get(&self.hasher.hash_one(&key[..]))?;
+        let rec = self.records.get(slot as usize)?;
+        // A hash shared by two keys: the slot holds the other one's.
+        if Self::key_of(rec) != key {
+            return None;
+        }
+        <[u8; VALUE_LEN]>::try_from(&rec[..VALUE_LEN]).ok()
+    }
+}
+
+struct Inner {
+    ring: Ring,
+    index: Index,
+}
+
+impl Inner {
+    fn drain(&mut self) {
+        let Inner { ring, index } = self;
+        ring.drain(|rec| index.insert(rec));
+    }
+}
+
+/// The ring and the index, shared by every lookup handle and the drain thread.
+pub struct TcpRecords {
+    map: OwnedFd,
+    inner: Mutex<Inner>,
+}
+
+impl TcpRecords {
+    pub fn create() -> io::Result<TcpRecords> {
+        let map = ring_create(RING_BYTES, b"ctt_connects")?;
+        let ring = Ring::new(&map, RING_BYTES as usize)?;
+        Ok(TcpRecords {
+            map,
+            inner: Mutex::new(Inner {
+                ring,
+                index: Index::default(),
+            }),
+        })
+    }
+
+    /// The ring's file descriptor, for the programs that file into it.
+    pub fn fd(&self) -> i32 {
+        self.map.as_raw_fd()
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest record under `key`, after reading what the ring holds.
+    pub fn find(&self, key: &[u8; KEY_LEN]) -> Option<[u8; VALUE_LEN]> {
+        let mut inner = self.inner();
+        inner.drain();
+        inner.index.get(key)
+    }
+
+    /// Drains the ring whenever the programs say it is half full; returns only if waiting
+    /// fails.
+    pub fn run_drain(&self) -> io::Error {
+        use rustix::event::{poll, PollFd, PollFlags};
+        loop {
+            let mut fds = [PollFd::new(&self.map, PollFlags::IN)];
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return e.into(),
+            }
+            self.inner().drain();
+            std::thread::sleep(DRAIN_NAP);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: u8, tgid: u8) -> [u8; RECORD_LEN] {
+        let mut r = [0u8; RECORD_LEN];
+        r[0] = tgid;
+        r[VALUE_LEN..].fill(key);
+        r
+    }
+
+    fn key(k: u8) -> [u8; KEY_LEN] {
+        [k; KEY_LEN]
+    }
+
+    #[test]
+    fn the_newest_record_under_a_key_is_found_and_others_are_not() {
+        let mut ix = Index::default();
+        ix.insert(&record(1, 10));
+        ix.insert(&record(2, 20));
+        ix.insert(&record(1, 11));
+        assert_eq!(ix.get(&key(1)).map(|v| v[0]), Some(11));
+        assert_eq!(ix.get(&key(2)).map(|v| v[0]), Some(20));
+        assert_eq!(ix.get(&key(3)), None);
+        // A record of another length is not one the programs file.
+        ix.insert(&[7u8; RECORD_LEN - 8]);
+        assert_eq!(ix.get(&key(7)), None);
+        assert_eq!(ix.read, 3);
+    }
+
+    #[test]
+    fn a_record_is_pushed_out_by_exactly_capacity_newer_ones() {
+        let mut ix = Index::default();
+        ix.insert(&record(1, 10));
+        for i in 0..CAPACITY - 1 {
+            let mut r = record(0, 0);
+            r[VALUE_LEN..VALUE_LEN + 8].copy_from_slice(&(i as u64 + 1000).to_ne_bytes());
+            ix.insert(&r);
+        }
+        assert_eq!(
+            ix.get(&key(1)).map(|v| v[0]),
+            Some(10),
+            "still the newest 32,768"
+        );
+        ix.insert(&record(2, 20));
+        assert_eq!(ix.get(&key(1)), None, "the 32,769th pushed it out");
+        assert_eq!(ix.get(&key(2)).map(|v| v[0]), Some(20));
+        assert_eq!(ix.records.len(), CAPACITY);
+        assert!(ix.slots.len() <= CAPACITY);
+    }
+
+    #[test]
+    fn an_older_record_pushed_out_leaves_a_newer_one_under_its_key() {
+        let mut ix = Index::default();
+        ix.insert(&record(1, 10));
+        ix.insert(&record(1, 11));
+        for i in 0..CAPACITY - 1 {
+            let mut r = record(0, 0);
+            r[VALUE_LEN..VALUE_LEN + 8].copy_from_slice(&(i as u64 + 1000).to_ne_bytes());
+            ix.insert(&r);
+        }
+        // The first slot was overwritten; the key's newer record, in the second, is there.
+        assert_eq!(ix.get(&key(1)).map(|v| v[0]), Some(11));
+    }
+}
