@@ -283,7 +283,7 @@ fn a_socket_handed_to_a_whitelisted_program_is_not_named_after_it_after_a_flood(
 /// A program connects to a server of its own that lets SYNs wait, so the handshake is still
 /// under way when the helper reads the flow, and hands the socket to the whitelisted sleep;
 /// the helper is held back (`SIGSTOP`) for `late`, and for a `flood` of 74,000 refused
-/// connects (the records' ring holds 10,082).
+/// connects (the records' ring holds 5,041).
 fn hand_off(test: &str, late: Duration, flood: bool) {
     let tools = ["ip", "nft", "setpriv", "python3", "kill", "unshare"];
     if !root_or_skip(test) || !common::require(test, &tools) {
