@@ -23,8 +23,8 @@
 //! connect half what an LRU map update did, and a lookup is no system call); UDP records go
 //! to LRU hash maps, so the kernel bounds their size, and the helper reads with one
 //! `bpf(BPF_MAP_LOOKUP_ELEM)` per key asked (the flow's key, and the same with no local
-//! address; the system calls are `bpf::sys`). Records carry the network namespace, so a connect in another namespace
-//! with the same addresses is never taken for ours.
+//! address; the system calls are `bpf::sys`). Records carry the network namespace, so a
+//! connect in another namespace with the same addresses is never taken for ours.
 //!
 //! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
 //! hostile program can send at will, evicts older UDP records only, never the connect records

@@ -13,9 +13,11 @@
 //! discard bit, then the record itself, rounded up to 8 bytes.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::sys::map_shared;
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -46,21 +48,9 @@ impl Ring {
         if !size.is_power_of_two() || !size.is_multiple_of(page) {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let fd = map.as_raw_fd();
-        let map_at = |len: usize, prot: libc::c_int, off: usize| -> io::Result<NonNull<u8>> {
-            let off = libc::off_t::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
-            // SAFETY: a new shared mapping at an address the kernel picks: no memory of this
-            // process is touched or aliased; the kernel checks length, offset and protection
-            // against the map (only the consumer's page may be written).
-            let p =
-                unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, off) };
-            if p == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            NonNull::new(p.cast()).ok_or_else(|| io::ErrorKind::InvalidData.into())
-        };
-        let consumer = map_at(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = match map_at(page + 2 * size, libc::PROT_READ, page) {
+        // Only the consumer's page may be written; the kernel refuses write access to the rest.
+        let consumer = map_shared(map, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = match map_shared(map, page + 2 * size, libc::PROT_READ, page) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: the mapping made just above, of this length, unmapped once.

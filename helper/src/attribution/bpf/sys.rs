@@ -248,6 +248,34 @@ fn create_with(
     fd_of(bpf(BPF_MAP_CREATE, &mut a)?)
 }
 
+/// A new shared mapping of `len` bytes of `map` from byte `offset`, with protection `prot`,
+/// at an address the kernel picks. The caller unmaps it.
+#[allow(unsafe_code)]
+pub fn map_shared(
+    map: &OwnedFd,
+    len: usize,
+    prot: libc::c_int,
+    offset: usize,
+) -> io::Result<std::ptr::NonNull<u8>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: a new shared mapping at an address the kernel picks: no memory of this process
+    // is touched or aliased; the kernel checks length, offset and protection against the map.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            map.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(p.cast()).ok_or_else(|| io::ErrorKind::InvalidData.into())
+}
+
 /// The values of an array made by [`mappable_array_create`], mapped read-only, as 8-byte
 /// words. The kernel's programs write them at any time: each word is read whole, with an
 /// atomic load, never as a reference to plain memory.
@@ -266,24 +294,8 @@ unsafe impl Sync for Mapped {}
 
 impl Mapped {
     /// Maps the first `bytes` of `map`'s values (a whole number of pages).
-    #[allow(unsafe_code)]
     pub fn new(map: &OwnedFd, bytes: usize) -> io::Result<Mapped> {
-        // SAFETY: a new shared, read-only mapping at an address the kernel picks: no memory
-        // of this process is touched or aliased; the kernel checks `bytes` against the map.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                map.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let words = std::ptr::NonNull::new(p.cast()).ok_or(io::ErrorKind::InvalidData)?;
+        let words = map_shared(map, bytes, libc::PROT_READ, 0)?.cast();
         Ok(Mapped {
             words,
             len: bytes / 8,
