@@ -179,8 +179,14 @@ impl Offsets {
 /// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
 /// second from one socket) the last flows were read more than a second after they were sent,
 /// with some 33,000 sends filed in between. So twice the TCP records' 32,768: 65,536
-/// records, 9.4 MB of kernel memory (`memlock` in the map's fdinfo).
+/// records, 12.6 MB of kernel memory (`memlock` in the map's fdinfo).
 const SEND_ENTRIES: u32 = 65536;
+/// A send record's value: the sender, then the key it was filed under. The programs' stack
+/// holds the two in this order (`bpf::frame`), so the one update that files the record stores
+/// both, at no cost to the send. The key is checked at every lookup: the kernel hands an LRU
+/// map's entry to another key without waiting for readers, and a lookup that found the key
+/// may copy the entry while a send of another socket rewrites it.
+const SEND_VALUE_LEN: usize = VALUE_LEN + KEY_LEN;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
 
@@ -222,7 +228,7 @@ impl ConnectLog {
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = crate::attribution::netns::own_netns()
             .map_err(sys_err("cannot read the network namespace"))?;
-        let sends = sys::map_create(KEY_LEN, VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
+        let sends = sys::map_create(KEY_LEN, SEND_VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
             .map_err(sys_err("cannot create the send map"))?;
         // Only saves lookups: without it (a kernel before 5.5) every lookup is made. Every
         // program that files UDP records marks them, or none does.
@@ -374,10 +380,11 @@ pub struct ConnectReader {
 }
 
 impl ConnectReader {
+    /// `key`'s send record; `map` is the send map, whose values are [`SEND_VALUE_LEN`] long.
     fn lookup(map: &OwnedFd, key: &[u8; KEY_LEN]) -> io::Result<Option<Connector>> {
-        let mut value = [0u8; VALUE_LEN];
+        let mut value = [0u8; SEND_VALUE_LEN];
         let found = sys::map_lookup(map, key, &mut value)?;
-        Ok(found.then(|| connector(&value)))
+        Ok(found.then(|| filed_under(key, &value)).flatten())
     }
 
     /// The record of `t` filed in namespace `netns`: see [`Connects::connector`]. A UDP key
@@ -419,6 +426,16 @@ impl ConnectReader {
     }
 }
 
+/// The sender in a send record's `value`, if the key filed with it is `key`: else the entry
+/// was taken for another key while it was copied, and says nothing about this one.
+fn filed_under(key: &[u8; KEY_LEN], value: &[u8; SEND_VALUE_LEN]) -> Option<Connector> {
+    let (sender, filed) = value.split_at(VALUE_LEN);
+    if filed != key {
+        return None;
+    }
+    <&[u8; VALUE_LEN]>::try_from(sender).ok().map(connector)
+}
+
 fn newer(a: Option<Connector>, b: Option<Connector>) -> Option<Connector> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if b.at_boot_ns > a.at_boot_ns { b } else { a }),
@@ -454,7 +471,27 @@ impl Connects for ConnectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::bpf::layout::VALUE_TGID;
     use crate::flow::fixtures;
+
+    /// A send record copied while the kernel hands its entry to another key carries that
+    /// key, and is not taken for the one looked up.
+    #[test]
+    fn a_send_record_counts_only_under_the_key_filed_with_it() {
+        let netns = 4026531840;
+        let t = fixtures::flow(Proto::Udp, "10.0.0.1", 40000, "10.0.0.2", 53).orig;
+        let other = fixtures::flow(Proto::Udp, "10.0.0.1", 40001, "10.0.0.2", 53).orig;
+        let mut value = [0u8; SEND_VALUE_LEN];
+        value[VALUE_TGID.range()].copy_from_slice(&4242u32.to_ne_bytes());
+        value[VALUE_LEN..].copy_from_slice(&key(netns, &t));
+        let found = filed_under(&key(netns, &t), &value).expect("filed under its key");
+        assert_eq!(found.pid, 4242);
+        assert_eq!(filed_under(&key(netns, &other), &value), None);
+        assert_eq!(filed_under(&key(netns + 1, &t), &value), None);
+        // An entry whose key part is still being written (zeros) names no one.
+        value[VALUE_LEN..].fill(0);
+        assert_eq!(filed_under(&key(netns, &t), &value), None);
+    }
 
     /// The tracepoint program, which files TCP records where the kernel refuses the
     /// `sock_ops` one, is taken by the kernel and files a connect into the ring, found by its
