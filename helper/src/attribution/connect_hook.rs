@@ -239,14 +239,14 @@ impl ConnectLog {
         let tcp_records = std::sync::Arc::new(
             TcpRecords::create().map_err(sys_err("cannot create the connect records' ring"))?,
         );
-        let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, tcp_records.fd()) {
+        let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, tcp_records.fds()) {
             Ok(h) => (Tcp::SockOps(h), None),
             Err(e) => {
                 let pending =
                     sys::map_create(PENDING_KEY_LEN, VALUE_LEN, PENDING_ENTRIES, b"ctt_pending")
                         .map_err(sys_err("cannot create the pending map"))?;
                 let fds = load_and_attach(
-                    program(&offsets, &task, pending.as_raw_fd(), tcp_records.fd()),
+                    program(&offsets, &task, pending.as_raw_fd(), tcp_records.fds()),
                     TRACEPOINT,
                 )?;
                 (Tcp::Tracepoint { pending, fds }, Some(e.to_string()))
@@ -515,7 +515,7 @@ mod tests {
         let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend")
             .expect("the pending map");
         let _fds = load_and_attach(
-            program(&offsets, &task, pending.as_raw_fd(), records.fd()),
+            program(&offsets, &task, pending.as_raw_fd(), records.fds()),
             TRACEPOINT,
         )
         .expect("the kernel takes the tracepoint program");
@@ -533,5 +533,103 @@ mod tests {
         let back =
             fixtures::flow(Proto::Tcp, "127.0.0.1", to.port(), "127.0.0.1", from.port()).orig;
         assert!(records.find(&key(netns, &back)).is_none());
+    }
+
+    /// A tuple's earlier connect stays in the index; when the ring is too full to take the
+    /// tuple's next one, the earlier record must not stand for it. Refused records stamp
+    /// their time, and what was filed before counts as no record. Root only, never skipped
+    /// in CI.
+    #[test]
+    fn a_record_the_full_ring_refused_leaves_no_older_one_standing_for_it() {
+        use crate::attribution::tcp_records::RING_BYTES;
+        use nix::sys::socket::{setsockopt, sockopt};
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs this test as root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let btf = kernel_btf().expect("the kernel's BTF");
+        let offsets = Offsets::from_btf(&btf).expect("offsets");
+        let task = TaskOffsets::from_btf(&btf).expect("task offsets");
+        let records = TcpRecords::create().expect("the ring");
+        let pending = sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend")
+            .expect("the pending map");
+        let _fds = load_and_attach(
+            program(&offsets, &task, pending.as_raw_fd(), records.fds()),
+            TRACEPOINT,
+        )
+        .expect("the kernel takes the tracepoint program");
+        let netns = crate::attribution::netns::own_netns().expect("the namespace");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let to = listener.local_addr().expect("its port");
+        // The first connection, ended with a reset so that its tuple is free at once.
+        let first = std::net::TcpStream::connect(to).expect("connect");
+        let from = first.local_addr().expect("the local port");
+        setsockopt(
+            &first,
+            sockopt::Linger,
+            &libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .expect("SO_LINGER");
+        let (accepted, _) = listener.accept().expect("accept");
+        drop(first);
+        drop(accepted);
+        let t = fixtures::flow(Proto::Tcp, "127.0.0.1", from.port(), "127.0.0.1", to.port()).orig;
+        let k = key(netns, &t);
+        assert!(records.find(&k).is_some(), "the first connect's record");
+        assert_eq!(records.last_drop(), Some(0), "nothing refused yet");
+
+        // Connects refused at once, more than the ring holds, with nobody draining it.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let closed_at = closed.local_addr().expect("its port");
+        drop(closed);
+        for _ in 0..2 * RING_BYTES / 104 {
+            let _ = std::net::TcpStream::connect(closed_at);
+        }
+        let dropped = records.last_drop().expect("the drops slot");
+        assert!(
+            dropped > 0,
+            "the full ring refused records and stamped the time"
+        );
+        // The tuple connected again while the ring was full: its record was refused.
+        let again = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .expect("a socket");
+        setsockopt(&again, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        let addr = |a: std::net::SocketAddr| match a {
+            std::net::SocketAddr::V4(v4) => nix::sys::socket::SockaddrIn::from(v4),
+            std::net::SocketAddr::V6(_) => unreachable!("bound to 127.0.0.1"),
+        };
+        nix::sys::socket::bind(again.as_raw_fd(), &addr(from)).expect("the same port");
+        nix::sys::socket::connect(again.as_raw_fd(), &addr(to)).expect("the same tuple");
+        assert_eq!(
+            records.find(&k),
+            None,
+            "the first connect's record, filed before the refusal, stands for the second"
+        );
+        // Drained now: a connect after the refusal is filed and found.
+        let later = std::net::TcpStream::connect(to).expect("connect");
+        let later_from = later.local_addr().expect("the local port");
+        let lt = fixtures::flow(
+            Proto::Tcp,
+            "127.0.0.1",
+            later_from.port(),
+            "127.0.0.1",
+            to.port(),
+        );
+        let found = records
+            .find(&key(netns, &lt.orig))
+            .expect("a record after the refusal");
+        assert_eq!(connector(&found).pid, std::process::id());
     }
 }

@@ -19,7 +19,7 @@ use crate::attribution::bpf::layout::{
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::Offsets;
 use crate::attribution::record_key::{AF_INET, AF_INET6};
-use crate::attribution::tcp_records::WAKE_AT;
+use crate::attribution::tcp_records::{RingFds, WAKE_AT};
 
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
@@ -37,7 +37,7 @@ pub(crate) enum Filing {
     /// Under its key in an LRU hash map (the UDP send records).
     Map(i32),
     /// Into the TCP records' ring buffer (`attribution::tcp_records`).
-    Ring(i32),
+    Ring(RingFds),
 }
 
 /// Reads the key of the socket at r6 (family, addresses, ports, namespace; the protocol byte
@@ -95,7 +95,7 @@ pub(crate) fn file_tuple(
     }
     match filing {
         Filing::Map(fd) => update(a, fd),
-        Filing::Ring(fd) => output(a, fd, WAKE_AT),
+        Filing::Ring(r) => output(a, r.ring, r.drops, WAKE_AT),
     }
     a.label("out").mov_imm(R0, ret).exit();
 }
@@ -111,7 +111,7 @@ pub fn program(
     o: &Offsets,
     t: &TaskOffsets,
     pending_fd: i32,
-    ring_fd: i32,
+    ring: RingFds,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let mut a = Asm::default();
@@ -136,7 +136,7 @@ pub fn program(
     }
     delete_at(&mut a, pending_fd, SK);
     a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, Pointer::Untyped, o, Filing::Ring(ring_fd), None, 0);
+    file_tuple(&mut a, Pointer::Untyped, o, Filing::Ring(ring), None, 0);
     a.finish()
 }
 

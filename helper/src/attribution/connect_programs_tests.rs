@@ -2,13 +2,14 @@ use super::*;
 use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
 use crate::attribution::bpf::btf::Btf;
 use crate::attribution::bpf::frame::listing::{
-    assert_files_the_current_process, outputs, stack_writes, then_calls, updates,
+    assert_files_the_current_process, drop_stamps, outputs, stack_writes, then_calls, updates,
 };
 use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
 use crate::attribution::connect_hook::BTF_NAMES;
-use crate::attribution::tcp_records::RECORD_LEN;
+use crate::attribution::tcp_records::{RingFds, RECORD_LEN};
 
 const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
+const RING: RingFds = RingFds { ring: 8, drops: 10 };
 
 fn offsets() -> Offsets {
     Offsets {
@@ -26,9 +27,9 @@ fn offsets() -> Offsets {
 
 #[test]
 fn the_programs_jump_forward_only_and_end_in_exit() {
-    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    for (ops, maps) in [(&tcp, &[7, 7, 7, 8, 8][..]), (&udp, &[8, 8][..])] {
+    for (ops, maps) in [(&tcp, &[7, 7, 7, 8, 8, 10][..]), (&udp, &[8, 8][..])] {
         let len = ops.last().map_or(0, |&(at, _)| at + 1);
         assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
         // Every slot is an instruction the assembler writes.
@@ -81,7 +82,7 @@ fn the_programs_jump_forward_only_and_end_in_exit() {
 
 #[test]
 fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
-    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     for ops in [&tcp, &udp] {
         // First the whole frame is zeroed, so the padding is zero in every record.
@@ -135,7 +136,7 @@ fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
 
 #[test]
 fn the_current_process_goes_into_the_value_fields() {
-    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     for ops in [&tcp, &udp] {
         assert_files_the_current_process(ops);
@@ -145,12 +146,17 @@ fn the_current_process_goes_into_the_value_fields() {
 #[test]
 fn the_records_are_filed_under_their_keys_in_their_maps() {
     let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
-    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     // TCP: the note under the socket's address in pending (7), then value and key as one
     // record into the ring (8); UDP: under the tuple only.
     assert_eq!(updates(&tcp), [(7, sk, val)]);
     assert_eq!(outputs(&tcp), [(8, val, RECORD_LEN as i32, WAKE_AT)]);
+    // A record the ring refuses stamps the time into the drops array (10).
+    assert_eq!(
+        drop_stamps(&tcp).iter().map(|d| d.0).collect::<Vec<_>>(),
+        [10]
+    );
     assert!(outputs(&udp).is_empty());
     // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
     assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);
@@ -183,11 +189,11 @@ fn the_records_are_filed_under_their_keys_in_their_maps() {
 /// them), for [`the_programs_are_the_bytes_they_were`].
 fn programs_as_hex() -> String {
     let mut out = String::new();
-    let tcp = program(&offsets(), &TASK, 7, 8).unwrap();
+    let tcp = program(&offsets(), &TASK, 7, RING).unwrap();
     let udp = udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap();
     let marked = udp_program(&offsets(), &TASK, 532, 540, 8, Some(9)).unwrap();
     for (title, p) in [
-        ("tcp: program(&offsets(), &TASK, 7, 8)", tcp),
+        ("tcp: program(&offsets(), &TASK, 7, RING)", tcp),
         // Without port marks, as before there were any.
         ("udp: udp_program(&offsets(), &TASK, 532, 540, 8)", udp),
         (
@@ -304,6 +310,6 @@ fn udp_records_mark_their_port_before_they_are_filed_and_tcp_records_do_not() {
     // Without the marks map, no mark; TCP never.
     let plain = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
     assert!(loads_of(&plain, marks).is_empty());
-    let tcp = disassemble(&program(&offsets(), &TASK, 7, 8).unwrap());
+    let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     assert!(loads_of(&tcp, marks).is_empty());
 }

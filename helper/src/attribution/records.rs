@@ -141,8 +141,8 @@ pub const HANDED: &str = "the kernel's record of who connected names another pro
     late, more than a second after the connect), so this one may have been handed the socket";
 /// Why, when the kernel records every connect and holds none for this one.
 pub const EVICTED: &str = "the kernel records every connect and holds no record of this one \
-    (evicted by a flood of connects?), so the process holding the socket may have been handed \
-    it";
+    (evicted by a flood of connects, or refused while its ring was full?), so the process \
+    holding the socket may have been handed it";
 
 /// Why, when the record was filed after the flow was read (see [`RECORD_AFTER_READ_NS`]).
 pub const LATER: &str = "the kernel's record of who connected was filed after this connection \

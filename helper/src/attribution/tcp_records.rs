@@ -9,11 +9,13 @@
 //! one pushed out once [`CAPACITY`] newer ones came, in the order the kernel filed them, so a
 //! flood of connects anywhere evicts what it held exactly as before.
 //!
-//! The ring must not fill: a record that does not fit is lost (the kernel refuses it, and its
-//! flow then holds no record, which fails closed). Lookups drain it, and when it is half full
-//! the programs wake [`TcpRecords::run_drain`] (`BPF_RB_FORCE_WAKEUP`; every other record is
-//! filed without a wakeup, which would cost each connect an interrupt), so a flood in a
-//! namespace the helper gets no events from still cannot fill it.
+//! The ring should not fill. Lookups drain it, and when it is half full the programs wake
+//! [`TcpRecords::run_drain`] (`BPF_RB_FORCE_WAKEUP`; every other record is filed without a
+//! wakeup, which would cost each connect an interrupt), which drains it again at once while
+//! records keep coming. A record that does not fit is lost, and the index would still hold
+//! an older record under its key, a tuple's earlier connect by another process: so a refused
+//! record stamps the time into a one-slot array, and every record filed before the latest
+//! stamp counts as none (fails closed: the flow holds no record).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -22,9 +24,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::bpf::layout::{KEY_LEN, VALUE_LEN};
+use super::bpf::layout::{KEY_LEN, VALUE_BOOT_NS, VALUE_LEN};
 use super::bpf::ring::Ring;
-use super::bpf::sys::ring_create;
+use super::bpf::sys::{mappable_array_create, ring_create, Mapped};
 
 /// A record as the programs file it: the value, then the key (their stack's order, so one
 /// copy files both).
@@ -38,12 +40,20 @@ pub const WAKE_AT: i32 = (RING_BYTES / 2) as i32;
 /// Records kept: at 100,000 connects a second, a third of a second of them. The helper's
 /// reader looks a flow up within milliseconds of its connect.
 pub const CAPACITY: usize = 32768;
-/// After a drain the thread naps this long before it waits again. Its wait ends at once if
-/// records came during the nap (`poll` on the ring says whether any wait), so a steady stream
-/// of connects costs it a drain every 10 ms, not one per record; once a nap ends with the
-/// ring empty, it sleeps until the ring is half full (2,520 records: 25 ms of connects at
-/// 100,000 a second).
+/// After a drain of fewer than [`BUSY_DRAIN`] records the thread naps this long before it
+/// waits again. Its wait ends at once if records came during the nap (`poll` on the ring says
+/// whether any wait), so a steady stream of connects costs it a drain every 10 ms, not one
+/// per record; once a nap ends with the ring empty, it sleeps until the ring is half full
+/// (2,520 records: 25 ms of connects at 100,000 a second).
 const DRAIN_NAP: Duration = Duration::from_millis(10);
+/// Records the ring holds at once (each with the kernel's 8-byte header).
+const RING_RECORDS: usize = RING_BYTES as usize / (RECORD_LEN + 8);
+/// A drain of this many records (a quarter of the ring) is not followed by a nap: at that
+/// rate the ring would fill during one.
+const BUSY_DRAIN: usize = RING_RECORDS / 4;
+/// Records handed to the index at one hold of the lock, so that a lookup waits for a drain
+/// thread that was preempted holding it no longer than this takes.
+const BATCH: usize = 256;
 
 /// The newest records in the order they were filed, and where each key's newest is.
 #[derive(Default)]
@@ -101,15 +111,28 @@ struct Inner {
 }
 
 impl Inner {
-    fn drain(&mut self) {
+    /// Hands at most `most` records to the index; returns how many it read.
+    fn drain(&mut self, most: usize) -> usize {
         let Inner { ring, index } = self;
-        ring.drain(|rec| index.insert(rec));
+        ring.drain(most, |rec| index.insert(rec))
     }
+}
+
+/// The file descriptors the programs file TCP records with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFds {
+    /// The ring buffer.
+    pub ring: i32,
+    /// The one-slot array a refused record stamps its time into.
+    pub drops: i32,
 }
 
 /// The ring and the index, shared by every lookup handle and the drain thread.
 pub struct TcpRecords {
     map: OwnedFd,
+    drops: OwnedFd,
+    /// The boot time of the latest record the ring refused, 0 if none was.
+    dropped: Mapped,
     inner: Mutex<Inner>,
 }
 
@@ -117,8 +140,12 @@ impl TcpRecords {
     pub fn create() -> io::Result<TcpRecords> {
         let map = ring_create(RING_BYTES, b"ctt_connects")?;
         let ring = Ring::new(&map, RING_BYTES as usize)?;
+        let drops = mappable_array_create(8, 1, b"ctt_drops")?;
+        let dropped = Mapped::new(&drops, rustix::param::page_size())?;
         Ok(TcpRecords {
             map,
+            drops,
+            dropped,
             inner: Mutex::new(Inner {
                 ring,
                 index: Index::default(),
@@ -126,20 +153,42 @@ impl TcpRecords {
         })
     }
 
-    /// The ring's file descriptor, for the programs that file into it.
-    pub fn fd(&self) -> i32 {
-        self.map.as_raw_fd()
+    /// The file descriptors for the programs that file into the ring.
+    pub fn fds(&self) -> RingFds {
+        RingFds {
+            ring: self.map.as_raw_fd(),
+            drops: self.drops.as_raw_fd(),
+        }
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest record under `key`, after reading what the ring holds.
+    /// The newest record under `key`, after reading what the ring holds; none if it was
+    /// filed before the ring last refused a record, which may have been a newer one under
+    /// the same key.
     pub fn find(&self, key: &[u8; KEY_LEN]) -> Option<[u8; VALUE_LEN]> {
-        let mut inner = self.inner();
-        inner.drain();
-        inner.index.get(key)
+        let found = {
+            let mut inner = self.inner();
+            for _ in 0..=RING_RECORDS / BATCH {
+                if inner.drain(BATCH) < BATCH {
+                    break;
+                }
+            }
+            inner.index.get(key)?
+        };
+        // Read after the drain: a record refused before this lookup's connection was seen
+        // has stamped its time by now (the program runs inside `connect()`).
+        let dropped = self.dropped.word(0)?;
+        let filed = u64::from_ne_bytes(found[VALUE_BOOT_NS.range()].try_into().ok()?);
+        (filed > dropped).then_some(found)
+    }
+
+    /// The boot time the ring last refused a record at, 0 if never.
+    #[cfg(test)]
+    pub fn last_drop(&self) -> Option<u64> {
+        self.dropped.word(0)
     }
 
     /// Drains the ring whenever the programs say it is half full; returns only if waiting
@@ -153,8 +202,18 @@ impl TcpRecords {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return e.into(),
             }
-            self.inner().drain();
-            std::thread::sleep(DRAIN_NAP);
+            let mut read = 0;
+            for _ in 0..=RING_RECORDS / BATCH {
+                // The lock is let go between batches, for the lookups.
+                let n = self.inner().drain(BATCH);
+                read += n;
+                if n < BATCH {
+                    break;
+                }
+            }
+            if read < BUSY_DRAIN {
+                std::thread::sleep(DRAIN_NAP);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! read back as another process, and nothing would fail. Both generators import this file;
 //! it imports neither.
 
-use super::asm::{self, Helper, DW, FP, H, R0, R1, R2, R3, R4, W};
+use super::asm::{self, Helper, DW, FP, H, R0, R1, R2, R3, R4, R9, W};
 use super::layout::{
     Field, KEY_LEN, KEY_SADDR, KEY_SPORT, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN,
     VALUE_START, VALUE_TGID, VALUE_UID,
@@ -137,14 +137,17 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
 }
 
 /// Files the stack's value and key (one piece: the value lies right below the key) as a
-/// record in the ring buffer `fd` (`bpf_ringbuf_output`), without waking its reader unless
+/// record in the ring buffer `ring` (`bpf_ringbuf_output`), without waking its reader unless
 /// more than `wake_at` bytes are waiting (`BPF_RB_AVAIL_DATA`, then `BPF_RB_FORCE_WAKEUP`
-/// instead of `BPF_RB_NO_WAKEUP`). Defines the labels "wake" and "emit".
-pub fn output(a: &mut asm::Asm, fd: i32, wake_at: i32) {
+/// instead of `BPF_RB_NO_WAKEUP`). A record the ring refuses (full) stamps the boot time
+/// into the one-slot array `drops`: the reader then holds every older record suspect, since
+/// a newer one under its key may be the one lost. Defines the labels "wake", "emit" and
+/// "filed"; clobbers r9.
+pub fn output(a: &mut asm::Asm, ring: i32, drops: i32, wake_at: i32) {
     const AVAIL_DATA: i32 = 0;
     const NO_WAKEUP: i32 = 1;
     const FORCE_WAKEUP: i32 = 2;
-    a.load_map(R1, fd)
+    a.load_map(R1, ring)
         .mov_imm(R2, AVAIL_DATA)
         .call(Helper::RingbufQuery)
         .mov_imm(R4, NO_WAKEUP)
@@ -153,11 +156,19 @@ pub fn output(a: &mut asm::Asm, fd: i32, wake_at: i32) {
         .label("wake")
         .mov_imm(R4, FORCE_WAKEUP)
         .label("emit")
-        .load_map(R1, fd)
+        .load_map(R1, ring)
         .mov(R2, FP)
         .add_imm(R2, i32::from(VAL))
         .mov_imm(R3, (VALUE_LEN + KEY_LEN) as i32)
-        .call(Helper::RingbufOutput);
+        .call(Helper::RingbufOutput)
+        .jeq_imm(R0, 0, "filed")
+        .store_imm(W, FP, TMP, 0);
+    lookup_at(a, drops, TMP);
+    a.jeq_imm(R0, 0, "filed")
+        .mov(R9, R0)
+        .call(Helper::KtimeGetBootNs)
+        .store(DW, R9, 0, R0)
+        .label("filed");
 }
 
 /// Looks the key on the stack at `key` up in map `fd`: r0 is the value's address, or 0.
@@ -216,7 +227,7 @@ pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
 #[cfg(test)]
 pub mod listing {
     use super::VAL;
-    use crate::attribution::bpf::asm::{Cmp, Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, W};
+    use crate::attribution::bpf::asm::{Cmp, Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, R9, W};
     use crate::attribution::bpf::layout::{
         VALUE_BOOT_NS, VALUE_COMM, VALUE_START, VALUE_TGID, VALUE_UID,
     };
@@ -356,6 +367,72 @@ pub mod listing {
                 panic!("an output at {i} without its record: {before:?}");
             };
             out.push((fd, from, len, wake_at));
+        }
+        out
+    }
+
+    /// The `(drops fd, slot of the stamp's store)` of each ring output: a refused record
+    /// (r0 not 0) looks up slot 0 of the drops array (the key a zero on the stack at `TMP`)
+    /// and, if it is there, stores the boot time into it; both skips land right after.
+    pub fn drop_stamps(ops: &[(usize, Op)]) -> Vec<(i32, usize)> {
+        let mut out = Vec::new();
+        for (i, &(_, op)) in ops.iter().enumerate() {
+            if op != Op::Call(Helper::RingbufOutput) {
+                continue;
+            }
+            let after: Vec<(usize, Op)> = ops[i + 1..i + 11].to_vec();
+            let op = |k: usize| after[k].1;
+            let end = after[9].0 + 1;
+            for k in [0, 6] {
+                let Op::Jump {
+                    cmp: Cmp::Eq,
+                    jmp32: false,
+                    dst: R0,
+                    imm: 0,
+                    off,
+                } = op(k)
+                else {
+                    panic!("output at {i}: no check of its result at {k}: {after:?}");
+                };
+                assert_eq!(
+                    after[k].0 as i64 + 1 + i64::from(off),
+                    end as i64,
+                    "output at {i}: {k}"
+                );
+            }
+            assert_eq!(
+                op(1),
+                Op::StoreImm {
+                    size: W,
+                    dst: FP,
+                    off: super::TMP,
+                    imm: 0
+                }
+            );
+            let Op::LoadMapFd { dst: R1, fd } = op(2) else {
+                panic!("output at {i}: no drops array: {after:?}");
+            };
+            assert_eq!(op(3), Op::Mov { dst: R2, src: FP });
+            assert_eq!(
+                op(4),
+                Op::AddImm {
+                    dst: R2,
+                    imm: i32::from(super::TMP)
+                }
+            );
+            assert_eq!(op(5), Op::Call(Helper::MapLookupElem));
+            assert_eq!(op(7), Op::Mov { dst: R9, src: R0 });
+            assert_eq!(op(8), Op::Call(Helper::KtimeGetBootNs));
+            assert_eq!(
+                op(9),
+                Op::StoreMem {
+                    size: DW,
+                    dst: R9,
+                    off: 0,
+                    src: R0
+                }
+            );
+            out.push((fd, after[9].0));
         }
         out
     }

@@ -79,49 +79,48 @@ impl Ring {
         unsafe { self.consumer.as_ref() }
     }
 
-    /// Hands `each` every record committed since the last call, in order, and releases them.
-    /// Stops at a record still being written (the next call starts there). Returns how many
-    /// records it handed over.
+    /// Hands `each` the records committed since the last call, in order, at most `most` of
+    /// them and none committed after the call began, and releases them. Stops at a record
+    /// still being written (the next call starts there). Returns how many records it read
+    /// (handed or discarded by their program).
     #[allow(unsafe_code)]
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+    pub fn drain(&mut self, most: usize, mut each: impl FnMut(&[u8])) -> usize {
         let mask = (self.size - 1) as u64;
         let mut cons = self.consumer().load(Ordering::Acquire);
-        let mut handed = 0;
-        // Bounded: a call reads at most what fits in the ring at once.
-        for _ in 0..=self.size / HEADER as usize {
-            let prod = self.producer_pos();
-            if cons >= prod {
-                break;
-            }
+        // Once: a program filing as fast as this reads cannot keep the call going.
+        let prod = self.producer_pos();
+        let mut read = 0;
+        while read < most && cons < prod {
             // Within the data area: (cons & mask) < size, and the area is mapped twice.
             let at = (cons & mask) as usize;
             // SAFETY: the data area follows the producer's page and is `2 * size` long;
             // `at + 8 <= size`, since records are 8-byte aligned; the header is a u32 the
             // kernel commits with release semantics.
             let data = unsafe { self.producer.as_ptr().add(self.page) };
+            // SAFETY: as above.
             let len = unsafe { &*data.add(at).cast::<AtomicU32>() }.load(Ordering::Acquire);
             if len & BUSY != 0 {
                 break;
             }
             let body = u64::from(len & !(BUSY | DISCARD));
-            if body > mask {
-                // Not a record the kernel could have written: stop rather than read past.
+            if body + HEADER > self.size as u64 {
+                // Longer than the kernel lets a record be: stop rather than read past.
                 break;
             }
             if len & DISCARD == 0 {
                 // SAFETY: the record lies within the doubly mapped data area (`at < size`,
-                // `body < size`), the kernel no longer writes it (committed, not busy), and
-                // it stays until the consumer position passes it, below.
+                // `body + 8 <= size`), the kernel no longer writes it (committed, not busy),
+                // and it stays until the consumer position passes it, below.
                 let rec = unsafe {
                     std::slice::from_raw_parts(data.add(at + HEADER as usize), body as usize)
                 };
                 each(rec);
-                handed += 1;
             }
+            read += 1;
             cons += (body + HEADER + 7) & !7;
             self.consumer().store(cons, Ordering::Release);
         }
-        handed
+        read
     }
 }
 
