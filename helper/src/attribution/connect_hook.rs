@@ -536,9 +536,9 @@ mod tests {
     }
 
     /// A tuple's earlier connect stays in the index; when the ring is too full to take the
-    /// tuple's next one, the earlier record must not stand for it. Refused records stamp
-    /// their time, and what was filed before counts as no record. Root only, never skipped
-    /// in CI.
+    /// tuple's next one, the earlier record must not stand for it. Refused records are
+    /// counted, and what was filed before the latest counts as no record. Root only, never
+    /// skipped in CI.
     #[test]
     fn a_record_the_full_ring_refused_leaves_no_older_one_standing_for_it() {
         use crate::attribution::tcp_records::RING_BYTES;
@@ -583,7 +583,7 @@ mod tests {
         let t = fixtures::flow(Proto::Tcp, "127.0.0.1", from.port(), "127.0.0.1", to.port()).orig;
         let k = key(netns, &t);
         assert!(records.find(&k).is_some(), "the first connect's record");
-        assert_eq!(records.last_drop(), Some(0), "nothing refused yet");
+        assert_eq!(records.refusals(), Some(0), "nothing refused yet");
 
         // Connects refused at once, more than the ring holds, with nobody draining it.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
@@ -592,10 +592,10 @@ mod tests {
         for _ in 0..2 * RING_BYTES / 104 {
             let _ = std::net::TcpStream::connect(closed_at);
         }
-        let dropped = records.last_drop().expect("the drops slot");
+        let refused = records.refusals().expect("the refusal count");
         assert!(
-            dropped > 0,
-            "the full ring refused records and stamped the time"
+            refused > 0,
+            "the full ring refused records and counted them"
         );
         // The tuple connected again while the ring was full: its record was refused.
         let again = nix::sys::socket::socket(
@@ -612,6 +612,10 @@ mod tests {
         };
         nix::sys::socket::bind(again.as_raw_fd(), &addr(from)).expect("the same port");
         nix::sys::socket::connect(again.as_raw_fd(), &addr(to)).expect("the same tuple");
+        assert!(
+            records.refusals().expect("the refusal count") > refused,
+            "the reconnect's record was refused too"
+        );
         assert_eq!(
             records.find(&k),
             None,

@@ -95,7 +95,7 @@ pub(crate) fn file_tuple(
     }
     match filing {
         Filing::Map(fd) => update(a, fd),
-        Filing::Ring(r) => output(a, r.ring, r.drops, WAKE_AT),
+        Filing::Ring(r) => output(a, r.ring, r.refused, WAKE_AT),
     }
     a.label("out").mov_imm(R0, ret).exit();
 }

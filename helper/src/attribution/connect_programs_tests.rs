@@ -2,14 +2,17 @@ use super::*;
 use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, R0, R1, R3};
 use crate::attribution::bpf::btf::Btf;
 use crate::attribution::bpf::frame::listing::{
-    assert_files_the_current_process, drop_stamps, outputs, stack_writes, then_calls, updates,
+    assert_files_the_current_process, outputs, refusal_counts, stack_writes, then_calls, updates,
 };
 use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
 use crate::attribution::connect_hook::BTF_NAMES;
 use crate::attribution::tcp_records::{RingFds, RECORD_LEN};
 
 const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
-const RING: RingFds = RingFds { ring: 8, drops: 10 };
+const RING: RingFds = RingFds {
+    ring: 8,
+    refused: 10,
+};
 
 fn offsets() -> Offsets {
     Offsets {
@@ -29,7 +32,7 @@ fn offsets() -> Offsets {
 fn the_programs_jump_forward_only_and_end_in_exit() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
     let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    for (ops, maps) in [(&tcp, &[7, 7, 7, 8, 8, 10][..]), (&udp, &[8, 8][..])] {
+    for (ops, maps) in [(&tcp, &[7, 7, 7, 10, 8, 8][..]), (&udp, &[8, 8][..])] {
         let len = ops.last().map_or(0, |&(at, _)| at + 1);
         assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
         // Every slot is an instruction the assembler writes.
@@ -152,11 +155,8 @@ fn the_records_are_filed_under_their_keys_in_their_maps() {
     // record into the ring (8); UDP: under the tuple only.
     assert_eq!(updates(&tcp), [(7, sk, val)]);
     assert_eq!(outputs(&tcp), [(8, val, RECORD_LEN as i32, WAKE_AT)]);
-    // A record the ring refuses stamps the time into the drops array (10).
-    assert_eq!(
-        drop_stamps(&tcp).iter().map(|d| d.0).collect::<Vec<_>>(),
-        [10]
-    );
+    // The record carries the ring's refusal count, which a refused record adds to (10).
+    assert_eq!(refusal_counts(&tcp), [10]);
     assert!(outputs(&udp).is_empty());
     // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
     assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);

@@ -13,9 +13,14 @@
 //! [`TcpRecords::run_drain`] (`BPF_RB_FORCE_WAKEUP`; every other record is filed without a
 //! wakeup, which would cost each connect an interrupt), which drains it again at once while
 //! records keep coming. A record that does not fit is lost, and the index would still hold
-//! an older record under its key, a tuple's earlier connect by another process: so a refused
-//! record stamps the time into a one-slot array, and every record filed before the latest
-//! stamp counts as none (fails closed: the flow holds no record).
+//! an older record under its key, a tuple's earlier connect by another process: so each
+//! record carries the count of records the ring had refused when it was filed (a one-slot
+//! array, added to atomically by every refusal), and one whose count is not the current one
+//! counts as none (fails closed: the flow holds no record). A count, not a time: a program
+//! preempted between reading the clock and storing it could set a time back. Likewise a
+//! record still being written (its program preempted) holds back the ones behind it, which
+//! may include the lookup's own: a lookup that cannot get past one waits briefly, then finds
+//! nothing.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -24,8 +29,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::bpf::layout::{KEY_LEN, VALUE_BOOT_NS, VALUE_LEN};
-use super::bpf::ring::Ring;
+use super::bpf::layout::{KEY_LEN, VALUE_LEN, VALUE_REFUSED};
+use super::bpf::ring::{Drained, Ring};
 use super::bpf::sys::{mappable_array_create, ring_create, Mapped};
 
 /// A record as the programs file it: the value, then the key (their stack's order, so one
@@ -54,6 +59,11 @@ const BUSY_DRAIN: usize = RING_RECORDS / 4;
 /// Records handed to the index at one hold of the lock, so that a lookup waits for a drain
 /// thread that was preempted holding it no longer than this takes.
 const BATCH: usize = 256;
+/// How often, and how long apart, a lookup tries again to get past a record still being
+/// written before it gives up: a program writes one in well under a microsecond unless it
+/// was preempted.
+const BUSY_TRIES: usize = 10;
+const BUSY_PAUSE: Duration = Duration::from_micros(20);
 
 /// The newest records in the order they were filed, and where each key's newest is.
 #[derive(Default)]
@@ -111,8 +121,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// Hands at most `most` records to the index; returns how many it read.
-    fn drain(&mut self, most: usize) -> usize {
+    /// Hands at most `most` records to the index.
+    fn drain(&mut self, most: usize) -> Drained {
         let Inner { ring, index } = self;
         ring.drain(most, |rec| index.insert(rec))
     }
@@ -123,16 +133,16 @@ impl Inner {
 pub struct RingFds {
     /// The ring buffer.
     pub ring: i32,
-    /// The one-slot array a refused record stamps its time into.
-    pub drops: i32,
+    /// The one-slot array of the count of records the ring refused.
+    pub refused: i32,
 }
 
 /// The ring and the index, shared by every lookup handle and the drain thread.
 pub struct TcpRecords {
     map: OwnedFd,
-    drops: OwnedFd,
-    /// The boot time of the latest record the ring refused, 0 if none was.
-    dropped: Mapped,
+    refused: OwnedFd,
+    /// The count of records the ring refused (one 64-bit word).
+    refusals: Mapped,
     inner: Mutex<Inner>,
 }
 
@@ -140,12 +150,12 @@ impl TcpRecords {
     pub fn create() -> io::Result<TcpRecords> {
         let map = ring_create(RING_BYTES, b"ctt_connects")?;
         let ring = Ring::new(&map, RING_BYTES as usize)?;
-        let drops = mappable_array_create(8, 1, b"ctt_drops")?;
-        let dropped = Mapped::new(&drops, rustix::param::page_size())?;
+        let refused = mappable_array_create(8, 1, b"ctt_refused")?;
+        let refusals = Mapped::new(&refused, rustix::param::page_size())?;
         Ok(TcpRecords {
             map,
-            drops,
-            dropped,
+            refused,
+            refusals,
             inner: Mutex::new(Inner {
                 ring,
                 index: Index::default(),
@@ -157,7 +167,7 @@ impl TcpRecords {
     pub fn fds(&self) -> RingFds {
         RingFds {
             ring: self.map.as_raw_fd(),
-            drops: self.drops.as_raw_fd(),
+            refused: self.refused.as_raw_fd(),
         }
     }
 
@@ -165,30 +175,39 @@ impl TcpRecords {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest record under `key`, after reading what the ring holds; none if it was
-    /// filed before the ring last refused a record, which may have been a newer one under
-    /// the same key.
+    /// The newest record under `key`, after reading what the ring holds; none if the ring
+    /// refused a record since it was filed, which may have been a newer one under the same
+    /// key, or if a record still being written keeps the lookup from the rest.
     pub fn find(&self, key: &[u8; KEY_LEN]) -> Option<[u8; VALUE_LEN]> {
         let found = {
             let mut inner = self.inner();
-            for _ in 0..=RING_RECORDS / BATCH {
-                if inner.drain(BATCH) < BATCH {
+            let mut tries = 0;
+            for _ in 0..=RING_RECORDS / BATCH + BUSY_TRIES {
+                let d = inner.drain(BATCH);
+                if d.busy {
+                    if tries == BUSY_TRIES {
+                        return None;
+                    }
+                    tries += 1;
+                    std::thread::sleep(BUSY_PAUSE);
+                } else if d.read < BATCH {
                     break;
                 }
             }
             inner.index.get(key)?
         };
-        // Read after the drain: a record refused before this lookup's connection was seen
-        // has stamped its time by now (the program runs inside `connect()`).
-        let dropped = self.dropped.word(0)?;
-        let filed = u64::from_ne_bytes(found[VALUE_BOOT_NS.range()].try_into().ok()?);
-        (filed > dropped).then_some(found)
+        // Read after the drain. With the `sock_ops` program a refusal of this connection's
+        // record was counted inside its `connect()`, before its first packet; the tracepoint
+        // fallback files once the handshake is over, possibly after this lookup.
+        let now = self.refusals.word(0)?;
+        let seen = u32::from_ne_bytes(found[VALUE_REFUSED.range()].try_into().ok()?);
+        (seen == now as u32).then_some(found)
     }
 
-    /// The boot time the ring last refused a record at, 0 if never.
+    /// The count of records the ring refused.
     #[cfg(test)]
-    pub fn last_drop(&self) -> Option<u64> {
-        self.dropped.word(0)
+    pub fn refusals(&self) -> Option<u64> {
+        self.refusals.word(0)
     }
 
     /// Drains the ring whenever the programs say it is half full; returns only if waiting
@@ -205,9 +224,9 @@ impl TcpRecords {
             let mut read = 0;
             for _ in 0..=RING_RECORDS / BATCH {
                 // The lock is let go between batches, for the lookups.
-                let n = self.inner().drain(BATCH);
-                read += n;
-                if n < BATCH {
+                let d = self.inner().drain(BATCH);
+                read += d.read;
+                if d.busy || d.read < BATCH {
                     break;
                 }
             }

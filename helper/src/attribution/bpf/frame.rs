@@ -11,7 +11,7 @@
 use super::asm::{self, Helper, DW, FP, H, R0, R1, R2, R3, R4, R9, W};
 use super::layout::{
     Field, KEY_LEN, KEY_SADDR, KEY_SPORT, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN,
-    VALUE_START, VALUE_TGID, VALUE_UID,
+    VALUE_REFUSED, VALUE_START, VALUE_TGID, VALUE_UID,
 };
 use super::task::TaskOffsets;
 
@@ -139,15 +139,23 @@ pub fn update(a: &mut asm::Asm, fd: i32) {
 /// Files the stack's value and key (one piece: the value lies right below the key) as a
 /// record in the ring buffer `ring` (`bpf_ringbuf_output`), without waking its reader unless
 /// more than `wake_at` bytes are waiting (`BPF_RB_AVAIL_DATA`, then `BPF_RB_FORCE_WAKEUP`
-/// instead of `BPF_RB_NO_WAKEUP`). A record the ring refuses (full) stamps the boot time
-/// into the one-slot array `drops`: the reader then holds every older record suspect, since
-/// a newer one under its key may be the one lost. Defines the labels "wake", "emit" and
-/// "filed"; clobbers r9.
-pub fn output(a: &mut asm::Asm, ring: i32, drops: i32, wake_at: i32) {
+/// instead of `BPF_RB_NO_WAKEUP`). The count of records the ring refused, slot 0 of the
+/// array `refused`, goes into the value first, and a record the ring refuses (full) adds one
+/// to it (an atomic add: a count no preempted program can set back). The reader holds a
+/// record whose count is not the current one suspect: a newer record under its key may be
+/// the one refused. Defines the labels "counted", "wake", "emit" and "filed"; clobbers r9.
+pub fn output(a: &mut asm::Asm, ring: i32, refused: i32, wake_at: i32) {
     const AVAIL_DATA: i32 = 0;
     const NO_WAKEUP: i32 = 1;
     const FORCE_WAKEUP: i32 = 2;
-    a.load_map(R1, ring)
+    a.store_imm(W, FP, TMP, 0);
+    lookup_at(a, refused, TMP);
+    a.mov(R9, R0)
+        .jeq_imm(R0, 0, "counted")
+        .load(DW, R1, R9, 0)
+        .store(W, FP, VALUE_REFUSED.at(VAL), R1)
+        .label("counted")
+        .load_map(R1, ring)
         .mov_imm(R2, AVAIL_DATA)
         .call(Helper::RingbufQuery)
         .mov_imm(R4, NO_WAKEUP)
@@ -162,12 +170,9 @@ pub fn output(a: &mut asm::Asm, ring: i32, drops: i32, wake_at: i32) {
         .mov_imm(R3, (VALUE_LEN + KEY_LEN) as i32)
         .call(Helper::RingbufOutput)
         .jeq_imm(R0, 0, "filed")
-        .store_imm(W, FP, TMP, 0);
-    lookup_at(a, drops, TMP);
-    a.jeq_imm(R0, 0, "filed")
-        .mov(R9, R0)
-        .call(Helper::KtimeGetBootNs)
-        .store(DW, R9, 0, R0)
+        .jeq_imm(R9, 0, "filed")
+        .mov_imm(R1, 1)
+        .atomic_add(R9, 0, R1)
         .label("filed");
 }
 
@@ -229,7 +234,7 @@ pub mod listing {
     use super::VAL;
     use crate::attribution::bpf::asm::{Cmp, Helper, Op, Reg, DW, FP, R0, R1, R2, R3, R4, R9, W};
     use crate::attribution::bpf::layout::{
-        VALUE_BOOT_NS, VALUE_COMM, VALUE_START, VALUE_TGID, VALUE_UID,
+        VALUE_BOOT_NS, VALUE_COMM, VALUE_REFUSED, VALUE_START, VALUE_TGID, VALUE_UID,
     };
 
     /// A program the verifier can take as written: every op known, jumps forward only and
@@ -371,68 +376,88 @@ pub mod listing {
         out
     }
 
-    /// The `(drops fd, slot of the stamp's store)` of each ring output: a refused record
-    /// (r0 not 0) looks up slot 0 of the drops array (the key a zero on the stack at `TMP`)
-    /// and, if it is there, stores the boot time into it; both skips land right after.
-    pub fn drop_stamps(ops: &[(usize, Op)]) -> Vec<(i32, usize)> {
+    /// The refusal-count array's fd of each ring output: before it, slot 0 of the array
+    /// (the key a zero on the stack at `TMP`) is looked up into r9 and, if there, its count
+    /// copied into the value; after it, a refused record (r0 not 0) adds one to the count.
+    /// Both skips land right after what they skip.
+    pub fn refusal_counts(ops: &[(usize, Op)]) -> Vec<i32> {
+        let skips_to = |at: usize, op: Op, reg: Reg, end: usize| {
+            let Op::Jump {
+                cmp: Cmp::Eq,
+                jmp32: false,
+                dst,
+                imm: 0,
+                off,
+            } = op
+            else {
+                panic!("no null check at {at}: {op:?}");
+            };
+            assert_eq!(dst, reg, "at {at}");
+            assert_eq!(at as i64 + 1 + i64::from(off), end as i64, "at {at}");
+        };
         let mut out = Vec::new();
         for (i, &(_, op)) in ops.iter().enumerate() {
             if op != Op::Call(Helper::RingbufOutput) {
                 continue;
             }
-            let after: Vec<(usize, Op)> = ops[i + 1..i + 11].to_vec();
-            let op = |k: usize| after[k].1;
-            let end = after[9].0 + 1;
-            for k in [0, 6] {
-                let Op::Jump {
-                    cmp: Cmp::Eq,
-                    jmp32: false,
-                    dst: R0,
-                    imm: 0,
-                    off,
-                } = op(k)
-                else {
-                    panic!("output at {i}: no check of its result at {k}: {after:?}");
-                };
-                assert_eq!(
-                    after[k].0 as i64 + 1 + i64::from(off),
-                    end as i64,
-                    "output at {i}: {k}"
-                );
-            }
+            let before: Vec<(usize, Op)> = ops[i - 20..i - 11].to_vec();
+            let op = |k: usize| before[k].1;
             assert_eq!(
-                op(1),
+                op(0),
                 Op::StoreImm {
                     size: W,
                     dst: FP,
                     off: super::TMP,
                     imm: 0
-                }
+                },
+                "output at {i}: {before:?}"
             );
-            let Op::LoadMapFd { dst: R1, fd } = op(2) else {
-                panic!("output at {i}: no drops array: {after:?}");
+            let Op::LoadMapFd { dst: R1, fd } = op(1) else {
+                panic!("output at {i}: no refusal count: {before:?}");
             };
-            assert_eq!(op(3), Op::Mov { dst: R2, src: FP });
+            assert_eq!(op(2), Op::Mov { dst: R2, src: FP });
             assert_eq!(
-                op(4),
+                op(3),
                 Op::AddImm {
                     dst: R2,
                     imm: i32::from(super::TMP)
                 }
             );
-            assert_eq!(op(5), Op::Call(Helper::MapLookupElem));
-            assert_eq!(op(7), Op::Mov { dst: R9, src: R0 });
-            assert_eq!(op(8), Op::Call(Helper::KtimeGetBootNs));
+            assert_eq!(op(4), Op::Call(Helper::MapLookupElem));
+            assert_eq!(op(5), Op::Mov { dst: R9, src: R0 });
+            skips_to(before[6].0, op(6), R0, ops[i - 11].0);
             assert_eq!(
-                op(9),
-                Op::StoreMem {
+                op(7),
+                Op::LoadMem {
                     size: DW,
-                    dst: R9,
-                    off: 0,
-                    src: R0
+                    dst: R1,
+                    src: R9,
+                    off: 0
                 }
             );
-            out.push((fd, after[9].0));
+            assert_eq!(
+                op(8),
+                Op::StoreMem {
+                    size: W,
+                    dst: FP,
+                    off: VALUE_REFUSED.at(VAL),
+                    src: R1
+                }
+            );
+            let after: Vec<(usize, Op)> = ops[i + 1..i + 5].to_vec();
+            let end = after[3].0 + 1;
+            skips_to(after[0].0, after[0].1, R0, end);
+            skips_to(after[1].0, after[1].1, R9, end);
+            assert_eq!(after[2].1, Op::MovImm { dst: R1, imm: 1 });
+            assert_eq!(
+                after[3].1,
+                Op::AtomicAdd {
+                    dst: R9,
+                    off: 0,
+                    src: R1
+                }
+            );
+            out.push(fd);
         }
         out
     }

@@ -77,7 +77,7 @@ pub const KEY_FIELDS: [(&str, Field); 8] = [
 ];
 
 /// The value, in both maps: `0 u32 tgid, 4 u32 uid, 8 u64 CLOCK_BOOTTIME ns, 16 [u8; 16] comm,
-/// 32 u64 the process's start time, 40 u32 flags, 44 zero`.
+/// 32 u64 the process's start time, 40 u32 flags, 44 u32 refusals seen (TCP, else zero)`.
 pub const VALUE_LEN: usize = 48;
 /// The thread group id (the process), the top half of `get_current_pid_tgid`.
 pub const VALUE_TGID: Field = Field { off: 0, len: 4 };
@@ -93,7 +93,9 @@ pub const VALUE_COMM: Field = Field { off: 16, len: 16 };
 pub const VALUE_START: Field = Field { off: 32, len: 8 };
 /// [`VALUE_BY_WRITE`], or 0.
 pub const VALUE_FLAGS: Field = Field { off: 40, len: 4 };
-pub const VALUE_PAD: Field = Field { off: 44, len: 4 };
+/// A TCP record's count of records its ring had refused when it was filed (the low half of
+/// the count in `attribution::tcp_records`); zero in the UDP records.
+pub const VALUE_REFUSED: Field = Field { off: 44, len: 4 };
 /// The flag of a TCP record filed when a write opened the connection (TCP Fast Open:
 /// `MSG_FASTOPEN`, or the first write on a socket connected with `TCP_FASTOPEN_CONNECT`):
 /// the process is the one that wrote, which need not be the one that called `connect()`.
@@ -107,7 +109,7 @@ pub const VALUE_FIELDS: [(&str, Field); 7] = [
     ("comm", VALUE_COMM),
     ("start", VALUE_START),
     ("flags", VALUE_FLAGS),
-    ("pad", VALUE_PAD),
+    ("refused", VALUE_REFUSED),
 ];
 
 /// The pending map's key: the socket's kernel address, while its handshake is in flight.

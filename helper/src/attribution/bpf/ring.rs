@@ -23,6 +23,15 @@ const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
 const HEADER: u64 = 8;
 
+/// What a [`Ring::drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Records read, handed or discarded by their program.
+    pub read: usize,
+    /// Whether it stopped at a record a program is still writing.
+    pub busy: bool,
+}
+
 /// The ring, mapped: the consumer's page read-write, the producer's page and the data
 /// read-only. Only the one holding it as `&mut` reads records (its consumer position is the
 /// reader's own), so there is one reader at a time.
@@ -81,10 +90,10 @@ impl Ring {
 
     /// Hands `each` the records committed since the last call, in order, at most `most` of
     /// them and none committed after the call began, and releases them. Stops at a record
-    /// still being written (the next call starts there). Returns how many records it read
-    /// (handed or discarded by their program).
+    /// still being written (the next call starts there): then the records behind it, which
+    /// may be committed already, are not read yet.
     #[allow(unsafe_code)]
-    pub fn drain(&mut self, most: usize, mut each: impl FnMut(&[u8])) -> usize {
+    pub fn drain(&mut self, most: usize, mut each: impl FnMut(&[u8])) -> Drained {
         let mask = (self.size - 1) as u64;
         let mut cons = self.consumer().load(Ordering::Acquire);
         // Once: a program filing as fast as this reads cannot keep the call going.
@@ -100,7 +109,7 @@ impl Ring {
             // SAFETY: as above.
             let len = unsafe { &*data.add(at).cast::<AtomicU32>() }.load(Ordering::Acquire);
             if len & BUSY != 0 {
-                break;
+                return Drained { read, busy: true };
             }
             let body = u64::from(len & !(BUSY | DISCARD));
             if body + HEADER > self.size as u64 {
@@ -120,7 +129,7 @@ impl Ring {
             cons += (body + HEADER + 7) & !7;
             self.consumer().store(cons, Ordering::Release);
         }
-        read
+        Drained { read, busy: false }
     }
 }
 
