@@ -179,8 +179,8 @@ impl Offsets {
 /// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
 /// second from one socket) the last flows were read more than a second after they were sent,
 /// with some 33,000 sends filed in between. So twice the TCP records' 32,768: 65,536
-/// records: 9.4 MB of kernel memory (`memlock` in the map's fdinfo) with 48-byte values,
-/// about 12.5 MB with the key in the value (48 bytes more a record).
+/// records: 13.6 MB of kernel memory (`memlock` in the map's fdinfo) with the key in the
+/// value, 9.4 MB before.
 const SEND_ENTRIES: u32 = 65536;
 /// A send record's value: the sender, then the key it was filed under. The programs' stack
 /// holds the two in this order (`bpf::frame`), so the one update that files the record stores
