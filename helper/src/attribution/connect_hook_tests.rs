@@ -21,20 +21,17 @@ fn a_send_record_counts_only_under_the_key_filed_with_it() {
     assert_eq!(filed_under(&key(netns, &t), &value), None);
 }
 
-/// The tracepoint program, which files TCP records where the kernel refuses the
-/// `sock_ops` one, is taken by the kernel and files a connect into the ring, found by its
-/// key with the connecting process. The kernel tests only ever see the `sock_ops`
-/// program (this kernel takes it). On loopback, in the test's own namespace; root only,
-/// and never skipped in CI.
-#[test]
-fn the_tracepoint_program_files_a_connect_into_the_ring() {
+/// The tracepoint program loaded and attached, filing into a ring of its own: the ring, and
+/// what keeps the program attached (its pending map and its fds). None, after saying so, when
+/// not root; CI runs these tests as root.
+fn tracepoint_ring() -> Option<(TcpRecords, (OwnedFd, [OwnedFd; 2]))> {
     if !nix::unistd::Uid::effective().is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI runs this test as root"
         );
         eprintln!("skipped: needs root");
-        return;
+        return None;
     }
     let btf = kernel_btf().expect("the kernel's BTF");
     let offsets = Offsets::from_btf(&btf).expect("offsets");
@@ -42,11 +39,24 @@ fn the_tracepoint_program_files_a_connect_into_the_ring() {
     let records = TcpRecords::create().expect("the ring");
     let pending =
         sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend").expect("the pending map");
-    let _fds = load_and_attach(
+    let fds = load_and_attach(
         program(&offsets, &task, pending.as_raw_fd(), records.fds()),
         TRACEPOINT,
     )
     .expect("the kernel takes the tracepoint program");
+    Some((records, (pending, fds)))
+}
+
+/// The tracepoint program, which files TCP records where the kernel refuses the
+/// `sock_ops` one, is taken by the kernel and files a connect into the ring, found by its
+/// key with the connecting process. The kernel tests only ever see the `sock_ops`
+/// program (this kernel takes it). On loopback, in the test's own namespace; root only,
+/// and never skipped in CI.
+#[test]
+fn the_tracepoint_program_files_a_connect_into_the_ring() {
+    let Some((records, _loaded)) = tracepoint_ring() else {
+        return;
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let to = listener.local_addr().expect("its port");
     let conn = std::net::TcpStream::connect(to).expect("connect");
@@ -70,25 +80,9 @@ fn the_tracepoint_program_files_a_connect_into_the_ring() {
 fn a_record_the_full_ring_refused_leaves_no_older_one_standing_for_it() {
     use crate::attribution::tcp_records::RING_BYTES;
     use nix::sys::socket::{setsockopt, sockopt};
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs this test as root"
-        );
-        eprintln!("skipped: needs root");
+    let Some((records, _loaded)) = tracepoint_ring() else {
         return;
-    }
-    let btf = kernel_btf().expect("the kernel's BTF");
-    let offsets = Offsets::from_btf(&btf).expect("offsets");
-    let task = TaskOffsets::from_btf(&btf).expect("task offsets");
-    let records = TcpRecords::create().expect("the ring");
-    let pending =
-        sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend").expect("the pending map");
-    let _fds = load_and_attach(
-        program(&offsets, &task, pending.as_raw_fd(), records.fds()),
-        TRACEPOINT,
-    )
-    .expect("the kernel takes the tracepoint program");
+    };
     let netns = crate::attribution::netns::own_netns().expect("the namespace");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let to = listener.local_addr().expect("its port");
