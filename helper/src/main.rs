@@ -38,7 +38,7 @@ use conntrack_tray_helper::{privileges, realtime};
 
 mod threads;
 use threads::{
-    spawn_addr_watch, spawn_reader, spawn_signals, spawn_stdin, spawn_tcp_drain, tcp_before,
+    spawn_addr_watch, spawn_reader, spawn_record_drain, spawn_signals, spawn_stdin, tcp_before,
 };
 
 const SYSTEM_CONFIG: &str = "/etc/conntrack-tray/config.toml";
@@ -389,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         })
     };
     // Drained by a thread of its own, started with the others below.
-    let tcp_records = hook.as_ref().map(|h| h.tcp_records());
+    let ring_records = hook.as_ref().map(|h| h.ring_records());
     let second = match &hook {
         Some(h) => Some(Box::new(h.reader().context("cannot share the connect map")?) as _),
         None => None,
@@ -505,8 +505,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     spawn_signals(sig_tx)?;
     let (addr_tx, addr_rx) = unbounded();
     spawn_addr_watch(addr_tx);
-    if let Some(r) = tcp_records {
-        spawn_tcp_drain(r);
+    if let Some(r) = ring_records {
+        spawn_record_drain(r);
     }
     let inputs = Inputs {
         flows: flow_rx,

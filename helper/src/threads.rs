@@ -7,7 +7,7 @@ use std::io::{self, BufReader};
 use anyhow::Context;
 use crossbeam_channel::Sender;
 
-use conntrack_tray_helper::attribution::tcp_records::TcpRecords;
+use conntrack_tray_helper::attribution::ring_records::{run_drains, RingRecords};
 use conntrack_tray_helper::commands;
 use conntrack_tray_helper::direction::LocalAddrs;
 use conntrack_tray_helper::pickups::{SeenFromSyn, TcpBefore};
@@ -99,16 +99,17 @@ pub fn spawn_signals(tx: Sender<i32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drains the TCP connect records' ring whenever the programs say it is half full (see
-/// `conntrack_tray_helper::attribution::tcp_records`). Without the thread, lookups still
-/// drain it; a flood in a namespace the helper hears nothing from could then fill it, and the
-/// records that did not fit would be lost (their flows fail closed). Said on stderr.
-pub fn spawn_tcp_drain(records: std::sync::Arc<TcpRecords>) {
+/// Drains the TCP connect records' and the UDP send records' rings whenever the programs say
+/// one is half full (see `conntrack_tray_helper::attribution::ring_records`). Without the
+/// thread, lookups still drain them; a flood in a namespace the helper hears nothing from
+/// could then fill one, and the records that did not fit would be lost (their flows fail
+/// closed). Said on stderr.
+pub fn spawn_record_drain(rings: Vec<std::sync::Arc<RingRecords>>) {
     let spawned = std::thread::Builder::new()
-        .name("tcp-records".into())
+        .name("records".into())
         .spawn(move || {
-            let e = records.run_drain();
-            eprintln!("conntrack-tray-helper: the connect records' ring is no longer drained: {e}");
+            let e = run_drains(&rings);
+            eprintln!("conntrack-tray-helper: the records' rings are no longer drained: {e}");
         });
     if let Err(e) = spawned {
         eprintln!(

@@ -18,20 +18,19 @@
 //! kernel's BTF ([`bpf::btf`]); where a record's fields sit is [`bpf::layout`], the one table
 //! the programs store by and the lookups here build keys and read values by. The two tracepoint
 //! programs are raw tracepoint programs: function-entry hooks (fentry) are refused on some
-//! kernels (EPERM on the CI machines) where tracepoints are not. TCP records go into a ring
-//! buffer the helper drains into an index of its own ([`tcp_records`]: filing one costs a
-//! connect half what an LRU map update did, and a lookup is no system call); UDP records go
-//! to LRU hash maps, so the kernel bounds their size, and the helper reads with one
-//! `bpf(BPF_MAP_LOOKUP_ELEM)` per key asked (the flow's key, and the same with no local
-//! address; the system calls are `bpf::sys`). Records carry the network namespace, so a
-//! connect in another namespace with the same addresses is never taken for ours.
+//! kernels (EPERM on the CI machines) where tracepoints are not. Records go into ring
+//! buffers the helper drains into indexes of its own ([`ring_records`]): filing one costs a
+//! connect half what an LRU map update did, and halves what the kernel programs cost per
+//! datagram (the burst benchmark's: 1.0–1.4 µs per flow with LRU maps, 0.5–0.6 µs with
+//! rings), and a lookup is no system call. Records carry the network namespace, so a connect in another
+//! namespace with the same addresses is never taken for ours.
 //!
-//! TCP records and UDP records are kept in separate maps: a flood of datagrams, which a
-//! hostile program can send at will, evicts older UDP records only, never the connect records
-//! of TCP.
+//! TCP records and UDP records are kept in separate rings and indexes, each bounded by its own
+//! capacity: a flood of datagrams, which a hostile program can send at will, pushes out older
+//! UDP records only, never the connect records of TCP.
 //!
 //! [`send_hook`]: crate::attribution::send_hook
-//! [`tcp_records`]: crate::attribution::tcp_records
+//! [`ring_records`]: crate::attribution::ring_records
 //! [`connect_programs`]: crate::attribution::connect_programs
 //! [`sock_ops`]: crate::attribution::sock_ops
 //! [`bpf::asm`]: crate::attribution::bpf::asm
@@ -49,10 +48,9 @@ use crate::attribution::bpf::task::{self, TaskOffsets};
 use crate::attribution::bpf::{asm, sys};
 use crate::attribution::connect_programs::{program, udp_program};
 use crate::attribution::netns::Namespaces;
-use crate::attribution::port_marks::PortMarks;
+use crate::attribution::ring_records::{self, RingRecords};
 use crate::attribution::send_hook::SendHook;
 use crate::attribution::sock_ops::SockOpsHook;
-use crate::attribution::tcp_records::TcpRecords;
 use crate::flow::{Proto, Tuple};
 
 #[derive(Debug, thiserror::Error)]
@@ -174,20 +172,6 @@ impl Offsets {
     }
 }
 
-/// UDP send records kept. A record must outlive the wait for its lookup, and in a burst of
-/// datagrams to many destinations that wait is long: when the pipeline's queue is full the
-/// reader reads events late, and in the benchmark's 50,000-flow burst (33,000 datagrams a
-/// second from one socket) the last flows were read more than a second after they were sent,
-/// with some 33,000 sends filed in between. So twice the TCP records' 32,768: 65,536
-/// records: 13.6 MB of kernel memory (`memlock` in the map's fdinfo) with the key in the
-/// value, 9.4 MB before.
-const SEND_ENTRIES: u32 = 65536;
-/// A send record's value: the sender, then the key it was filed under. The programs' stack
-/// holds the two in this order (`bpf::frame`), so the one update that files the record stores
-/// both, at no cost to the send. The key is checked at every lookup: the kernel hands an LRU
-/// map's entry to another key without waiting for readers, and a lookup that found the key
-/// may copy the entry while a send of another socket rewrites it.
-const SEND_VALUE_LEN: usize = VALUE_LEN + KEY_LEN;
 /// Connections in SYN_SENT at once: the handshakes in flight.
 const PENDING_ENTRIES: u32 = 8192;
 
@@ -229,16 +213,15 @@ impl ConnectLog {
         let sys_err = |what: &'static str| move |err: io::Error| HookError::Sys { what, err };
         let netns = crate::attribution::netns::own_netns()
             .map_err(sys_err("cannot read the network namespace"))?;
-        let sends = sys::map_create(KEY_LEN, SEND_VALUE_LEN, SEND_ENTRIES, b"ctt_sends")
-            .map_err(sys_err("cannot create the send map"))?;
-        // Only saves lookups: without it (a kernel before 5.5) every lookup is made. Every
-        // program that files UDP records marks them, or none does.
-        let marks = PortMarks::create().ok().map(std::sync::Arc::new);
-        let marks_fd = marks.as_ref().map(|m| m.fd());
+        let sends = std::sync::Arc::new(
+            RingRecords::create(ring_records::UDP)
+                .map_err(sys_err("cannot create the send records' ring"))?,
+        );
         // The connect itself files the record where the kernel lets a `sock_ops` program do
         // it (`sock_ops`); else the state changes do, once the handshake is over.
         let tcp_records = std::sync::Arc::new(
-            TcpRecords::create().map_err(sys_err("cannot create the connect records' ring"))?,
+            RingRecords::create(ring_records::TCP)
+                .map_err(sys_err("cannot create the connect records' ring"))?,
         );
         let (tcp, tcp_late) = match SockOpsHook::open(btf, &offsets, &task, tcp_records.fds()) {
             Ok(h) => (Tcp::SockOps(h), None),
@@ -263,14 +246,7 @@ impl ConnectLog {
                 let sk_type =
                     i32::try_from(sk_type).map_err(|_| BtfError::Missing("sock.sk_type".into()))?;
                 load_and_attach(
-                    udp_program(
-                        &offsets,
-                        &task,
-                        protocol,
-                        sk_type,
-                        sends.as_raw_fd(),
-                        marks_fd,
-                    ),
+                    udp_program(&offsets, &task, protocol, sk_type, sends.fds()),
                     UDP_TRACEPOINT,
                 )
             });
@@ -279,7 +255,7 @@ impl ConnectLog {
             Err(e) => (None, Some(e.to_string())),
         };
         // So is the send hook: it needs cgroup v2, and kernel 5.14.
-        let (send, send_off) = match SendHook::open(&sends, marks_fd, netns, &task) {
+        let (send, send_off) = match SendHook::open(sends.fds(), netns, &task) {
             Ok(h) => (Some(h), None),
             Err(e) => (None, Some(e.to_string())),
         };
@@ -291,7 +267,6 @@ impl ConnectLog {
             records: ConnectReader {
                 tcp: tcp_records,
                 sends,
-                marks,
                 netns,
                 udp: udp_records,
                 tcp_at_connect: matches!(tcp, Tcp::SockOps(_)),
@@ -306,10 +281,10 @@ impl ConnectLog {
         })
     }
 
-    /// The TCP records, for the thread that drains their ring when it fills
-    /// ([`TcpRecords::run_drain`]).
-    pub fn tcp_records(&self) -> std::sync::Arc<TcpRecords> {
-        self.records.tcp.clone()
+    /// The TCP and the UDP records, for the thread that drains their rings when they fill
+    /// ([`ring_records::run_drains`]).
+    pub fn ring_records(&self) -> Vec<std::sync::Arc<RingRecords>> {
+        vec![self.records.tcp.clone(), self.records.sends.clone()]
     }
 
     /// Another handle on the records, for a second attributor (the programs stay attached
@@ -317,8 +292,7 @@ impl ConnectLog {
     pub fn reader(&self) -> io::Result<ConnectReader> {
         Ok(ConnectReader {
             tcp: self.records.tcp.clone(),
-            sends: self.records.sends.try_clone()?,
-            marks: self.records.marks.clone(),
+            sends: self.records.sends.clone(),
             netns: self.records.netns,
             udp: self.records.udp,
             tcp_at_connect: self.records.tcp_at_connect,
@@ -367,11 +341,9 @@ fn load_and_attach(
 /// A lookup handle on a [`ConnectLog`]'s records.
 pub struct ConnectReader {
     /// TCP connects.
-    tcp: std::sync::Arc<TcpRecords>,
-    /// UDP sends, connected and unconnected.
-    sends: OwnedFd,
-    /// Which kinds of UDP record each port ever had (shared by the readers).
-    marks: Option<std::sync::Arc<PortMarks>>,
+    tcp: std::sync::Arc<RingRecords>,
+    /// UDP sends, connected and unconnected, and the other datagram protocols'.
+    sends: std::sync::Arc<RingRecords>,
     netns: u32,
     udp: UdpRecords,
     /// Whether every TCP connect files its record before its first packet (`sock_ops`).
@@ -381,40 +353,24 @@ pub struct ConnectReader {
 }
 
 impl ConnectReader {
-    /// `key`'s send record; `map` is the send map, whose values are [`SEND_VALUE_LEN`] long.
-    fn lookup(map: &OwnedFd, key: &[u8; KEY_LEN]) -> io::Result<Option<Connector>> {
-        let mut value = [0u8; SEND_VALUE_LEN];
-        let found = sys::map_lookup(map, key, &mut value)?;
-        Ok(found.then(|| filed_under(key, &value)).flatten())
-    }
-
-    /// The record of `t` filed in namespace `netns`: see [`Connects::connector`]. A UDP key
-    /// no record of its kind was ever filed from is not asked (see `attribution::port_marks`).
+    /// The record of `t` filed in namespace `netns`: see [`Connects::connector`].
     fn connector_in(&self, netns: u32, t: &Tuple) -> io::Result<Option<Connector>> {
-        match t.proto {
-            Proto::Tcp => return Ok(self.tcp.find(&key(netns, t)).map(|v| connector(&v))),
-            Proto::Udp | Proto::UdpLite | Proto::Sctp => {}
+        let find = |r: &RingRecords, k: &[u8; KEY_LEN]| r.find(k).map(|v| connector(&v));
+        Ok(match t.proto {
+            Proto::Tcp => find(&self.tcp, &key(netns, t)),
+            Proto::Udp | Proto::UdpLite | Proto::Sctp => {
+                let k = key(netns, t);
+                newer(find(&self.sends, &k), find(&self.sends, &wildcard_key(k)))
+            }
             // A ping socket's record under its echo id, else a raw socket's under the
             // protocol: see `udp_program`.
             Proto::Icmp | Proto::Icmpv6 => {
                 let id = t.icmp.map_or(0, |i| i.id);
-                if let Some(c) = Self::lookup(&self.sends, &bare_key(netns, t, id))? {
-                    return Ok(Some(c));
-                }
-                return Self::lookup(&self.sends, &bare_key(netns, t, 0));
+                find(&self.sends, &bare_key(netns, t, id))
+                    .or_else(|| find(&self.sends, &bare_key(netns, t, 0)))
             }
-            _ => return Self::lookup(&self.sends, &bare_key(netns, t, 0)),
-        }
-        let ask = |k: &[u8; KEY_LEN]| -> io::Result<Option<Connector>> {
-            match &self.marks {
-                Some(m) if !m.may_hold(k) => Ok(None),
-                _ => Self::lookup(&self.sends, k),
-            }
-        };
-        let k = key(netns, t);
-        let exact = ask(&k)?;
-        let wild = ask(&wildcard_key(k))?;
-        Ok(newer(exact, wild))
+            _ => find(&self.sends, &bare_key(netns, t, 0)),
+        })
     }
 
     /// The newest record of `t` in the namespaces known, the list read again once if none.
@@ -425,16 +381,6 @@ impl ConnectReader {
         }
         Ok(best)
     }
-}
-
-/// The sender in a send record's `value`, if the key filed with it is `key`: else the entry
-/// was taken for another key while it was copied, and says nothing about this one.
-fn filed_under(key: &[u8; KEY_LEN], value: &[u8; SEND_VALUE_LEN]) -> Option<Connector> {
-    let (sender, filed) = value.split_at(VALUE_LEN);
-    if filed != key {
-        return None;
-    }
-    <&[u8; VALUE_LEN]>::try_from(sender).ok().map(connector)
 }
 
 fn newer(a: Option<Connector>, b: Option<Connector>) -> Option<Connector> {

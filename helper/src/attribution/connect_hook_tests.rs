@@ -1,30 +1,10 @@
 use super::*;
-use crate::attribution::bpf::layout::VALUE_TGID;
 use crate::flow::fixtures;
-
-/// A send record copied while the kernel hands its entry to another key carries that
-/// key, and is not taken for the one looked up.
-#[test]
-fn a_send_record_counts_only_under_the_key_filed_with_it() {
-    let netns = 4026531840;
-    let t = fixtures::flow(Proto::Udp, "10.0.0.1", 40000, "10.0.0.2", 53).orig;
-    let other = fixtures::flow(Proto::Udp, "10.0.0.1", 40001, "10.0.0.2", 53).orig;
-    let mut value = [0u8; SEND_VALUE_LEN];
-    value[VALUE_TGID.range()].copy_from_slice(&4242u32.to_ne_bytes());
-    value[VALUE_LEN..].copy_from_slice(&key(netns, &t));
-    let found = filed_under(&key(netns, &t), &value).expect("filed under its key");
-    assert_eq!(found.pid, 4242);
-    assert_eq!(filed_under(&key(netns, &other), &value), None);
-    assert_eq!(filed_under(&key(netns + 1, &t), &value), None);
-    // An entry whose key part is still being written (zeros) names no one.
-    value[VALUE_LEN..].fill(0);
-    assert_eq!(filed_under(&key(netns, &t), &value), None);
-}
 
 /// The tracepoint program loaded and attached, filing into a ring of its own: the ring, and
 /// what keeps the program attached (its pending map and its fds). None, after saying so, when
 /// not root; CI runs these tests as root.
-fn tracepoint_ring() -> Option<(TcpRecords, (OwnedFd, [OwnedFd; 2]))> {
+fn tracepoint_ring() -> Option<(RingRecords, (OwnedFd, [OwnedFd; 2]))> {
     if !nix::unistd::Uid::effective().is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -36,7 +16,7 @@ fn tracepoint_ring() -> Option<(TcpRecords, (OwnedFd, [OwnedFd; 2]))> {
     let btf = kernel_btf().expect("the kernel's BTF");
     let offsets = Offsets::from_btf(&btf).expect("offsets");
     let task = TaskOffsets::from_btf(&btf).expect("task offsets");
-    let records = TcpRecords::create().expect("the ring");
+    let records = RingRecords::create(crate::attribution::ring_records::TCP).expect("the ring");
     let pending =
         sys::map_create(PENDING_KEY_LEN, VALUE_LEN, 64, b"ctt_test_pend").expect("the pending map");
     let fds = load_and_attach(
@@ -78,8 +58,8 @@ fn the_tracepoint_program_files_a_connect_into_the_ring() {
 /// skipped in CI.
 #[test]
 fn a_record_the_full_ring_refused_leaves_no_older_one_standing_for_it() {
-    use crate::attribution::tcp_records::RING_BYTES;
     use nix::sys::socket::{setsockopt, sockopt};
+    let ring_bytes = crate::attribution::ring_records::TCP.ring_bytes;
     let Some((records, _loaded)) = tracepoint_ring() else {
         return;
     };
@@ -110,7 +90,7 @@ fn a_record_the_full_ring_refused_leaves_no_older_one_standing_for_it() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let closed_at = closed.local_addr().expect("its port");
     drop(closed);
-    for _ in 0..2 * RING_BYTES / 104 {
+    for _ in 0..2 * ring_bytes / 104 {
         let _ = std::net::TcpStream::connect(closed_at);
     }
     let refused = records.refusals().expect("the refusal count");

@@ -9,8 +9,8 @@
 
 use crate::attribution::bpf::asm;
 use crate::attribution::bpf::frame::{
-    current_process, delete_at, lookup_at, mark_port, output, read, read_key, read_key_via,
-    read_via, update, update_at, zero_stack, Pointer,
+    current_process, delete_at, lookup_at, output, read, read_key, read_key_via, read_via,
+    update_at, zero_stack, Pointer,
 };
 use crate::attribution::bpf::frame::{KEY, SK, TMP, VAL};
 use crate::attribution::bpf::layout::{
@@ -19,7 +19,7 @@ use crate::attribution::bpf::layout::{
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::Offsets;
 use crate::attribution::record_key::{AF_INET, AF_INET6};
-use crate::attribution::tcp_records::{RingFds, WAKE_AT};
+use crate::attribution::ring_records::RingFds;
 
 const TCP_SYN_SENT: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
@@ -31,28 +31,13 @@ const IPPROTO_ICMPV6: i32 = 58;
 const SOCK_DGRAM: i32 = 2;
 const SOCK_RAW: i32 = 3;
 
-/// Where [`file_tuple`] files a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Filing {
-    /// Under its key in an LRU hash map (the UDP send records).
-    Map(i32),
-    /// Into the TCP records' ring buffer (`attribution::tcp_records`).
-    Ring(RingFds),
-}
-
 /// Reads the key of the socket at r6 (family, addresses, ports, namespace; the protocol byte
-/// is the caller's) and files the stack's value under it as `filing` says, its port marked in
-/// `marks_fd` first when given; then returns `ret`. `p` says whether r6 is a typed pointer,
-/// read with plain loads. Jumps to "out" for a family that is neither IPv4 nor IPv6; defines
+/// is the caller's) and files the stack's value and key into the ring `ring`
+/// (`attribution::ring_records`); then returns `ret`. `p` says whether r6 is a typed
+/// pointer, read with plain loads. Jumps to "out" for a family that is neither IPv4 nor
+/// IPv6; defines "file", where a caller with its key on the stack may jump to file it, and
 /// "out", which ends the program.
-pub(crate) fn file_tuple(
-    a: &mut asm::Asm,
-    p: Pointer,
-    o: &Offsets,
-    filing: Filing,
-    marks_fd: Option<i32>,
-    ret: i32,
-) {
+pub(crate) fn file_tuple(a: &mut asm::Asm, p: Pointer, o: &Offsets, ring: RingFds, ret: i32) {
     use asm::*;
     let read = |a: &mut Asm, to, len, base, field| {
         read_via(a, p, to, len, base, field);
@@ -90,13 +75,7 @@ pub(crate) fn file_tuple(
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "file");
     read_key_via(a, net, KEY_NETNS, R4, o.ns_inum);
     a.label("file");
-    if let Some(fd) = marks_fd {
-        mark_port(a, fd);
-    }
-    match filing {
-        Filing::Map(fd) => update(a, fd),
-        Filing::Ring(r) => output(a, r.ring, r.refused, WAKE_AT),
-    }
+    output(a, ring.ring, ring.refused, ring.wake_at);
     a.label("out").mov_imm(R0, ret).exit();
 }
 
@@ -136,7 +115,7 @@ pub fn program(
     }
     delete_at(&mut a, pending_fd, SK);
     a.store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, Pointer::Untyped, o, Filing::Ring(ring), None, 0);
+    file_tuple(&mut a, Pointer::Untyped, o, ring, 0);
     a.finish()
 }
 
@@ -159,8 +138,7 @@ pub fn udp_program(
     t: &TaskOffsets,
     protocol: i32,
     sk_type: i32,
-    connects_fd: i32,
-    marks_fd: Option<i32>,
+    ring: RingFds,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let mut a = Asm::default();
@@ -192,20 +170,14 @@ pub fn udp_program(
     read(&mut a, TMP, 8, R6, o.net);
     a.load(DW, R4, FP, TMP).jeq_imm(R4, 0, "bare_file");
     read_key(&mut a, KEY_NETNS, R4, o.ns_inum);
-    a.label("bare_file");
-    update(&mut a, connects_fd);
-    a.ja("out").label("udp").store(B, FP, KEY_PROTO.at(KEY), R8);
+    a.label("bare_file")
+        .ja("file")
+        .label("udp")
+        .store(B, FP, KEY_PROTO.at(KEY), R8);
     read_key(&mut a, KEY_DPORT, R6, o.dport);
     a.load(H, R0, FP, KEY_DPORT.at(KEY)).jeq_imm(R0, 0, "out");
     current_process(&mut a, t);
-    file_tuple(
-        &mut a,
-        Pointer::Untyped,
-        o,
-        Filing::Map(connects_fd),
-        marks_fd,
-        0,
-    );
+    file_tuple(&mut a, Pointer::Untyped, o, ring, 0);
     a.finish()
 }
 

@@ -6,12 +6,20 @@ use crate::attribution::bpf::frame::listing::{
 };
 use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
 use crate::attribution::connect_hook::BTF_NAMES;
-use crate::attribution::tcp_records::{RingFds, RECORD_LEN};
+use crate::attribution::ring_records::{RingFds, RECORD_LEN};
 
 const TASK: TaskOffsets = crate::attribution::bpf::task::tests::TASK_LIKE;
+const WAKE_AT: i32 = 1 << 18;
 const RING: RingFds = RingFds {
     ring: 8,
     refused: 10,
+    wake_at: WAKE_AT,
+};
+/// The UDP records' ring, in the programs that file UDP records.
+const UDP_RING: RingFds = RingFds {
+    ring: 12,
+    refused: 11,
+    wake_at: 1 << 17,
 };
 
 fn offsets() -> Offsets {
@@ -31,8 +39,8 @@ fn offsets() -> Offsets {
 #[test]
 fn the_programs_jump_forward_only_and_end_in_exit() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    for (ops, maps) in [(&tcp, &[7, 7, 7, 10, 8, 8][..]), (&udp, &[8, 8][..])] {
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap());
+    for (ops, maps) in [(&tcp, &[7, 7, 7, 10, 8, 8][..]), (&udp, &[11, 12, 12][..])] {
         let len = ops.last().map_or(0, |&(at, _)| at + 1);
         assert_eq!(ops.last().map(|&(_, op)| op), Some(Op::Exit));
         // Every slot is an instruction the assembler writes.
@@ -86,7 +94,7 @@ fn the_programs_jump_forward_only_and_end_in_exit() {
 #[test]
 fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap());
     for ops in [&tcp, &udp] {
         // First the whole frame is zeroed, so the padding is zero in every record.
         let zeroing = ops
@@ -140,7 +148,7 @@ fn the_programs_write_the_key_field_by_field_as_the_layout_says() {
 #[test]
 fn the_current_process_goes_into_the_value_fields() {
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap());
     for ops in [&tcp, &udp] {
         assert_files_the_current_process(ops);
     }
@@ -148,18 +156,20 @@ fn the_current_process_goes_into_the_value_fields() {
 
 #[test]
 fn the_records_are_filed_under_their_keys_in_their_maps() {
-    let (key, val, sk) = (i32::from(KEY), i32::from(VAL), i32::from(SK));
+    let (val, sk) = (i32::from(VAL), i32::from(SK));
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap());
     // TCP: the note under the socket's address in pending (7), then value and key as one
     // record into the ring (8); UDP: under the tuple only.
     assert_eq!(updates(&tcp), [(7, sk, val)]);
     assert_eq!(outputs(&tcp), [(8, val, RECORD_LEN as i32, WAKE_AT)]);
     // The record carries the ring's refusal count, which a refused record adds to (10).
     assert_eq!(refusal_counts(&tcp), [10]);
-    assert!(outputs(&udp).is_empty());
-    // UDP: under the tuple; ping and raw sockets under their bare key, in the same map.
-    assert_eq!(updates(&udp), [(8, key, val), (8, key, val)]);
+    // UDP: into its own ring, with its own count, by one output that the tuple's record and
+    // the ping and raw sockets' bare records (which jump to it) share; no map is written.
+    assert_eq!(outputs(&udp), [(12, val, RECORD_LEN as i32, 1 << 17)]);
+    assert_eq!(refusal_counts(&udp), [11]);
+    assert!(updates(&udp).is_empty());
     // Leaving SYN_SENT, the note found in pending is copied whole into the value.
     let copied: Vec<(i16, usize)> = tcp
         .windows(2)
@@ -190,15 +200,12 @@ fn the_records_are_filed_under_their_keys_in_their_maps() {
 fn programs_as_hex() -> String {
     let mut out = String::new();
     let tcp = program(&offsets(), &TASK, 7, RING).unwrap();
-    let udp = udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap();
-    let marked = udp_program(&offsets(), &TASK, 532, 540, 8, Some(9)).unwrap();
+    let udp = udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap();
     for (title, p) in [
         ("tcp: program(&offsets(), &TASK, 7, RING)", tcp),
-        // Without port marks, as before there were any.
-        ("udp: udp_program(&offsets(), &TASK, 532, 540, 8)", udp),
         (
-            "udp: udp_program(&offsets(), &TASK, 532, 540, 8, Some(9))",
-            marked,
+            "udp: udp_program(&offsets(), &TASK, 532, 540, UDP_RING)",
+            udp,
         ),
     ] {
         out.push_str(&format!("# {title}\n"));
@@ -236,80 +243,34 @@ fn offsets_from_a_kernel_like_btf() {
     );
 }
 
-/// The op indexes at which map `fd` is loaded into r1, for a helper call.
-fn loads_of(ops: &[(usize, Op)], fd: i32) -> Vec<usize> {
+/// The map fds each program loads.
+fn maps_of(ops: &[(usize, Op)]) -> Vec<i32> {
     ops.iter()
-        .enumerate()
-        .filter(|&(_, &(_, op))| op == Op::LoadMapFd { dst: R1, fd })
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// The op indexes of the updates of map `fd`.
-fn updates_of(ops: &[(usize, Op)], fd: i32) -> Vec<usize> {
-    loads_of(ops, fd)
-        .into_iter()
-        .filter(|&i| {
-            ops[i..]
-                .iter()
-                .take(7)
-                .any(|&(_, op)| op == Op::Call(Helper::MapUpdateElem))
+        .filter_map(|&(_, op)| match op {
+            Op::LoadMapFd { fd, .. } => Some(fd),
+            _ => None,
         })
         .collect()
 }
 
+/// A flood of datagrams fills the UDP records' ring, never the TCP one: every program that
+/// files a UDP record (the `sock_send_length` one and the send hook's) uses only the UDP
+/// ring and its count, and the TCP program never touches them.
 #[test]
-fn udp_records_mark_their_port_before_they_are_filed_and_tcp_records_do_not() {
-    let marks = 9;
-    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, Some(marks)).unwrap());
-    // One mark, for the connected-socket record (the tuple's), before its update; the ping
-    // and raw sockets' bare records are looked up by their own keys, never through marks.
-    let marked = loads_of(&udp, marks);
-    let filed = updates_of(&udp, 8);
-    assert_eq!(marked.len(), 1, "{udp:?}");
-    assert_eq!(filed.len(), 2);
-    let tuple_update = *filed
-        .iter()
-        .find(|&&u| u > marked[0])
-        .expect("an update after");
-    assert!(marked[0] < tuple_update);
-    assert_eq!(
-        udp[marked[0] + 3].1,
-        Op::Call(Helper::MapLookupElem),
-        "the mark's slot is looked up: {:?}",
-        &udp[marked[0]..marked[0] + 4]
-    );
-    // One more, atomically, in the slot's first word (a key with a local address) or its
-    // second (without).
-    let written: Vec<Op> = udp[marked[0]..tuple_update]
-        .iter()
-        .map(|&(_, op)| op)
-        .collect();
-    assert!(written.contains(&Op::MovImm { dst: R1, imm: 1 }));
-    for off in [0, 8] {
-        assert!(written.contains(&Op::AtomicAdd {
-            dst: R0,
-            off,
-            src: R1
-        }));
-    }
-    assert!(!written
-        .iter()
-        .any(|op| matches!(op, Op::StoreMem { dst: R0, .. })));
-    // And the send hook's programs, before their one update.
+fn udp_records_go_to_their_own_ring_and_tcp_records_to_theirs() {
+    let udp = disassemble(&udp_program(&offsets(), &TASK, 532, 540, UDP_RING).unwrap());
+    assert_eq!(maps_of(&udp), [11, 12, 12]);
     for family in [crate::flow::Family::Ipv4, crate::flow::Family::Ipv6] {
         let ns = crate::attribution::send_hook::Netns { cookie: 1, inum: 2 };
         let send = disassemble(
-            &crate::attribution::send_hook::program(family, ns, &TASK, 8, Some(marks)).unwrap(),
+            &crate::attribution::send_hook::program(family, ns, &TASK, UDP_RING).unwrap(),
         );
-        let (marked, filed) = (loads_of(&send, marks), updates_of(&send, 8));
-        assert_eq!(marked.len(), 1);
-        assert_eq!(filed.len(), 1);
-        assert!(marked[0] < filed[0]);
+        assert_eq!(maps_of(&send), [11, 12, 12]);
+        assert_eq!(
+            outputs(&send),
+            [(12, i32::from(VAL), RECORD_LEN as i32, 1 << 17)]
+        );
     }
-    // Without the marks map, no mark; TCP never.
-    let plain = disassemble(&udp_program(&offsets(), &TASK, 532, 540, 8, None).unwrap());
-    assert!(loads_of(&plain, marks).is_empty());
     let tcp = disassemble(&program(&offsets(), &TASK, 7, RING).unwrap());
-    assert!(loads_of(&tcp, marks).is_empty());
+    assert!(maps_of(&tcp).iter().all(|fd| ![11, 12].contains(fd)));
 }

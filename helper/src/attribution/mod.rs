@@ -33,15 +33,14 @@ pub mod image;
 pub mod lineage;
 pub mod listeners;
 pub mod netns;
-pub mod port_marks;
 pub mod proc_fds;
 pub mod procfs;
 pub mod record_key;
 mod records;
+pub mod ring_records;
 pub mod send_hook;
 pub mod sock_diag;
 pub mod sock_ops;
-pub mod tcp_records;
 
 use std::collections::HashMap;
 use std::io;

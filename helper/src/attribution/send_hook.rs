@@ -22,7 +22,7 @@
 //! It is attached to the root of the cgroup v2 hierarchy through a BPF link, so it runs for
 //! every process below it (all of them); a link attaches as `BPF_F_ALLOW_MULTI`, beside
 //! whatever others attached, and is detached when its last file descriptor closes, so the
-//! helper leaves nothing behind, also when it is killed. Records are filed in the same map
+//! helper leaves nothing behind, also when it is killed. Records are filed in the same ring
 //! and under the same keys as the connected-socket send records ([`bpf::layout`]), so one
 //! lookup reads both. When the socket will pick its source address only at routing (a socket
 //! bound to the wildcard address), the key's local address is zero, and the lookup asks for
@@ -36,16 +36,17 @@
 //! [`bpf::layout`]: crate::attribution::bpf::layout
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::attribution::bpf::asm;
-use crate::attribution::bpf::frame::{current_process, mark_port, update, zero_stack, KEY};
+use crate::attribution::bpf::frame::{current_process, output, zero_stack, KEY};
 use crate::attribution::bpf::layout::{
     KEY_DADDR, KEY_DPORT, KEY_FAMILY, KEY_NETNS, KEY_PROTO, KEY_SADDR, KEY_SPORT,
 };
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
+use crate::attribution::ring_records::RingFds;
 use crate::flow::Family;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +98,12 @@ const AF_INET6: i32 = 10;
 
 /// The program for one family's hook (`Ipv4`: `BPF_CGROUP_UDP4_SENDMSG`, which also sees a
 /// dual-stack IPv6 socket's sends to `::ffff:a.b.c.d`, as the IPv4 flows they are), filing
-/// into map `sends_fd`, and marking each record's port in `marks_fd` first when given (see
-/// `attribution::port_marks`).
+/// into the send records' ring `ring` (`attribution::ring_records`).
 pub fn program(
     family: Family,
     ns: Netns,
     task: &TaskOffsets,
-    sends_fd: i32,
-    marks_fd: Option<i32>,
+    ring: RingFds,
 ) -> Result<Vec<asm::Insn>, &'static str> {
     use asm::*;
     let (af, words, dst, src) = match family {
@@ -144,10 +143,7 @@ pub fn program(
         .rsh_imm(R0, 8)
         .store(B, FP, sport, R0);
     current_process(&mut a, task);
-    if let Some(fd) = marks_fd {
-        mark_port(&mut a, fd);
-    }
-    update(&mut a, sends_fd);
+    output(&mut a, ring.ring, ring.refused, ring.wake_at);
     a.label("out").mov_imm(R0, 1).exit();
     a.finish()
 }
@@ -241,14 +237,13 @@ pub struct SendHook {
 }
 
 impl SendHook {
-    /// Loads both families' programs, filing into `sends`, and attaches them to the root
+    /// Loads both families' programs, filing into the ring `ring`, and attaches them to the root
     /// cgroup; both or neither. Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, CAP_SYS_ADMIN
     /// to mount cgroup2 (else a mount point must be visible), and kernel 5.14 (the namespace
     /// cookie of the helper's own sockets). The cgroup's descriptor is closed once linked: a
     /// link holds the cgroup itself.
     pub fn open(
-        sends: &OwnedFd,
-        marks: Option<i32>,
+        ring: RingFds,
         netns_inum: u32,
         task: &TaskOffsets,
     ) -> Result<SendHook, SendHookError> {
@@ -261,11 +256,9 @@ impl SendHook {
         };
         let mut fds = Vec::with_capacity(4);
         for family in [Family::Ipv4, Family::Ipv6] {
-            let insns = program(family, ns, task, sends.as_raw_fd(), marks).map_err(|label| {
-                SendHookError::Sys {
-                    what: "send hook program",
-                    err: io::Error::other(format!("unresolved jump to {label}")),
-                }
+            let insns = program(family, ns, task, ring).map_err(|label| SendHookError::Sys {
+                what: "send hook program",
+                err: io::Error::other(format!("unresolved jump to {label}")),
             })?;
             let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
             let prog = sys::prog_load(
@@ -294,10 +287,17 @@ mod tests {
     use super::*;
     use crate::attribution::bpf::asm::{disassemble, Helper, Op, B, DW, FP, H, R0, R1, R6, R7, W};
     use crate::attribution::bpf::frame::listing::{
-        assert_files_the_current_process, stack_writes, updates,
+        assert_files_the_current_process, outputs, refusal_counts, stack_writes, updates,
     };
     use crate::attribution::bpf::frame::{SK, VAL};
     use crate::attribution::bpf::layout::{KEY_FIELDS, KEY_PAD};
+    use crate::attribution::ring_records::RECORD_LEN;
+
+    const RING: RingFds = RingFds {
+        ring: 7,
+        refused: 9,
+        wake_at: 1 << 17,
+    };
 
     const NS: Netns = Netns {
         cookie: 0x0000_1234_0000_5678,
@@ -305,7 +305,7 @@ mod tests {
     };
 
     fn ops(family: Family) -> Vec<(usize, Op)> {
-        disassemble(&program(family, NS, &TaskOffsets::default(), 9, None).unwrap())
+        disassemble(&program(family, NS, &TaskOffsets::default(), RING).unwrap())
     }
 
     #[test]
@@ -464,10 +464,16 @@ mod tests {
     }
 
     #[test]
-    fn the_sender_is_filed_under_the_key_in_the_sends_map() {
+    fn the_sender_and_its_key_are_filed_into_the_send_records_ring() {
         for family in [Family::Ipv4, Family::Ipv6] {
             let ops = ops(family);
-            assert_eq!(updates(&ops), [(9, i32::from(KEY), i32::from(VAL))]);
+            assert_eq!(
+                outputs(&ops),
+                [(7, i32::from(VAL), RECORD_LEN as i32, 1 << 17)],
+                "{ops:?}"
+            );
+            assert_eq!(refusal_counts(&ops), [9], "{ops:?}");
+            assert!(updates(&ops).is_empty(), "no map is written");
             assert_files_the_current_process(&ops);
         }
     }

@@ -35,9 +35,9 @@ use crate::attribution::bpf::layout::{KEY_PROTO, VALUE_BY_WRITE, VALUE_FLAGS};
 use crate::attribution::bpf::sys::{self, AttachType, ProgType};
 use crate::attribution::bpf::task::TaskOffsets;
 use crate::attribution::connect_hook::{HookError, Offsets};
-use crate::attribution::connect_programs::{file_tuple, Filing};
+use crate::attribution::connect_programs::file_tuple;
+use crate::attribution::ring_records::RingFds;
 use crate::attribution::send_hook::open_root_cgroup;
-use crate::attribution::tcp_records::RingFds;
 
 /// `BPF_SOCK_OPS_TCP_CONNECT_CB`: `tcp_connect()` is about to send the SYN.
 pub const TCP_CONNECT_CB: i32 = 3;
@@ -77,7 +77,7 @@ pub fn program(
         .store_imm(W, FP, VALUE_FLAGS.at(VAL), VALUE_BY_WRITE)
         .label("connect")
         .store_imm(B, FP, KEY_PROTO.at(KEY), IPPROTO_TCP);
-    file_tuple(&mut a, Pointer::Typed, o, Filing::Ring(ring), None, 1);
+    file_tuple(&mut a, Pointer::Typed, o, ring, 1);
     a.finish()
 }
 
@@ -161,12 +161,14 @@ mod tests {
     };
     use crate::attribution::bpf::frame::VAL;
     use crate::attribution::bpf::task::tests::TASK_LIKE;
-    use crate::attribution::tcp_records::{RECORD_LEN, WAKE_AT};
+    use crate::attribution::ring_records::RECORD_LEN;
 
     const SK: i16 = 184;
+    const WAKE_AT: i32 = 1 << 18;
     const RING: RingFds = RingFds {
         ring: 7,
         refused: 9,
+        wake_at: WAKE_AT,
     };
 
     fn offsets() -> Offsets {

@@ -10,8 +10,8 @@
 
 use super::asm::{self, Helper, DW, FP, H, R0, R1, R2, R3, R4, R9, W};
 use super::layout::{
-    Field, KEY_LEN, KEY_SADDR, KEY_SPORT, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN,
-    VALUE_REFUSED, VALUE_START, VALUE_TGID, VALUE_UID,
+    Field, KEY_LEN, PENDING_KEY_LEN, VALUE_BOOT_NS, VALUE_COMM, VALUE_LEN, VALUE_REFUSED,
+    VALUE_START, VALUE_TGID, VALUE_UID,
 };
 use super::task::TaskOffsets;
 
@@ -202,30 +202,6 @@ pub fn update_at(a: &mut asm::Asm, fd: i32, key: i16, value: i16) {
         .add_imm(R3, i32::from(value))
         .mov_imm(R4, 0)
         .call(Helper::MapUpdateElem);
-}
-
-/// Counts in the port marks (map `marks_fd`; see `attribution::port_marks`) the UDP record
-/// about to be filed under the stack's key: one more in its local port's slot, the first
-/// word for a key with a local address, the second for one without. An atomic add, before
-/// the record itself: a count never goes back, and a reader that finds one still at zero
-/// cannot miss a record of that kind already there. Uses the scratch word; defines the label
-/// "marked".
-pub fn mark_port(a: &mut asm::Asm, marks_fd: i32) {
-    let saddr = KEY_SADDR.at(KEY);
-    // The slot: the key's two port bytes as one native u16, as the reader indexes it.
-    a.load(H, R1, FP, KEY_SPORT.at(KEY)).store(W, FP, TMP, R1);
-    lookup_at(a, marks_fd, TMP);
-    a.jeq_imm(R0, 0, "marked")
-        .mov_imm(R1, 1)
-        .load(DW, R2, FP, saddr)
-        .jne_imm(R2, 0, "mark_exact")
-        .load(DW, R2, FP, saddr + 8)
-        .jne_imm(R2, 0, "mark_exact")
-        .atomic_add(R0, 8, R1)
-        .ja("marked")
-        .label("mark_exact")
-        .atomic_add(R0, 0, R1)
-        .label("marked");
 }
 
 /// Readers of assembled programs, for the generators' tests.

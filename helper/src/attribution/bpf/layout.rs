@@ -93,8 +93,8 @@ pub const VALUE_COMM: Field = Field { off: 16, len: 16 };
 pub const VALUE_START: Field = Field { off: 32, len: 8 };
 /// [`VALUE_BY_WRITE`], or 0.
 pub const VALUE_FLAGS: Field = Field { off: 40, len: 4 };
-/// A TCP record's count of records its ring had refused when it was filed (the low half of
-/// the count in `attribution::tcp_records`); zero in the UDP records.
+/// A record's count of records its ring had refused when it was filed (the low half of the
+/// count in `attribution::ring_records`; each ring has its own count).
 pub const VALUE_REFUSED: Field = Field { off: 44, len: 4 };
 /// The flag of a TCP record filed when a write opened the connection (TCP Fast Open:
 /// `MSG_FASTOPEN`, or the first write on a socket connected with `TCP_FASTOPEN_CONNECT`):

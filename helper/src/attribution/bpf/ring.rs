@@ -1,10 +1,10 @@
 //! A `BPF_MAP_TYPE_RINGBUF` map, mapped and read without a system call.
 //!
-//! Why a ring for the TCP connect records and not a hash map: a program that files a record
+//! Why rings for the connect and send records and not hash maps: a program that files a record
 //! with `bpf_ringbuf_output` pays a lock, a copy and a store, where an LRU hash map's update
 //! hashes the key, takes a bucket lock and, once the map is full, evicts an older record;
 //! measured, that update was half of what the connect programs cost each `connect()`. The
-//! helper keeps its own index of what it read (`attribution::tcp_records`).
+//! helper keeps its own index of what it read (`attribution::ring_records`).
 //!
 //! The kernel's layout (`kernel/bpf/ringbuf.c`): a page with the consumer position, the only
 //! one the reader may write; a page with the producer position; then the data pages, mapped
