@@ -175,8 +175,8 @@ pub struct Container {
     /// The name from the engine's own state file, when one could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The state file `name` came from is not root's (rootless engines keep theirs in the
-    /// user's home): the name is the user's claim.
+    /// The state file `name` came from, or a folder above it, is not root's: the name is a
+    /// claim of whoever owns it. (Rootless engines' files, in the user's home, are not read.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub name_claimed: bool,
 }

@@ -10,8 +10,9 @@
 //! a folder's writer can rename the cgroups inside it, so a cgroup is *established* only when
 //! its `cgroup.procs`, its folder and every folder above it up to the cgroup root are root's
 //! and writable by no group and no other user: root (or systemd) put the process or one of
-//! its parents there. Anything else is `claimed`. A state file not owned by root (rootless
-//! Podman or Docker keep theirs in the user's home) gives a claimed name.
+//! its parents there. Anything else is `claimed`. A state file not owned by root gives a
+//! claimed name; a rootless engine's, in the user's home, is not read at all (see
+//! `Contexts::container_name`).
 //!
 //! Cost: read once per process description (the process cache keeps it, see `procfs`), and
 //! the per-path part (the ownership checks, the state files) once per cgroup path, so a burst
@@ -297,13 +298,22 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
+/// At most `limit` bytes of the regular file at `path`. Opened without waiting and without
+/// following a last symbolic link, and read only if it is a regular file: a FIFO a user put
+/// where a state file should be would otherwise block the helper's reader for good (an open
+/// for reading waits for a writer), and a device could be read for ever.
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(limit)
-        .read_to_end(&mut buf)
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
         .ok()?;
+    if !f.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(limit).read_to_end(&mut buf).ok()?;
     Some(buf)
 }
 
@@ -412,40 +422,23 @@ impl Contexts {
         self.state_root.join(path.strip_prefix("/").unwrap_or(path))
     }
 
-    /// The container's name from its engine's state files, and whether it is a claim: the
-    /// rootful engines' files are root's, the rootless ones' in the home of the user the
-    /// cgroup path is below (`user`).
+    /// The container's name from its engine's state files, and whether it is a claim (a file
+    /// or folder above it not root's). Only the rootful engines' files, under root's folders,
+    /// are read: a rootless engine keeps its state in the home of the user the cgroup is
+    /// below, where that user, the watched program included, can put a FIFO, a file on a FUSE
+    /// file system of its own (whose server need never answer an open, and the helper would
+    /// wait for good), or a link to another user's files. A rootless container is shown by
+    /// its engine and id, without a name.
     fn container_name(&self, engine: &str, id: &str, user: Option<u32>) -> (Option<String>, bool) {
-        let home = || {
-            let uid = nix::unistd::Uid::from_raw(user?);
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        };
         let files: Vec<PathBuf> = match (engine, user) {
             ("docker", None) => {
                 vec![PathBuf::from(format!(
                     "/var/lib/docker/containers/{id}/config.v2.json"
                 ))]
             }
-            ("docker", Some(_)) => home()
-                .map(|h| {
-                    h.join(format!(
-                        ".local/share/docker/containers/{id}/config.v2.json"
-                    ))
-                })
-                .into_iter()
-                .collect(),
             ("podman", None) => vec![PathBuf::from(
                 "/var/lib/containers/storage/overlay-containers/containers.json",
             )],
-            ("podman", Some(_)) => home()
-                .map(|h| {
-                    h.join(".local/share/containers/storage/overlay-containers/containers.json")
-                })
-                .into_iter()
-                .collect(),
             _ => Vec::new(),
         };
         for f in files {
@@ -466,7 +459,7 @@ impl Contexts {
                             .map(perm),
                     )
                     .collect();
-                return (Some(name), user.is_some() || claimed(&perms));
+                return (Some(name), claimed(&perms));
             }
         }
         (None, false)

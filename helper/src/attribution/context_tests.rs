@@ -261,3 +261,44 @@ fn a_cgroup_owned_by_a_user_is_a_claim() {
     let (_tmp, mut ctxs) = world(&cgroup);
     assert!(!ctxs.of(7).claimed);
 }
+
+/// A rootless container's state is in its user's home, where the watched program can put a
+/// FIFO (an open for reading would wait for a writer for good) or a FUSE file: it is not
+/// read, even where it is there to read. The container is still named by engine and id.
+/// (User 0, so the home is `/root` on any machine the test runs on.)
+#[test]
+fn a_rootless_containers_state_in_the_home_is_not_read() {
+    let cgroup = format!("/user.slice/user-0.slice/user@0.service/app.slice/docker-{ID}.scope");
+    let (tmp, mut ctxs) = world(&cgroup);
+    let state = tmp
+        .path()
+        .join(format!("state/root/.local/share/docker/containers/{ID}"));
+    std::fs::create_dir_all(&state).expect("mkdir");
+    std::fs::write(state.join("config.v2.json"), br#"{"Name":"/web"}"#).expect("write");
+    let c = ctxs.of(7);
+    let container = c.container.expect("container");
+    assert_eq!(container.id, ID);
+    assert_eq!(container.name, None);
+}
+
+/// Where a state file should be, a FIFO is not opened to wait for a writer, nor read.
+#[test]
+fn a_fifo_in_place_of_a_state_file_is_passed_over_at_once() {
+    let cgroup = format!("/system.slice/docker-{ID}.scope");
+    let (tmp, mut ctxs) = world(&cgroup);
+    let state = tmp
+        .path()
+        .join(format!("state/var/lib/docker/containers/{ID}"));
+    std::fs::create_dir_all(&state).expect("mkdir");
+    nix::unistd::mkfifo(&state.join("config.v2.json"), nix::sys::stat::Mode::S_IRWXU)
+        .expect("mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(ctxs.of(7).container.map(|c| c.name));
+    });
+    // Bounded: a blocked open would never answer.
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the description does not wait on the FIFO");
+    assert_eq!(got, Some(None));
+}
