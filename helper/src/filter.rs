@@ -13,7 +13,9 @@ use lru::LruCache;
 
 use crate::config::{Config, Whitelist};
 use crate::direction::Sides;
-use crate::event::{AttributedBy, ChangedSince, Connection, ExeChanged, HostSource, Process};
+use crate::event::{
+    AttributedBy, ChangedSince, Connection, ExeChanged, FileVersion, HostSource, Process,
+};
 use crate::flow::{Direction, Proto};
 
 /// Why a flow was not reported; shown with `--debug`.
@@ -248,17 +250,19 @@ pub fn process_rule(
 }
 
 /// The last rule, the repeat filter: run only for flows that every other rule lets through,
-/// so only a flow that would be reported counts as a repeat.
+/// so only a flow that would be reported counts as a repeat. `alone` as for
+/// [`process_rule`].
 pub fn repeat_rule(
     cfg: &Config,
     sides: &Sides,
     process: Option<&Process>,
+    alone: bool,
     repeats: &mut RepeatFilter,
     now: Instant,
 ) -> Result<(), Skip> {
     let window = Duration::from_secs(cfg.filter.repeat_after_secs);
     let key = RepeatKey {
-        program: process.map(|p| p.exe.clone().unwrap_or_else(|| p.comm.clone())),
+        who: Who::of(process, alone),
         proto: sides.socket.proto,
         remote_ip: sides.remote_ip,
         remote_port: sides.remote_port,
@@ -269,14 +273,59 @@ pub fn repeat_rule(
     Ok(())
 }
 
-/// What makes two reports "the same": program, protocol, remote address and port.
+/// What makes two reports "the same": who, protocol, remote address and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RepeatKey {
-    /// The exe path, or `comm` when the path is unknown; `None` for unknown processes.
-    pub program: Option<String>,
+    pub who: Who,
     pub proto: Proto,
     pub remote_ip: std::net::IpAddr,
     pub remote_port: u16,
+}
+
+/// Who made a flow, as the repeat filter tells them apart: on the same evidence as the
+/// whitelist. A repeat is not reported, so a flow must never count as a repeat of another
+/// program's: the watched code would name itself after a program the person just saw
+/// connect (its `comm`, an exe path in a mount namespace of its own) and its flows to the
+/// same place would go unreported for the window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// A verified executable, alone on its socket: the file at that path, and which version
+    /// of it (a binary replaced at the path is another program).
+    Program {
+        exe: String,
+        version: Option<FileVersion>,
+    },
+    /// Any other process is only itself: its pid, with the name and path it gave (so that a
+    /// pid reused within the window must also claim the same ones), and whether its socket
+    /// was held by others too.
+    Process {
+        pid: u32,
+        comm: String,
+        exe: Option<String>,
+        shared: bool,
+    },
+    /// No process known.
+    Unknown,
+}
+
+impl Who {
+    pub fn of(process: Option<&Process>, alone: bool) -> Who {
+        match process {
+            None => Who::Unknown,
+            Some(p) => match p.exe.as_ref().filter(|_| p.exe_verified && alone) {
+                Some(exe) => Who::Program {
+                    exe: exe.clone(),
+                    version: p.exe_file,
+                },
+                None => Who::Process {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    exe: p.exe.clone(),
+                    shared: !alone,
+                },
+            },
+        }
+    }
 }
 
 /// Remembers when each key was last reported. Bounded: the least recently reported key is

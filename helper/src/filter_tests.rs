@@ -35,7 +35,7 @@ fn after_attribution(
     now: Instant,
 ) -> Result<(), Skip> {
     process_rule(cfg, s, p, alone)?;
-    repeat_rule(cfg, s, p, repeats, now)
+    repeat_rule(cfg, s, p, alone, repeats, now)
 }
 
 fn run(cfg: &Config, s: &Sides, p: Option<&Process>) -> Result<(), Skip> {
@@ -295,5 +295,74 @@ fn a_shared_or_unchecked_socket_matches_no_whitelist_entry() {
     assert_eq!(
         after_attribution(&cfg, &out(443), Some(&ff), false, &mut rep, now),
         Ok(())
+    );
+}
+
+/// A flow the watched code makes is never a repeat of another program's: not by naming
+/// itself after it, not by a path it cannot prove, not on a socket it shares with it.
+#[test]
+fn a_forged_or_shared_identity_is_never_a_repeat_of_the_real_one() {
+    let cfg = Config::default();
+    let mut rep = RepeatFilter::new(16);
+    let t0 = Instant::now();
+    let s = out(443);
+    let curl = Process {
+        pid: 10,
+        ..proc_("curl", "/usr/bin/curl")
+    };
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&curl), true, &mut rep, t0),
+        Ok(())
+    );
+    let t = t0 + Duration::from_secs(1);
+    // The same path and name, unverified (a mount namespace of its own, a set exe).
+    let forged = Process {
+        pid: 11,
+        exe_verified: false,
+        exe_unverified: Some("another mount namespace".into()),
+        ..curl.clone()
+    };
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&forged), true, &mut rep, t),
+        Ok(())
+    );
+    // Its own second flow is a repeat: it is keyed by itself.
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&forged), true, &mut rep, t),
+        Err(Skip::Repeat)
+    );
+    // No path at all, curl's name.
+    let named = Process {
+        pid: 12,
+        exe: None,
+        exe_verified: false,
+        ..curl.clone()
+    };
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&named), true, &mut rep, t),
+        Ok(())
+    );
+    // curl itself, on a socket another process holds too.
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&curl), false, &mut rep, t),
+        Ok(())
+    );
+    // Another binary at curl's path (replaced since) is another program.
+    let replaced = Process {
+        exe_file: Some(FileVersion {
+            ino: 99,
+            ..Default::default()
+        }),
+        ..curl.clone()
+    };
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&replaced), true, &mut rep, t),
+        Ok(())
+    );
+    // The real curl again, another pid: a repeat.
+    let again = Process { pid: 13, ..curl };
+    assert_eq!(
+        after_attribution(&cfg, &s, Some(&again), true, &mut rep, t),
+        Err(Skip::Repeat)
     );
 }

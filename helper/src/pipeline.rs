@@ -220,7 +220,9 @@ impl<A: Attributor> Pipeline<A> {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
-        if let Err(skip) = filter::repeat_rule(&self.cfg, &sides, process, &mut self.repeats, now) {
+        if let Err(skip) =
+            filter::repeat_rule(&self.cfg, &sides, process, alone, &mut self.repeats, now)
+        {
             self.stats.skipped += 1;
             return Outcome::Skipped(skip);
         }
