@@ -56,6 +56,9 @@ pub enum Effect {
 
 const NOTE_MEMORY: usize = 256;
 pub const ACTION_RESTART: &str = "restart-now";
+/// Why a program cannot be whitelisted: no path, or one the helper could not verify.
+const NOT_WHITELISTABLE: &str =
+    "this connection's program has no verified path: it can be muted, not whitelisted";
 pub const ACTION_NO_RESTART: &str = "no-restart";
 const MUTE: Duration = Duration::from_secs(3600);
 /// What was learned is written at most this often (and when the applet quits).
@@ -382,15 +385,13 @@ impl App {
         match action {
             RecentAction::WhitelistProgram => {
                 // The absolute exe path, not a bare name another program could also have.
-                match c.process.as_ref().and_then(|p| p.exe.clone()) {
+                match text::whitelistable_exe(c) {
                     Some(exe) => {
-                        let mut effects = self.edit(Edit::WhitelistProcess(exe));
+                        let mut effects = self.edit(Edit::WhitelistProcess(exe.to_string()));
                         effects.extend(self.pin(None, c));
                         effects
                     }
-                    None => vec![Effect::Tell(
-                        "this connection's program has no known path".into(),
-                    )],
+                    None => vec![Effect::Tell(NOT_WHITELISTABLE.into())],
                 }
             }
             RecentAction::WhitelistRemote => {
@@ -402,21 +403,17 @@ impl App {
                 }
                 Vec::new()
             }
-            RecentAction::WhitelistProgramOnHost => {
-                match c.process.as_ref().and_then(|p| p.exe.clone()) {
-                    Some(exe) => {
-                        let mut effects = self.edit(Edit::WhitelistProcessOn {
-                            host: seen.host.clone(),
-                            process: exe,
-                        });
-                        effects.extend(self.pin(Some(seen.host.clone()), c));
-                        effects
-                    }
-                    None => vec![Effect::Tell(
-                        "this connection's program has no known path".into(),
-                    )],
+            RecentAction::WhitelistProgramOnHost => match text::whitelistable_exe(c) {
+                Some(exe) => {
+                    let mut effects = self.edit(Edit::WhitelistProcessOn {
+                        host: seen.host.clone(),
+                        process: exe.to_string(),
+                    });
+                    effects.extend(self.pin(Some(seen.host.clone()), c));
+                    effects
                 }
-            }
+                None => vec![Effect::Tell(NOT_WHITELISTABLE.into())],
+            },
             RecentAction::WhitelistRemoteOnHost => self.edit(Edit::WhitelistRemoteOn {
                 host: seen.host.clone(),
                 remote: c.remote_ip.to_string(),

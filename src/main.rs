@@ -330,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Vec::new()
             },
             recv(reply_rx) -> r => match r {
-                Ok(notify::Reply::Action(server_id, action)) => match notifier.ours(server_id) {
+                Ok(notify::Reply::Action(server_id, action)) => match notifier.pressed(server_id, &action) {
                     Some(id) => app.on_action(id, &action, Instant::now()),
                     None => Vec::new(),
                 },

@@ -83,7 +83,9 @@ pub struct Notifier {
     proxy: Option<zbus::blocking::Proxy<'static>>,
     /// The server's id of each of our notifications on screen, to replace or close it.
     server_ids: HashMap<u64, u32>,
-    ours: HashMap<u32, u64>,
+    /// The server's ids of ours, each with our id and the keys of the buttons it shows: a
+    /// button press is taken only for a key the notification offered.
+    ours: HashMap<u32, (u64, Vec<String>)>,
     told: u64,
 }
 
@@ -124,9 +126,12 @@ impl Notifier {
         }
     }
 
-    /// Our id for the server's `id`, if it is one of ours.
-    pub fn ours(&self, server_id: u32) -> Option<u64> {
-        self.ours.get(&server_id).copied()
+    /// Our id for a press of button `key` on the server's `id`: none unless that notification
+    /// is ours and shows that button. Another program on the bus cannot press a button it
+    /// names (`whitelist-host` on a notification that offered none, say).
+    pub fn pressed(&self, server_id: u32, key: &str) -> Option<u64> {
+        let (id, keys) = self.ours.get(&server_id)?;
+        keys.iter().any(|k| k == key).then_some(*id)
     }
 
     /// Shows note `id`, in place of the one on screen under the same id if there is one.
@@ -180,7 +185,8 @@ impl Notifier {
             }
         }
         self.server_ids.insert(id, server_id);
-        self.ours.insert(server_id, id);
+        let keys = note.actions.iter().map(|(key, _)| key.clone()).collect();
+        self.ours.insert(server_id, (id, keys));
         Ok(())
     }
 
@@ -197,7 +203,7 @@ impl Notifier {
 
     /// The server closed the server's notification `id` (expired, dismissed, or replaced).
     pub fn forget(&mut self, server_id: u32) -> Option<u64> {
-        let ours = self.ours.remove(&server_id)?;
+        let (ours, _) = self.ours.remove(&server_id)?;
         self.server_ids.remove(&ours);
         Some(ours)
     }
@@ -222,6 +228,12 @@ impl Notifier {
 }
 
 /// The thread that hears every button and close of the server's notifications, on `conn`.
+///
+/// Only signals sent by the server itself count: the bus lets any client send a signal with
+/// this interface and path, to everyone or to the applet alone, and the watched program is a
+/// client of the same bus. A signal's sender is the unique name the bus gave its connection,
+/// which no client can choose; it must be the current owner of the server's name (asked
+/// again when it is not the one last seen: the server may have restarted).
 fn listen(conn: &zbus::blocking::Connection, replies: Sender<Reply>) -> zbus::Result<()> {
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
@@ -229,11 +241,29 @@ fn listen(conn: &zbus::blocking::Connection, replies: Sender<Reply>) -> zbus::Re
         .path(PATH)?
         .build();
     let messages = zbus::blocking::MessageIterator::for_match_rule(rule, conn, Some(64))?;
+    let bus = zbus::blocking::fdo::DBusProxy::new(conn)?;
     std::thread::Builder::new()
         .name("notify-replies".into())
         .spawn(move || {
+            let mut server: Option<String> = owner(&bus);
+            let mut asked = std::time::Instant::now();
             for m in messages.flatten() {
                 let h = m.header();
+                let Some(sender) = h.sender().map(|s| s.to_string()) else {
+                    continue;
+                };
+                if server.as_deref() != Some(sender.as_str()) {
+                    // At most once a second: a flood of forged signals costs one round trip
+                    // to the bus a second, not one each.
+                    if asked.elapsed() < OWNER_ASKED_EVERY {
+                        continue;
+                    }
+                    server = owner(&bus);
+                    asked = std::time::Instant::now();
+                    if server.as_deref() != Some(sender.as_str()) {
+                        continue;
+                    }
+                }
                 let reply = match h.member().map(|m| m.as_str()) {
                     Some("ActionInvoked") => m
                         .body()
@@ -256,6 +286,16 @@ fn listen(conn: &zbus::blocking::Connection, replies: Sender<Reply>) -> zbus::Re
         })
         .map_err(|e| zbus::Error::Failure(e.to_string()))?;
     Ok(())
+}
+
+/// How often a signal from a sender other than the server last seen may have the bus asked
+/// who the server is now (it may have restarted).
+const OWNER_ASKED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The unique name that owns the notification server's name now, if any.
+fn owner(bus: &zbus::blocking::fdo::DBusProxy<'_>) -> Option<String> {
+    let name = zbus::names::BusName::try_from(DEST).ok()?;
+    bus.get_name_owner(name).ok().map(|o| o.to_string())
 }
 
 #[cfg(test)]

@@ -119,10 +119,19 @@ pub fn lineage(p: &Process) -> Option<String> {
     Some(line(&parts.join(" ← ")))
 }
 
+/// The path a "Whitelist" of `c`'s program writes: only a verified executable's. The
+/// helper matches an entry only to a verified executable, so for any other the button would
+/// silence nothing, and would pin the hash of whatever binary claimed the path (the watched
+/// code's, in a mount namespace of its own) in place of the real program's pin.
+pub fn whitelistable_exe(c: &Connection) -> Option<&str> {
+    let p = c.process.as_ref().filter(|p| p.exe_verified)?;
+    p.exe.as_deref()
+}
+
 /// The name a "Whitelist" button shows for the connection's exe (whose path it adds), when
-/// the exe is known.
+/// there is one to whitelist ([`whitelistable_exe`]).
 pub fn exe_name(c: &Connection) -> Option<String> {
-    let exe = c.process.as_ref()?.exe.as_deref()?;
+    let exe = whitelistable_exe(c)?;
     Some(program_name(exe.rsplit('/').next().unwrap_or(exe)))
 }
 
@@ -136,7 +145,11 @@ pub fn connection_note(c: &Connection, machine: &str, caps: &Caps) -> Note {
                 body.push(crate::pins::change_line(ch, &line(&ch.path)));
             }
             if let Some(exe) = &p.exe {
-                body.push(line(exe));
+                // A path the helper could not verify is what the process claims: say so.
+                body.push(match p.exe_verified {
+                    true => line(exe),
+                    false => format!("{} (not verified)", line(exe)),
+                });
             }
             let user = match &p.user {
                 Some(u) => line(u),

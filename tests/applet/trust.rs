@@ -472,3 +472,89 @@ fn the_real_dunst_under_xvfb_shows_the_notification() {
         "{history}"
     );
 }
+
+/// The watched code is a client of the same session bus: it can send `ActionInvoked` to
+/// everyone or to the applet alone, naming any notification and any button. Only the
+/// notification server's presses count, and only of a button the notification shows; a
+/// program whose path is not verified gets no "Whitelist" button at all.
+#[test]
+fn only_the_notification_server_presses_buttons_and_only_those_it_shows() {
+    let test = "only_the_notification_server_presses_buttons_and_only_those_it_shows";
+    if !require(test, &["dbus-daemon", "python3"]) {
+        return;
+    }
+    let w = world_with_config(Some("[whitelist]\nprocesses = [\"ssh\"]\n"));
+    w.applet
+        .emit(&connection("/usr/bin/curl", "9.9.9.9", 443, false));
+    let n = w.notified(1).remove(0);
+    assert!(n.actions.contains(&"whitelist-program".to_string()));
+    let hostile = zbus::blocking::connection::Builder::address(w.bus.address.as_str())
+        .expect("address")
+        .build()
+        .expect("the watched code's connection");
+    for _ in 0..10 {
+        for to in [None, Some(n.sender.as_str())] {
+            hostile
+                .emit_signal(
+                    to,
+                    "/org/freedesktop/Notifications",
+                    "org.freedesktop.Notifications",
+                    "ActionInvoked",
+                    &(n.id, "whitelist-program"),
+                )
+                .expect("emit");
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        !w.config_text().contains("/usr/bin/curl"),
+        "a forged press whitelisted: {}",
+        w.config_text()
+    );
+
+    // The same path in a mount namespace of the watched code's own: not verified, no button;
+    // the server's press of the button it does not show changes nothing.
+    let mut forged = connection_value("/usr/bin/wget", "9.9.9.10", 443, false);
+    forged["process"]["pid"] = 5151.into();
+    forged["process"]["exe_verified"] = false.into();
+    forged["process"]["exe_unverified"] = "another mount namespace".into();
+    forged["process"]["exe_sha256"] = "ab".repeat(32).into();
+    w.applet.emit(&forged.to_string());
+    let unverified = wait_until(WAIT, || {
+        w.notes
+            .seen
+            .all()
+            .into_iter()
+            .find(|m| m.summary.contains("9.9.9.10"))
+    })
+    .unwrap_or_else(|| panic!("no notification: {:?}", w.notes.seen.all()));
+    assert!(
+        unverified.body.contains("/usr/bin/wget (not verified)"),
+        "{}",
+        unverified.body
+    );
+    assert!(
+        !unverified
+            .actions
+            .contains(&"whitelist-program".to_string()),
+        "{:?}",
+        unverified.actions
+    );
+    for _ in 0..5 {
+        w.notes.invoke(unverified.id, "whitelist-program");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let text = w.config_text();
+    assert!(
+        !text.contains("/usr/bin/wget") && !text.contains(&"ab".repeat(32)),
+        "{text}"
+    );
+
+    // The server's own press of a button it shows: heard (so the presses above were too).
+    let heard = wait_until(WAIT, || {
+        w.notes.invoke(n.id, "whitelist-program");
+        std::thread::sleep(Duration::from_millis(200));
+        w.config_text().contains("/usr/bin/curl").then_some(())
+    });
+    assert!(heard.is_some(), "{}", w.config_text());
+}

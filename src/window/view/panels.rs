@@ -87,7 +87,7 @@ impl Window {
         };
         let mut out = Vec::new();
         if let (Some(exe), Some(name)) = (
-            c.process.as_ref().and_then(|p| p.exe.clone()),
+            crate::text::whitelistable_exe(c).map(str::to_string),
             crate::text::exe_name(c),
         ) {
             let edit = if remote_host {
