@@ -60,6 +60,12 @@ pub enum State {
 
 /// The last lines a helper's process wrote on stderr, to say why it failed.
 const STDERR_KEPT: usize = 20;
+/// How much of the helper's output one read takes. A writer to a full pipe is woken by
+/// every read that frees room; reads of 8 KiB (the default) in a burst woke the helper every
+/// few lines, a quarter of its pipeline thread's CPU (the burst benchmark). With 1 MiB a
+/// read takes all the pipe holds (the helper asks for a 1 MiB pipe). The buffer's pages
+/// are touched only as a burst fills them.
+const READ_BYTES: usize = 1 << 20;
 /// How long a closed helper's stderr is waited for, to its end (a process it left behind may
 /// hold the pipe open).
 const STDERR_GRACE: Duration = Duration::from_millis(500);
@@ -135,7 +141,7 @@ impl Link {
         std::thread::Builder::new()
             .name(format!("helper-{link}"))
             .spawn(move || {
-                for line in BufReader::new(stdout).lines() {
+                for line in BufReader::with_capacity(READ_BYTES, stdout).lines() {
                     let Ok(line) = line else { break };
                     let msg = match serde_json::from_str::<Event>(&line) {
                         Ok(event) => Msg::Event {

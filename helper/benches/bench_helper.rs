@@ -25,7 +25,8 @@
 //! traffic, holds sockets or times lookups instead (re-executed inside a namespace).
 //! `BENCH_ONLY=latency|burst|udp-sendto|send-cost|abuse|sockets|idle|processes|costs` runs
 //! one part alone (`costs`: what the kernel programs cost a connect and a fork, rows k, l).
-//! `BENCH_BURST_FLOWS=N` makes the burst N flows long.
+//! `BENCH_BURST_FLOWS=N` makes the burst N flows long; `BENCH_THREADS=1` prints the CPU each
+//! of the helper's threads spent in the burst.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark that cannot set up must stop
 

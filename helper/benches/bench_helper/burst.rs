@@ -60,7 +60,8 @@ pub fn burst(flows: u32, with_conntrack: bool) -> Burst {
         let stdout = child.stdout.take().expect("stdout");
         let dst = format!("dst={}", net.b4());
         let counter = std::thread::spawn(move || {
-            BufReader::new(stdout)
+            // Read as the helper's lines are (1 MiB at a time), so neither pays for small reads.
+            BufReader::with_capacity(1 << 20, stdout)
                 .lines()
                 .map_while(Result::ok)
                 .filter(|l| l.contains(&dst))
@@ -128,6 +129,15 @@ pub fn burst(flows: u32, with_conntrack: bool) -> Burst {
             .sum()
     };
     let (helper_cpu, reader_cpu) = (spent(None), spent(Some("ct-reader")));
+    // Each thread's share, for finding where the time goes.
+    if std::env::var_os("BENCH_THREADS").is_some() {
+        for (n, after) in &threads_after {
+            eprintln!(
+                "  thread {n}: {:.3} s",
+                after - threads_before.get(n).copied().unwrap_or(0.0)
+            );
+        }
+    }
     let helper_rss = peak_rss_kib(h.pid());
     let mut out = Burst {
         created: flows,

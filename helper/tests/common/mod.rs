@@ -391,7 +391,8 @@ impl Helper {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = unbounded();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            // As the applet reads: 1 MiB at a time (see its `READ_BYTES`).
+            for line in BufReader::with_capacity(1 << 20, stdout).lines() {
                 let Ok(line) = line else { return };
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
