@@ -198,12 +198,15 @@ impl Index {
     }
 
     fn get(&self, key: &[u8; KEY_LEN]) -> Option<[u8; VALUE_LEN]> {
-        let (hash, check) = (self.hasher.hash_one(&key[..]), self.check(&key[..]));
+        let hash = self.hasher.hash_one(&key[..]);
+        // The check is hashed only for a record of the same hash: of the two keys a UDP flow
+        // is looked up by (with and without its local address), one usually has none.
+        let mut check = None;
         let records = &self.records;
         let slot = self.slots.find(hash, |&s| {
-            records
-                .get(s as usize)
-                .is_some_and(|r| r.hash == hash && r.check == check)
+            records.get(s as usize).is_some_and(|r| {
+                r.hash == hash && r.check == *check.get_or_insert_with(|| self.check(&key[..]))
+            })
         })?;
         records.get(*slot as usize).map(|r| r.value)
     }
